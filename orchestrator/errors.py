@@ -1,0 +1,40 @@
+"""The orchestrator's error family; each message reads well as the one line the CLI prints."""
+
+from __future__ import annotations
+
+
+class BackfillError(Exception):
+    """Base of every error the backfill tool reports to a user."""
+
+
+class StackError(BackfillError):
+    """An embedded server could not be started or reached."""
+
+
+class ServerUnreachableError(BackfillError):
+    """MongoDB, Redis or the catalog does not answer; `url` is already redacted."""
+
+    def __init__(self, what: str, url: str, detail: str = "") -> None:
+        self.what, self.url = what, url
+        tail = f": {detail}" if detail else ""
+        super().__init__(f"{what} unreachable at {url}{tail}")
+
+
+class JobNotFoundError(BackfillError):
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"no backfill job {job_id!r} (see `backfill jobs`)")
+
+
+class JobStateError(BackfillError):
+    """A control verb does not apply to the job in its current state."""
+
+    def __init__(self, job_id: str, status: str, verb: str) -> None:
+        self.job_id, self.status, self.verb = job_id, status, verb
+        super().__init__(f"cannot {verb} job {job_id}: it is {status}")
+
+
+class UnknownBackfillError(BackfillError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        super().__init__(f"unknown backfill {name!r}; known: {', '.join(known)}")

