@@ -156,6 +156,19 @@ def claim_data_dir(path: Path) -> tuple[Path, str | None]:
     return pidfile, note
 
 
+def running_embedded_mongo(data_dir: Path) -> str | None:
+    """URL of a live SecantusDB another command of ours started on `data_dir`, if any."""
+    pidfile = data_dir.parent / f"{data_dir.name}.pid"
+    try:
+        pid_text, port_text = pidfile.read_text().split()[:2]
+        pid, port = int(pid_text), int(port_text)
+    except (OSError, ValueError):
+        return None
+    if _pid_alive(pid) and _port_open(port):
+        return f"mongodb://{LOOPBACK}:{port}/?directConnection=true"
+    return None
+
+
 def start_mongo(
     data_dir: Path | None,
     *,
@@ -177,7 +190,7 @@ def start_mongo(
         argv.append("--enable-test-commands")
     proc = spawn("SecantusDB", argv, log_dir / f"mongo-{port}.log")
     if pidfile:
-        pidfile.write_text(f"{proc.pid}\n")
+        pidfile.write_text(f"{proc.pid} {port}\n")
         proc.pidfile = pidfile
     try:
         _wait_for_port(proc, port, STARTUP_TIMEOUT_SECONDS)
@@ -308,7 +321,11 @@ def ensure_servers(
     log_dir.mkdir(parents=True, exist_ok=True)
     stack = Stack(settings=settings, log_dir=log_dir)
     try:
-        if settings.mongo_url is None:
+        shared = running_embedded_mongo(data_dir / "mongo") if persistent else None
+        if settings.mongo_url is None and shared:
+            # Another command (e.g. a running demo) owns the embedded server: share it.
+            settings = replace(settings, mongo_url=shared)
+        elif settings.mongo_url is None:
             mongo, note = start_mongo(
                 data_dir / "mongo" if persistent else None,
                 log_dir=log_dir,

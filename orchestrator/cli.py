@@ -1,0 +1,90 @@
+"""The `backfill` command: parses, calls a verb, prints, maps errors to exit codes. Nothing else."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import NoReturn
+
+import click
+
+from orchestrator.context import AppContext
+from orchestrator.errors import BackfillError
+from workers.redact import redact_text
+from workers.settings import Settings, SettingsError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-json", is_flag=True, help="Log one JSON object per line (for machines).")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.pass_context
+def cli(ctx: click.Context, log_json: bool, verbose: int) -> None:
+    """mongo-backfill: ordered MongoDB migrations and resumable, rate-limited backfills."""
+    from orchestrator.logs import configure_logging
+
+    settings = Settings.from_env()
+    configure_logging(json_lines=log_json or settings.log_json, verbosity=verbose, settings=settings)
+    app = AppContext(settings)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+
+
+def _register_commands() -> None:
+    from orchestrator.migrate_cli import migrate
+
+    cli.add_command(migrate)
+
+
+_register_commands()
+
+
+def _fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one clear line and a non-zero exit for every failure we can name."""
+    import pymongo.errors
+    import redis
+    import requests
+
+    from migrations.errors import MigrationError
+
+    secrets: tuple[str, ...] = ()
+    try:
+        secrets = Settings.from_env().secrets
+    except SettingsError:
+        pass
+    try:
+        cli.main(args=argv, prog_name="backfill", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        _fail("aborted", EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted; servers stopped, progress is checkpointed", EXIT_INTERRUPTED)
+    except (BackfillError, MigrationError, SettingsError) as exc:
+        _fail(redact_text(str(exc), secrets))
+    except pymongo.errors.PyMongoError as exc:
+        _fail(redact_text(f"MongoDB: {str(exc).splitlines()[0][:300]}", secrets))
+    except redis.RedisError as exc:
+        _fail(redact_text(f"Redis: {str(exc).splitlines()[0][:300]}", secrets))
+    except requests.RequestException as exc:
+        _fail(redact_text(f"catalog: {str(exc).splitlines()[0][:300]}", secrets))
+    except Exception as exc:
+        if os.environ.get("BACKFILL_DEBUG"):
+            raise
+        _fail(redact_text(f"unexpected {type(exc).__name__}: {exc}", secrets))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""What every CLI verb needs: settings, the (possibly embedded) servers, and connections."""
+
+from __future__ import annotations
+
+import atexit
+from dataclasses import dataclass, field
+
+import pymongo
+import pymongo.errors
+from pymongo.database import Database
+
+from orchestrator.errors import ServerUnreachableError
+from orchestrator.stack import Stack, ensure_servers
+from workers.redact import redact_text, redact_url
+from workers.settings import Settings
+
+MONGO_TIMEOUT_MS = 5000
+
+
+def connect_mongo(settings: Settings, *, timeout_ms: int = MONGO_TIMEOUT_MS) -> Database:
+    """Open the configured database and prove the server answers, or raise ServerUnreachableError."""
+    url = settings.mongo_url or ""
+    try:
+        client: pymongo.MongoClient = pymongo.MongoClient(
+            url,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            appname="mongo-backfill",
+        )
+        client.admin.command("ping")
+    except (pymongo.errors.PyMongoError, ValueError) as exc:
+        detail = redact_text(str(exc).splitlines()[0][:200], settings.secrets)
+        raise ServerUnreachableError("MongoDB", redact_url(url), detail) from None
+    return client[settings.mongo_db]
+
+
+@dataclass
+class AppContext:
+    """Lazily starts the embedded stack the first time a verb needs a server."""
+
+    settings: Settings
+    _stack: Stack | None = field(default=None, repr=False)
+    _db: Database | None = field(default=None, repr=False)
+
+    def stack(self) -> Stack:
+        if self._stack is None:
+            self._stack = ensure_servers(self.settings)
+            atexit.register(self._stack.close)
+            self.settings = self._stack.settings
+        return self._stack
+
+    def resolved_settings(self) -> Settings:
+        """Settings with MONGO_URL/REDIS_URL filled in (starting embedded servers if unset)."""
+        if self.settings.mongo_url is None or self.settings.redis_url is None:
+            self.stack()
+        return self.settings
+
+    def db(self) -> Database:
+        if self._db is None:
+            if self.settings.mongo_url is None:
+                self.stack()
+            self._db = connect_mongo(self.settings)
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.client.close()
+            self._db = None
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
