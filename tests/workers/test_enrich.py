@@ -1,0 +1,293 @@
+"""The pure core: validation of untrusted payloads, $set diffing, payload hashing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+from bson import ObjectId
+
+from workers.enrich import (
+    CATALOG_BACKFILL,
+    CATALOG_FIELDS,
+    CHAIN_START,
+    MAX_PAYLOAD_BYTES,
+    MAX_STRING_CHARS,
+    MAX_WEIGHT_GRAMS,
+    SYNCED_AT_FIELD,
+    InvalidPayloadError,
+    build_set,
+    chain_hash,
+    chain_items,
+    diff_fields,
+    item_digest,
+    payload_snapshot,
+    typed_id,
+    validate_item,
+)
+
+GOOD: dict[str, Any] = {
+    "id": "65f0c0ffee0000000000abcd",
+    "brand": "Acme",
+    "category": "tools",
+    "gtin": "4006381333931",
+    "weight_grams": 1250,
+}
+FIELDS = {k: GOOD[k] for k in CATALOG_FIELDS}
+
+
+def with_(**changes: Any) -> dict[str, Any]:
+    return {**GOOD, **changes}
+
+
+def without(key: str) -> dict[str, Any]:
+    return {k: v for k, v in GOOD.items() if k != key}
+
+
+def test_valid_payload_yields_exactly_the_whitelisted_fields() -> None:
+    assert validate_item(GOOD) == FIELDS
+
+
+def test_unknown_harmless_keys_are_ignored_not_written() -> None:
+    out = validate_item(with_(name="Hammer", tags=["a", "b"], extra={"nested": 1}))
+    assert out == FIELDS
+
+
+@pytest.mark.parametrize("gtin", ["12345678", "12345678901234", "00000000000000", "4006381333931"])
+def test_gtin_of_8_to_14_digits_is_accepted(gtin: str) -> None:
+    assert validate_item(with_(gtin=gtin))["gtin"] == gtin
+
+
+@pytest.mark.parametrize("weight", [1, 500, MAX_WEIGHT_GRAMS])
+def test_weight_in_range_is_accepted(weight: int) -> None:
+    assert validate_item(with_(weight_grams=weight))["weight_grams"] == weight
+
+
+def test_string_at_the_size_limit_is_accepted() -> None:
+    assert validate_item(with_(brand="b" * MAX_STRING_CHARS))["brand"] == "b" * MAX_STRING_CHARS
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (None, "not an object"),
+        ([GOOD], "not an object"),
+        ("brand", "not an object"),
+        (42, "not an object"),
+        (with_(**{"$set": {"brand": "x"}}), "operator-like key"),
+        (with_(**{"$where": "1"}), "operator-like key"),
+        (with_(**{"a.b": 1}), "dotted key"),
+        (with_(**{".": 1}), "dotted key"),
+        (with_(_id="evil"), "'_id'"),
+        (with_(_id=ObjectId()), "'_id'"),
+        (with_(extra={"$inc": {"weight_grams": 1}}), "operator-like key"),
+        (with_(extra={"deep": {"deeper": {"x.y": 1}}}), "dotted key"),
+        (with_(extra=[{"ok": 1}, {"$gt": 0}]), "operator-like key"),
+        (with_(extra={"_id": 1}), "'_id'"),
+        (with_(category={"$gt": ""}), "operator-like key"),
+        (with_(brand={"name": "Acme"}), "brand must be str"),
+        (with_(**{"bad\x00key": 1}), "NUL"),
+    ],
+)
+def test_hostile_or_non_object_payloads_are_rejected(payload: Any, reason: str) -> None:
+    with pytest.raises(InvalidPayloadError) as exc:
+        validate_item(payload)
+    assert reason in exc.value.reason
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        (without("brand"), "brand"),
+        (without("category"), "category"),
+        (without("gtin"), "gtin"),
+        (without("weight_grams"), "weight_grams"),
+        (with_(brand=None), "brand"),
+        (with_(brand=17), "brand"),
+        (with_(brand=""), "brand"),
+        (with_(brand="   "), "brand"),
+        (with_(category=["tools"]), "category"),
+        (with_(gtin=4006381333931), "gtin"),
+        (with_(gtin="1234567"), "gtin"),
+        (with_(gtin="123456789012345"), "gtin"),
+        (with_(gtin="12345abc9012"), "gtin"),
+        (with_(gtin="١٢٣٤٥٦٧٨"), "gtin"),  # Arabic-Indic digits are not ASCII digits
+        (with_(gtin=" 12345678"), "gtin"),
+        (with_(weight_grams="500"), "weight_grams"),
+        (with_(weight_grams=True), "weight_grams"),
+        (with_(weight_grams=False), "weight_grams"),
+        (with_(weight_grams=500.0), "weight_grams"),
+        (with_(weight_grams=0), "weight_grams"),
+        (with_(weight_grams=-5), "weight_grams"),
+        (with_(weight_grams=MAX_WEIGHT_GRAMS + 1), "weight_grams"),
+        (with_(weight_grams=10**30), "weight_grams"),
+        (with_(brand="b" * (MAX_STRING_CHARS + 1)), "brand"),
+    ],
+)
+def test_missing_wrong_typed_or_out_of_range_fields_are_rejected(
+    payload: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidPayloadError) as exc:
+        validate_item(payload)
+    assert exc.value.field == field
+    assert field in exc.value.reason
+
+
+def test_ten_megabyte_string_is_rejected_without_echoing_it() -> None:
+    huge = "x" * (10 * 1024 * 1024)
+    with pytest.raises(InvalidPayloadError) as exc:
+        validate_item(with_(brand=huge))
+    assert len(str(exc.value)) < 200
+
+
+def test_oversize_payload_is_rejected_even_through_unknown_keys() -> None:
+    with pytest.raises(InvalidPayloadError, match="bytes"):
+        validate_item(with_(description="d" * MAX_PAYLOAD_BYTES))
+
+
+def test_deeply_nested_payload_is_rejected_without_recursion_error() -> None:
+    deep: Any = {}
+    for _ in range(5000):
+        deep = {"x": deep}
+    with pytest.raises(InvalidPayloadError, match="nested"):
+        validate_item(with_(extra=deep))
+
+
+def test_reason_never_echoes_a_long_hostile_key() -> None:
+    with pytest.raises(InvalidPayloadError) as exc:
+        validate_item(with_(**{"$" + "k" * 10_000: 1}))
+    assert len(exc.value.reason) < 120
+
+
+# --- diff and $set ---------------------------------------------------------------
+
+
+def test_diff_of_a_product_without_fields_is_everything() -> None:
+    assert diff_fields({"_id": 1, "sku": "A"}, FIELDS) == FIELDS
+
+
+def test_diff_of_an_enriched_product_is_empty() -> None:
+    assert diff_fields({"_id": 1, **FIELDS, SYNCED_AT_FIELD: "then"}, FIELDS) == {}
+
+
+def test_diff_holds_only_the_changed_fields() -> None:
+    current = {"_id": 1, **FIELDS, "brand": "Old"}
+    assert diff_fields(current, FIELDS) == {"brand": "Acme"}
+
+
+@pytest.mark.parametrize("stored", [1250.0, "1250", True])
+def test_diff_corrects_a_value_stored_with_another_type(stored: Any) -> None:
+    desired = {"weight_grams": 1250 if stored is not True else 1}
+    assert diff_fields({"weight_grams": stored}, desired) == desired
+
+
+def test_diff_ignores_fields_outside_desired() -> None:
+    assert diff_fields({"brand": "Acme", "price": 3}, {"brand": "Acme"}) == {}
+
+
+def test_build_set_stamps_synced_at_only_when_something_changed() -> None:
+    now = dt.datetime(2024, 4, 6, tzinfo=dt.UTC)
+    assert build_set({}, now) == {}
+    assert build_set({"brand": "Acme"}, now) == {"brand": "Acme", SYNCED_AT_FIELD: now}
+
+
+def test_build_set_never_contains_operators_or_the_id() -> None:
+    out = build_set(validate_item(with_(name="x")), "now")
+    assert not any(k.startswith("$") or "." in k or k == "_id" for k in out)
+
+
+# --- hashing ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (ObjectId("65f0c0ffee0000000000abcd"), "oid:65f0c0ffee0000000000abcd"),
+        (7, "int:7"),
+        ("7", "str:7"),
+        (True, "bool:true"),
+        (1.5, "float:1.5"),
+    ],
+)
+def test_typed_id_keeps_the_type(value: Any, expected: str) -> None:
+    assert typed_id(value) == expected
+
+
+def test_digest_distinguishes_ids_of_different_types_with_the_same_text() -> None:
+    assert item_digest(7, FIELDS) != item_digest("7", FIELDS)
+    oid = ObjectId("65f0c0ffee0000000000abcd")
+    assert item_digest(oid, FIELDS) != item_digest(str(oid), FIELDS)
+
+
+def test_digest_is_independent_of_key_order_and_stable() -> None:
+    reordered = dict(reversed(list(FIELDS.items())))
+    assert item_digest(1, FIELDS) == item_digest(1, reordered)
+    assert len(item_digest(1, FIELDS)) == 64
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [{"brand": "Other"}, {"weight_grams": 1251}, {"weight_grams": 1250.0}, {"gtin": "12345678"}],
+)
+def test_digest_changes_when_a_field_changes(changed: dict[str, Any]) -> None:
+    assert item_digest(1, FIELDS) != item_digest(1, {**FIELDS, **changed})
+
+
+def test_digest_accepts_values_json_cannot_carry() -> None:
+    assert len(item_digest(1, {"brand": dt.datetime(2024, 1, 1)})) == 64
+
+
+def test_chain_extended_per_subchunk_equals_chain_over_the_whole_batch() -> None:
+    items = [(i, {**FIELDS, "weight_grams": i + 1}) for i in range(10)]
+    whole = chain_items(CHAIN_START, items)
+    running = CHAIN_START
+    for start in range(0, 10, 3):  # sub-chunks of 3, as a resumed batch would do
+        running = chain_items(running, items[start : start + 3])
+    assert running == whole
+
+
+def test_chain_depends_on_order() -> None:
+    a, b = item_digest(1, FIELDS), item_digest(2, FIELDS)
+    assert chain_hash(chain_hash(CHAIN_START, a), b) != chain_hash(chain_hash(CHAIN_START, b), a)
+
+
+# --- snapshots -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        GOOD,
+        with_(brand="x" * (10 * 1024 * 1024)),
+        {"k" * 5000: 1},
+        list(range(10_000)),
+        {"$set": {"a.b": ObjectId()}},
+        "plain text",
+        None,
+    ],
+)
+def test_snapshot_is_bounded_ascii(payload: Any) -> None:
+    snap = payload_snapshot(payload, limit=2048)
+    assert len(snap) <= 2048
+    assert snap.isascii()
+
+
+def test_small_snapshot_is_the_json_of_the_payload() -> None:
+    assert json.loads(payload_snapshot(GOOD)) == GOOD
+
+
+def test_snapshot_of_deep_nesting_does_not_blow_the_stack() -> None:
+    deep: Any = []
+    for _ in range(5000):
+        deep = [deep]
+    assert len(payload_snapshot(deep, limit=300)) <= 300
+
+
+def test_catalog_backfill_definition_maps_through_validation() -> None:
+    assert CATALOG_BACKFILL.name == "catalog"
+    assert set(CATALOG_BACKFILL.fields) == {"brand", "category", "gtin", "weight_grams"}
+    assert CATALOG_BACKFILL.map(GOOD) == FIELDS
+    with pytest.raises(InvalidPayloadError):
+        CATALOG_BACKFILL.map(with_(**{"$set": 1}))
