@@ -35,9 +35,13 @@ def cli(ctx: click.Context, log_json: bool, verbose: int) -> None:
 
 
 def _register_commands() -> None:
+    from orchestrator.job_cli import JOB_COMMANDS
     from orchestrator.migrate_cli import migrate
+    from orchestrator.stack_cli import STACK_COMMANDS
 
     cli.add_command(migrate)
+    for command in (*JOB_COMMANDS, *STACK_COMMANDS):
+        cli.add_command(command)
 
 
 _register_commands()

@@ -6,21 +6,8 @@ import json
 import logging
 import sys
 
-from workers.redact import redact_text
+from workers.redact import RedactingFilter
 from workers.settings import Settings
-
-
-class RedactingFilter(logging.Filter):
-    """Scrub URL passwords and known secrets from every record before it is written."""
-
-    def __init__(self, secrets: tuple[str, ...]) -> None:
-        super().__init__()
-        self.secrets = secrets
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact_text(record.getMessage(), self.secrets)
-        record.args = None
-        return True
 
 
 class JsonFormatter(logging.Formatter):

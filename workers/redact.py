@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,3 +34,16 @@ def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
         if secret and len(secret) >= 3:
             out = out.replace(secret, REDACTED)
     return out
+
+
+class RedactingFilter(logging.Filter):
+    """Scrub URL passwords and known secrets from every record before it is written."""
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact_text(record.getMessage(), self.secrets)
+        record.args = None
+        return True

@@ -1,0 +1,162 @@
+"""The orchestrator's verbs as plain functions; the CLI only parses and prints."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from pymongo.database import Database
+
+from orchestrator import jobs
+from orchestrator.errors import BackfillError, UnknownBackfillError
+from orchestrator.planner import plan_job, start_or_join
+from orchestrator.sweeper import sweep_job
+from workers.app import create_app
+from workers.dispatch import TaskSender
+from workers.settings import MAX_BATCH_SIZE, Settings
+from workers.states import TERMINAL_JOB_STATES, JobStatus
+
+log = logging.getLogger(__name__)
+
+KNOWN_BACKFILLS = ("catalog",)
+WAIT_POLL_SECONDS = 0.5
+
+
+@dataclass
+class Broker:
+    """How the orchestrator reaches the queue: a task sender and a raw Redis client."""
+
+    sender: TaskSender
+    redis: redis.Redis
+    queue: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Broker:
+        url = settings.redis_url or "redis://127.0.0.1:6379/0"
+        client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+        return cls(create_app(settings), client, settings.queue)
+
+    def check(self) -> None:
+        """Fail with one line if Redis does not answer."""
+        from orchestrator.errors import ServerUnreachableError
+        from workers.redact import redact_url
+
+        try:
+            self.redis.ping()
+        except (redis.RedisError, OSError) as exc:
+            url = self.redis.connection_pool.connection_kwargs
+            where = f"{url.get('host', '?')}:{url.get('port', '?')}"
+            raise ServerUnreachableError("Redis", redact_url(where), type(exc).__name__) from None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    backfill: str = "catalog"
+    batch_size: int = 500
+    max_in_flight: int = 8
+    rate_per_second: float = 50.0
+    ids: tuple[Any, ...] | None = None  # replay of an explicit id list
+    source_job: str | None = None
+
+
+def validate_run_options(opts: RunOptions) -> None:
+    """Refuse nonsense before anything is written."""
+    if opts.backfill not in KNOWN_BACKFILLS:
+        raise UnknownBackfillError(opts.backfill, list(KNOWN_BACKFILLS))
+    if not 1 <= opts.batch_size <= MAX_BATCH_SIZE:
+        raise BackfillError(f"--batch-size must be between 1 and {MAX_BATCH_SIZE}, got {opts.batch_size}")
+    if not 1 <= opts.max_in_flight <= 10_000:
+        raise BackfillError(f"--max-in-flight must be between 1 and 10000, got {opts.max_in_flight}")
+    if not opts.rate_per_second > 0:
+        raise BackfillError(f"--rate must be above 0 requests/s, got {opts.rate_per_second:g}")
+
+
+def launch(
+    db: Database,
+    broker: Broker,
+    opts: RunOptions,
+    *,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """Start (or join) the job and plan it to the end; return (job, created)."""
+    validate_run_options(opts)
+    broker.check()
+    params: dict[str, Any] = {}
+    exclusive = None
+    if opts.ids is not None:
+        params = {"ids": list(opts.ids), "replay_of": opts.source_job}
+        exclusive = f"{opts.backfill}:replay:{opts.source_job}"
+    job, created = start_or_join(
+        db,
+        backfill=opts.backfill,
+        batch_size=opts.batch_size,
+        max_in_flight=opts.max_in_flight,
+        rate_per_second=opts.rate_per_second,
+        params=params,
+        exclusive_key=exclusive,
+    )
+    if job["status"] in (JobStatus.PLANNING.value, JobStatus.RUNNING.value):
+        plan_job(db, broker.sender, broker.queue, job["_id"], on_batch=on_batch)
+    return jobs.get_job(db, job["_id"]), created
+
+
+def wait_for(
+    db: Database,
+    broker: Broker,
+    settings: Settings,
+    job_id: str,
+    *,
+    on_tick: Callable[[jobs.JobSummary], None] | None = None,
+    timeout: float | None = None,
+    stop_when_paused: bool = False,
+) -> jobs.JobSummary:
+    """Sweep and report until the job reaches a final state (or `timeout` seconds pass)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last_sweep = 0.0
+    while True:
+        now = time.monotonic()
+        if now - last_sweep >= settings.sweep_interval_seconds:
+            job = jobs.get_job(db, job_id)
+            if job["status"] in (JobStatus.PLANNING.value, JobStatus.RUNNING.value):
+                if not job["planning"].get("done"):
+                    # The planner that started this job died: carry on planning from its cursor.
+                    plan_job(db, broker.sender, broker.queue, job_id)
+                sweep_job(
+                    db, broker.sender, broker.queue, job_id,
+                    redispatch_seconds=settings.redispatch_seconds, broker=broker.redis,
+                )
+            last_sweep = now
+        summary = jobs.summarize(db, job_id)
+        if on_tick:
+            on_tick(summary)
+        status = summary.job["status"]
+        if status in [s.value for s in TERMINAL_JOB_STATES]:
+            return summary
+        if stop_when_paused and status == JobStatus.PAUSED.value:
+            return summary
+        if deadline is not None and time.monotonic() > deadline:
+            return summary
+        time.sleep(WAIT_POLL_SECONDS)
+
+
+def replay_starter(db: Database, broker: Broker, settings: Settings) -> Callable[[list[Any], str], str]:
+    """What `retry` uses to replay quarantined ids as their own job."""
+
+    def start(ids: list[Any], source_job: str) -> str:
+        source = jobs.get_job(db, source_job)
+        opts = RunOptions(
+            backfill=source["backfill"],
+            batch_size=int(source["batch_size"]),
+            max_in_flight=int(source["max_in_flight"]),
+            rate_per_second=float(source["rate_per_second"]),
+            ids=tuple(ids),
+            source_job=source_job,
+        )
+        job, _ = launch(db, broker, opts)
+        return str(job["_id"])
+
+    return start

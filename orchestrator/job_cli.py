@@ -1,0 +1,262 @@
+"""CLI verbs for backfill jobs: run, jobs, status, pause, resume, cancel, retry, verify."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+
+from orchestrator import jobs
+from orchestrator.commands import Broker, RunOptions, launch, replay_starter, validate_run_options, wait_for
+from orchestrator.context import AppContext
+from orchestrator.progress import LiveProgress, counters_line, jobs_table, summary_table
+from orchestrator.verify import verify as verify_job
+from workers.settings import Settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_NOT_COMPLETED = 3
+
+
+def _json(data: Any) -> None:
+    click.echo(json.dumps(data, default=str, indent=2))
+
+
+def _broker(app: AppContext) -> Broker:
+    return Broker.from_settings(app.resolved_settings())
+
+
+def _rate(value: str) -> float:
+    """Parse `50`, `50/s` or `3000/m` into requests per second."""
+    text = value.strip().lower()
+    per = 1.0
+    for suffix, seconds in (("/s", 1.0), ("/m", 60.0), ("/h", 3600.0)):
+        if text.endswith(suffix):
+            text, per = text[: -len(suffix)], seconds
+            break
+    try:
+        rate = float(text) / per
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a rate like 50/s") from None
+    if not rate > 0 or rate != rate or rate == float("inf"):
+        raise click.BadParameter(f"rate must be above 0, got {value!r}")
+    return rate
+
+
+@click.command()
+@click.argument("backfill", default="catalog")
+@click.option("--batch-size", type=int, default=None, help="Ids per batch (default BACKFILL_BATCH_SIZE, 500).")
+@click.option("--max-in-flight", type=int, default=None, help="Batches queued or running at once.")
+@click.option("--rate", "rate_text", default=None, help="Catalog requests per second across all workers, e.g. 50/s.")
+@click.option("--dry-run", is_flag=True, help="Diff a sample against the catalog; write nothing.")
+@click.option("--sample", type=click.IntRange(1, 100_000), default=500, show_default=True, help="Products in a dry run.")
+@click.option("--wait/--no-wait", default=False, help="Stay, sweep and show progress until the job ends.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def run(app: AppContext, backfill: str, batch_size: int | None, max_in_flight: int | None,
+        rate_text: str | None, dry_run: bool, sample: int, wait: bool, as_json: bool) -> None:
+    """Start a backfill job (or join the one already running) and fan it out to workers."""
+    s: Settings = app.settings
+    opts = RunOptions(
+        backfill=backfill,
+        batch_size=s.batch_size if batch_size is None else batch_size,
+        max_in_flight=s.max_in_flight if max_in_flight is None else max_in_flight,
+        rate_per_second=s.rate_per_second if rate_text is None else _rate(rate_text),
+    )
+    validate_run_options(opts)  # before any server is started or written to
+    if dry_run:
+        _dry_run(app, sample, as_json)
+        return
+    db = app.db()
+    broker = _broker(app)
+    job, created = launch(db, broker, opts)
+    if not as_json:
+        verb = "started" if created else "joined running"
+        console.print(f"{verb} job [bold]{job['_id']}[/] ({job['planning']['batches']:,} batches, "
+                      f"{job['planning']['products']:,} products)")
+    if wait:
+        summary = _watch(app, broker, str(job["_id"]), quiet=as_json)
+        if as_json:
+            _json(summary.as_dict())
+        if summary.job["status"] != "completed":
+            sys.exit(EXIT_NOT_COMPLETED)
+    elif as_json:
+        _json({"job_id": job["_id"], "created": created, "status": job["status"]})
+
+
+def _dry_run(app: AppContext, sample: int, as_json: bool) -> None:
+    from orchestrator.dryrun import dry_run
+    from workers.catalog_client import HttpCatalogClient
+
+    s = app.resolved_settings()
+    if not s.catalog_url:
+        raise click.UsageError("CATALOG_URL is not set")
+    report = dry_run(app.db(), HttpCatalogClient(s), sample=sample)
+    if as_json:
+        _json(report.as_dict())
+        return
+    console.print(f"dry run over {report.sampled:,} products — nothing written")
+    console.print(f"  would change {report.changed:,} · unchanged {report.unchanged:,} · "
+                  f"missing {report.missing:,} · invalid {report.invalid:,}")
+    if report.fields_changed:
+        console.print("  fields: " + ", ".join(f"{k} {v:,}" for k, v in sorted(report.fields_changed.items())))
+
+
+def _watch(app: AppContext, broker: Broker, job_id: str, *, quiet: bool = False,
+           stop_when_paused: bool = False) -> jobs.JobSummary:
+    db = app.db()
+    if quiet or not console.is_terminal:
+        summary = wait_for(db, broker, app.settings, job_id, stop_when_paused=stop_when_paused)
+    else:
+        with LiveProgress(console) as bar:
+            summary = wait_for(db, broker, app.settings, job_id, on_tick=bar.update,
+                               stop_when_paused=stop_when_paused)
+    if not quiet:
+        console.print(summary_table(summary))
+    return summary
+
+
+@click.command(name="jobs")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def jobs_cmd(app: AppContext, limit: int, as_json: bool) -> None:
+    """List backfill jobs, newest first."""
+    rows = jobs.list_jobs(app.db(), limit)
+    if as_json:
+        _json(rows)
+    elif rows:
+        console.print(jobs_table(rows))
+    else:
+        console.print("no jobs yet — start one with `backfill run catalog`")
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--watch", is_flag=True, help="Follow with a progress bar until the job ends (also sweeps).")
+@click.pass_obj
+def status(app: AppContext, job_id: str, as_json: bool, watch: bool) -> None:
+    """Show a job's progress: batches, products, rate, ETA, counters."""
+    db = app.db()
+    if watch:
+        summary = _watch(app, _broker(app), job_id, quiet=as_json, stop_when_paused=True)
+    else:
+        summary = jobs.summarize(db, job_id)
+        if not as_json:
+            console.print(summary_table(summary))
+    if as_json:
+        _json(summary.as_dict())
+
+
+@click.command()
+@click.argument("job_id")
+@click.pass_obj
+def pause(app: AppContext, job_id: str) -> None:
+    """Stop starting batches; running ones stop at their next checkpoint."""
+    job = jobs.pause(app.db(), job_id)
+    console.print(f"job {job['_id']} paused")
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("--wait/--no-wait", default=False)
+@click.pass_obj
+def resume(app: AppContext, job_id: str, wait: bool) -> None:
+    """Continue a paused job from its checkpoints."""
+    broker = _broker(app)
+    job = jobs.resume(app.db(), broker.sender, broker.queue, job_id)
+    console.print(f"job {job['_id']} {job['status']}")
+    if wait:
+        _watch(app, broker, job_id)
+
+
+@click.command()
+@click.argument("job_id")
+@click.pass_obj
+def cancel(app: AppContext, job_id: str) -> None:
+    """Stop a job for good (its checkpoints and written data stay)."""
+    job = jobs.cancel(app.db(), job_id)
+    console.print(f"job {job['_id']} cancelled")
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("--wait/--no-wait", default=False)
+@click.pass_obj
+def retry(app: AppContext, job_id: str, wait: bool) -> None:
+    """Re-run failed batches and replay quarantined items as their own job."""
+    db = app.db()
+    broker = _broker(app)
+    report = jobs.retry(db, broker.sender, broker.queue, job_id,
+                        start_replay=replay_starter(db, broker, app.settings))
+    console.print(f"job {job_id}: {report.batches_reset} failed batches re-queued")
+    if report.replay_job_id:
+        console.print(f"{report.replayed_items:,} quarantined items replayed as job {report.replay_job_id}")
+    if wait:
+        if report.batches_reset:
+            _watch(app, broker, job_id)
+        if report.replay_job_id:
+            _watch(app, broker, report.replay_job_id)
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def verify(app: AppContext, job_id: str, as_json: bool) -> None:
+    """Recompute every batch's payload hash from products; exit 1 on any mismatch."""
+    report = verify_job(app.db(), job_id)
+    if as_json:
+        _json({"job_id": report.job_id, "batches_checked": report.batches_checked,
+               "products_checked": report.products_checked,
+               "mismatched_batches": report.mismatched_batches,
+               "skipped_batches": report.skipped_batches, "ok": report.ok})
+    elif report.ok:
+        console.print(f"verified {report.batches_checked:,} batches, {report.products_checked:,} "
+                      f"products: no mismatch")
+    else:
+        console.print(f"[red]{len(report.mismatched_batches)} batches differ from what they wrote:[/] "
+                      + ", ".join(map(str, report.mismatched_batches[:20])))
+    if not report.ok:
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def quarantine(app: AppContext, job_id: str, limit: int, as_json: bool) -> None:
+    """List a job's quarantined items (id, reason, error, HTTP status)."""
+    items = jobs.quarantined_items(app.db(), job_id, limit)
+    if as_json:
+        _json(items)
+        return
+    for item in items:
+        console.print(f"{item['product_id']}  {item['reason']}  {item.get('error_class')}  "
+                      f"{item.get('error', '')[:80]}", markup=False)
+    console.print(f"{len(items)} shown")
+
+
+@click.command()
+@click.argument("job_id")
+@click.pass_obj
+def sweep(app: AppContext, job_id: str) -> None:
+    """Re-send batches with expired leases or lost messages, once."""
+    from orchestrator.sweeper import sweep_job
+
+    broker = _broker(app)
+    jobs.get_job(app.db(), job_id)
+    r = sweep_job(app.db(), broker.sender, broker.queue, job_id,
+                  redispatch_seconds=app.settings.redispatch_seconds, broker=broker.redis)
+    console.print(f"expired leases {r.expired_leases}, lost messages re-sent {r.resent}, "
+                  f"dispatched {r.dispatched}")
+
+
+JOB_COMMANDS = [run, jobs_cmd, status, pause, resume, cancel, retry, verify, quarantine, sweep]
+__all__ = ["JOB_COMMANDS", "counters_line"]

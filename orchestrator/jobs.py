@@ -1,0 +1,179 @@
+"""Job control verbs: list, describe, pause, resume, cancel, retry. Each is one guarded update."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pymongo.errors
+from pymongo.database import Database
+
+from orchestrator.errors import BackfillError, JobNotFoundError, JobStateError
+from workers.batches import now_utc
+from workers.dispatch import TaskSender, fill_in_flight
+from workers.jobstate import batch_counts, item_totals
+from workers.states import METADATA, QUARANTINE, BatchStatus, JobStatus
+
+
+def get_job(db: Database, job_id: str) -> dict[str, Any]:
+    job = db[METADATA].find_one({"_id": job_id, "kind": "job"})
+    if job is None:
+        raise JobNotFoundError(job_id)
+    return job
+
+
+def list_jobs(db: Database, limit: int = 20) -> list[dict[str, Any]]:
+    """Newest jobs first."""
+    return list(
+        db[METADATA]
+        .find({"kind": "job"}, {"dispatch_lock": 0, "params.ids": 0})
+        .sort("created_at", -1)
+        .limit(limit)
+    )
+
+
+@dataclass
+class JobSummary:
+    """Everything `backfill status` shows, also as JSON."""
+
+    job: dict[str, Any]
+    batches: dict[str, int]
+    items: dict[str, int]
+    quarantined: int
+
+    def as_dict(self) -> dict[str, Any]:
+        job = {k: v for k, v in self.job.items() if k not in ("dispatch_lock", "params")}
+        return {
+            "job": job,
+            "params": {k: v for k, v in self.job.get("params", {}).items() if k != "ids"},
+            "batches": self.batches,
+            "items": self.items,
+            "quarantined": self.quarantined,
+        }
+
+
+def summarize(db: Database, job_id: str) -> JobSummary:
+    job = get_job(db, job_id)
+    return JobSummary(
+        job=job,
+        batches=batch_counts(db[METADATA], job_id),
+        items=item_totals(db[METADATA], job_id),
+        quarantined=db[QUARANTINE].count_documents({"job_id": job_id}),
+    )
+
+
+def _transition(
+    db: Database, job_id: str, verb: str, allowed: tuple[JobStatus, ...], update: dict[str, Any]
+) -> dict[str, Any]:
+    meta = db[METADATA]
+    res = meta.update_one(
+        {"_id": job_id, "kind": "job", "status": {"$in": [s.value for s in allowed]}},
+        {**update, "$currentDate": {"updated_at": True}},
+    )
+    if res.matched_count == 0:
+        job = get_job(db, job_id)
+        raise JobStateError(job_id, job["status"], verb)
+    return get_job(db, job_id)
+
+
+def pause(db: Database, job_id: str) -> dict[str, Any]:
+    """No new batches start; running ones stop at their next sub-chunk and keep their checkpoint."""
+    return _transition(
+        db, job_id, "pause", (JobStatus.PLANNING, JobStatus.RUNNING),
+        {"$set": {"status": JobStatus.PAUSED.value, "pause_reason": "paused by operator"}},
+    )
+
+
+def resume(db: Database, sender: TaskSender, queue: str, job_id: str) -> dict[str, Any]:
+    """Continue a paused job from its checkpoints."""
+    job = get_job(db, job_id)
+    target = JobStatus.RUNNING if job["planning"].get("done") else JobStatus.PLANNING
+    job = _transition(
+        db, job_id, "resume", (JobStatus.PAUSED,),
+        {"$set": {"status": target.value}, "$unset": {"pause_reason": ""}},
+    )
+    # Batches a paused worker handed back are pending again; queued ones keep their message.
+    fill_in_flight(db[METADATA], sender, queue, job_id)
+    return job
+
+
+def cancel(db: Database, job_id: str) -> dict[str, Any]:
+    """Stop for good: pending batches are cancelled, running ones stop at their next sub-chunk."""
+    job = _transition(
+        db, job_id, "cancel", (JobStatus.PLANNING, JobStatus.RUNNING, JobStatus.PAUSED),
+        {"$set": {"status": JobStatus.CANCELLED.value, "finished_at": now_utc()},
+         "$unset": {"active_key": ""}},
+    )
+    db[METADATA].update_many(
+        {"kind": "batch", "job_id": job_id,
+         "status": {"$in": [BatchStatus.PENDING.value, BatchStatus.QUEUED.value]}},
+        {"$set": {"status": BatchStatus.CANCELLED.value, "updated_at": now_utc()}},
+    )
+    return job
+
+
+@dataclass
+class RetryReport:
+    job_id: str
+    batches_reset: int
+    replay_job_id: str | None
+    replayed_items: int
+
+
+def retry(
+    db: Database,
+    sender: TaskSender,
+    queue: str,
+    job_id: str,
+    *,
+    start_replay: Any,
+) -> RetryReport:
+    """Re-run failed batches in place, and replay quarantined items as a job of their own.
+
+    `start_replay(ids, source_job)` creates and plans the replay job (the orchestrator's
+    planner), returning its id.
+    """
+    meta = db[METADATA]
+    job = get_job(db, job_id)
+    failed = meta.count_documents(
+        {"kind": "batch", "job_id": job_id, "status": BatchStatus.FAILED.value}
+    )
+    if failed:
+        if job["status"] in (JobStatus.COMPLETED.value, JobStatus.COMPLETED_WITH_ERRORS.value,
+                             JobStatus.FAILED.value):
+            try:
+                meta.update_one(
+                    {"_id": job_id},
+                    {"$set": {"status": JobStatus.RUNNING.value, "active_key": job["backfill"]},
+                     "$unset": {"finished_at": ""}},
+                )
+            except pymongo.errors.DuplicateKeyError:
+                raise BackfillError(
+                    f"cannot retry {job_id}: another {job['backfill']} job is active"
+                ) from None
+        elif job["status"] == JobStatus.CANCELLED.value:
+            raise JobStateError(job_id, job["status"], "retry")
+        meta.update_many(
+            {"kind": "batch", "job_id": job_id, "status": BatchStatus.FAILED.value},
+            {"$set": {"status": BatchStatus.PENDING.value, "attempts": 0, "updated_at": now_utc()}},
+        )
+        fill_in_flight(meta, sender, queue, job_id)
+
+    quarantine = db[QUARANTINE]
+    ids = [d["product_id"] for d in quarantine.find({"job_id": job_id, "replayed": False},
+                                                    {"product_id": 1}).sort("product_id", 1)]
+    replay_id = None
+    if ids:
+        replay_id = start_replay(ids, job_id)
+        quarantine.update_many(
+            {"job_id": job_id, "replayed": False},
+            {"$set": {"replayed": True, "replay_job_id": replay_id, "updated_at": now_utc()}},
+        )
+    if not failed and not ids:
+        raise BackfillError(f"job {job_id} has no failed batches and no quarantined items to retry")
+    return RetryReport(job_id, failed, replay_id, len(ids))
+
+
+def quarantined_items(db: Database, job_id: str, limit: int = 50) -> list[dict[str, Any]]:
+    get_job(db, job_id)
+    return list(db[QUARANTINE].find({"job_id": job_id}, {"_id": 0}).sort("product_id", 1).limit(limit))

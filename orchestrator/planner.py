@@ -1,0 +1,239 @@
+"""Job creation and planning: stream `_id`s ascending, cut batches, checkpoint the cursor.
+
+Planning is resumable: batch documents have deterministic ids (job id + batch number), so
+a restarted planner picks up after the highest planned batch and never creates one twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import socket
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import pymongo.errors
+from bson.int64 import Int64
+from bson.objectid import ObjectId
+from pymongo import ReturnDocument
+from pymongo.collection import Collection
+from pymongo.database import Database
+
+from orchestrator.errors import BackfillError
+from workers.batches import new_batch, now_utc
+from workers.dispatch import TaskSender, fill_in_flight
+from workers.states import METADATA, PRODUCTS, JobStatus
+
+log = logging.getLogger(__name__)
+
+PLANNER_LEASE_SECONDS = 30.0
+
+# BSON sort order of the types an _id can have (arrays cannot be an _id). A `$gt` on
+# `_id` only matches values of the cursor's own type, so resuming must also take every
+# type that sorts after it.
+_TYPE_ORDER: list[tuple[tuple[type, ...], list[str]]] = [
+    ((type(None),), ["null"]),
+    ((int, float, Int64), ["int", "long", "double", "decimal"]),
+    ((str,), ["string", "symbol"]),
+    ((dict,), ["object"]),
+    ((bytes,), ["binData"]),
+    ((ObjectId,), ["objectId"]),
+    ((bool,), ["bool"]),
+    ((dt.datetime,), ["date"]),
+]
+
+
+def _type_rank(value: Any) -> int:
+    for rank, (types, _) in enumerate(_TYPE_ORDER):
+        if isinstance(value, bool):
+            return 6
+        if isinstance(value, types):
+            return rank
+    return len(_TYPE_ORDER)
+
+
+def after_cursor(cursor: Any) -> dict[str, Any]:
+    """Filter for every `_id` that sorts after `cursor`, whatever its BSON type."""
+    later = [alias for _, aliases in _TYPE_ORDER[_type_rank(cursor) + 1 :] for alias in aliases]
+    same_type = {"_id": {"$gt": cursor}}
+    return {"$or": [same_type, {"_id": {"$type": later}}]} if later else same_type
+
+
+class PlanningConflictError(BackfillError):
+    def __init__(self, job_id: str, holder: str) -> None:
+        super().__init__(f"job {job_id} is being planned by {holder}; watching it instead")
+
+
+def new_job_id(backfill: str) -> str:
+    return f"{backfill}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def start_or_join(
+    db: Database,
+    *,
+    backfill: str,
+    batch_size: int,
+    max_in_flight: int,
+    rate_per_second: float,
+    params: dict[str, Any] | None = None,
+    exclusive_key: str | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """Create a job, or return the active one for the same backfill; (job, created)."""
+    meta = db[METADATA]
+    key = exclusive_key or backfill
+    now = now_utc()
+    doc = {
+        "_id": new_job_id(backfill),
+        "kind": "job",
+        "backfill": backfill,
+        "status": JobStatus.PLANNING.value,
+        "active_key": key,
+        "batch_size": batch_size,
+        "max_in_flight": max_in_flight,
+        "rate_per_second": float(rate_per_second),
+        "params": params or {},
+        "planning": {"cursor": None, "batches": 0, "products": 0, "done": False},
+        "dispatch_lock": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+    try:
+        meta.insert_one(doc)
+        return doc, True
+    except pymongo.errors.DuplicateKeyError:
+        # The unique index on active_key admits one active job per backfill.
+        existing = meta.find_one({"kind": "job", "active_key": key})
+        if existing is None:  # it finished between our insert and this read: try once more
+            return start_or_join(
+                db, backfill=backfill, batch_size=batch_size, max_in_flight=max_in_flight,
+                rate_per_second=rate_per_second, params=params, exclusive_key=exclusive_key,
+            )
+        return existing, False
+
+
+def _take_planner_lease(meta: Collection, job_id: str, owner: str) -> bool:
+    now = now_utc()
+    res = meta.update_one(
+        {
+            "_id": job_id,
+            "kind": "job",
+            "planning.done": False,
+            "$or": [{"planner": None}, {"planner": owner}, {"planner_until": {"$lt": now}}],
+        },
+        {"$set": {"planner": owner, "planner_until": now + dt.timedelta(seconds=PLANNER_LEASE_SECONDS)}},
+    )
+    return res.modified_count == 1 or res.matched_count == 1
+
+
+def _id_stream(products: Collection, cursor: Any, explicit: list[Any] | None) -> Iterator[Any]:
+    if explicit is not None:
+        ids = explicit
+        if cursor is not None:
+            ids = ids[ids.index(cursor) + 1 :] if cursor in ids else ids
+        yield from ids
+        return
+    query = after_cursor(cursor) if cursor is not None else {}
+    for doc in products.find(query, {"_id": 1}).sort("_id", 1).batch_size(5000):
+        yield doc["_id"]
+
+
+def _chunks(ids: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for i in ids:
+        chunk.append(i)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def plan_job(
+    db: Database,
+    sender: TaskSender,
+    queue: str,
+    job_id: str,
+    *,
+    on_batch: Callable[[int, int], None] | None = None,
+    stop_after: int | None = None,
+) -> bool:
+    """Cut and dispatch the job's remaining batches; False if another planner holds it.
+
+    `stop_after` plans at most that many batches in this call (tests use it to
+    simulate a planner killed halfway).
+    """
+    meta, products = db[METADATA], db[PRODUCTS]
+    owner = f"{socket.gethostname()}:{secrets.token_hex(4)}"
+    job = meta.find_one({"_id": job_id, "kind": "job"})
+    if job is None or job["planning"].get("done"):
+        return True
+    if not _take_planner_lease(meta, job_id, owner):
+        return False
+    # Resume from the highest batch actually written, not the job's cursor: the batch
+    # insert comes first, so after a crash the batches are the truth.
+    last = meta.find_one(
+        {"kind": "batch", "job_id": job_id}, {"ids": 1, "batch_no": 1}, sort=[("batch_no", -1)]
+    )
+    next_no = int(last["batch_no"]) + 1 if last else 0
+    cursor = last["ids"][-1] if last else None
+    planned_products = int(job["planning"].get("products", 0)) if last else 0
+    if last:
+        planned_products = sum(
+            d["size"] for d in meta.find({"kind": "batch", "job_id": job_id}, {"size": 1})
+        )
+    explicit = job["params"].get("ids")
+    done_now = 0
+    for ids in _chunks(_id_stream(products, cursor, explicit), int(job["batch_size"])):
+        try:
+            meta.insert_one(new_batch(job_id, next_no, ids))
+        except pymongo.errors.DuplicateKeyError:
+            pass  # planned already by a previous run of this planner
+        planned_products += len(ids)
+        now = now_utc()
+        res = meta.update_one(
+            {"_id": job_id, "planner": owner},
+            {
+                "$set": {
+                    "planning.cursor": ids[-1],
+                    "planning.batches": next_no + 1,
+                    "planning.products": planned_products,
+                    "planner_until": now + dt.timedelta(seconds=PLANNER_LEASE_SECONDS),
+                    "updated_at": now,
+                }
+            },
+        )
+        if res.matched_count == 0:
+            log.warning("planner lease for %s lost; another planner continues", job_id)
+            return False
+        fill_in_flight(meta, sender, queue, job_id)
+        next_no += 1
+        done_now += 1
+        if on_batch:
+            on_batch(next_no, planned_products)
+        if stop_after is not None and done_now >= stop_after:
+            return True
+        status = meta.find_one({"_id": job_id}, {"status": 1})
+        if status and status["status"] == JobStatus.CANCELLED.value:
+            return True
+    now = now_utc()
+    meta.find_one_and_update(
+        {"_id": job_id, "planner": owner},
+        {
+            "$set": {
+                "planning.done": True,
+                "planning.batches": next_no,
+                "planning.products": planned_products,
+                "planner": None,
+                "updated_at": now,
+            }
+        },
+        return_document=ReturnDocument.AFTER,
+    )
+    # A paused job stays paused; otherwise planning is over and the job is running.
+    meta.update_one(
+        {"_id": job_id, "status": JobStatus.PLANNING.value},
+        {"$set": {"status": JobStatus.RUNNING.value}},
+    )
+    fill_in_flight(meta, sender, queue, job_id)
+    return True

@@ -1,0 +1,99 @@
+"""Rendering job state for people: a rich progress bar and one-line summaries."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from orchestrator.jobs import JobSummary
+
+
+def counters_line(items: dict[str, int], quarantined: int) -> str:
+    return (
+        f"written {items.get('written', 0):,} · unchanged {items.get('unchanged', 0):,} · "
+        f"missing {items.get('missing', 0):,} · invalid {items.get('invalid', 0):,} · "
+        f"deleted {items.get('deleted', 0):,} · quarantined {quarantined:,}"
+    )
+
+
+def summary_table(summary: JobSummary) -> Table:
+    job = summary.job
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("job", str(job["_id"]))
+    table.add_row("status", str(job["status"]) + (f" ({job['pause_reason']})" if job.get("pause_reason") else ""))
+    planning = job.get("planning", {})
+    table.add_row(
+        "planned",
+        f"{planning.get('batches', 0):,} batches / {planning.get('products', 0):,} products"
+        + ("" if planning.get("done") else " (planning…)"),
+    )
+    table.add_row("batches", " · ".join(f"{k} {v}" for k, v in summary.batches.items() if v))
+    table.add_row("products", f"{summary.items.get('processed', 0):,} processed of {summary.items.get('size', 0):,}")
+    table.add_row("items", counters_line(summary.items, summary.quarantined))
+    if job.get("times_interrupted") or job.get("messages_resent"):
+        table.add_row(
+            "recovered",
+            f"{job.get('times_interrupted', 0)} expired leases, {job.get('messages_resent', 0)} lost messages",
+        )
+    return table
+
+
+class LiveProgress:
+    """A progress bar of products processed, with rate and ETA, refreshed on every tick."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.completed:,.0f}/{task.total:,.0f} products"),
+            TextColumn("{task.fields[rate]:,.0f}/s"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[extra]}"),
+            console=console,
+            transient=False,
+        )
+        self.task: Any = None
+        self.started = time.monotonic()
+        self.first_done: int | None = None
+
+    def __enter__(self) -> LiveProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def update(self, summary: JobSummary) -> None:
+        items = summary.items
+        done = items.get("processed", 0)
+        total = max(items.get("size", 0), summary.job.get("planning", {}).get("products", 0), 1)
+        if self.first_done is None:
+            self.first_done = done
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        rate = (done - self.first_done) / elapsed
+        extra = f"{summary.job['status']} · w {items.get('written', 0):,} · q {summary.quarantined:,}"
+        if self.task is None:
+            self.task = self.progress.add_task(str(summary.job["_id"]), total=total, rate=rate, extra=extra)
+        self.progress.update(self.task, completed=done, total=total, rate=rate, extra=extra)
+
+
+def jobs_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table("job", "backfill", "status", "batches", "products", "created")
+    for job in rows:
+        planning = job.get("planning", {})
+        table.add_row(
+            str(job["_id"]), job.get("backfill", ""), job["status"],
+            f"{planning.get('batches', 0):,}", f"{planning.get('products', 0):,}",
+            f"{job['created_at']:%Y-%m-%d %H:%M:%S}",
+        )
+    return table
+
+
+def render(summary: JobSummary) -> Group:
+    return Group(summary_table(summary))

@@ -1,0 +1,64 @@
+"""Recompute each finished batch's payload hash from what `products` holds now."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo.database import Database
+
+from orchestrator.jobs import get_job
+from workers.enrich import CATALOG_BACKFILL, chain_hash, item_digest
+from workers.states import METADATA, PRODUCTS, QUARANTINE, BatchStatus
+
+VERIFY_READ_CHUNK = 500
+
+
+@dataclass
+class VerifyReport:
+    job_id: str
+    batches_checked: int = 0
+    products_checked: int = 0
+    mismatched_batches: list[int] = field(default_factory=list)
+    skipped_batches: int = 0  # not done (failed, cancelled, pending): nothing to compare
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatched_batches
+
+
+def batch_hash_from_products(db: Database, batch: dict[str, Any], skip: set[Any]) -> tuple[str | None, int]:
+    """The payload hash a batch would have if it wrote exactly what products hold now."""
+    backfill = CATALOG_BACKFILL
+    ids = batch["ids"][: int(batch.get("processed") or 0)]
+    h: str | None = None
+    checked = 0
+    for start in range(0, len(ids), VERIFY_READ_CHUNK):
+        chunk = ids[start : start + VERIFY_READ_CHUNK]
+        current = {
+            d["_id"]: d for d in db[PRODUCTS].find({"_id": {"$in": chunk}}, backfill.projection())
+        }
+        for pid in chunk:
+            if pid in skip or pid not in current:
+                continue
+            fields = {name: current[pid].get(name) for name in backfill.fields}
+            h = chain_hash(h, item_digest(pid, fields))
+            checked += 1
+    return h, checked
+
+
+def verify(db: Database, job_id: str) -> VerifyReport:
+    """Compare every done batch's recorded hash with one recomputed from products."""
+    get_job(db, job_id)
+    report = VerifyReport(job_id)
+    skip = {d["product_id"] for d in db[QUARANTINE].find({"job_id": job_id}, {"product_id": 1})}
+    for batch in db[METADATA].find({"kind": "batch", "job_id": job_id}).sort("batch_no", 1):
+        if batch["status"] != BatchStatus.DONE.value:
+            report.skipped_batches += 1
+            continue
+        recomputed, checked = batch_hash_from_products(db, batch, skip)
+        report.batches_checked += 1
+        report.products_checked += checked
+        if recomputed != batch.get("payload_hash"):
+            report.mismatched_batches.append(int(batch["batch_no"]))
+    return report

@@ -1,0 +1,63 @@
+"""The Celery application: Redis broker, JSON only, late acks, one task per batch.
+
+State lives in MongoDB, so there is no result backend: a task's only output is the
+batch document it updates.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, signals
+
+from workers.redact import RedactingFilter
+from workers.settings import Settings
+
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+
+
+def create_app(settings: Settings) -> Celery:
+    """A Celery app for these settings (workers run the module-level one; senders may build their own)."""
+    celery = Celery("mongo_backfill", broker=settings.redis_url or DEFAULT_BROKER_URL)
+    celery.conf.update(
+        # JSON only: a pickled message pushed onto the queue is refused, never unpickled.
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        event_serializer="json",
+        result_accept_content=["json"],
+        # Ack after the batch is finished and re-queue when a worker process dies
+        # mid-batch; the batch lease makes a second delivery harmless.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_default_queue=settings.queue,
+        task_create_missing_queues=True,
+        # Redis redelivers an unacked message after this; it must outlast the longest
+        # batch. Faster recovery of lost work is the sweeper's job, not this timeout's.
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_seconds},
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        broker_connection_timeout=5,
+        # Events feed Flower.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_redirect_stdouts=False,
+    )
+    return celery
+
+
+app = create_app(Settings.from_env())
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _scrub_worker_logs(logger: logging.Logger, **_: Any) -> None:
+    """Worker log lines never carry a password or token."""
+    secrets = Settings.from_env().secrets
+    for handler in logger.handlers:
+        handler.addFilter(RedactingFilter(secrets))
+
+import workers.tasks  # noqa: E402,F401  (registers the batch task on this app)

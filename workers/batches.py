@@ -1,0 +1,231 @@
+"""Every batch state transition, each one atomic update guarded by status, lease or fencing token."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.collection import Collection
+
+from workers.states import (
+    IN_FLIGHT_BATCH_STATES,
+    LEASABLE_BATCH_STATES,
+    BatchStatus,
+    zero_counters,
+)
+
+MAX_ERRORS_KEPT = 5
+
+
+def now_utc() -> dt.datetime:
+    # BSON dates have millisecond precision; truncate so what we write equals what we read.
+    t = dt.datetime.now(dt.UTC)
+    return t.replace(microsecond=t.microsecond // 1000 * 1000)
+
+
+def batch_id(job_id: str, batch_no: int) -> str:
+    """Batch documents have readable, deterministic ids: planning the same batch twice collides."""
+    return f"{job_id}:{batch_no:07d}"
+
+
+def new_batch(job_id: str, batch_no: int, ids: list[Any]) -> dict[str, Any]:
+    """The document the planner inserts for one batch of product ids (ascending)."""
+    return {
+        "_id": batch_id(job_id, batch_no),
+        "kind": "batch",
+        "job_id": job_id,
+        "batch_no": batch_no,
+        "ids": ids,
+        "size": len(ids),
+        "status": BatchStatus.PENDING.value,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "fencing_token": 0,
+        "attempts": 0,
+        "processed": 0,
+        "last_processed_id": None,
+        "payload_hash": None,
+        "counters": zero_counters(),
+        "errors": [],
+        "created_at": now_utc(),
+    }
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Proof that one worker owns a batch; every write it makes is conditioned on `token`."""
+
+    batch_id: str
+    owner: str
+    token: int
+
+    def guard(self) -> dict[str, Any]:
+        return {"_id": self.batch_id, "fencing_token": self.token, "lease_owner": self.owner}
+
+
+def lease_batch(
+    coll: Collection, bid: str, owner: str, lease_seconds: float
+) -> tuple[Lease, dict[str, Any]] | None:
+    """Take the batch if it is unfinished and nobody holds a live lease; None otherwise."""
+    now = now_utc()
+    doc = coll.find_one_and_update(
+        {
+            "_id": bid,
+            "status": {"$in": [s.value for s in LEASABLE_BATCH_STATES]},
+            "$or": [{"lease_owner": None}, {"lease_expires_at": {"$lt": now}}],
+        },
+        {
+            "$set": {
+                "status": BatchStatus.RUNNING.value,
+                "lease_owner": owner,
+                "lease_expires_at": now + dt.timedelta(seconds=lease_seconds),
+                "updated_at": now,
+            },
+            "$inc": {"fencing_token": 1, "attempts": 1},
+            "$min": {"started_at": now},
+        },
+        return_document=ReturnDocument.AFTER,
+    )
+    if doc is None:
+        return None
+    return Lease(bid, owner, int(doc["fencing_token"])), doc
+
+
+def renew_lease(coll: Collection, lease: Lease, lease_seconds: float) -> bool:
+    """Extend our lease; False means another worker took the batch over."""
+    now = now_utc()
+    res = coll.update_one(
+        lease.guard(),
+        {"$set": {"lease_expires_at": now + dt.timedelta(seconds=lease_seconds)}},
+    )
+    return res.matched_count == 1
+
+
+def checkpoint(
+    coll: Collection,
+    lease: Lease,
+    *,
+    processed: int,
+    last_processed_id: Any,
+    payload_hash: str | None,
+    counters: dict[str, int],
+    lease_seconds: float,
+) -> bool:
+    """Record progress after the data is written; False if the lease was lost meanwhile."""
+    now = now_utc()
+    res = coll.update_one(
+        lease.guard(),
+        {
+            "$set": {
+                "processed": processed,
+                "last_processed_id": last_processed_id,
+                "payload_hash": payload_hash,
+                "counters": counters,
+                "lease_expires_at": now + dt.timedelta(seconds=lease_seconds),
+                "updated_at": now,
+            }
+        },
+    )
+    return res.matched_count == 1
+
+
+def finish_batch(coll: Collection, lease: Lease) -> bool:
+    """Mark the batch done and free it."""
+    now = now_utc()
+    res = coll.update_one(
+        lease.guard(),
+        {
+            "$set": {
+                "status": BatchStatus.DONE.value,
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "finished_at": now,
+                "updated_at": now,
+            }
+        },
+    )
+    return res.matched_count == 1
+
+
+def release_batch(
+    coll: Collection,
+    lease: Lease,
+    status: BatchStatus,
+    *,
+    error: str | None = None,
+    retry_at: dt.datetime | None = None,
+) -> bool:
+    """Give the batch back (paused, cancelled, or a transient error to retry later)."""
+    now = now_utc()
+    update: dict[str, Any] = {
+        "$set": {
+            "status": status.value,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "updated_at": now,
+        }
+    }
+    if status is BatchStatus.QUEUED:
+        update["$set"]["dispatched_at"] = retry_at or now
+    if error:
+        update["$push"] = {"errors": {"$each": [{"at": now, "error": error}], "$slice": -MAX_ERRORS_KEPT}}
+    return coll.update_one(lease.guard(), update).matched_count == 1
+
+
+def fail_batch(coll: Collection, lease: Lease, error: str) -> bool:
+    """Give up on the batch after its last attempt; the job goes on without it."""
+    now = now_utc()
+    res = coll.update_one(
+        lease.guard(),
+        {
+            "$set": {
+                "status": BatchStatus.FAILED.value,
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "finished_at": now,
+                "updated_at": now,
+                "last_error": error,
+            },
+            "$push": {"errors": {"$each": [{"at": now, "error": error}], "$slice": -MAX_ERRORS_KEPT}},
+        },
+    )
+    return res.matched_count == 1
+
+
+def claim_pending(coll: Collection, job_id: str) -> dict[str, Any] | None:
+    """Move the lowest-numbered pending batch to queued, returning it (without its ids)."""
+    now = now_utc()
+    return coll.find_one_and_update(
+        {"kind": "batch", "job_id": job_id, "status": BatchStatus.PENDING.value},
+        {"$set": {"status": BatchStatus.QUEUED.value, "dispatched_at": now, "updated_at": now}},
+        sort=[("batch_no", 1)],
+        projection={"ids": 0},
+        return_document=ReturnDocument.AFTER,
+    )
+
+
+def count_in_flight(coll: Collection, job_id: str) -> int:
+    return coll.count_documents(
+        {"kind": "batch", "job_id": job_id, "status": {"$in": [s.value for s in IN_FLIGHT_BATCH_STATES]}}
+    )
+
+
+def requeue_stale(coll: Collection, bid: str, expected: dict[str, Any]) -> bool:
+    """Sweeper: mark a lost batch queued again, only if it is still in the state we saw."""
+    now = now_utc()
+    res = coll.update_one(
+        {"_id": bid, **expected},
+        {
+            "$set": {
+                "status": BatchStatus.QUEUED.value,
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "dispatched_at": now,
+                "updated_at": now,
+            },
+            "$inc": {"times_recovered": 1},
+        },
+    )
+    return res.matched_count == 1

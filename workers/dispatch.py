@@ -1,0 +1,88 @@
+"""Hand batches to the broker while keeping at most `max_in_flight` queued or running per job."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from typing import Any, Protocol
+
+from pymongo.collection import Collection
+
+from workers.batches import claim_pending, count_in_flight, now_utc
+from workers.states import DISPATCHABLE_JOB_STATES
+
+log = logging.getLogger(__name__)
+
+BATCH_TASK_NAME = "backfill.batch"
+DISPATCH_LOCK_SECONDS = 15.0
+LOCK_ATTEMPTS = 5
+LOCK_RETRY_SLEEP = 0.05
+
+
+class TaskSender(Protocol):
+    def send_task(self, name: str, args: Any = ..., **options: Any) -> Any: ...
+
+
+def send_batch(app: TaskSender, queue: str, job_id: str, batch_no: int, countdown: float = 0) -> None:
+    """Publish one batch task; only ids travel, never data or credentials."""
+    options: dict[str, Any] = {"queue": queue}
+    if countdown > 0:
+        options["countdown"] = countdown
+    app.send_task(BATCH_TASK_NAME, args=[job_id, batch_no], **options)
+
+
+def _take_dispatch_lock(coll: Collection, job_id: str, token: str) -> bool:
+    now = now_utc()
+    res = coll.update_one(
+        {
+            "_id": job_id,
+            "kind": "job",
+            "$or": [{"dispatch_lock": None}, {"dispatch_lock_until": {"$lt": now}}],
+        },
+        {
+            "$set": {
+                "dispatch_lock": token,
+                "dispatch_lock_until": now + dt.timedelta(seconds=DISPATCH_LOCK_SECONDS),
+            }
+        },
+    )
+    return res.modified_count == 1
+
+
+def _drop_dispatch_lock(coll: Collection, job_id: str, token: str) -> None:
+    coll.update_one({"_id": job_id, "dispatch_lock": token}, {"$set": {"dispatch_lock": None}})
+
+
+def fill_in_flight(coll: Collection, app: TaskSender, queue: str, job_id: str) -> int:
+    """Queue pending batches until the job's in-flight cap is reached; return how many were sent.
+
+    Counting and claiming happen under a short per-job lock so two dispatchers (workers
+    finishing batches, the orchestrator) cannot both see a free slot and overshoot the cap.
+    """
+    token = uuid.uuid4().hex
+    for attempt in range(LOCK_ATTEMPTS):
+        if _take_dispatch_lock(coll, job_id, token):
+            break
+        if attempt == LOCK_ATTEMPTS - 1:
+            return 0  # someone else is dispatching right now; they will fill the slots
+        time.sleep(LOCK_RETRY_SLEEP)
+    sent = 0
+    try:
+        job = coll.find_one({"_id": job_id, "kind": "job"}, {"status": 1, "max_in_flight": 1})
+        if not job or job["status"] not in [s.value for s in DISPATCHABLE_JOB_STATES]:
+            return 0
+        free = int(job["max_in_flight"]) - count_in_flight(coll, job_id)
+        while free > 0:
+            batch = claim_pending(coll, job_id)
+            if batch is None:
+                break
+            send_batch(app, queue, job_id, int(batch["batch_no"]))
+            sent += 1
+            free -= 1
+    finally:
+        _drop_dispatch_lock(coll, job_id, token)
+    if sent:
+        log.debug("dispatched %d batches", sent, extra={"job_id": job_id})
+    return sent

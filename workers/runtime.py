@@ -1,0 +1,77 @@
+"""Per-process connections for a worker, created lazily after fork."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import pymongo
+import redis
+from pymongo.database import Database
+
+from workers.catalog_client import CatalogClient, HttpCatalogClient
+from workers.ratelimit import RateLimiter
+from workers.settings import Settings
+
+WORKER_MONGO_TIMEOUT_MS = 10_000
+
+
+def bucket_name(queue: str) -> str:
+    """Redis key space of the one catalog bucket shared by every worker on this queue."""
+    return f"backfill:ratelimit:{queue}:catalog"
+
+
+@dataclass
+class Runtime:
+    """What a worker process talks to; `rate` is set per job before each batch."""
+
+    settings: Settings
+    db: Database
+    redis: redis.Redis
+    catalog: CatalogClient = field(init=False)
+    rate: float = 0.0
+    _limiters: dict[float, RateLimiter] = field(default_factory=dict)
+
+    def limiter(self) -> RateLimiter:
+        rate = self.rate or self.settings.rate_per_second
+        if rate not in self._limiters:
+            self._limiters[rate] = RateLimiter(
+                self.redis, name=bucket_name(self.settings.queue), rate=rate
+            )
+        return self._limiters[rate]
+
+    def acquire(self) -> None:
+        self.limiter().acquire()
+
+    def throttle(self, seconds: float) -> None:
+        self.limiter().pause(seconds)
+
+
+_runtime: Runtime | None = None
+_runtime_pid: int | None = None
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Connect to MongoDB, Redis and the catalog as the settings say."""
+    if not settings.mongo_url:
+        raise RuntimeError("MONGO_URL is not set for this worker")
+    if not settings.catalog_url:
+        raise RuntimeError("CATALOG_URL is not set for this worker")
+    client: pymongo.MongoClient = pymongo.MongoClient(
+        settings.mongo_url,
+        serverSelectionTimeoutMS=WORKER_MONGO_TIMEOUT_MS,
+        appname="mongo-backfill-worker",
+    )
+    rds = redis.Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0")
+    rt = Runtime(settings, client[settings.mongo_db], rds)
+    rt.catalog = HttpCatalogClient(settings, before_request=rt.acquire, on_throttle=rt.throttle)
+    return rt
+
+
+def get_runtime() -> Runtime:
+    """This process's runtime; rebuilt in a forked child, where sockets cannot be shared."""
+    global _runtime, _runtime_pid
+    if _runtime is None or _runtime_pid != os.getpid():
+        _runtime = build_runtime(Settings.from_env())
+        _runtime_pid = os.getpid()
+    return _runtime

@@ -1,0 +1,297 @@
+"""The batch task: the one place that sequences I/O.
+
+lease → for each sub-chunk: check job state → read products → fetch catalog →
+validate/diff → write → quarantine → checkpoint → finish → dispatch next.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+from typing import Any
+
+import pymongo.errors
+import redis
+from celery import shared_task
+from pymongo import UpdateOne
+from pymongo.collection import Collection
+
+from workers import batches
+from workers.batches import Lease, now_utc
+from workers.catalog_client import (
+    CatalogAuthError,
+    CatalogProtocolError,
+    CatalogResult,
+    CatalogUnavailableError,
+)
+from workers.dispatch import TaskSender, fill_in_flight, send_batch
+from workers.enrich import (
+    CATALOG_BACKFILL,
+    InvalidPayloadError,
+    build_set,
+    chain_hash,
+    diff_fields,
+    item_digest,
+    payload_snapshot,
+)
+from workers.jobstate import maybe_complete_job, pause_job_for
+from workers.runtime import Runtime, get_runtime
+from workers.states import METADATA, PRODUCTS, QUARANTINE, BatchStatus, JobStatus
+
+log = logging.getLogger(__name__)
+
+RETRY_BACKOFF_CAP_SECONDS = 60.0
+
+# Errors after which the same batch may well succeed later.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    CatalogUnavailableError,
+    pymongo.errors.ConnectionFailure,
+    pymongo.errors.OperationFailure,
+    pymongo.errors.BulkWriteError,
+    redis.RedisError,
+    TimeoutError,
+)
+
+
+class BatchLog(logging.LoggerAdapter):
+    """Prefix every line with the job id and batch number."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = self.extra or {}
+        kwargs.setdefault("extra", {}).update(extra)
+        return f"[job {extra.get('job_id')} batch {extra.get('batch_no')}] {msg}", kwargs
+
+
+class LeaseKeeper:
+    """Renews the batch lease in the background; `lost` is set if another worker took over."""
+
+    def __init__(self, coll: Collection, lease: Lease, lease_seconds: float) -> None:
+        self.coll, self.lease, self.lease_seconds = coll, lease, lease_seconds
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="lease-keeper")
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.lease_seconds / 3):
+            try:
+                if not batches.renew_lease(self.coll, self.lease, self.lease_seconds):
+                    self.lost.set()
+                    return
+            except pymongo.errors.PyMongoError:
+                continue  # the next renewal or the checkpoint will tell
+
+
+class LeaseLost(Exception):
+    """Another worker owns the batch now; stop without writing anything more."""
+
+
+def _quarantine_ops(
+    job_id: str, batch_no: int, entries: list[dict[str, Any]]
+) -> list[UpdateOne]:
+    now = now_utc()
+    return [
+        UpdateOne(
+            {"job_id": job_id, "product_id": e["product_id"]},
+            {
+                "$set": {**e, "job_id": job_id, "batch_no": batch_no, "updated_at": now},
+                "$setOnInsert": {"created_at": now, "replayed": False},
+            },
+            upsert=True,
+        )
+        for e in entries
+    ]
+
+
+def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, owner: str) -> str:
+    """Run one batch to completion (or to a pause/cancel/lease loss); return the outcome."""
+    s = rt.settings
+    meta: Collection = rt.db[METADATA]
+    products: Collection = rt.db[PRODUCTS]
+    quarantine: Collection = rt.db[QUARANTINE]
+    blog = BatchLog(log, {"job_id": job_id, "batch_no": batch_no})
+    backfill = CATALOG_BACKFILL
+
+    job = meta.find_one({"_id": job_id, "kind": "job"}, {"status": 1, "rate_per_second": 1})
+    if job is None:
+        blog.warning("job not found; dropping task")
+        return "no-job"
+    if job["status"] not in (JobStatus.PLANNING, JobStatus.RUNNING):
+        meta.update_one(
+            {"_id": batches.batch_id(job_id, batch_no), "status": BatchStatus.QUEUED.value},
+            {"$set": {"status": BatchStatus.PENDING.value}},
+        )
+        blog.info("job is %s; batch left pending", job["status"])
+        return "job-" + job["status"]
+    rt.rate = float(job.get("rate_per_second") or s.rate_per_second)
+
+    taken = batches.lease_batch(meta, batches.batch_id(job_id, batch_no), owner, s.lease_seconds)
+    if taken is None:
+        blog.info("already done or leased by a live worker; skipping duplicate delivery")
+        return "skipped"
+    lease, doc = taken
+    ids: list[Any] = doc["ids"]
+    processed = int(doc.get("processed") or 0)
+    if processed:
+        blog.info("resuming after %d of %d ids (last id %s)", processed, len(ids), doc["last_processed_id"])
+    counters: dict[str, int] = dict(doc["counters"])
+    payload_hash: str | None = doc.get("payload_hash")
+    sub = s.subchunk_size
+
+    try:
+        with LeaseKeeper(meta, lease, s.lease_seconds) as keeper:
+            while processed < len(ids):
+                # Between sub-chunks: honour pause/cancel and stop if the lease moved on.
+                if keeper.lost.is_set():
+                    raise LeaseLost
+                status = meta.find_one({"_id": job_id}, {"status": 1})
+                state = status["status"] if status else JobStatus.CANCELLED.value
+                if state == JobStatus.PAUSED.value:
+                    batches.release_batch(meta, lease, BatchStatus.PENDING)
+                    blog.info("job paused; batch released at %d/%d", processed, len(ids))
+                    return "paused"
+                if state in (JobStatus.CANCELLED.value, JobStatus.FAILED.value):
+                    batches.release_batch(meta, lease, BatchStatus.CANCELLED)
+                    blog.info("job %s; batch stopped at %d/%d", state, processed, len(ids))
+                    return "cancelled"
+
+                chunk = ids[processed : processed + sub]
+                current = {
+                    d["_id"]: d
+                    for d in products.find({"_id": {"$in": chunk}}, backfill.projection())
+                }
+                present = [i for i in chunk if i in current]
+                result = _fetch(rt, present, blog)
+
+                ops: list[UpdateOne] = []
+                held: list[dict[str, Any]] = []
+                now = now_utc()
+                for pid in chunk:
+                    if pid not in current:
+                        counters["deleted"] += 1
+                        continue
+                    if pid in result.missing:
+                        counters["missing"] += 1
+                        held.append({"product_id": pid, "reason": "missing", "error_class": "NotInCatalog",
+                                     "error": "catalog has no item for this id", "http_status": 200,
+                                     "payload_snapshot": None})
+                        continue
+                    payload = result.items.get(pid)
+                    try:
+                        if payload is None:
+                            raise InvalidPayloadError(result.errors.get(pid, "no item in response"))
+                        fields = backfill.map(payload)
+                    except InvalidPayloadError as exc:
+                        counters["invalid"] += 1
+                        held.append({"product_id": pid, "reason": "invalid",
+                                     "error_class": type(exc).__name__, "error": str(exc)[:500],
+                                     "http_status": result.http_status,
+                                     "payload_snapshot": payload_snapshot(payload)})
+                        continue
+                    payload_hash = chain_hash(payload_hash, item_digest(pid, fields))
+                    diff = diff_fields(current[pid], fields)
+                    if diff:
+                        ops.append(UpdateOne({"_id": pid}, {"$set": build_set(diff, now)}))
+                    else:
+                        counters["unchanged"] += 1
+
+                if ops:
+                    # Filter on _id only and never upsert: a product deleted meanwhile stays deleted.
+                    res = products.bulk_write(ops, ordered=False)
+                    counters["written"] += res.modified_count
+                    counters["unchanged"] += res.matched_count - res.modified_count
+                    counters["deleted"] += len(ops) - res.matched_count
+                if held:
+                    quarantine.bulk_write(_quarantine_ops(job_id, batch_no, held), ordered=False)
+                processed += len(chunk)
+                # Checkpoint after the writes: a crash in between only repeats a $set that
+                # changes nothing on the next attempt.
+                if not batches.checkpoint(
+                    meta, lease, processed=processed, last_processed_id=chunk[-1],
+                    payload_hash=payload_hash, counters=counters, lease_seconds=s.lease_seconds,
+                ):
+                    raise LeaseLost
+            if not batches.finish_batch(meta, lease):
+                raise LeaseLost
+    except LeaseLost:
+        blog.warning("lease lost to another worker; stopping without further writes")
+        return "lease-lost"
+    except CatalogAuthError as exc:
+        batches.release_batch(meta, lease, BatchStatus.PENDING, error=str(exc))
+        pause_job_for(meta, job_id, f"catalog rejected our credentials: {exc}")
+        blog.error("catalog auth failed; job paused: %s", exc)
+        return "auth-paused"
+    except TRANSIENT_ERRORS as exc:
+        return _after_failure(rt, sender, meta, lease, doc, job_id, batch_no, exc, blog)
+
+    blog.info("done: %s", counters)
+    fill_in_flight(meta, sender, s.queue, job_id)
+    maybe_complete_job(meta, quarantine, job_id)
+    return "done"
+
+
+def _fetch(rt: Runtime, ids: list[Any], blog: BatchLog) -> CatalogResult:
+    """Fetch a sub-chunk; a response that is not valid JSON puts the sub-chunk in quarantine."""
+    if not ids:
+        return CatalogResult.empty()
+    try:
+        return rt.catalog.fetch(ids)
+    except CatalogProtocolError as exc:
+        blog.warning("catalog answered garbage for %d ids: %s", len(ids), exc)
+        return CatalogResult.all_invalid(ids, f"{type(exc).__name__}: {exc}", exc.status)
+
+
+def _after_failure(
+    rt: Runtime,
+    sender: TaskSender,
+    meta: Collection,
+    lease: Lease,
+    doc: dict[str, Any],
+    job_id: str,
+    batch_no: int,
+    exc: BaseException,
+    blog: BatchLog,
+) -> str:
+    """Retry the batch later with backoff, or mark it failed after its last attempt."""
+    error = f"{type(exc).__name__}: {str(exc)[:300]}"
+    attempts = int(doc["attempts"])
+    try:
+        if attempts >= rt.settings.max_attempts:
+            batches.fail_batch(meta, lease, error)
+            blog.error("failed after %d attempts: %s", attempts, error)
+            maybe_complete_job(meta, rt.db[QUARANTINE], job_id)
+            return "failed"
+        delay = min(RETRY_BACKOFF_CAP_SECONDS, 2.0**attempts)
+        retry_at = now_utc() + dt.timedelta(seconds=delay)
+        if batches.release_batch(meta, lease, BatchStatus.QUEUED, error=error, retry_at=retry_at):
+            send_batch(sender, rt.settings.queue, job_id, batch_no, countdown=delay)
+        blog.warning("attempt %d failed (%s); retrying in %.0fs", attempts, error, delay)
+    except (pymongo.errors.PyMongoError, redis.RedisError) as again:
+        # Cannot even record the failure: the lease expires and the sweeper re-dispatches.
+        blog.error("could not record failure (%s); leaving it to the sweeper", again)
+    return "retry"
+
+
+def worker_identity(task_id: str | None) -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{(task_id or 'local')[:8]}"
+
+
+@shared_task(name="backfill.batch", bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_batch(self: Any, job_id: str, batch_no: int) -> str:
+    """Process one batch of a backfill job."""
+    if not isinstance(job_id, str) or not isinstance(batch_no, int) or isinstance(batch_no, bool):
+        log.error("rejecting malformed task arguments")
+        return "bad-args"
+    return process_batch(
+        get_runtime(), self.app, job_id, batch_no, worker_identity(self.request.id)
+    )
