@@ -1,0 +1,126 @@
+"""The stand-in's knobs (latency, 5xx, 429, stalls, broken bodies) and its own rate limit."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from catalog_service.data import DEFAULT_HUGE_CHARS
+
+MAX_LATENCY_MS = 60_000.0
+MAX_STALL_MS = 120_000.0
+DEFAULT_STALL_MS = 5_000.0  # a "timeout" stalls this long: above any test's read timeout
+MAX_COUNTDOWN = 1_000_000  # fail_next / throttle_next
+DEFAULT_RETRY_AFTER_SECONDS = 1  # what `throttle_next` puts in Retry-After
+MAX_RETRY_AFTER_SECONDS = 3600
+
+
+class FaultConfigError(ValueError):
+    """A knob value out of range; the message names the knob."""
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Every knob of the stand-in; rates are probabilities in [0, 1]."""
+
+    latency_ms: float = 0.0  # sleep before answering each API request
+    error_rate: float = 0.0  # answer 500/502/503
+    malformed_rate: float = 0.0  # answer 200 with a broken JSON body
+    timeout_rate: float = 0.0  # stall `stall_ms` before answering
+    stall_ms: float = DEFAULT_STALL_MS
+    missing_rate: float = 0.0  # deterministic per id: the catalog does not know it
+    hostile_rate: float = 0.0  # deterministic per id: a payload that must never be written
+    huge_chars: int = DEFAULT_HUGE_CHARS  # length of the "huge_string" hostile value
+    rate_limit: float = 0.0  # requests per second before 429; 0 = unlimited
+    seed: int = 0
+    fail_next: int = 0  # the next N API requests answer 503 (deterministic retries)
+    throttle_next: int = 0  # the next N API requests answer 429 with `retry_after`
+    retry_after: int = DEFAULT_RETRY_AFTER_SECONDS
+
+    def __post_init__(self) -> None:
+        for name in (
+            "error_rate",
+            "malformed_rate",
+            "timeout_rate",
+            "missing_rate",
+            "hostile_rate",
+        ):
+            _check(name, getattr(self, name), 0.0, 1.0)
+        _check("latency_ms", self.latency_ms, 0.0, MAX_LATENCY_MS)
+        _check("stall_ms", self.stall_ms, 0.0, MAX_STALL_MS)
+        _check("huge_chars", self.huge_chars, 0, 64 * 1024 * 1024)
+        _check("rate_limit", self.rate_limit, 0.0, 1_000_000.0)
+        _check("fail_next", self.fail_next, 0, MAX_COUNTDOWN)
+        _check("throttle_next", self.throttle_next, 0, MAX_COUNTDOWN)
+        _check("retry_after", self.retry_after, 0, MAX_RETRY_AFTER_SECONDS)
+
+    def updated(self, changes: Mapping[str, Any]) -> Faults:
+        """A copy with `changes` applied; FaultConfigError names an unknown or bad knob."""
+        known = {f.name: f.type for f in dataclasses.fields(self)}
+        typed: dict[str, Any] = {}
+        for name, value in changes.items():
+            if name not in known:
+                raise FaultConfigError(f"unknown knob {name!r}; known: {', '.join(known)}")
+            want_int = known[name] in ("int", int)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise FaultConfigError(f"{name} must be a number, got {value!r}")
+            if want_int and value != int(value):
+                raise FaultConfigError(f"{name} must be an integer, got {value!r}")
+            typed[name] = int(value) if want_int else float(value)
+        return dataclasses.replace(self, **typed)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check(name: str, value: float, lo: float, hi: float) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and lo <= value <= hi):
+        raise FaultConfigError(f"{name} must be between {lo} and {hi}, got {value!r}")
+
+
+class TokenBucket:
+    """The stand-in's own in-process rate limit (thread-safe); burst defaults to max(1, rate)."""
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else max(1.0, rate)
+        self._tokens = self.burst
+        self._stamp = time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self) -> float:
+        """0.0 when a token was taken, else the seconds until one is available."""
+        if self.rate <= 0:
+            return 0.0
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return 0.0
+            return (1.0 - self._tokens) / self.rate
+
+
+class Dice:
+    """Seeded, thread-safe random draws for the per-request faults."""
+
+    def __init__(self, seed: int) -> None:
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+
+    def hit(self, rate: float) -> bool:
+        if rate <= 0:
+            return False
+        with self._lock:
+            return self._rng.random() < rate
+
+    def choice(self, options: tuple[int, ...]) -> int:
+        with self._lock:
+            return self._rng.choice(options)

@@ -1,0 +1,412 @@
+"""The catalog stand-in: a threaded HTTP server speaking the catalog API, with fault knobs.
+
+API (what the real catalog provider serves):
+  GET /v1/products?ids=ID1,ID2,...   at most 100 ids, each percent-encoded, comma-separated
+      -> 200 {"items": [{"id": ..., "brand", "category", "gtin", "weight_grams", ...}],
+              "missing": [...]}
+  GET /v1/products/ID                -> 200 item, or 404
+  401 without `Authorization: Bearer <token>` when a token is set; 429 + Retry-After when
+  over the rate limit; 5xx, stalls and broken bodies at the configured rates.
+
+Control endpoints for tests (no auth; the stand-in binds to loopback):
+  GET /_stats[?ids=a,b][&id_counts=0]   counters (see `Stats.snapshot`)
+  POST /_stats/reset                     zero the counters
+  GET /_faults, POST /_faults {knob: value, ...}, POST /_faults/reset
+  GET /healthz
+"""
+
+from __future__ import annotations
+
+import collections
+import hmac
+import json
+import logging
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote
+
+from catalog_service import data
+from catalog_service.faults import Dice, FaultConfigError, Faults, TokenBucket
+
+log = logging.getLogger(__name__)
+
+MAX_IDS_PER_REQUEST = 100
+MAX_ID_CHARS = 128  # 100 percent-encoded ids of this size still fit one request line
+MAX_BODY_BYTES = 64 * 1024  # control requests only; the API takes no body
+MAX_TRACKED_IDS = 1_000_000  # per-id fetch counts kept; beyond this only totals grow
+MAX_CONNECTIONS = 256  # concurrent connections; more are closed at once
+IDLE_TIMEOUT_SECONDS = 30.0  # an idle keep-alive connection gives its thread back
+RATE_WINDOW_SECONDS = 1.0
+PRODUCTS_PATH = "/v1/products"
+SERVER_ERRORS = (500, 502, 503)
+
+
+class Stats:
+    """Thread-safe counters of API traffic; control endpoints are not counted."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests = 0
+            self.by_status: collections.Counter[int] = collections.Counter()
+            self.ids_requested = 0
+            self.ids_served = 0
+            self.id_counts: dict[str, int] = {}
+            self.id_counts_truncated = False
+            self.max_rate_1s = 0
+            self.in_flight = 0
+            self.max_in_flight = 0
+            self.since = time.time()
+            self._arrivals: collections.deque[float] = collections.deque()
+
+    def arrive(self) -> None:
+        """Count one API request as it arrives, for totals, concurrency and the 1 s rate."""
+        now = time.monotonic()
+        with self._lock:
+            self.requests += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            # Sliding window: the most arrivals inside any 1 s ending at an arrival.
+            while self._arrivals and self._arrivals[0] <= now - RATE_WINDOW_SECONDS:
+                self._arrivals.popleft()
+            self._arrivals.append(now)
+            self.max_rate_1s = max(self.max_rate_1s, len(self._arrivals))
+
+    def depart(self, status: int, ids_served: int) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            self.by_status[status] += 1
+            self.ids_served += ids_served
+
+    def asked(self, ids: list[str]) -> None:
+        """Count ids a request asked for, whatever its answer: proves an id was (not) re-fetched."""
+        with self._lock:
+            self.ids_requested += len(ids)
+            for id_str in ids:
+                if id_str in self.id_counts:
+                    self.id_counts[id_str] += 1
+                elif len(self.id_counts) < MAX_TRACKED_IDS:
+                    self.id_counts[id_str] = 1
+                else:
+                    self.id_counts_truncated = True
+
+    def snapshot(self, only_ids: list[str] | None = None, with_ids: bool = True) -> dict[str, Any]:
+        """The /_stats JSON document."""
+        with self._lock:
+            if not with_ids:
+                counts: dict[str, int] = {}
+            elif only_ids is not None:
+                counts = {i: self.id_counts.get(i, 0) for i in only_ids}
+            else:
+                counts = dict(self.id_counts)
+            return {
+                "requests": self.requests,
+                "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
+                "ids_requested": self.ids_requested,
+                "ids_served": self.ids_served,
+                "id_counts": counts,
+                "id_counts_truncated": self.id_counts_truncated,
+                "max_rate_1s": self.max_rate_1s,
+                "in_flight": self.in_flight,
+                "max_in_flight": self.max_in_flight,
+                "since": self.since,
+            }
+
+
+class CatalogState:
+    """Knobs, counters, rate bucket and dice shared by all request threads."""
+
+    def __init__(self, faults: Faults, token: str | None = None) -> None:
+        self.token = token or None
+        self.stats = Stats()
+        self._initial = faults
+        self._lock = threading.Lock()
+        self._install(faults)
+
+    def _install(self, faults: Faults) -> None:
+        self.faults = faults
+        self.bucket = TokenBucket(faults.rate_limit)
+        self.dice = Dice(faults.seed)
+
+    def update_faults(self, changes: dict[str, Any]) -> Faults:
+        """Apply knob changes at run time; a new rate limit starts a full bucket."""
+        with self._lock:
+            self._install(self.faults.updated(changes))
+            return self.faults
+
+    def reset_faults(self) -> Faults:
+        with self._lock:
+            self._install(self._initial)
+            return self.faults
+
+    def countdown(self, name: str) -> bool:
+        """Consume one of `fail_next`/`throttle_next`; True when one was left."""
+        with self._lock:
+            left = getattr(self.faults, name)
+            if left <= 0:
+                return False
+            self.faults = self.faults.updated({name: left - 1})
+            return True
+
+    def authorized(self, header: str | None) -> bool:
+        if not self.token:
+            return True
+        # Constant-time comparison: the stand-in should not teach timing attacks.
+        return hmac.compare_digest((header or "").encode(), f"Bearer {self.token}".encode())
+
+
+class BadRequest(Exception):
+    """The request breaks the API contract; answered with 400 and this message."""
+
+
+def parse_ids(raw: str) -> list[str]:
+    """Split a comma-separated list of percent-encoded ids; BadRequest when out of contract."""
+    ids = [unquote(part) for part in raw.split(",")] if raw else []
+    if not ids:
+        raise BadRequest("ids is required")
+    if len(ids) > MAX_IDS_PER_REQUEST:
+        raise BadRequest(f"at most {MAX_IDS_PER_REQUEST} ids per request, got {len(ids)}")
+    for id_str in ids:
+        _check_id(id_str)
+    return ids
+
+
+def _check_id(id_str: str) -> None:
+    if not id_str:
+        raise BadRequest("empty id")
+    if len(id_str) > MAX_ID_CHARS:
+        raise BadRequest(f"id longer than {MAX_ID_CHARS} characters")
+
+
+def _query_param(query: str, name: str) -> str | None:
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        if key == name:
+            return value
+    return None
+
+
+class CatalogHandler(BaseHTTPRequestHandler):
+    """One request; HTTP/1.1 keep-alive so clients reuse connections."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "catalog-stand-in/1"
+    timeout = IDLE_TIMEOUT_SECONDS
+    # Headers and body go out in two writes; Nagle + delayed ACK would add ~40 ms to each.
+    disable_nagle_algorithm = True
+    server: CatalogServer
+
+    @property
+    def state(self) -> CatalogState:
+        return self.server.state
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Per-request lines would flood the log during a 100k-product demo.
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def do_GET(self) -> None:
+        path, _, query = self.path.partition("?")
+        self._drain_body()
+        if path == PRODUCTS_PATH or path.startswith(PRODUCTS_PATH + "/"):
+            self._api(path, query)
+        elif path == "/_stats":
+            wanted = _query_param(query, "ids")
+            only = [unquote(p) for p in wanted.split(",")] if wanted else None
+            with_ids = _query_param(query, "id_counts") not in ("0", "false")
+            self._json(200, self.state.stats.snapshot(only, with_ids))
+        elif path == "/_faults":
+            self._json(200, self.state.faults.as_dict())
+        elif path == "/healthz":
+            self._json(200, {"ok": True})
+        else:
+            self._json(404, {"error": "not found"})
+
+    def do_POST(self) -> None:
+        path = self.path.partition("?")[0]
+        body = self._drain_body()
+        if body is None:
+            return
+        if path == "/_stats/reset":
+            self.state.stats.reset()
+            self._json(200, {"ok": True})
+        elif path == "/_faults/reset":
+            self._json(200, self.state.reset_faults().as_dict())
+        elif path == "/_faults":
+            try:
+                changes = json.loads(body or b"{}")
+                if not isinstance(changes, dict):
+                    raise FaultConfigError("body must be a JSON object of knob: value")
+                self._json(200, self.state.update_faults(changes).as_dict())
+            except (ValueError, FaultConfigError) as exc:
+                self._json(400, {"error": str(exc)})
+        else:
+            self._json(404, {"error": "not found"})
+
+    def _drain_body(self) -> bytes | None:
+        """Read a request body (bounded) so keep-alive stays in sync; None after answering 413."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY_BYTES:
+            self.close_connection = True
+            self._json(413, {"error": f"body over {MAX_BODY_BYTES} bytes"})
+            return None
+        return self.rfile.read(length) if length else b""
+
+    def _api(self, path: str, query: str) -> None:
+        stats = self.state.stats
+        stats.arrive()
+        status, served = 500, 0
+        try:
+            status, served = self._serve_api(path, query)
+        finally:
+            stats.depart(status, served)
+
+    def _serve_api(self, path: str, query: str) -> tuple[int, int]:
+        state = self.state
+        if not state.authorized(self.headers.get("Authorization")):
+            return self._json(401, {"error": "unauthorized"}, {"WWW-Authenticate": "Bearer"}), 0
+        single = path != PRODUCTS_PATH
+        try:
+            if single:
+                ids = [unquote(path[len(PRODUCTS_PATH) + 1 :])]
+                _check_id(ids[0])
+            else:
+                ids = parse_ids(_query_param(query, "ids") or "")
+        except BadRequest as exc:
+            return self._json(400, {"error": str(exc)}), 0
+        state.stats.asked(ids)
+
+        faults = state.faults
+        wait = 0.0
+        if state.countdown("throttle_next"):
+            wait = float(faults.retry_after)
+        else:
+            wait = state.bucket.take()
+        if wait > 0:
+            # Retry-After is whole seconds (RFC 9110); round up so obeying it always works.
+            retry = str(max(1, int(-(-wait // 1))))
+            return self._json(429, {"error": "rate limited"}, {"Retry-After": retry}), 0
+
+        if faults.latency_ms:
+            time.sleep(faults.latency_ms / 1000)
+        if state.dice.hit(faults.timeout_rate):
+            time.sleep(faults.stall_ms / 1000)
+        if state.countdown("fail_next"):
+            return self._json(503, {"error": "injected failure"}), 0
+        if state.dice.hit(faults.error_rate):
+            return self._json(state.dice.choice(SERVER_ERRORS), {"error": "injected failure"}), 0
+
+        if single:
+            item = data.item_for(
+                ids[0], faults.seed, faults.missing_rate, faults.hostile_rate, faults.huge_chars
+            )
+            if item is None:
+                return self._json(404, {"error": "unknown id"}), 0
+            body: Any = item
+        else:
+            items, missing = [], []
+            for id_str in ids:
+                item = data.item_for(
+                    id_str, faults.seed, faults.missing_rate, faults.hostile_rate, faults.huge_chars
+                )
+                if item is None:
+                    missing.append(id_str)
+                else:
+                    items.append(item)
+            body = {"items": items, "missing": missing}
+        if state.dice.hit(faults.malformed_rate):
+            self._send(200, self._broken_body(), {"Content-Type": "application/json"})
+            return 200, 0
+        return self._json(200, body), len(ids)
+
+    def _broken_body(self) -> bytes:
+        """A 200 body the client must refuse: cut JSON, HTML, nothing, or the wrong shape."""
+        return [
+            b'{"items": [{"id": "',
+            b"<html><body>502 Bad Gateway</body></html>",
+            b"",
+            b'{"items": "not a list", "missing": 7}',
+        ][self.state.dice.choice((0, 1, 2, 3))]
+
+    def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> int:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        self._send(status, body, {"Content-Type": "application/json", **(headers or {})})
+        return status
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        try:
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:
+            # The client gave up (read timeout during a stall): nothing left to tell it.
+            self.close_connection = True
+
+
+class CatalogServer(ThreadingHTTPServer):
+    """Thread per connection, bounded in number; threads die with the process."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], state: CatalogState) -> None:
+        self.state = state
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(address, CatalogHandler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # over the connection cap: refuse, don't queue
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def make_server(host: str, port: int, faults: Faults, token: str | None = None) -> CatalogServer:
+    """A bound, not yet serving, catalog stand-in; call `serve_forever()` on it."""
+    return CatalogServer((host, port), CatalogState(faults, token))
+
+
+def serve_until_signal(server: CatalogServer) -> None:
+    """Serve until SIGTERM or Ctrl-C, then close the listening socket."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def _on_term(signum: int, frame: object) -> None:
+        # shutdown() waits for serve_forever() to return, which runs on this very
+        # thread: ask from another thread or the handler would deadlock.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _on_term)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.server_close()
