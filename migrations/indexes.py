@@ -1,0 +1,95 @@
+"""Index keys, an IndexModel builder, and create/drop helpers that are safe to re-run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pymongo
+from pymongo import IndexModel
+from pymongo.collection import Collection
+from pymongo.errors import OperationFailure
+
+# Server error codes for "nothing to drop": both make dropping idempotent.
+_NAMESPACE_NOT_FOUND = 26
+_INDEX_NOT_FOUND = 27
+
+Keys = list[tuple[str, Any]]
+
+
+def asc(*fields: str) -> Keys:
+    """Ascending keys, e.g. asc("job_id", "batch_no")."""
+    return [(f, pymongo.ASCENDING) for f in fields]
+
+
+def desc(*fields: str) -> Keys:
+    """Descending keys."""
+    return [(f, pymongo.DESCENDING) for f in fields]
+
+
+def text(*fields: str) -> Keys:
+    """Text-index keys (not every server supports text indexes)."""
+    return [(f, pymongo.TEXT) for f in fields]
+
+
+class IndexBuilder:
+    """Options for one index; build() returns a pymongo IndexModel."""
+
+    def __init__(self, keys: Keys | str) -> None:
+        self._keys: Keys = asc(keys) if isinstance(keys, str) else list(keys)
+        if not self._keys:
+            raise ValueError("an index needs at least one key")
+        self._options: dict[str, Any] = {}
+
+    def name(self, name: str) -> IndexBuilder:
+        self._options["name"] = name
+        return self
+
+    def unique(self) -> IndexBuilder:
+        self._options["unique"] = True
+        return self
+
+    def partial(self, filter_: dict[str, Any]) -> IndexBuilder:
+        """Index only documents matching `filter_` (partialFilterExpression)."""
+        self._options["partialFilterExpression"] = filter_
+        return self
+
+    def sparse(self) -> IndexBuilder:
+        self._options["sparse"] = True
+        return self
+
+    def ttl(self, seconds: int) -> IndexBuilder:
+        """Expire documents `seconds` after the date in the (single) key field."""
+        if seconds < 0:
+            raise ValueError("ttl seconds must be >= 0")
+        self._options["expireAfterSeconds"] = seconds
+        return self
+
+    def build(self) -> IndexModel:
+        return IndexModel(self._keys, **self._options)
+
+
+def index(keys: Keys | str) -> IndexBuilder:
+    """Start an index on `keys` (from asc/desc/text, or a field name for ascending)."""
+    return IndexBuilder(keys)
+
+
+def _model(m: IndexModel | IndexBuilder) -> IndexModel:
+    return m.build() if isinstance(m, IndexBuilder) else m
+
+
+def create_indexes(coll: Collection, *models: IndexModel | IndexBuilder) -> list[str]:
+    """Create the indexes (a no-op for ones that already exist identically); return their names."""
+    if not models:
+        return []
+    return coll.create_indexes([_model(m) for m in models])
+
+
+def drop_indexes(coll: Collection, *names: str | IndexModel | IndexBuilder) -> None:
+    """Drop indexes by name; an index or collection that is already gone is not an error."""
+    for n in names:
+        name = n if isinstance(n, str) else _model(n).document["name"]
+        try:
+            coll.drop_index(name)
+        except OperationFailure as exc:
+            if exc.code not in (_INDEX_NOT_FOUND, _NAMESPACE_NOT_FOUND):
+                raise
