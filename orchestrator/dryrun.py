@@ -34,7 +34,7 @@ def dry_run(db: Database, catalog: CatalogClient, *, sample: int = DEFAULT_SAMPL
     """Diff the first `sample` products (by `_id`) against the catalog without writing."""
     backfill = CATALOG_BACKFILL
     report = DryRunReport()
-    docs = list(db[PRODUCTS].find({}, backfill.projection()).sort("_id", 1).limit(sample))
+    docs = list(db[PRODUCTS].find({}, dict.fromkeys(backfill.fields, 1)).sort("_id", 1).limit(sample))
     for start in range(0, len(docs), chunk):
         part = {d["_id"]: d for d in docs[start : start + chunk]}
         ids = list(part)

@@ -8,7 +8,7 @@ from typing import Any
 from pymongo.database import Database
 
 from orchestrator.jobs import get_job
-from workers.enrich import CATALOG_BACKFILL, chain_hash, item_digest
+from workers.enrich import CATALOG_BACKFILL, CHAIN_START, chain_hash, item_digest
 from workers.states import METADATA, PRODUCTS, QUARANTINE, BatchStatus
 
 VERIFY_READ_CHUNK = 500
@@ -36,13 +36,13 @@ def batch_hash_from_products(db: Database, batch: dict[str, Any], skip: set[Any]
     for start in range(0, len(ids), VERIFY_READ_CHUNK):
         chunk = ids[start : start + VERIFY_READ_CHUNK]
         current = {
-            d["_id"]: d for d in db[PRODUCTS].find({"_id": {"$in": chunk}}, backfill.projection())
+            d["_id"]: d for d in db[PRODUCTS].find({"_id": {"$in": chunk}}, dict.fromkeys(backfill.fields, 1))
         }
         for pid in chunk:
             if pid in skip or pid not in current:
                 continue
             fields = {name: current[pid].get(name) for name in backfill.fields}
-            h = chain_hash(h, item_digest(pid, fields))
+            h = chain_hash(h or CHAIN_START, item_digest(pid, fields))
             checked += 1
     return h, checked
 
