@@ -30,6 +30,7 @@ from workers.catalog_client import (
 from workers.dispatch import TaskSender, fill_in_flight, send_batch
 from workers.enrich import (
     CATALOG_BACKFILL,
+    CHAIN_START,
     InvalidPayloadError,
     build_set,
     chain_hash,
@@ -168,7 +169,7 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
                 chunk = ids[processed : processed + sub]
                 current = {
                     d["_id"]: d
-                    for d in products.find({"_id": {"$in": chunk}}, backfill.projection())
+                    for d in products.find({"_id": {"$in": chunk}}, dict.fromkeys(backfill.fields, 1))
                 }
                 present = [i for i in chunk if i in current]
                 result = _fetch(rt, present, blog)
@@ -198,7 +199,7 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
                                      "http_status": result.http_status,
                                      "payload_snapshot": payload_snapshot(payload)})
                         continue
-                    payload_hash = chain_hash(payload_hash, item_digest(pid, fields))
+                    payload_hash = chain_hash(payload_hash or CHAIN_START, item_digest(pid, fields))
                     diff = diff_fields(current[pid], fields)
                     if diff:
                         ops.append(UpdateOne({"_id": pid}, {"$set": build_set(diff, now)}))
