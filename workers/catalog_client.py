@@ -1,0 +1,400 @@
+"""Catalog API client: a protocol tests can swap, and the HTTP implementation on requests.
+
+Contract: `GET {base}/v1/products?ids=ID1,ID2,...` (at most 100 ids, each percent-encoded,
+comma-separated) answers `{"items": [{"id": ...}, ...], "missing": [...]}`. An id travels
+as its string form (ObjectId hex, int in decimal, str as is, anything else `str()`), and
+answers are mapped back to the original `_id` values.
+
+Retry policy, per HTTP request:
+- connection errors, timeouts, 5xx and unparseable/wrong-shape 200 bodies are retried up to
+  `max_retries` times with exponential backoff and full jitter, then raise
+  CatalogUnavailableError (CatalogProtocolError for a body that stayed broken);
+- 429 waits `Retry-After` (capped), calls `on_throttle(seconds)` so the global limiter
+  pauses every worker, and does not use up `max_retries` (a separate `max_throttled` bounds it);
+- 401/403 raise CatalogAuthError at once; any other status raises CatalogProtocolError.
+`before_request()` (the global limiter's acquire) runs before every HTTP request, retries
+included. The token never appears in an exception or a log line.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import requests
+from bson import ObjectId
+from requests.adapters import HTTPAdapter
+
+from workers.redact import redact_text, redact_url
+from workers.settings import (
+    DEFAULT_CATALOG_BACKOFF_SECONDS,
+    DEFAULT_CATALOG_CONNECT_TIMEOUT,
+    DEFAULT_CATALOG_MAX_RETRIES,
+    DEFAULT_CATALOG_READ_TIMEOUT,
+    Settings,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_IDS_PER_REQUEST = 100  # the API refuses more
+MAX_ID_CHARS = 128  # longer ids are refused by the API; reported per id instead
+DEFAULT_POOL_SIZE = 16  # connections kept per host: at least the worker's thread count
+DEFAULT_MAX_BACKOFF_SECONDS = 10.0
+DEFAULT_MAX_THROTTLED = 20  # 429 answers tolerated for one request before giving up
+DEFAULT_MAX_RETRY_AFTER_SECONDS = 60.0  # a Retry-After above this is capped, not obeyed
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a bigger body is refused, never held in memory
+PRODUCTS_PATH = "/v1/products"
+
+
+# Errors
+
+
+class CatalogError(Exception):
+    """Base of catalog client errors; `url` is redacted and carries no ids or token."""
+
+    def __init__(
+        self, message: str, *, url: str = "", status: int | None = None, attempts: int = 0
+    ) -> None:
+        self.url, self.status, self.attempts = url, status, attempts
+        super().__init__(message)
+
+
+class CatalogUnavailableError(CatalogError):
+    """The catalog did not answer usefully within the retry budget (network, timeout, 5xx)."""
+
+
+class CatalogThrottledError(CatalogUnavailableError):
+    """The catalog kept answering 429 beyond `max_throttled` times."""
+
+
+class CatalogAuthError(CatalogError):
+    """401/403: the token is missing or wrong; retrying cannot help."""
+
+
+class CatalogProtocolError(CatalogError):
+    """The catalog broke the API contract: unparseable body, wrong shape, unexpected status."""
+
+
+# Results and protocol
+
+
+@dataclass
+class CatalogResult:
+    """Answers keyed by the caller's original `_id` values."""
+
+    items: dict[Any, dict[str, Any]] = field(default_factory=dict)
+    missing: list[Any] = field(default_factory=list)
+    errors: dict[Any, str] = field(default_factory=dict)  # per-id problems, e.g. malformed entry
+    requests: int = 0  # HTTP requests made, retries included
+
+    def merge(self, other: CatalogResult) -> None:
+        """Fold `other` (another chunk's answer) into this one."""
+        self.items.update(other.items)
+        self.missing.extend(other.missing)
+        self.errors.update(other.errors)
+        self.requests += other.requests
+
+
+class CatalogClient(Protocol):
+    """Anything that fetches catalog payloads for product ids."""
+
+    def fetch(self, ids: Sequence[Any]) -> CatalogResult:
+        """Fetch payloads for `ids` (original `_id` values); the result is keyed by them."""
+        ...
+
+
+def catalog_id(value: Any) -> str:
+    """The string form an `_id` travels as: ObjectId hex, int in decimal, str as is."""
+    if isinstance(value, ObjectId):
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(int(value))
+    return value if isinstance(value, str) else str(value)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delay-seconds or HTTP-date); None if unusable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+# Worth another attempt: the network or the server may do better next time.
+_TRANSIENT = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
+
+
+class _BrokenBody(Exception):
+    """A 200 whose body is not the documented JSON; retried like a 5xx."""
+
+
+def _parse_body(raw: bytes) -> tuple[list[Any], list[Any]]:
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise _BrokenBody("body is not JSON") from exc
+    if not isinstance(body, dict):
+        raise _BrokenBody("body is not a JSON object")
+    items, missing = body.get("items"), body.get("missing", [])
+    if not isinstance(items, list) or not isinstance(missing, list):
+        raise _BrokenBody("body lacks the items/missing lists")
+    return items, missing
+
+
+class HttpCatalogClient:
+    """The catalog over HTTP: one pooled `requests.Session`, safe to share between threads."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        connect_timeout: float = DEFAULT_CATALOG_CONNECT_TIMEOUT,
+        read_timeout: float = DEFAULT_CATALOG_READ_TIMEOUT,
+        max_retries: int = DEFAULT_CATALOG_MAX_RETRIES,
+        backoff_seconds: float = DEFAULT_CATALOG_BACKOFF_SECONDS,
+        max_backoff_seconds: float = DEFAULT_MAX_BACKOFF_SECONDS,
+        max_throttled: int = DEFAULT_MAX_THROTTLED,
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER_SECONDS,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        before_request: Callable[[], None] | None = None,
+        on_throttle: Callable[[float], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.safe_url = redact_url(self.base_url) + PRODUCTS_PATH
+        self.timeout = (connect_timeout, read_timeout)
+        self.max_retries = max_retries
+        self.backoff_seconds = backoff_seconds
+        self.max_backoff_seconds = max_backoff_seconds
+        self.max_throttled = max_throttled
+        self.max_retry_after = max_retry_after
+        self.before_request = before_request
+        self.on_throttle = on_throttle
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._secrets = (token,) if token else ()
+        self.session = requests.Session()
+        # Our own retry loop decides; urllib3 must not retry behind its back.
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers.update({"Accept": "application/json", "User-Agent": "mongo-backfill"})
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        before_request: Callable[[], None] | None = None,
+        on_throttle: Callable[[float], None] | None = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
+    ) -> HttpCatalogClient:
+        """A client for `settings.catalog_url` with its token, timeouts and retry budget."""
+        if not settings.catalog_url:
+            raise CatalogError("CATALOG_URL is not set")
+        return cls(
+            settings.catalog_url,
+            settings.catalog_token,
+            connect_timeout=settings.catalog_connect_timeout,
+            read_timeout=settings.catalog_read_timeout,
+            max_retries=settings.catalog_max_retries,
+            backoff_seconds=settings.catalog_backoff_seconds,
+            pool_size=pool_size,
+            before_request=before_request,
+            on_throttle=on_throttle,
+        )
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> HttpCatalogClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def fetch(self, ids: Sequence[Any]) -> CatalogResult:
+        """Fetch `ids` in requests of at most 100; answers keyed by the original `_id`s."""
+        result = CatalogResult()
+        # Several originals may share one string form (5 and "5"): all get the answer.
+        by_str: dict[str, list[Any]] = {}
+        for original in ids:
+            id_str = catalog_id(original)
+            if not id_str:
+                result.errors[original] = "empty id cannot be sent to the catalog"
+            elif len(id_str) > MAX_ID_CHARS:
+                result.errors[original] = f"id longer than {MAX_ID_CHARS} characters"
+            else:
+                by_str.setdefault(id_str, []).append(original)
+        unique = list(by_str)
+        for start in range(0, len(unique), MAX_IDS_PER_REQUEST):
+            chunk = unique[start : start + MAX_IDS_PER_REQUEST]
+            result.merge(self._fetch_chunk(chunk, by_str))
+        return result
+
+    def _fetch_chunk(self, chunk: list[str], by_str: dict[str, list[Any]]) -> CatalogResult:
+        result = CatalogResult()
+        query = ",".join(quote(s, safe="") for s in chunk)
+        items, missing = self._request(f"{self.base_url}{PRODUCTS_PATH}?ids={query}", result)
+        wanted = set(chunk)
+        found: dict[str, dict[str, Any]] = {}
+        problems: dict[str, str] = {}
+        for entry in items:
+            entry_id = entry.get("id") if isinstance(entry, dict) else None
+            if not isinstance(entry_id, str) or entry_id not in wanted:
+                # Cannot be attributed to a requested id; the ids it should have answered
+                # end up "absent" below.
+                continue
+            if entry_id in found:
+                problems[entry_id] = "catalog answered this id twice"
+            found[entry_id] = entry
+        absent = {m for m in missing if isinstance(m, str) and m in wanted}
+        for id_str in chunk:
+            originals = by_str[id_str]
+            if id_str in found and id_str in absent:
+                problem: str | None = "catalog listed this id both as item and as missing"
+            else:
+                problem = problems.get(id_str)
+            if problem is None and id_str not in found and id_str not in absent:
+                problem = "catalog response has no entry for this id"
+            for original in originals:
+                if problem is not None:
+                    result.errors[original] = problem
+                elif id_str in found:
+                    result.items[original] = found[id_str]
+                else:
+                    result.missing.append(original)
+        return result
+
+    def _request(self, url: str, result: CatalogResult) -> tuple[list[Any], list[Any]]:
+        """GET `url` under the retry policy; return the body's (items, missing)."""
+        failures = throttled = 0
+        while True:
+            if self.before_request is not None:
+                self.before_request()
+            result.requests += 1
+            status: int | None = None
+            broken = False
+            try:
+                status, raw, retry_after = self._get(url)
+            except _TRANSIENT as exc:
+                reason = type(exc).__name__
+            except requests.RequestException as exc:
+                raise CatalogError(
+                    f"catalog request to {self.safe_url} failed: {type(exc).__name__}",
+                    url=self.safe_url,
+                ) from None
+            else:
+                if status == 200:
+                    try:
+                        return _parse_body(raw)
+                    except _BrokenBody as exc:
+                        reason, broken = str(exc), True
+                elif status in (401, 403):
+                    raise CatalogAuthError(
+                        f"catalog at {self.safe_url} refused the token (HTTP {status})",
+                        url=self.safe_url,
+                        status=status,
+                        attempts=failures + 1,
+                    )
+                elif status == 429:
+                    throttled += 1
+                    self._throttle(throttled, retry_after, failures)
+                    continue
+                elif status >= 500:
+                    reason = f"HTTP {status}"
+                else:
+                    raise CatalogProtocolError(
+                        f"catalog at {self.safe_url} answered unexpected HTTP {status}",
+                        url=self.safe_url,
+                        status=status,
+                        attempts=failures + 1,
+                    )
+            failures += 1
+            if failures > self.max_retries:
+                error = CatalogProtocolError if broken else CatalogUnavailableError
+                message = f"catalog at {self.safe_url} failed after {failures} attempts: {reason}"
+                raise error(
+                    redact_text(message, self._secrets),
+                    url=self.safe_url,
+                    status=status,
+                    attempts=failures,
+                )
+            delay = self._backoff(failures)
+            log.warning(
+                "catalog %s: %s; retry %d/%d in %.2fs",
+                self.safe_url,
+                reason,
+                failures,
+                self.max_retries,
+                delay,
+            )
+            self._sleep(delay)
+
+    def _get(self, url: str) -> tuple[int, bytes, str | None]:
+        """One GET with a bounded body; returns (status, body, Retry-After header)."""
+        with self.session.get(url, timeout=self.timeout, stream=True) as resp:
+            retry_after = resp.headers.get("Retry-After")
+            if resp.status_code != 200:
+                return resp.status_code, b"", retry_after
+            chunks, size = [], 0
+            for chunk in resp.iter_content(chunk_size=256 * 1024):
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise CatalogProtocolError(
+                        f"catalog at {self.safe_url} sent a body over {MAX_RESPONSE_BYTES} bytes",
+                        url=self.safe_url,
+                        status=200,
+                    )
+                chunks.append(chunk)
+            return 200, b"".join(chunks), retry_after
+
+    def _throttle(self, throttled: int, header: str | None, failures: int) -> None:
+        """Wait out a 429 and tell the global limiter, or give up past `max_throttled`."""
+        if throttled > self.max_throttled:
+            raise CatalogThrottledError(
+                f"catalog at {self.safe_url} kept answering 429 ({throttled} times)",
+                url=self.safe_url,
+                status=429,
+                attempts=failures + throttled,
+            )
+        delay = parse_retry_after(header)
+        if delay is None:
+            delay = self._backoff(throttled)
+        delay = min(delay, self.max_retry_after)
+        log.warning("catalog %s: 429, waiting %.2fs (Retry-After)", self.safe_url, delay)
+        if self.on_throttle is not None:
+            # Pauses the shared bucket so every worker waits, not only this one.
+            self.on_throttle(delay)
+        self._sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(cap, base * 2^(attempt-1)))."""
+        ceiling = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
+        return self._rng.uniform(0, ceiling)
