@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -143,7 +144,9 @@ def status_cmd(app: AppContext, exit_code: bool, as_json: bool, directory: Path 
         )
         console.print(summary, highlight=False)
     if exit_code and report.needs_attention:
-        raise click.exceptions.Exit(EXIT_NEEDS_ATTENTION)
+        # sys.exit, not ctx.exit: cli.main() runs click with standalone_mode=False, where
+        # click returns an Exit's code instead of raising it, and main() drops the return value.
+        sys.exit(EXIT_NEEDS_ATTENTION)
 
 
 # --- up / down ------------------------------------------------------------------------------
