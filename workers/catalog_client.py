@@ -93,6 +93,19 @@ class CatalogResult:
     missing: list[Any] = field(default_factory=list)
     errors: dict[Any, str] = field(default_factory=dict)  # per-id problems, e.g. malformed entry
     requests: int = 0  # HTTP requests made, retries included
+    http_status: int | None = None  # status of the last answer (200 once answered)
+
+    @classmethod
+    def empty(cls) -> CatalogResult:
+        """The answer for no ids."""
+        return cls()
+
+    @classmethod
+    def all_invalid(
+        cls, ids: Sequence[Any], reason: str, status: int | None = None
+    ) -> CatalogResult:
+        """Every id in error with `reason`, e.g. after the catalog kept sending garbage."""
+        return cls(errors=dict.fromkeys(ids, reason), http_status=status)
 
     def merge(self, other: CatalogResult) -> None:
         """Fold `other` (another chunk's answer) into this one."""
@@ -100,6 +113,8 @@ class CatalogResult:
         self.missing.extend(other.missing)
         self.errors.update(other.errors)
         self.requests += other.requests
+        if other.http_status is not None:
+            self.http_status = other.http_status
 
 
 class CatalogClient(Protocol):
@@ -168,13 +183,13 @@ class HttpCatalogClient:
 
     def __init__(
         self,
-        base_url: str,
+        target: str | Settings,
         token: str | None = None,
         *,
-        connect_timeout: float = DEFAULT_CATALOG_CONNECT_TIMEOUT,
-        read_timeout: float = DEFAULT_CATALOG_READ_TIMEOUT,
-        max_retries: int = DEFAULT_CATALOG_MAX_RETRIES,
-        backoff_seconds: float = DEFAULT_CATALOG_BACKOFF_SECONDS,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+        max_retries: int | None = None,
+        backoff_seconds: float | None = None,
         max_backoff_seconds: float = DEFAULT_MAX_BACKOFF_SECONDS,
         max_throttled: int = DEFAULT_MAX_THROTTLED,
         max_retry_after: float = DEFAULT_MAX_RETRY_AFTER_SECONDS,
@@ -184,11 +199,34 @@ class HttpCatalogClient:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
+        # `target` is the base URL, or Settings supplying URL, token, timeouts and retries;
+        # explicit arguments win over either.
+        if isinstance(target, Settings):
+            if not target.catalog_url:
+                raise CatalogError("CATALOG_URL is not set")
+            base_url, token = target.catalog_url, token or target.catalog_token
+            defaults = (
+                target.catalog_connect_timeout,
+                target.catalog_read_timeout,
+                target.catalog_max_retries,
+                target.catalog_backoff_seconds,
+            )
+        else:
+            base_url = target
+            defaults = (
+                DEFAULT_CATALOG_CONNECT_TIMEOUT,
+                DEFAULT_CATALOG_READ_TIMEOUT,
+                DEFAULT_CATALOG_MAX_RETRIES,
+                DEFAULT_CATALOG_BACKOFF_SECONDS,
+            )
         self.base_url = base_url.rstrip("/")
         self.safe_url = redact_url(self.base_url) + PRODUCTS_PATH
-        self.timeout = (connect_timeout, read_timeout)
-        self.max_retries = max_retries
-        self.backoff_seconds = backoff_seconds
+        self.timeout = (
+            defaults[0] if connect_timeout is None else connect_timeout,
+            defaults[1] if read_timeout is None else read_timeout,
+        )
+        self.max_retries = defaults[2] if max_retries is None else max_retries
+        self.backoff_seconds = defaults[3] if backoff_seconds is None else backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
         self.max_throttled = max_throttled
         self.max_retry_after = max_retry_after
@@ -216,15 +254,8 @@ class HttpCatalogClient:
         pool_size: int = DEFAULT_POOL_SIZE,
     ) -> HttpCatalogClient:
         """A client for `settings.catalog_url` with its token, timeouts and retry budget."""
-        if not settings.catalog_url:
-            raise CatalogError("CATALOG_URL is not set")
         return cls(
-            settings.catalog_url,
-            settings.catalog_token,
-            connect_timeout=settings.catalog_connect_timeout,
-            read_timeout=settings.catalog_read_timeout,
-            max_retries=settings.catalog_max_retries,
-            backoff_seconds=settings.catalog_backoff_seconds,
+            settings,
             pool_size=pool_size,
             before_request=before_request,
             on_throttle=on_throttle,
@@ -311,6 +342,7 @@ class HttpCatalogClient:
                     url=self.safe_url,
                 ) from None
             else:
+                result.http_status = status
                 if status == 200:
                     try:
                         return _parse_body(raw)
