@@ -48,6 +48,7 @@ HOSTILE_KINDS = (
     "wrong_type",  # weight_grams is the string "500"
     "bool_weight",  # weight_grams is true
     "missing_field",  # gtin absent
+    "no_id",  # the entry lacks "id": the client cannot attribute it to a product
 )
 
 
@@ -125,8 +126,10 @@ def hostile_item(
         item["weight_grams"] = str(item["weight_grams"])
     elif kind == "bool_weight":
         item["weight_grams"] = True
-    else:
+    elif kind == "missing_field":
         del item["gtin"]
+    else:
+        del item["id"]
     return item
 
 

@@ -9,7 +9,8 @@ API (what the real catalog provider serves):
   over the rate limit; 5xx, stalls and broken bodies at the configured rates.
 
 Control endpoints for tests (no auth; the stand-in binds to loopback):
-  GET /_stats[?ids=a,b][&id_counts=0]   counters (see `Stats.snapshot`)
+  GET /_stats[?ids=a,b][&id_counts=0]   counters (see `Stats.snapshot`); `ids` limits
+                                         id_counts to those ids, `id_counts=0` omits them
   POST /_stats/reset                     zero the counters
   GET /_faults, POST /_faults {knob: value, ...}, POST /_faults/reset
   GET /healthz
@@ -60,8 +61,9 @@ class Stats:
             self.id_counts: dict[str, int] = {}
             self.id_counts_truncated = False
             self.max_rate_1s = 0
-            self.in_flight = 0
-            self.max_in_flight = 0
+            # A gauge, not a counter: requests still running finish after the reset.
+            self.in_flight = getattr(self, "in_flight", 0)
+            self.max_in_flight = self.in_flight
             self.since = time.time()
             self._arrivals: collections.deque[float] = collections.deque()
 
@@ -217,7 +219,8 @@ class CatalogHandler(BaseHTTPRequestHandler):
             self._api(path, query)
         elif path == "/_stats":
             wanted = _query_param(query, "ids")
-            only = [unquote(p) for p in wanted.split(",")] if wanted else None
+            # Decoded before splitting, unlike the API: `params={"ids": "a,b"}` just works.
+            only = unquote(wanted).split(",") if wanted else None
             with_ids = _query_param(query, "id_counts") not in ("0", "false")
             self._json(200, self.state.stats.snapshot(only, with_ids))
         elif path == "/_faults":
