@@ -239,6 +239,8 @@ def up(
 
     if dry_run:
         return RunResult(plan(), dry_run=True)
+    if to is not None and to not in loaded:
+        raise UnknownTargetError(to, sorted(loaded))  # before waiting for the lock
     with _lease(db, config) as lease:
         # Plan only under the lock: a `running` record then means its runner is gone.
         plan_now = plan()
