@@ -51,9 +51,12 @@ class System:
 
     # --- servers -------------------------------------------------------------
     def start_catalog(self, *args: str, token: str | None = None) -> ManagedProcess:
+        port = None
         if self.catalog:
+            # Same port: running workers keep the CATALOG_URL they were started with.
+            port = int(self.catalog.url.rsplit(":", 1)[1])
             self.catalog.stop()
-        self.catalog = start_catalog(log_dir=self.log_dir, extra_args=list(args), token=token)
+        self.catalog = start_catalog(log_dir=self.log_dir, port=port, extra_args=list(args), token=token)
         self.settings = replace(self.settings, catalog_url=self.catalog.url)
         return self.catalog
 

@@ -10,15 +10,10 @@ import redis
 from pymongo.database import Database
 
 from workers.catalog_client import CatalogClient, HttpCatalogClient
-from workers.ratelimit import RateLimiter
+from workers.ratelimit import RateLimiter, limiter_name
 from workers.settings import Settings
 
 WORKER_MONGO_TIMEOUT_MS = 10_000
-
-
-def bucket_name(queue: str) -> str:
-    """Redis key space of the one catalog bucket shared by every worker on this queue."""
-    return f"backfill:ratelimit:{queue}:catalog"
 
 
 @dataclass
@@ -35,8 +30,10 @@ class Runtime:
     def limiter(self) -> RateLimiter:
         rate = self.rate or self.settings.rate_per_second
         if rate not in self._limiters:
+            # Burst of one token: requests are spaced evenly, so no window of any length
+            # sees more than the configured rate (plus the one request at its edge).
             self._limiters[rate] = RateLimiter(
-                self.redis, name=bucket_name(self.settings.queue), rate=rate
+                self.redis, name=limiter_name(self.settings.queue), rate=rate, burst=1
             )
         return self._limiters[rate]
 
@@ -64,7 +61,9 @@ def build_runtime(settings: Settings) -> Runtime:
     )
     rds = redis.Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0")
     rt = Runtime(settings, client[settings.mongo_db], rds)
-    rt.catalog = HttpCatalogClient(settings, before_request=rt.acquire, on_throttle=rt.throttle)
+    rt.catalog = HttpCatalogClient.from_settings(
+        settings, before_request=rt.acquire, on_throttle=rt.throttle
+    )
     return rt
 
 
