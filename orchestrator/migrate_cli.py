@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from migrations import runner
 from migrations.discovery import MIGRATIONS_DIR
@@ -82,13 +83,14 @@ def _status_table(report: StatusReport) -> Table:
         if row.metadata and row.metadata.error and row.state in ("failed", "running"):
             notes.append(row.metadata.error)
         elapsed = row.metadata.execution_time if row.metadata else None
+        # Text(), not markup: error messages and descriptions may contain [brackets].
         table.add_row(
-            row.version,
-            f"[{STATE_STYLE.get(row.state, '')}]{row.state}[/]",
+            Text(row.version),
+            Text(row.state, style=STATE_STYLE.get(row.state, "")),
             f"{row.applied_at:%Y-%m-%d %H:%M:%S}" if row.applied_at else "",
             f"{elapsed:.2f}s" if elapsed is not None and row.applied else "",
-            "; ".join(notes),
-            row.description,
+            Text("; ".join(notes)),
+            Text(row.description),
         )
     return table
 
@@ -160,7 +162,7 @@ def _print_plan(console: Console, result: RunResult) -> None:
             table.add_column(name, no_wrap=name != "description")
         for i, step in enumerate(plan.steps, 1):
             action = "retry" if step.retry else step.direction.value
-            table.add_row(str(i), action, step.version, step.description)
+            table.add_row(str(i), action, Text(step.version), Text(step.description))
         console.print(table)
     else:
         console.print("nothing to do (dry run: nothing was changed)")

@@ -64,12 +64,12 @@ def test_unknown_target_is_one_line(db: Database, mdir: MigrationDir, settings: 
 def test_failed_migration_is_one_line_and_blocks(
     db: Database, mdir: MigrationDir, settings: Settings
 ) -> None:
-    mdir.add(V1, up='raise RuntimeError("disk on fire")')
+    mdir.add(V1, up='raise RuntimeError("disk on fire [bold]")')  # not rich markup
     env, d = child_env(settings), ["--dir", str(mdir.path)]
     assert_one_line_error(run_cli(["migrate", "up", *d], env), V1, "disk on fire")
     assert_one_line_error(run_cli(["migrate", "up", *d], env), "--retry", "mark-applied")
     status = run_cli(["migrate", "status", "--exit-code", *d], env)
-    assert status.returncode == 3 and "disk on fire" in status.stdout
+    assert status.returncode == 3 and "disk on fire [bold]" in status.stdout
     marked = run_cli(["migrate", "mark-applied", V1, *d], env)
     assert marked.returncode == 0, marked.stderr
     assert run_cli(["migrate", "status", "--exit-code", *d], env).returncode == 0

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from migrations import MigrationBlockedError, MissingMigrationFileError, UnknownTargetError
+from migrations import (
+    MigrationBlockedError,
+    MigrationMetadata,
+    MissingMigrationFileError,
+    UnknownTargetError,
+)
 from migrations.plan import (
     Available,
     Direction,
@@ -135,7 +140,7 @@ def test_status_rows_show_every_state() -> None:
     assert rows["20240301_gone"].state == "missing"
     assert rows[V1].applied and rows[V1].checksum_drift
     assert rows[V2].state == "failed" and not rows[V2].applied
-    assert rows[V2].metadata is not None and rows[V2].metadata.error == "boom"
+    assert rows[V2].metadata == MigrationMetadata(execution_time=1.5, error="boom")
     assert rows[V3].state == "pending" and not rows[V3].out_of_order
     assert needs_attention(rows.values())
 
