@@ -34,7 +34,7 @@ def workers_listening(broker: Broker, timeout: float = 2.0) -> int:
     """How many Celery workers answer a ping right now."""
     try:
         replies = broker.sender.control.ping(timeout=timeout)  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - a broker hiccup only means "unknown" here
+    except Exception:
         return 0
     return len(replies or [])
 
@@ -52,8 +52,10 @@ def run_catalog_backfill(
     )
     job, created = launch(db, broker, opts)
     job_id = str(job["_id"])
-    log(f"{'started' if created else 'joined'} backfill job {job_id}: "
-        f"{job['planning']['products']:,} products in {job['planning']['batches']:,} batches")
+    log(
+        f"{'started' if created else 'joined'} backfill job {job_id}: "
+        f"{job['planning']['products']:,} products in {job['planning']['batches']:,} batches"
+    )
     if job["status"] == JobStatus.PAUSED.value:
         raise BackfillJobFailedError(job_id, "paused", "resume it with `backfill resume JOB`")
     if not workers_listening(broker):
@@ -65,8 +67,10 @@ def run_catalog_backfill(
         if now - last[0] >= PROGRESS_EVERY_SECONDS:
             last[0] = now
             items = summary.items
-            log(f"  {items['processed']:,}/{items['size']:,} products · "
-                f"{counters_line(items, summary.quarantined)}")
+            log(
+                f"  {items['processed']:,}/{items['size']:,} products · "
+                f"{counters_line(items, summary.quarantined)}"
+            )
 
     summary = wait_for(db, broker, settings, job_id, on_tick=tick, stop_when_paused=True)
     status = summary.job["status"]
@@ -75,7 +79,9 @@ def run_catalog_backfill(
         if summary.job.get("pause_reason"):
             detail = summary.job["pause_reason"]
         raise BackfillJobFailedError(
-            job_id, status, f"{detail}; see `backfill status {job_id}`, then `backfill retry {job_id}`"
+            job_id,
+            status,
+            f"{detail}; see `backfill status {job_id}`, then `backfill retry {job_id}`",
         )
     return summary
 
@@ -90,9 +96,13 @@ def remove_enriched_fields(db: Database, log: Callable[[str], None] = print) -> 
     for doc in cursor:
         chunk.append(doc["_id"])
         if len(chunk) == UNSET_CHUNK:
-            changed += products.bulk_write([UpdateMany({"_id": {"$in": chunk}}, {"$unset": fields})]).modified_count
+            changed += products.bulk_write(
+                [UpdateMany({"_id": {"$in": chunk}}, {"$unset": fields})]
+            ).modified_count
             chunk = []
     if chunk:
-        changed += products.bulk_write([UpdateMany({"_id": {"$in": chunk}}, {"$unset": fields})]).modified_count
+        changed += products.bulk_write(
+            [UpdateMany({"_id": {"$in": chunk}}, {"$unset": fields})]
+        ).modified_count
     log(f"removed enriched fields from {changed:,} products")
     return changed

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import os
 import sys
 from typing import NoReturn
@@ -28,7 +28,9 @@ def cli(ctx: click.Context, log_json: bool, verbose: int) -> None:
     from orchestrator.logs import configure_logging
 
     settings = Settings.from_env()
-    configure_logging(json_lines=log_json or settings.log_json, verbosity=verbose, settings=settings)
+    configure_logging(
+        json_lines=log_json or settings.log_json, verbosity=verbose, settings=settings
+    )
     app = AppContext(settings)
     ctx.obj = app
     ctx.call_on_close(app.close)
@@ -59,14 +61,14 @@ def main(argv: list[str] | None = None) -> None:
     import requests
 
     from migrations.errors import MigrationError
+    from workers.catalog_client import CatalogError
 
     secrets: tuple[str, ...] = ()
-    try:
+    with contextlib.suppress(SettingsError):
         secrets = Settings.from_env().secrets
-    except SettingsError:
-        pass
     try:
-        cli.main(args=argv, prog_name="backfill", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="backfill", standalone_mode=False)
+        code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.Abort:
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted; servers stopped, progress is checkpointed", EXIT_INTERRUPTED)
-    except (BackfillError, MigrationError, SettingsError) as exc:
+    except (BackfillError, MigrationError, SettingsError, CatalogError) as exc:
         _fail(redact_text(str(exc), secrets))
     except pymongo.errors.PyMongoError as exc:
         _fail(redact_text(f"MongoDB: {str(exc).splitlines()[0][:300]}", secrets))
@@ -88,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("BACKFILL_DEBUG"):
             raise
         _fail(redact_text(f"unexpected {type(exc).__name__}: {exc}", secrets))
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -68,9 +68,13 @@ def validate_run_options(opts: RunOptions) -> None:
     if opts.backfill not in KNOWN_BACKFILLS:
         raise UnknownBackfillError(opts.backfill, list(KNOWN_BACKFILLS))
     if not 1 <= opts.batch_size <= MAX_BATCH_SIZE:
-        raise BackfillError(f"--batch-size must be between 1 and {MAX_BATCH_SIZE}, got {opts.batch_size}")
+        raise BackfillError(
+            f"--batch-size must be between 1 and {MAX_BATCH_SIZE}, got {opts.batch_size}"
+        )
     if not 1 <= opts.max_in_flight <= 10_000:
-        raise BackfillError(f"--max-in-flight must be between 1 and 10000, got {opts.max_in_flight}")
+        raise BackfillError(
+            f"--max-in-flight must be between 1 and 10000, got {opts.max_in_flight}"
+        )
     if not opts.rate_per_second > 0:
         raise BackfillError(f"--rate must be above 0 requests/s, got {opts.rate_per_second:g}")
 
@@ -126,8 +130,12 @@ def wait_for(
                     # The planner that started this job died: carry on planning from its cursor.
                     plan_job(db, broker.sender, broker.queue, job_id)
                 sweep_job(
-                    db, broker.sender, broker.queue, job_id,
-                    redispatch_seconds=settings.redispatch_seconds, broker=broker.redis,
+                    db,
+                    broker.sender,
+                    broker.queue,
+                    job_id,
+                    redispatch_seconds=settings.redispatch_seconds,
+                    broker=broker.redis,
                 )
             last_sweep = now
         summary = jobs.summarize(db, job_id)
@@ -143,7 +151,9 @@ def wait_for(
         time.sleep(WAIT_POLL_SECONDS)
 
 
-def replay_starter(db: Database, broker: Broker, settings: Settings) -> Callable[[list[Any], str], str]:
+def replay_starter(
+    db: Database, broker: Broker, settings: Settings
+) -> Callable[[list[Any], str], str]:
     """What `retry` uses to replay quarantined ids as their own job."""
 
     def start(ids: list[Any], source_job: str) -> str:

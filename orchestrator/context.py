@@ -18,7 +18,7 @@ MONGO_TIMEOUT_MS = 5000
 
 
 def connect_mongo(settings: Settings, *, timeout_ms: int = MONGO_TIMEOUT_MS) -> Database:
-    """Open the configured database and prove the server answers, or raise ServerUnreachableError."""
+    """Open the configured database and prove the server answers (else ServerUnreachableError)."""
     url = settings.mongo_url or ""
     try:
         client: pymongo.MongoClient = pymongo.MongoClient(

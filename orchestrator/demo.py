@@ -35,14 +35,21 @@ class DemoOptions:
 
 
 def seed_products(db: Database, target: int) -> int:
-    """Insert products (ObjectId `_id`s, no catalog fields) until there are `target`; return how many were added."""
+    """Insert catalog-less products (ObjectId ids) up to `target`; return how many were added."""
     products = db[PRODUCTS]
     have = products.estimated_document_count()
     added = 0
     while have + added < target:
         n = min(SEED_CHUNK, target - have - added)
-        docs = [{"_id": ObjectId(), "sku": f"SKU-{have + added + i:08d}", "name": f"Product {have + added + i}",
-                 "price_cents": 100 + (have + added + i) % 9900} for i in range(n)]
+        docs = [
+            {
+                "_id": ObjectId(),
+                "sku": f"SKU-{have + added + i:08d}",
+                "name": f"Product {have + added + i}",
+                "price_cents": 100 + (have + added + i) % 9900,
+            }
+            for i in range(n)
+        ]
         products.insert_many(docs, ordered=False)
         added += n
     return added
@@ -77,7 +84,9 @@ def run_demo(app: AppContext, opts: DemoOptions) -> None:
         console.print(f"[yellow]{note}[/]")
     log_dir = stack.log_dir
     if s.catalog_url is None:
-        catalog = stack.add(start_catalog(log_dir=log_dir, extra_args=["--latency-ms", str(opts.latency_ms)]))
+        catalog = stack.add(
+            start_catalog(log_dir=log_dir, extra_args=["--latency-ms", str(opts.latency_ms)])
+        )
         s = replace(s, catalog_url=catalog.url)
     flower_url = "(not started)"
     if opts.flower:
@@ -89,9 +98,15 @@ def run_demo(app: AppContext, opts: DemoOptions) -> None:
     app.settings = s
     stack.settings = s
     for i in range(opts.workers):
-        stack.add(start_worker(s, log_dir=log_dir, name=f"demo-worker-{i + 1}", concurrency=opts.concurrency))
-    console.print(f"stack: MongoDB {s.mongo_url} · Redis {s.redis_url} · catalog {s.catalog_url} "
-                  f"(+{opts.latency_ms} ms) · {opts.workers} workers × {opts.concurrency}")
+        stack.add(
+            start_worker(
+                s, log_dir=log_dir, name=f"demo-worker-{i + 1}", concurrency=opts.concurrency
+            )
+        )
+    console.print(
+        f"stack: MongoDB {s.mongo_url} · Redis {s.redis_url} · catalog {s.catalog_url} "
+        f"(+{opts.latency_ms} ms) · {opts.workers} workers x {opts.concurrency}"
+    )
     db = connect_mongo(s)
     added = seed_products(db, opts.products)
     console.print(f"products: {db[PRODUCTS].estimated_document_count():,} ({added:,} seeded now)")
@@ -105,16 +120,23 @@ def run_demo(app: AppContext, opts: DemoOptions) -> None:
     result = runner.up(db, runner.RunnerConfig.from_settings(s, log=capture))
     applied = [step.version for step in result.done]
     if not applied:
-        console.print("all migrations already applied; re-running the catalog backfill to show a rerun writes nothing")
+        console.print(
+            "all migrations already applied; re-running the catalog backfill "
+            "to show that a rerun writes nothing"
+        )
         summaries.append(run_catalog_backfill(db, s, capture))
     seconds = time.monotonic() - t0
     if not summaries:
         latest = list_jobs(db, 1)
         if latest:
             summaries.append(summarize(db, str(latest[0]["_id"])))
-    rows: list[tuple[str, str]] = [("migrations applied now", ", ".join(applied) or "none (all applied before)")]
+    rows: list[tuple[str, str]] = [
+        ("migrations applied now", ", ".join(applied) or "none (all applied before)")
+    ]
     enriched = db[PRODUCTS].count_documents({"catalog_synced_at": {"$exists": True}})
-    rows.append(("products enriched", f"{enriched:,} of {db[PRODUCTS].estimated_document_count():,}"))
+    rows.append(
+        ("products enriched", f"{enriched:,} of {db[PRODUCTS].estimated_document_count():,}")
+    )
     if summaries:
         items: dict[str, Any] = summaries[-1].items
         q = summaries[-1].quarantined
@@ -128,7 +150,9 @@ def run_demo(app: AppContext, opts: DemoOptions) -> None:
             ("products/s", f"{items['processed'] / max(seconds, 1e-9):,.0f}"),
         ]
         if items["written"] == 0:
-            rows.append(("note", "nothing written to products: every product already matched the catalog"))
+            rows.append(
+                ("note", "nothing written to products: every product already matched the catalog")
+            )
     rows.append(("Flower", flower_url))
     rows.append(("total seconds", f"{time.monotonic() - started:,.1f}"))
     console.print(_summary_table(rows))

@@ -25,16 +25,21 @@ class DryRunReport:
     examples: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in
-                ("sampled", "changed", "unchanged", "missing", "invalid", "fields_changed")}
+        return {
+            k: getattr(self, k)
+            for k in ("sampled", "changed", "unchanged", "missing", "invalid", "fields_changed")
+        }
 
 
-def dry_run(db: Database, catalog: CatalogClient, *, sample: int = DEFAULT_SAMPLE,
-            chunk: int = 100) -> DryRunReport:
+def dry_run(
+    db: Database, catalog: CatalogClient, *, sample: int = DEFAULT_SAMPLE, chunk: int = 100
+) -> DryRunReport:
     """Diff the first `sample` products (by `_id`) against the catalog without writing."""
     backfill = CATALOG_BACKFILL
     report = DryRunReport()
-    docs = list(db[PRODUCTS].find({}, dict.fromkeys(backfill.fields, 1)).sort("_id", 1).limit(sample))
+    docs = list(
+        db[PRODUCTS].find({}, dict.fromkeys(backfill.fields, 1)).sort("_id", 1).limit(sample)
+    )
     for start in range(0, len(docs), chunk):
         part = {d["_id"]: d for d in docs[start : start + chunk]}
         ids = list(part)

@@ -10,7 +10,14 @@ import click
 from rich.console import Console
 
 from orchestrator import jobs
-from orchestrator.commands import Broker, RunOptions, launch, replay_starter, validate_run_options, wait_for
+from orchestrator.commands import (
+    Broker,
+    RunOptions,
+    launch,
+    replay_starter,
+    validate_run_options,
+    wait_for,
+)
 from orchestrator.context import AppContext
 from orchestrator.progress import LiveProgress, counters_line, jobs_table, summary_table
 from orchestrator.verify import verify as verify_job
@@ -49,16 +56,40 @@ def _rate(value: str) -> float:
 
 @click.command()
 @click.argument("backfill", default="catalog")
-@click.option("--batch-size", type=int, default=None, help="Ids per batch (default BACKFILL_BATCH_SIZE, 500).")
+@click.option(
+    "--batch-size", type=int, default=None, help="Ids per batch (default BACKFILL_BATCH_SIZE, 500)."
+)
 @click.option("--max-in-flight", type=int, default=None, help="Batches queued or running at once.")
-@click.option("--rate", "rate_text", default=None, help="Catalog requests per second across all workers, e.g. 50/s.")
+@click.option(
+    "--rate",
+    "rate_text",
+    default=None,
+    help="Catalog requests per second across all workers, e.g. 50/s.",
+)
 @click.option("--dry-run", is_flag=True, help="Diff a sample against the catalog; write nothing.")
-@click.option("--sample", type=click.IntRange(1, 100_000), default=500, show_default=True, help="Products in a dry run.")
-@click.option("--wait/--no-wait", default=False, help="Stay, sweep and show progress until the job ends.")
+@click.option(
+    "--sample",
+    type=click.IntRange(1, 100_000),
+    default=500,
+    show_default=True,
+    help="Products in a dry run.",
+)
+@click.option(
+    "--wait/--no-wait", default=False, help="Stay, sweep and show progress until the job ends."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
-def run(app: AppContext, backfill: str, batch_size: int | None, max_in_flight: int | None,
-        rate_text: str | None, dry_run: bool, sample: int, wait: bool, as_json: bool) -> None:
+def run(
+    app: AppContext,
+    backfill: str,
+    batch_size: int | None,
+    max_in_flight: int | None,
+    rate_text: str | None,
+    dry_run: bool,
+    sample: int,
+    wait: bool,
+    as_json: bool,
+) -> None:
     """Start a backfill job (or join the one already running) and fan it out to workers."""
     s: Settings = app.settings
     opts = RunOptions(
@@ -76,8 +107,10 @@ def run(app: AppContext, backfill: str, batch_size: int | None, max_in_flight: i
     job, created = launch(db, broker, opts)
     if not as_json:
         verb = "started" if created else "joined running"
-        console.print(f"{verb} job [bold]{job['_id']}[/] ({job['planning']['batches']:,} batches, "
-                      f"{job['planning']['products']:,} products)")
+        console.print(
+            f"{verb} job [bold]{job['_id']}[/] ({job['planning']['batches']:,} batches, "
+            f"{job['planning']['products']:,} products)"
+        )
     if wait:
         summary = _watch(app, broker, str(job["_id"]), quiet=as_json)
         if as_json:
@@ -100,21 +133,37 @@ def _dry_run(app: AppContext, sample: int, as_json: bool) -> None:
         _json(report.as_dict())
         return
     console.print(f"dry run over {report.sampled:,} products — nothing written")
-    console.print(f"  would change {report.changed:,} · unchanged {report.unchanged:,} · "
-                  f"missing {report.missing:,} · invalid {report.invalid:,}")
+    console.print(
+        f"  would change {report.changed:,} · unchanged {report.unchanged:,} · "
+        f"missing {report.missing:,} · invalid {report.invalid:,}"
+    )
     if report.fields_changed:
-        console.print("  fields: " + ", ".join(f"{k} {v:,}" for k, v in sorted(report.fields_changed.items())))
+        console.print(
+            "  fields: " + ", ".join(f"{k} {v:,}" for k, v in sorted(report.fields_changed.items()))
+        )
 
 
-def _watch(app: AppContext, broker: Broker, job_id: str, *, quiet: bool = False,
-           stop_when_paused: bool = False) -> jobs.JobSummary:
+def _watch(
+    app: AppContext,
+    broker: Broker,
+    job_id: str,
+    *,
+    quiet: bool = False,
+    stop_when_paused: bool = False,
+) -> jobs.JobSummary:
     db = app.db()
     if quiet or not console.is_terminal:
         summary = wait_for(db, broker, app.settings, job_id, stop_when_paused=stop_when_paused)
     else:
         with LiveProgress(console) as bar:
-            summary = wait_for(db, broker, app.settings, job_id, on_tick=bar.update,
-                               stop_when_paused=stop_when_paused)
+            summary = wait_for(
+                db,
+                broker,
+                app.settings,
+                job_id,
+                on_tick=bar.update,
+                stop_when_paused=stop_when_paused,
+            )
     if not quiet:
         console.print(summary_table(summary))
     return summary
@@ -138,7 +187,9 @@ def jobs_cmd(app: AppContext, limit: int, as_json: bool) -> None:
 @click.command()
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--watch", is_flag=True, help="Follow with a progress bar until the job ends (also sweeps).")
+@click.option(
+    "--watch", is_flag=True, help="Follow with a progress bar until the job ends (also sweeps)."
+)
 @click.pass_obj
 def status(app: AppContext, job_id: str, as_json: bool, watch: bool) -> None:
     """Show a job's progress: batches, products, rate, ETA, counters."""
@@ -192,11 +243,18 @@ def retry(app: AppContext, job_id: str, wait: bool) -> None:
     """Re-run failed batches and replay quarantined items as their own job."""
     db = app.db()
     broker = _broker(app)
-    report = jobs.retry(db, broker.sender, broker.queue, job_id,
-                        start_replay=replay_starter(db, broker, app.settings))
+    report = jobs.retry(
+        db,
+        broker.sender,
+        broker.queue,
+        job_id,
+        start_replay=replay_starter(db, broker, app.settings),
+    )
     console.print(f"job {job_id}: {report.batches_reset} failed batches re-queued")
     if report.replay_job_id:
-        console.print(f"{report.replayed_items:,} quarantined items replayed as job {report.replay_job_id}")
+        console.print(
+            f"{report.replayed_items:,} quarantined items replayed as job {report.replay_job_id}"
+        )
     if wait:
         if report.batches_reset:
             _watch(app, broker, job_id)
@@ -212,16 +270,26 @@ def verify(app: AppContext, job_id: str, as_json: bool) -> None:
     """Recompute every batch's payload hash from products; exit 1 on any mismatch."""
     report = verify_job(app.db(), job_id)
     if as_json:
-        _json({"job_id": report.job_id, "batches_checked": report.batches_checked,
-               "products_checked": report.products_checked,
-               "mismatched_batches": report.mismatched_batches,
-               "skipped_batches": report.skipped_batches, "ok": report.ok})
+        _json(
+            {
+                "job_id": report.job_id,
+                "batches_checked": report.batches_checked,
+                "products_checked": report.products_checked,
+                "mismatched_batches": report.mismatched_batches,
+                "skipped_batches": report.skipped_batches,
+                "ok": report.ok,
+            }
+        )
     elif report.ok:
-        console.print(f"verified {report.batches_checked:,} batches, {report.products_checked:,} "
-                      f"products: no mismatch")
+        console.print(
+            f"verified {report.batches_checked:,} batches, {report.products_checked:,} "
+            f"products: no mismatch"
+        )
     else:
-        console.print(f"[red]{len(report.mismatched_batches)} batches differ from what they wrote:[/] "
-                      + ", ".join(map(str, report.mismatched_batches[:20])))
+        console.print(
+            f"[red]{len(report.mismatched_batches)} batches differ from what they wrote:[/] "
+            + ", ".join(map(str, report.mismatched_batches[:20]))
+        )
     if not report.ok:
         sys.exit(1)
 
@@ -238,8 +306,11 @@ def quarantine(app: AppContext, job_id: str, limit: int, as_json: bool) -> None:
         _json(items)
         return
     for item in items:
-        console.print(f"{item['product_id']}  {item['reason']}  {item.get('error_class')}  "
-                      f"{item.get('error', '')[:80]}", markup=False)
+        console.print(
+            f"{item['product_id']}  {item['reason']}  {item.get('error_class')}  "
+            f"{item.get('error', '')[:80]}",
+            markup=False,
+        )
     console.print(f"{len(items)} shown")
 
 
@@ -252,10 +323,18 @@ def sweep(app: AppContext, job_id: str) -> None:
 
     broker = _broker(app)
     jobs.get_job(app.db(), job_id)
-    r = sweep_job(app.db(), broker.sender, broker.queue, job_id,
-                  redispatch_seconds=app.settings.redispatch_seconds, broker=broker.redis)
-    console.print(f"expired leases {r.expired_leases}, lost messages re-sent {r.resent}, "
-                  f"dispatched {r.dispatched}")
+    r = sweep_job(
+        app.db(),
+        broker.sender,
+        broker.queue,
+        job_id,
+        redispatch_seconds=app.settings.redispatch_seconds,
+        broker=broker.redis,
+    )
+    console.print(
+        f"expired leases {r.expired_leases}, lost messages re-sent {r.resent}, "
+        f"dispatched {r.dispatched}"
+    )
 
 
 JOB_COMMANDS = [run, jobs_cmd, status, pause, resume, cancel, retry, verify, quarantine, sweep]

@@ -79,7 +79,10 @@ def _transition(
 def pause(db: Database, job_id: str) -> dict[str, Any]:
     """No new batches start; running ones stop at their next sub-chunk and keep their checkpoint."""
     return _transition(
-        db, job_id, "pause", (JobStatus.PLANNING, JobStatus.RUNNING),
+        db,
+        job_id,
+        "pause",
+        (JobStatus.PLANNING, JobStatus.RUNNING),
         {"$set": {"status": JobStatus.PAUSED.value, "pause_reason": "paused by operator"}},
     )
 
@@ -89,7 +92,10 @@ def resume(db: Database, sender: TaskSender, queue: str, job_id: str) -> dict[st
     job = get_job(db, job_id)
     target = JobStatus.RUNNING if job["planning"].get("done") else JobStatus.PLANNING
     job = _transition(
-        db, job_id, "resume", (JobStatus.PAUSED,),
+        db,
+        job_id,
+        "resume",
+        (JobStatus.PAUSED,),
         {"$set": {"status": target.value}, "$unset": {"pause_reason": ""}},
     )
     # Batches a paused worker handed back are pending again; queued ones keep their message.
@@ -100,13 +106,21 @@ def resume(db: Database, sender: TaskSender, queue: str, job_id: str) -> dict[st
 def cancel(db: Database, job_id: str) -> dict[str, Any]:
     """Stop for good: pending batches are cancelled, running ones stop at their next sub-chunk."""
     job = _transition(
-        db, job_id, "cancel", (JobStatus.PLANNING, JobStatus.RUNNING, JobStatus.PAUSED),
-        {"$set": {"status": JobStatus.CANCELLED.value, "finished_at": now_utc()},
-         "$unset": {"active_key": ""}},
+        db,
+        job_id,
+        "cancel",
+        (JobStatus.PLANNING, JobStatus.RUNNING, JobStatus.PAUSED),
+        {
+            "$set": {"status": JobStatus.CANCELLED.value, "finished_at": now_utc()},
+            "$unset": {"active_key": ""},
+        },
     )
     db[METADATA].update_many(
-        {"kind": "batch", "job_id": job_id,
-         "status": {"$in": [BatchStatus.PENDING.value, BatchStatus.QUEUED.value]}},
+        {
+            "kind": "batch",
+            "job_id": job_id,
+            "status": {"$in": [BatchStatus.PENDING.value, BatchStatus.QUEUED.value]},
+        },
         {"$set": {"status": BatchStatus.CANCELLED.value, "updated_at": now_utc()}},
     )
     return job
@@ -139,13 +153,18 @@ def retry(
         {"kind": "batch", "job_id": job_id, "status": BatchStatus.FAILED.value}
     )
     if failed:
-        if job["status"] in (JobStatus.COMPLETED.value, JobStatus.COMPLETED_WITH_ERRORS.value,
-                             JobStatus.FAILED.value):
+        if job["status"] in (
+            JobStatus.COMPLETED.value,
+            JobStatus.COMPLETED_WITH_ERRORS.value,
+            JobStatus.FAILED.value,
+        ):
             try:
                 meta.update_one(
                     {"_id": job_id},
-                    {"$set": {"status": JobStatus.RUNNING.value, "active_key": job["backfill"]},
-                     "$unset": {"finished_at": ""}},
+                    {
+                        "$set": {"status": JobStatus.RUNNING.value, "active_key": job["backfill"]},
+                        "$unset": {"finished_at": ""},
+                    },
                 )
             except pymongo.errors.DuplicateKeyError:
                 raise BackfillError(
@@ -160,8 +179,12 @@ def retry(
         fill_in_flight(meta, sender, queue, job_id)
 
     quarantine = db[QUARANTINE]
-    ids = [d["product_id"] for d in quarantine.find({"job_id": job_id, "replayed": False},
-                                                    {"product_id": 1}).sort("product_id", 1)]
+    ids = [
+        d["product_id"]
+        for d in quarantine.find({"job_id": job_id, "replayed": False}, {"product_id": 1}).sort(
+            "product_id", 1
+        )
+    ]
     replay_id = None
     if ids:
         replay_id = start_replay(ids, job_id)
@@ -176,4 +199,6 @@ def retry(
 
 def quarantined_items(db: Database, job_id: str, limit: int = 50) -> list[dict[str, Any]]:
     get_job(db, job_id)
-    return list(db[QUARANTINE].find({"job_id": job_id}, {"_id": 0}).sort("product_id", 1).limit(limit))
+    return list(
+        db[QUARANTINE].find({"job_id": job_id}, {"_id": 0}).sort("product_id", 1).limit(limit)
+    )

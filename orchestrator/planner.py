@@ -6,6 +6,7 @@ a restarted planner picks up after the highest planned batch and never creates o
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import secrets
@@ -106,8 +107,13 @@ def start_or_join(
         existing = meta.find_one({"kind": "job", "active_key": key})
         if existing is None:  # it finished between our insert and this read: try once more
             return start_or_join(
-                db, backfill=backfill, batch_size=batch_size, max_in_flight=max_in_flight,
-                rate_per_second=rate_per_second, params=params, exclusive_key=exclusive_key,
+                db,
+                backfill=backfill,
+                batch_size=batch_size,
+                max_in_flight=max_in_flight,
+                rate_per_second=rate_per_second,
+                params=params,
+                exclusive_key=exclusive_key,
             )
         return existing, False
 
@@ -121,7 +127,12 @@ def _take_planner_lease(meta: Collection, job_id: str, owner: str) -> bool:
             "planning.done": False,
             "$or": [{"planner": None}, {"planner": owner}, {"planner_until": {"$lt": now}}],
         },
-        {"$set": {"planner": owner, "planner_until": now + dt.timedelta(seconds=PLANNER_LEASE_SECONDS)}},
+        {
+            "$set": {
+                "planner": owner,
+                "planner_until": now + dt.timedelta(seconds=PLANNER_LEASE_SECONDS),
+            }
+        },
     )
     return res.modified_count == 1 or res.matched_count == 1
 
@@ -183,12 +194,12 @@ def plan_job(
             d["size"] for d in meta.find({"kind": "batch", "job_id": job_id}, {"size": 1})
         )
     explicit = job["params"].get("ids")
-    done_now = 0
-    for ids in _chunks(_id_stream(products, cursor, explicit), int(job["batch_size"])):
-        try:
+    for done_now, ids in enumerate(
+        _chunks(_id_stream(products, cursor, explicit), int(job["batch_size"])), start=1
+    ):
+        # A duplicate key means a previous run of this planner wrote this batch already.
+        with contextlib.suppress(pymongo.errors.DuplicateKeyError):
             meta.insert_one(new_batch(job_id, next_no, ids))
-        except pymongo.errors.DuplicateKeyError:
-            pass  # planned already by a previous run of this planner
         planned_products += len(ids)
         now = now_utc()
         res = meta.update_one(
@@ -208,7 +219,6 @@ def plan_job(
             return False
         fill_in_flight(meta, sender, queue, job_id)
         next_no += 1
-        done_now += 1
         if on_batch:
             on_batch(next_no, planned_products)
         if stop_after is not None and done_now >= stop_after:

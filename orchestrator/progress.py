@@ -24,7 +24,10 @@ def summary_table(summary: JobSummary) -> Table:
     job = summary.job
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_row("job", str(job["_id"]))
-    table.add_row("status", str(job["status"]) + (f" ({job['pause_reason']})" if job.get("pause_reason") else ""))
+    table.add_row(
+        "status",
+        str(job["status"]) + (f" ({job['pause_reason']})" if job.get("pause_reason") else ""),
+    )
     planning = job.get("planning", {})
     table.add_row(
         "planned",
@@ -32,12 +35,16 @@ def summary_table(summary: JobSummary) -> Table:
         + ("" if planning.get("done") else " (planning…)"),
     )
     table.add_row("batches", " · ".join(f"{k} {v}" for k, v in summary.batches.items() if v))
-    table.add_row("products", f"{summary.items.get('processed', 0):,} processed of {summary.items.get('size', 0):,}")
+    table.add_row(
+        "products",
+        f"{summary.items.get('processed', 0):,} processed of {summary.items.get('size', 0):,}",
+    )
     table.add_row("items", counters_line(summary.items, summary.quarantined))
     if job.get("times_interrupted") or job.get("messages_resent"):
         table.add_row(
             "recovered",
-            f"{job.get('times_interrupted', 0)} expired leases, {job.get('messages_resent', 0)} lost messages",
+            f"{job.get('times_interrupted', 0)} expired leases, "
+            f"{job.get('messages_resent', 0)} lost messages",
         )
     return table
 
@@ -77,9 +84,13 @@ class LiveProgress:
             self.first_done = done
         elapsed = max(time.monotonic() - self.started, 1e-6)
         rate = (done - self.first_done) / elapsed
-        extra = f"{summary.job['status']} · w {items.get('written', 0):,} · q {summary.quarantined:,}"
+        extra = (
+            f"{summary.job['status']} · w {items.get('written', 0):,} · q {summary.quarantined:,}"
+        )
         if self.task is None:
-            self.task = self.progress.add_task(str(summary.job["_id"]), total=total, rate=rate, extra=extra)
+            self.task = self.progress.add_task(
+                str(summary.job["_id"]), total=total, rate=rate, extra=extra
+            )
         self.progress.update(self.task, completed=done, total=total, rate=rate, extra=extra)
 
 
@@ -88,8 +99,11 @@ def jobs_table(rows: list[dict[str, Any]]) -> Table:
     for job in rows:
         planning = job.get("planning", {})
         table.add_row(
-            str(job["_id"]), job.get("backfill", ""), job["status"],
-            f"{planning.get('batches', 0):,}", f"{planning.get('products', 0):,}",
+            str(job["_id"]),
+            job.get("backfill", ""),
+            job["status"],
+            f"{planning.get('batches', 0):,}",
+            f"{planning.get('products', 0):,}",
             f"{job['created_at']:%Y-%m-%d %H:%M:%S}",
         )
     return table

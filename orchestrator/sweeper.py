@@ -39,7 +39,7 @@ def broker_queue_length(client: redis.Redis | None, queue: str) -> int | None:
     if client is None:
         return None
     try:
-        return int(client.llen(queue))  # type: ignore[arg-type]
+        return int(client.llen(queue))
     except redis.RedisError:
         return None
 
@@ -96,11 +96,18 @@ def sweep_job(
     if report.expired_leases or report.resent:
         log.warning(
             "job %s: re-sent %d batches with expired leases and %d lost messages",
-            job_id, report.expired_leases, report.resent,
+            job_id,
+            report.expired_leases,
+            report.resent,
         )
         meta.update_one(
             {"_id": job_id},
-            {"$inc": {"times_interrupted": report.expired_leases, "messages_resent": report.resent}},
+            {
+                "$inc": {
+                    "times_interrupted": report.expired_leases,
+                    "messages_resent": report.resent,
+                }
+            },
         )
     report.dispatched = fill_in_flight(meta, sender, queue, job_id)
     report.final_status = maybe_complete_job(meta, db[QUARANTINE], job_id)

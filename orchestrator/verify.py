@@ -27,7 +27,9 @@ class VerifyReport:
         return not self.mismatched_batches
 
 
-def batch_hash_from_products(db: Database, batch: dict[str, Any], skip: set[Any]) -> tuple[str | None, int]:
+def batch_hash_from_products(
+    db: Database, batch: dict[str, Any], skip: set[Any]
+) -> tuple[str | None, int]:
     """The payload hash a batch would have if it wrote exactly what products hold now."""
     backfill = CATALOG_BACKFILL
     ids = batch["ids"][: int(batch.get("processed") or 0)]
@@ -36,7 +38,8 @@ def batch_hash_from_products(db: Database, batch: dict[str, Any], skip: set[Any]
     for start in range(0, len(ids), VERIFY_READ_CHUNK):
         chunk = ids[start : start + VERIFY_READ_CHUNK]
         current = {
-            d["_id"]: d for d in db[PRODUCTS].find({"_id": {"$in": chunk}}, dict.fromkeys(backfill.fields, 1))
+            d["_id"]: d
+            for d in db[PRODUCTS].find({"_id": {"$in": chunk}}, dict.fromkeys(backfill.fields, 1))
         }
         for pid in chunk:
             if pid in skip or pid not in current:

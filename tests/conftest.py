@@ -1,4 +1,4 @@
-"""Session-wide real servers: one SecantusDB (with test commands) and Redis, via orchestrator.stack."""
+"""Session-wide real servers: SecantusDB (test commands on) and Redis, via orchestrator.stack."""
 
 from __future__ import annotations
 

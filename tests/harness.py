@@ -1,4 +1,4 @@
-"""A whole system per test: its own database and queue, the catalog stand-in, real worker processes."""
+"""A whole system per test: own database and queue, the catalog stand-in, real workers."""
 
 from __future__ import annotations
 
@@ -56,16 +56,30 @@ class System:
             # Same port: running workers keep the CATALOG_URL they were started with.
             port = int(self.catalog.url.rsplit(":", 1)[1])
             self.catalog.stop()
-        self.catalog = start_catalog(log_dir=self.log_dir, port=port, extra_args=list(args), token=token)
+        self.catalog = start_catalog(
+            log_dir=self.log_dir, port=port, extra_args=list(args), token=token
+        )
         self.settings = replace(self.settings, catalog_url=self.catalog.url)
         return self.catalog
 
-    def start_workers(self, n: int = 2, *, concurrency: int = 2, pool: str = "prefork",
-                      extra_env: dict[str, str] | None = None) -> list[ManagedProcess]:
+    def start_workers(
+        self,
+        n: int = 2,
+        *,
+        concurrency: int = 2,
+        pool: str = "prefork",
+        extra_env: dict[str, str] | None = None,
+    ) -> list[ManagedProcess]:
         start = len(self.workers)
         new = [
-            start_worker(self.settings, log_dir=self.log_dir, name=f"w{start + i}",
-                         concurrency=concurrency, pool=pool, extra_env=extra_env)
+            start_worker(
+                self.settings,
+                log_dir=self.log_dir,
+                name=f"w{start + i}",
+                concurrency=concurrency,
+                pool=pool,
+                extra_env=extra_env,
+            )
             for i in range(n)
         ]
         self.workers += new
@@ -90,19 +104,26 @@ class System:
         return self._broker
 
     def migrate(self, to: str | None = METADATA_VERSION) -> runner.RunResult:
-        return runner.up(self.db, runner.RunnerConfig.from_settings(self.settings, log=lambda m: None), to=to)
+        return runner.up(
+            self.db, runner.RunnerConfig.from_settings(self.settings, log=lambda m: None), to=to
+        )
 
     def launch(self, **opts: Any) -> str:
-        base = {"batch_size": self.settings.batch_size, "max_in_flight": self.settings.max_in_flight,
-                "rate_per_second": self.settings.rate_per_second}
+        base = {
+            "batch_size": self.settings.batch_size,
+            "max_in_flight": self.settings.max_in_flight,
+            "rate_per_second": self.settings.rate_per_second,
+        }
         job, _ = launch(self.db, self.broker, RunOptions(**{**base, **opts}))
         return str(job["_id"])
 
     def wait(self, job_id: str, timeout: float = DEFAULT_TIMEOUT, **kw: Any) -> JobSummary:
         summary = wait_for(self.db, self.broker, self.settings, job_id, timeout=timeout, **kw)
         if summary.job["status"] in ("planning", "running") and not kw.get("stop_when_paused"):
-            raise AssertionError(f"job {job_id} still {summary.job['status']} after {timeout}s: "
-                                 f"{summary.batches} {summary.items} logs in {self.log_dir}")
+            raise AssertionError(
+                f"job {job_id} still {summary.job['status']} after {timeout}s: "
+                f"{summary.batches} {summary.items} logs in {self.log_dir}"
+            )
         return summary
 
     def summary(self, job_id: str) -> JobSummary:

@@ -18,7 +18,7 @@ DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 
 
 def create_app(settings: Settings) -> Celery:
-    """A Celery app for these settings (workers run the module-level one; senders may build their own)."""
+    """A Celery app for `settings` (workers run the module-level one; senders build their own)."""
     celery = Celery("mongo_backfill", broker=settings.redis_url or DEFAULT_BROKER_URL)
     celery.conf.update(
         # JSON only: a pickled message pushed onto the queue is refused, never unpickled.
@@ -59,5 +59,6 @@ def _scrub_worker_logs(logger: logging.Logger, **_: Any) -> None:
     secrets = Settings.from_env().secrets
     for handler in logger.handlers:
         handler.addFilter(RedactingFilter(secrets))
+
 
 import workers.tasks  # noqa: E402,F401  (registers the batch task on this app)

@@ -1,4 +1,4 @@
-"""Every batch state transition, each one atomic update guarded by status, lease or fencing token."""
+"""Every batch state transition: one atomic update guarded by status, lease or fencing token."""
 
 from __future__ import annotations
 
@@ -170,7 +170,9 @@ def release_batch(
     if status is BatchStatus.QUEUED:
         update["$set"]["dispatched_at"] = retry_at or now
     if error:
-        update["$push"] = {"errors": {"$each": [{"at": now, "error": error}], "$slice": -MAX_ERRORS_KEPT}}
+        update["$push"] = {
+            "errors": {"$each": [{"at": now, "error": error}], "$slice": -MAX_ERRORS_KEPT}
+        }
     return coll.update_one(lease.guard(), update).matched_count == 1
 
 
@@ -188,7 +190,9 @@ def fail_batch(coll: Collection, lease: Lease, error: str) -> bool:
                 "updated_at": now,
                 "last_error": error,
             },
-            "$push": {"errors": {"$each": [{"at": now, "error": error}], "$slice": -MAX_ERRORS_KEPT}},
+            "$push": {
+                "errors": {"$each": [{"at": now, "error": error}], "$slice": -MAX_ERRORS_KEPT}
+            },
         },
     )
     return res.matched_count == 1
@@ -208,7 +212,11 @@ def claim_pending(coll: Collection, job_id: str) -> dict[str, Any] | None:
 
 def count_in_flight(coll: Collection, job_id: str) -> int:
     return coll.count_documents(
-        {"kind": "batch", "job_id": job_id, "status": {"$in": [s.value for s in IN_FLIGHT_BATCH_STATES]}}
+        {
+            "kind": "batch",
+            "job_id": job_id,
+            "status": {"$in": [s.value for s in IN_FLIGHT_BATCH_STATES]},
+        }
     )
 
 

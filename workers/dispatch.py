@@ -25,7 +25,9 @@ class TaskSender(Protocol):
     def send_task(self, name: str, args: Any = ..., **options: Any) -> Any: ...
 
 
-def send_batch(app: TaskSender, queue: str, job_id: str, batch_no: int, countdown: float = 0) -> None:
+def send_batch(
+    app: TaskSender, queue: str, job_id: str, batch_no: int, countdown: float = 0
+) -> None:
     """Publish one batch task; only ids travel, never data or credentials."""
     options: dict[str, Any] = {"queue": queue}
     if countdown > 0:

@@ -34,7 +34,11 @@ def batch_counts(coll: Collection, job_id: str) -> dict[str, int]:
 
 def item_totals(coll: Collection, job_id: str) -> dict[str, int]:
     """Per-item counters summed over the job's batches, plus products planned and processed."""
-    group: dict[str, Any] = {"_id": None, "size": {"$sum": "$size"}, "processed": {"$sum": "$processed"}}
+    group: dict[str, Any] = {
+        "_id": None,
+        "size": {"$sum": "$size"},
+        "processed": {"$sum": "$processed"},
+    }
     for name in COUNTER_NAMES:
         group[name] = {"$sum": f"$counters.{name}"}
     rows = list(
@@ -46,7 +50,9 @@ def item_totals(coll: Collection, job_id: str) -> dict[str, int]:
     return totals
 
 
-def maybe_complete_job(coll: Collection, db_quarantine: Collection, job_id: str) -> JobStatus | None:
+def maybe_complete_job(
+    coll: Collection, db_quarantine: Collection, job_id: str
+) -> JobStatus | None:
     """Close the job when planning is done and every batch is finished; return the new status."""
     job = coll.find_one({"_id": job_id, "kind": "job"}, {"status": 1, "planning": 1})
     if not job or job["status"] != JobStatus.RUNNING.value or not job["planning"].get("done"):

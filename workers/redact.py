@@ -9,7 +9,9 @@ from urllib.parse import urlsplit, urlunsplit
 REDACTED = "***"
 
 # user:password@ inside any URL-looking text, e.g. in a driver's error message.
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+_USERINFO = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@"
+)
 
 
 def redact_url(url: str | None) -> str:

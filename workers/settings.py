@@ -115,7 +115,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from `env` (default: os.environ); raise SettingsError naming the bad variable."""
+        """Build settings from `env` (default os.environ); SettingsError names a bad variable."""
         e = os.environ if env is None else env
         return cls(
             mongo_url=_url(e, "MONGO_URL", ("mongodb", "mongodb+srv")),
@@ -139,9 +139,7 @@ class Settings:
                 e, "BACKFILL_SUBCHUNK_SIZE", DEFAULT_SUBCHUNK_SIZE, 1, MAX_SUBCHUNK_SIZE
             ),
             max_in_flight=_int(e, "BACKFILL_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT, 1, 10_000),
-            rate_per_second=_float(
-                e, "BACKFILL_RATE", DEFAULT_RATE_PER_SECOND, 0.001, 1_000_000
-            ),
+            rate_per_second=_float(e, "BACKFILL_RATE", DEFAULT_RATE_PER_SECOND, 0.001, 1_000_000),
             lease_seconds=_float(e, "BACKFILL_LEASE_SECONDS", DEFAULT_LEASE_SECONDS, 1, 86_400),
             max_attempts=_int(e, "BACKFILL_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, 1, 1000),
             redispatch_seconds=_float(

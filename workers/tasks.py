@@ -97,9 +97,7 @@ class LeaseLost(Exception):
     """Another worker owns the batch now; stop without writing anything more."""
 
 
-def _quarantine_ops(
-    job_id: str, batch_no: int, entries: list[dict[str, Any]]
-) -> list[UpdateOne]:
+def _quarantine_ops(job_id: str, batch_no: int, entries: list[dict[str, Any]]) -> list[UpdateOne]:
     now = now_utc()
     return [
         UpdateOne(
@@ -144,7 +142,12 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
     ids: list[Any] = doc["ids"]
     processed = int(doc.get("processed") or 0)
     if processed:
-        blog.info("resuming after %d of %d ids (last id %s)", processed, len(ids), doc["last_processed_id"])
+        blog.info(
+            "resuming after %d of %d ids (last id %s)",
+            processed,
+            len(ids),
+            doc["last_processed_id"],
+        )
     counters: dict[str, int] = dict(doc["counters"])
     payload_hash: str | None = doc.get("payload_hash")
     sub = s.subchunk_size
@@ -169,7 +172,9 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
                 chunk = ids[processed : processed + sub]
                 current = {
                     d["_id"]: d
-                    for d in products.find({"_id": {"$in": chunk}}, dict.fromkeys(backfill.fields, 1))
+                    for d in products.find(
+                        {"_id": {"$in": chunk}}, dict.fromkeys(backfill.fields, 1)
+                    )
                 }
                 present = [i for i in chunk if i in current]
                 result = _fetch(rt, present, blog)
@@ -183,9 +188,16 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
                         continue
                     if pid in result.missing:
                         counters["missing"] += 1
-                        held.append({"product_id": pid, "reason": "missing", "error_class": "NotInCatalog",
-                                     "error": "catalog has no item for this id", "http_status": 200,
-                                     "payload_snapshot": None})
+                        held.append(
+                            {
+                                "product_id": pid,
+                                "reason": "missing",
+                                "error_class": "NotInCatalog",
+                                "error": "catalog has no item for this id",
+                                "http_status": 200,
+                                "payload_snapshot": None,
+                            }
+                        )
                         continue
                     payload = result.items.get(pid)
                     try:
@@ -194,10 +206,16 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
                         fields = backfill.map(payload)
                     except InvalidPayloadError as exc:
                         counters["invalid"] += 1
-                        held.append({"product_id": pid, "reason": "invalid",
-                                     "error_class": type(exc).__name__, "error": str(exc)[:500],
-                                     "http_status": result.http_status,
-                                     "payload_snapshot": payload_snapshot(payload)})
+                        held.append(
+                            {
+                                "product_id": pid,
+                                "reason": "invalid",
+                                "error_class": type(exc).__name__,
+                                "error": str(exc)[:500],
+                                "http_status": result.http_status,
+                                "payload_snapshot": payload_snapshot(payload),
+                            }
+                        )
                         continue
                     payload_hash = chain_hash(payload_hash or CHAIN_START, item_digest(pid, fields))
                     diff = diff_fields(current[pid], fields)
@@ -207,7 +225,7 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
                         counters["unchanged"] += 1
 
                 if ops:
-                    # Filter on _id only and never upsert: a product deleted meanwhile stays deleted.
+                    # Filter on _id, never upsert: a product deleted meanwhile stays deleted.
                     res = products.bulk_write(ops, ordered=False)
                     counters["written"] += res.modified_count
                     counters["unchanged"] += res.matched_count - res.modified_count
@@ -218,8 +236,13 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
                 # Checkpoint after the writes: a crash in between only repeats a $set that
                 # changes nothing on the next attempt.
                 if not batches.checkpoint(
-                    meta, lease, processed=processed, last_processed_id=chunk[-1],
-                    payload_hash=payload_hash, counters=counters, lease_seconds=s.lease_seconds,
+                    meta,
+                    lease,
+                    processed=processed,
+                    last_processed_id=chunk[-1],
+                    payload_hash=payload_hash,
+                    counters=counters,
+                    lease_seconds=s.lease_seconds,
                 ):
                     raise LeaseLost
             if not batches.finish_batch(meta, lease):
@@ -287,7 +310,9 @@ def worker_identity(task_id: str | None) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{(task_id or 'local')[:8]}"
 
 
-@shared_task(name="backfill.batch", bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@shared_task(
+    name="backfill.batch", bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True
+)
 def run_batch(self: Any, job_id: str, batch_no: int) -> str:
     """Process one batch of a backfill job."""
     if not isinstance(job_id, str) or not isinstance(batch_no, int) or isinstance(batch_no, bool):

@@ -73,7 +73,12 @@ def test_killed_worker_resumes_from_checkpoint(system: System) -> None:
     meta = system.db[METADATA]
 
     def mid_batch() -> bool:
-        return meta.count_documents({"job_id": job_id, "kind": "batch", "processed": {"$gte": 100, "$lt": 400}}) > 0
+        return (
+            meta.count_documents(
+                {"job_id": job_id, "kind": "batch", "processed": {"$gte": 100, "$lt": 400}}
+            )
+            > 0
+        )
 
     system.wait_until(mid_batch, what="a batch with a checkpoint")
     system.kill_workers()
@@ -86,7 +91,9 @@ def test_killed_worker_resumes_from_checkpoint(system: System) -> None:
     summary = system.wait(job_id)
     assert summary.job["status"] == "completed"
     counts = system.stats()["id_counts"]
-    assert all(counts[_catalog_id(i)] == 1 for i in checkpointed), "a checkpointed id was fetched again"
+    assert all(counts[_catalog_id(i)] == 1 for i in checkpointed), (
+        "a checkpointed id was fetched again"
+    )
     after = meta.find_one({"_id": interrupted["_id"]})
     assert after["attempts"] >= 2 and after["status"] == "done"
     assert sum(after["counters"].values()) == after["size"]
@@ -100,7 +107,9 @@ def test_pause_resume_and_cancel(system: System) -> None:
     system.start_workers(2)
     meta = system.db[METADATA]
     job_id = system.launch(batch_size=100)
-    system.wait_until(lambda: meta.count_documents({"job_id": job_id, "status": "done"}) >= 2, what="progress")
+    system.wait_until(
+        lambda: meta.count_documents({"job_id": job_id, "status": "done"}) >= 2, what="progress"
+    )
 
     system.broker  # noqa: B018 - connect before pausing
     from orchestrator import jobs
@@ -108,7 +117,9 @@ def test_pause_resume_and_cancel(system: System) -> None:
     jobs.pause(system.db, job_id)
     # Within seconds every batch is handed back and nothing runs.
     system.wait_until(
-        lambda: meta.count_documents({"job_id": job_id, "status": "running"}) == 0, timeout=15, what="pause"
+        lambda: meta.count_documents({"job_id": job_id, "status": "running"}) == 0,
+        timeout=15,
+        what="pause",
     )
     frozen = system.summary(job_id).items["processed"]
     import time
@@ -125,12 +136,16 @@ def test_pause_resume_and_cancel(system: System) -> None:
     # cancel: a new job is stopped for good
     system.db[PRODUCTS].update_many({}, {"$unset": {"brand": ""}})
     job2 = system.launch(batch_size=100)
-    system.wait_until(lambda: meta.count_documents({"job_id": job2, "status": "done"}) >= 1, what="progress")
+    system.wait_until(
+        lambda: meta.count_documents({"job_id": job2, "status": "done"}) >= 1, what="progress"
+    )
     jobs.cancel(system.db, job2)
     final = system.wait(job2)
     assert final.job["status"] == "cancelled"
     system.wait_until(
-        lambda: meta.count_documents({"job_id": job2, "status": "running"}) == 0, timeout=15, what="stop"
+        lambda: meta.count_documents({"job_id": job2, "status": "running"}) == 0,
+        timeout=15,
+        what="stop",
     )
     assert system.summary(job2).items["processed"] < 2000
 
@@ -152,15 +167,22 @@ def test_quarantine_takes_invalid_and_missing_and_retry_replays_them(system: Sys
         assert not any(k.startswith("$") or "." in k for k in d)
         assert set(d) <= {"_id", "sku", *FIELDS, "catalog_synced_at"}
     held = [d["product_id"] for d in q.find({"job_id": job_id})]
-    assert system.db[PRODUCTS].count_documents({"_id": {"$in": held}, "brand": {"$exists": True}}) == 0
+    assert (
+        system.db[PRODUCTS].count_documents({"_id": {"$in": held}, "brand": {"$exists": True}}) == 0
+    )
 
     # The provider fixes its data; retry replays exactly the quarantined ids as their own job.
     system.start_catalog()
     from orchestrator import jobs
     from orchestrator.commands import replay_starter
 
-    report = jobs.retry(system.db, system.broker.sender, system.settings.queue, job_id,
-                        start_replay=replay_starter(system.db, system.broker, system.settings))
+    report = jobs.retry(
+        system.db,
+        system.broker.sender,
+        system.settings.queue,
+        job_id,
+        start_replay=replay_starter(system.db, system.broker, system.settings),
+    )
     assert report.replayed_items == len(held) and report.replay_job_id
     replay = system.wait(report.replay_job_id)
     assert replay.job["status"] == "completed"

@@ -23,7 +23,15 @@ class RecordingSender:
 
 
 MIXED_IDS: list[Any] = [
-    3, 1.5, 7, "a", "b", {"k": 1}, ObjectId(), ObjectId(), dt.datetime(2024, 1, 1),
+    3,
+    1.5,
+    7,
+    "a",
+    "b",
+    {"k": 1},
+    ObjectId(),
+    ObjectId(),
+    dt.datetime(2024, 1, 1),
     *range(100, 130),
 ]
 
@@ -36,13 +44,16 @@ def test_after_cursor_reaches_every_later_type(db: Database) -> None:
     _seed(db, MIXED_IDS)
     all_sorted = [d["_id"] for d in db[PRODUCTS].find({}, {"_id": 1}).sort("_id", 1)]
     for k, cursor in enumerate(all_sorted):
-        after = [d["_id"] for d in db[PRODUCTS].find(after_cursor(cursor), {"_id": 1}).sort("_id", 1)]
+        after = [
+            d["_id"] for d in db[PRODUCTS].find(after_cursor(cursor), {"_id": 1}).sort("_id", 1)
+        ]
         assert after == all_sorted[k + 1 :], f"resume after {cursor!r}"
 
 
 def _job(db: Database, batch_size: int = 4) -> str:
-    job, created = start_or_join(db, backfill="catalog", batch_size=batch_size, max_in_flight=2,
-                                 rate_per_second=10)
+    job, created = start_or_join(
+        db, backfill="catalog", batch_size=batch_size, max_in_flight=2, rate_per_second=10
+    )
     assert created
     return str(job["_id"])
 
@@ -76,5 +87,7 @@ def test_dispatch_never_exceeds_max_in_flight(db: Database) -> None:
 
 def test_second_run_joins_the_active_job(db: Database) -> None:
     job_id = _job(db)
-    job, created = start_or_join(db, backfill="catalog", batch_size=4, max_in_flight=2, rate_per_second=10)
+    job, created = start_or_join(
+        db, backfill="catalog", batch_size=4, max_in_flight=2, rate_per_second=10
+    )
     assert not created and job["_id"] == job_id

@@ -51,9 +51,14 @@ def test_redaction_of_urls_and_free_text() -> None:
     assert redact_url("mongodb://u:pw@h:1/db?x=1") == "mongodb://u:***@h:1/db?x=1"
     assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
     text = "failed: connect mongodb://u:pw@h:1/ and token abc123 leaked"
-    assert redact_text(text, ("abc123",)) == "failed: connect mongodb://u:***@h:1/ and token *** leaked"
+    assert (
+        redact_text(text, ("abc123",))
+        == "failed: connect mongodb://u:***@h:1/ and token *** leaked"
+    )
 
 
 def test_to_env_round_trips() -> None:
-    s = Settings.from_env({"MONGO_URL": "mongodb://h:1/", "BACKFILL_LEASE_SECONDS": "7", "CATALOG_TOKEN": "t0ken"})
+    s = Settings.from_env(
+        {"MONGO_URL": "mongodb://h:1/", "BACKFILL_LEASE_SECONDS": "7", "CATALOG_TOKEN": "t0ken"}
+    )
     assert Settings.from_env(s.to_env()) == s
