@@ -15,7 +15,6 @@ from orchestrator import jobs
 from orchestrator.errors import BackfillError, UnknownBackfillError
 from orchestrator.planner import plan_job, start_or_join
 from orchestrator.sweeper import sweep_job
-from workers.app import create_app
 from workers.dispatch import TaskSender
 from workers.settings import MAX_BATCH_SIZE, Settings
 from workers.states import TERMINAL_JOB_STATES, JobStatus
@@ -38,6 +37,10 @@ class Broker:
     def from_settings(cls, settings: Settings) -> Broker:
         url = settings.redis_url or "redis://127.0.0.1:6379/0"
         client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+        # Imported here: importing workers.app builds the worker's app from the environment,
+        # and the CLI must be able to report a bad variable as one line before that.
+        from workers.app import create_app
+
         return cls(create_app(settings), client, settings.queue)
 
     def check(self) -> None:
