@@ -73,9 +73,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.Abort:
         _fail("aborted", EXIT_INTERRUPTED)
+    except click.UsageError as exc:
+        # One line, like every other failure; the command path says where --help lives.
+        where = exc.ctx.command_path if exc.ctx else "backfill"
+        _fail(f"{exc.format_message()} (see `{where} --help`)", EXIT_USAGE)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        _fail(exc.format_message(), exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted; servers stopped, progress is checkpointed", EXIT_INTERRUPTED)
     except (BackfillError, MigrationError, SettingsError, CatalogError) as exc:
