@@ -117,7 +117,6 @@ def cancel(db: Database, job_id: str) -> dict[str, Any]:
     )
     db[METADATA].update_many(
         {
-            "kind": "batch",
             "job_id": job_id,
             "status": {"$in": [BatchStatus.PENDING.value, BatchStatus.QUEUED.value]},
         },
@@ -149,9 +148,7 @@ def retry(
     """
     meta = db[METADATA]
     job = get_job(db, job_id)
-    failed = meta.count_documents(
-        {"kind": "batch", "job_id": job_id, "status": BatchStatus.FAILED.value}
-    )
+    failed = meta.count_documents({"job_id": job_id, "status": BatchStatus.FAILED.value})
     if failed:
         if job["status"] in (
             JobStatus.COMPLETED.value,
@@ -173,7 +170,7 @@ def retry(
         elif job["status"] == JobStatus.CANCELLED.value:
             raise JobStateError(job_id, job["status"], "retry")
         meta.update_many(
-            {"kind": "batch", "job_id": job_id, "status": BatchStatus.FAILED.value},
+            {"job_id": job_id, "status": BatchStatus.FAILED.value},
             {"$set": {"status": BatchStatus.PENDING.value, "attempts": 0, "updated_at": now_utc()}},
         )
         fill_in_flight(meta, sender, queue, job_id)

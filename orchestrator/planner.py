@@ -22,9 +22,9 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from orchestrator.errors import BackfillError
-from workers.batches import new_batch, now_utc
+from workers.batches import batch_id, batch_ids_doc, new_batch, now_utc
 from workers.dispatch import TaskSender, fill_in_flight
-from workers.states import METADATA, PRODUCTS, JobStatus
+from workers.states import BATCH_IDS, METADATA, PRODUCTS, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,12 @@ def _chunks(ids: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
+def _insert_batch(meta: Collection, job_id: str, batch_no: int, ids: list[Any]) -> None:
+    # A duplicate key means this batch document was written before a crash: keep it.
+    with contextlib.suppress(pymongo.errors.DuplicateKeyError):
+        meta.insert_one(new_batch(job_id, batch_no, ids))
+
+
 def plan_job(
     db: Database,
     sender: TaskSender,
@@ -174,32 +180,35 @@ def plan_job(
     `stop_after` plans at most that many batches in this call (tests use it to
     simulate a planner killed halfway).
     """
-    meta, products = db[METADATA], db[PRODUCTS]
+    meta, products, id_lists = db[METADATA], db[PRODUCTS], db[BATCH_IDS]
     owner = f"{socket.gethostname()}:{secrets.token_hex(4)}"
     job = meta.find_one({"_id": job_id, "kind": "job"})
     if job is None or job["planning"].get("done"):
         return True
     if not _take_planner_lease(meta, job_id, owner):
         return False
-    # Resume from the highest batch actually written, not the job's cursor: the batch
-    # insert comes first, so after a crash the batches are the truth.
-    last = meta.find_one(
-        {"kind": "batch", "job_id": job_id}, {"ids": 1, "batch_no": 1}, sort=[("batch_no", -1)]
-    )
+    # Resume from the highest batch actually written, not the job's cursor: the id list and
+    # then the batch document are written first, so after a crash they are the truth.
+    last = meta.find_one({"job_id": job_id}, {"last_id": 1, "batch_no": 1}, sort=[("batch_no", -1)])
     next_no = int(last["batch_no"]) + 1 if last else 0
-    cursor = last["ids"][-1] if last else None
-    planned_products = int(job["planning"].get("products", 0)) if last else 0
-    if last:
-        planned_products = sum(
-            d["size"] for d in meta.find({"kind": "batch", "job_id": job_id}, {"size": 1})
-        )
+    cursor = last["last_id"] if last else None
+    planned_products = sum(d["size"] for d in meta.find({"job_id": job_id}, {"size": 1}))
+    orphan = id_lists.find_one({"_id": batch_id(job_id, next_no)})
+    if orphan is not None:
+        # Killed between writing a batch's ids and its document: finish that batch as cut.
+        _insert_batch(meta, job_id, next_no, orphan["ids"])
+        cursor, next_no = orphan["ids"][-1], next_no + 1
+        planned_products += len(orphan["ids"])
     explicit = job["params"].get("ids")
     for done_now, ids in enumerate(
         _chunks(_id_stream(products, cursor, explicit), int(job["batch_size"])), start=1
     ):
-        # A duplicate key means a previous run of this planner wrote this batch already.
-        with contextlib.suppress(pymongo.errors.DuplicateKeyError):
-            meta.insert_one(new_batch(job_id, next_no, ids))
+        try:
+            id_lists.insert_one(batch_ids_doc(job_id, next_no, ids))
+        except pymongo.errors.DuplicateKeyError:
+            log.warning("batch %d of %s was cut by another planner; stopping", next_no, job_id)
+            return False
+        _insert_batch(meta, job_id, next_no, ids)
         planned_products += len(ids)
         now = now_utc()
         res = meta.update_one(

@@ -62,7 +62,6 @@ def sweep_job(
     now = now_utc()
     for doc in meta.find(
         {
-            "kind": "batch",
             "job_id": job_id,
             "status": BatchStatus.RUNNING.value,
             "lease_expires_at": {"$lt": now},
@@ -81,7 +80,6 @@ def sweep_job(
         stale_before = max(stale_before, now - dt.timedelta(seconds=EMPTY_QUEUE_GRACE_SECONDS))
     for doc in meta.find(
         {
-            "kind": "batch",
             "job_id": job_id,
             "status": BatchStatus.QUEUED.value,
             "dispatched_at": {"$lt": stale_before},

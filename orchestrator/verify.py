@@ -8,8 +8,9 @@ from typing import Any
 from pymongo.database import Database
 
 from orchestrator.jobs import get_job
+from workers.batches import load_batch_ids
 from workers.enrich import CATALOG_BACKFILL, CHAIN_START, chain_hash, item_digest
-from workers.states import METADATA, PRODUCTS, QUARANTINE, BatchStatus
+from workers.states import BATCH_IDS, METADATA, PRODUCTS, QUARANTINE, BatchStatus
 
 VERIFY_READ_CHUNK = 500
 
@@ -32,7 +33,8 @@ def batch_hash_from_products(
 ) -> tuple[str | None, int]:
     """The payload hash a batch would have if it wrote exactly what products hold now."""
     backfill = CATALOG_BACKFILL
-    ids = batch["ids"][: int(batch.get("processed") or 0)]
+    all_ids = load_batch_ids(db[BATCH_IDS], batch["_id"])
+    ids = all_ids[: int(batch.get("processed") or 0)]
     h: str | None = None
     checked = 0
     for start in range(0, len(ids), VERIFY_READ_CHUNK):
@@ -55,7 +57,7 @@ def verify(db: Database, job_id: str) -> VerifyReport:
     get_job(db, job_id)
     report = VerifyReport(job_id)
     skip = {d["product_id"] for d in db[QUARANTINE].find({"job_id": job_id}, {"product_id": 1})}
-    for batch in db[METADATA].find({"kind": "batch", "job_id": job_id}).sort("batch_no", 1):
+    for batch in db[METADATA].find({"job_id": job_id}).sort("batch_no", 1):
         if batch["status"] != BatchStatus.DONE.value:
             report.skipped_batches += 1
             continue

@@ -31,13 +31,14 @@ def batch_id(job_id: str, batch_no: int) -> str:
 
 
 def new_batch(job_id: str, batch_no: int, ids: list[Any]) -> dict[str, Any]:
-    """The document the planner inserts for one batch of product ids (ascending)."""
+    """The batch document for `ids` (ascending); the ids themselves go in `batch_ids_doc`."""
     return {
         "_id": batch_id(job_id, batch_no),
         "kind": "batch",
         "job_id": job_id,
         "batch_no": batch_no,
-        "ids": ids,
+        "first_id": ids[0],
+        "last_id": ids[-1],
         "size": len(ids),
         "status": BatchStatus.PENDING.value,
         "lease_owner": None,
@@ -51,6 +52,19 @@ def new_batch(job_id: str, batch_no: int, ids: list[Any]) -> dict[str, Any]:
         "errors": [],
         "created_at": now_utc(),
     }
+
+
+def batch_ids_doc(job_id: str, batch_no: int, ids: list[Any]) -> dict[str, Any]:
+    """The product ids a batch covers, stored in BATCH_IDS under the batch's own id."""
+    return {"_id": batch_id(job_id, batch_no), "job_id": job_id, "ids": ids}
+
+
+def load_batch_ids(coll: Collection, bid: str) -> list[Any]:
+    """The ids of batch `bid` from the BATCH_IDS collection `coll`."""
+    doc = coll.find_one({"_id": bid}, {"ids": 1})
+    if doc is None:
+        raise LookupError(f"batch {bid} has no id list")
+    return list(doc["ids"])
 
 
 @dataclass(frozen=True)
@@ -202,10 +216,9 @@ def claim_pending(coll: Collection, job_id: str) -> dict[str, Any] | None:
     """Move the lowest-numbered pending batch to queued, returning it (without its ids)."""
     now = now_utc()
     return coll.find_one_and_update(
-        {"kind": "batch", "job_id": job_id, "status": BatchStatus.PENDING.value},
+        {"job_id": job_id, "status": BatchStatus.PENDING.value},
         {"$set": {"status": BatchStatus.QUEUED.value, "dispatched_at": now, "updated_at": now}},
         sort=[("batch_no", 1)],
-        projection={"ids": 0},
         return_document=ReturnDocument.AFTER,
     )
 
@@ -213,7 +226,6 @@ def claim_pending(coll: Collection, job_id: str) -> dict[str, Any] | None:
 def count_in_flight(coll: Collection, job_id: str) -> int:
     return coll.count_documents(
         {
-            "kind": "batch",
             "job_id": job_id,
             "status": {"$in": [s.value for s in IN_FLIGHT_BATCH_STATES]},
         }

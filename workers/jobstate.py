@@ -24,7 +24,7 @@ def batch_counts(coll: Collection, job_id: str) -> dict[str, int]:
     out = {s.value: 0 for s in BatchStatus}
     for row in coll.aggregate(
         [
-            {"$match": {"kind": "batch", "job_id": job_id}},
+            {"$match": {"job_id": job_id}},
             {"$group": {"_id": "$status", "n": {"$sum": 1}}},
         ]
     ):
@@ -42,7 +42,7 @@ def item_totals(coll: Collection, job_id: str) -> dict[str, int]:
     for name in COUNTER_NAMES:
         group[name] = {"$sum": f"$counters.{name}"}
     rows = list(
-        coll.aggregate([{"$match": {"kind": "batch", "job_id": job_id}}, {"$group": group}])
+        coll.aggregate([{"$match": {"job_id": job_id}}, {"$group": group}])
     )
     totals = dict.fromkeys(("size", "processed", *COUNTER_NAMES), 0)
     if rows:
@@ -59,14 +59,13 @@ def maybe_complete_job(
         return None
     unfinished = coll.count_documents(
         {
-            "kind": "batch",
             "job_id": job_id,
             "status": {"$nin": [s.value for s in FINISHED_BATCH_STATES]},
         }
     )
     if unfinished:
         return None
-    failed = coll.count_documents({"kind": "batch", "job_id": job_id, "status": "failed"})
+    failed = coll.count_documents({"job_id": job_id, "status": "failed"})
     quarantined = db_quarantine.count_documents({"job_id": job_id})
     final = JobStatus.COMPLETED_WITH_ERRORS if failed or quarantined else JobStatus.COMPLETED
     now = now_utc()

@@ -40,7 +40,7 @@ from workers.enrich import (
 )
 from workers.jobstate import maybe_complete_job, pause_job_for
 from workers.runtime import Runtime, get_runtime
-from workers.states import METADATA, PRODUCTS, QUARANTINE, BatchStatus, JobStatus
+from workers.states import BATCH_IDS, METADATA, PRODUCTS, QUARANTINE, BatchStatus, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
         blog.info("already done or leased by a live worker; skipping duplicate delivery")
         return "skipped"
     lease, doc = taken
-    ids: list[Any] = doc["ids"]
+    ids = batches.load_batch_ids(rt.db[BATCH_IDS], lease.batch_id)
     processed = int(doc.get("processed") or 0)
     if processed:
         blog.info(

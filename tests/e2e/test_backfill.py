@@ -11,8 +11,9 @@ from bson.objectid import ObjectId
 from catalog_service.data import expected_item
 from orchestrator.verify import verify
 from tests.harness import System, seed_products
+from workers.batches import load_batch_ids
 from workers.enrich import typed_id
-from workers.states import METADATA, PRODUCTS, QUARANTINE
+from workers.states import BATCH_IDS, METADATA, PRODUCTS, QUARANTINE
 
 pytestmark = pytest.mark.e2e
 
@@ -84,7 +85,9 @@ def test_killed_worker_resumes_from_checkpoint(system: System) -> None:
     system.kill_workers()
     interrupted = meta.find_one({"job_id": job_id, "kind": "batch", "status": "running"})
     assert interrupted and 0 < interrupted["processed"] < interrupted["size"]
-    checkpointed = interrupted["ids"][: interrupted["processed"]]
+    checkpointed = load_batch_ids(system.db[BATCH_IDS], interrupted["_id"])[
+        : interrupted["processed"]
+    ]
     assert interrupted["last_processed_id"] == checkpointed[-1]
 
     system.start_workers(1, concurrency=1)
@@ -200,5 +203,5 @@ def test_verify_finds_no_mismatch_then_catches_a_hand_edit(system: System) -> No
     system.db[PRODUCTS].update_one({"_id": ids[450]}, {"$set": {"brand": "Edited By Hand"}})
     report = verify(system.db, job_id)
     assert not report.ok
-    edited_batch = system.db[METADATA].find_one({"job_id": job_id, "ids": ids[450]})
-    assert report.mismatched_batches == [edited_batch["batch_no"]]
+    edited_batch = system.db[BATCH_IDS].find_one({"job_id": job_id, "ids": ids[450]})
+    assert report.mismatched_batches == [int(edited_batch["_id"].rsplit(":", 1)[1])]

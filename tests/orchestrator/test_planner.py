@@ -9,7 +9,8 @@ from bson.objectid import ObjectId
 from pymongo.database import Database
 
 from orchestrator.planner import after_cursor, plan_job, start_or_join
-from workers.states import METADATA, PRODUCTS
+from workers.batches import load_batch_ids
+from workers.states import BATCH_IDS, METADATA, PRODUCTS
 
 
 class RecordingSender:
@@ -67,7 +68,7 @@ def test_interrupted_planning_resumes_without_duplicates_or_gaps(db: Database) -
     db[METADATA].update_one({"_id": job_id}, {"$set": {"planning.cursor": None, "planner": None}})
     plan_job(db, sender, "q", job_id)
     batches = list(db[METADATA].find({"kind": "batch", "job_id": job_id}).sort("batch_no", 1))
-    planned = [i for b in batches for i in b["ids"]]
+    planned = [i for b in batches for i in load_batch_ids(db[BATCH_IDS], b["_id"])]
     expected = [d["_id"] for d in db[PRODUCTS].find({}, {"_id": 1}).sort("_id", 1)]
     assert planned == expected
     assert [b["batch_no"] for b in batches] == list(range(len(batches)))
@@ -91,3 +92,23 @@ def test_second_run_joins_the_active_job(db: Database) -> None:
         db, backfill="catalog", batch_size=4, max_in_flight=2, rate_per_second=10
     )
     assert not created and job["_id"] == job_id
+
+
+def test_planner_killed_between_id_list_and_batch_document_keeps_that_cut(db: Database) -> None:
+    _seed(db, list(range(40)))
+    job_id = _job(db)
+    sender = RecordingSender()
+    plan_job(db, sender, "q", job_id, stop_after=3)
+    # The crash: batch 2's id list was written, its batch document was not.
+    orphan_ids = load_batch_ids(db[BATCH_IDS], f"{job_id}:0000002")
+    db[METADATA].delete_one({"_id": f"{job_id}:0000002"})
+    db[METADATA].update_one({"_id": job_id}, {"$set": {"planner": None}})
+    plan_job(db, sender, "q", job_id)
+    batch2 = db[METADATA].find_one({"_id": f"{job_id}:0000002"})
+    assert batch2 is not None and batch2["size"] == len(orphan_ids)
+    planned = [
+        i
+        for b in db[METADATA].find({"kind": "batch", "job_id": job_id}).sort("batch_no", 1)
+        for i in load_batch_ids(db[BATCH_IDS], b["_id"])
+    ]
+    assert planned == list(range(40))
