@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 from dataclasses import dataclass, field
 
 import pymongo
@@ -32,6 +33,21 @@ def connect_mongo(settings: Settings, *, timeout_ms: int = MONGO_TIMEOUT_MS) -> 
         detail = redact_text(str(exc).splitlines()[0][:200], settings.secrets)
         raise ServerUnreachableError("MongoDB", redact_url(url), detail) from None
     return client[settings.mongo_db]
+
+
+CATALOG_PROBE_ID = "mongo-backfill-preflight"  # any id: the catalog answers item or missing
+
+
+def check_catalog(settings: Settings) -> None:
+    """Prove the catalog answers and takes our token, before a job is created for workers.
+
+    Raises CatalogUnavailableError or CatalogAuthError (one line each, URL redacted).
+    """
+    from workers.catalog_client import CatalogProtocolError, HttpCatalogClient
+
+    # A garbled answer is still an answer: workers quarantine such answers item by item.
+    with HttpCatalogClient(settings) as client, contextlib.suppress(CatalogProtocolError):
+        client.fetch([CATALOG_PROBE_ID])
 
 
 @dataclass

@@ -18,7 +18,7 @@ from orchestrator.commands import (
     validate_run_options,
     wait_for,
 )
-from orchestrator.context import AppContext
+from orchestrator.context import AppContext, check_catalog
 from orchestrator.progress import LiveProgress, counters_line, jobs_table, summary_table
 from orchestrator.verify import verify as verify_job
 from workers.settings import Settings
@@ -102,6 +102,9 @@ def run(
     if dry_run:
         _dry_run(app, sample, as_json)
         return
+    if s.catalog_url:
+        # Unreachable or refusing our token: say so now rather than create a job that stalls.
+        check_catalog(s)
     db = app.db()
     broker = _broker(app)
     job, created = launch(db, broker, opts)

@@ -379,7 +379,9 @@ class HttpCatalogClient:
                     attempts=failures,
                 )
             delay = self._backoff(failures)
-            log.warning(
+            # INFO, not WARNING: a retry is handled here; only the final failure is raised,
+            # and the CLI must be able to print that as its one line.
+            log.info(
                 "catalog %s: %s; retry %d/%d in %.2fs",
                 self.safe_url,
                 reason,
@@ -420,7 +422,7 @@ class HttpCatalogClient:
         if delay is None:
             delay = self._backoff(throttled)
         delay = min(delay, self.max_retry_after)
-        log.warning("catalog %s: 429, waiting %.2fs (Retry-After)", self.safe_url, delay)
+        log.info("catalog %s: 429, waiting %.2fs (Retry-After)", self.safe_url, delay)
         if self.on_throttle is not None:
             # Pauses the shared bucket so every worker waits, not only this one.
             self.on_throttle(delay)
