@@ -18,6 +18,7 @@ from migrations import (
 
 METADATA = "backfill_metadata"
 QUARANTINE = "backfill_quarantine"
+BATCH_IDS = "backfill_batch_ids"  # each batch's product ids, keyed by the batch's _id
 
 JOB_STATUSES = [
     "planning",
@@ -63,7 +64,7 @@ def metadata_validator() -> SchemaBuilder:
         # batch fields
         .field("job_id", S.string())
         .field("batch_no", _whole(0))
-        .field("ids", S.array())
+        .field("size", _whole(1))
         .field("attempts", _whole(0))
         .field("fencing_token", _whole(0))
         .field("counters", counters)
@@ -93,7 +94,7 @@ QUARANTINE_INDEXES = [
 
 class CreateBackfillMetadata(Migration):
     version = "20240405_create_backfill_metadata"
-    description = "backfill_metadata (jobs, batches) and backfill_quarantine with indexes"
+    description = "backfill_metadata (jobs, batches), batch id lists and quarantine, with indexes"
 
     def up(self, db: Database) -> None:
         metadata = ensure_collection(
@@ -102,7 +103,9 @@ class CreateBackfillMetadata(Migration):
         create_indexes(metadata, *METADATA_INDEXES)
         quarantine = ensure_collection(db, QUARANTINE)
         create_indexes(quarantine, *QUARANTINE_INDEXES)
+        ensure_collection(db, BATCH_IDS)
 
     def down(self, db: Database) -> None:
         db.drop_collection(METADATA)
         db.drop_collection(QUARANTINE)
+        db.drop_collection(BATCH_IDS)
