@@ -26,7 +26,7 @@ import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 from catalog_service import data
@@ -194,6 +194,22 @@ def _query_param(query: str, name: str) -> str | None:
     return None
 
 
+class Reply(NamedTuple):
+    """An API answer, built before it is sent so the counters see it first."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+    ids_served: int = 0
+
+
+def _reply(
+    status: int, payload: Any, headers: dict[str, str] | None = None, ids_served: int = 0
+) -> Reply:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return Reply(status, body, {"Content-Type": "application/json", **(headers or {})}, ids_served)
+
+
 class CatalogHandler(BaseHTTPRequestHandler):
     """One request; HTTP/1.1 keep-alive so clients reuse connections."""
 
@@ -266,16 +282,19 @@ class CatalogHandler(BaseHTTPRequestHandler):
     def _api(self, path: str, query: str) -> None:
         stats = self.state.stats
         stats.arrive()
-        status, served = 500, 0
+        reply = Reply(500, b"", {})
         try:
-            status, served = self._serve_api(path, query)
+            reply = self._serve_api(path, query)
         finally:
-            stats.depart(status, served)
+            # Counted before the answer leaves: a client that got its answer can read
+            # /_stats and find its request there.
+            stats.depart(reply.status, reply.ids_served)
+        self._send(reply.status, reply.body, reply.headers)
 
-    def _serve_api(self, path: str, query: str) -> tuple[int, int]:
+    def _serve_api(self, path: str, query: str) -> Reply:
         state = self.state
         if not state.authorized(self.headers.get("Authorization")):
-            return self._json(401, {"error": "unauthorized"}, {"WWW-Authenticate": "Bearer"}), 0
+            return _reply(401, {"error": "unauthorized"}, {"WWW-Authenticate": "Bearer"})
         single = path != PRODUCTS_PATH
         try:
             if single:
@@ -284,11 +303,10 @@ class CatalogHandler(BaseHTTPRequestHandler):
             else:
                 ids = parse_ids(_query_param(query, "ids") or "")
         except BadRequest as exc:
-            return self._json(400, {"error": str(exc)}), 0
+            return _reply(400, {"error": str(exc)})
         state.stats.asked(ids)
 
         faults = state.faults
-        wait = 0.0
         if state.countdown("throttle_next"):
             wait = float(faults.retry_after)
         else:
@@ -296,23 +314,23 @@ class CatalogHandler(BaseHTTPRequestHandler):
         if wait > 0:
             # Retry-After is whole seconds (RFC 9110); round up so obeying it always works.
             retry = str(max(1, int(-(-wait // 1))))
-            return self._json(429, {"error": "rate limited"}, {"Retry-After": retry}), 0
+            return _reply(429, {"error": "rate limited"}, {"Retry-After": retry})
 
         if faults.latency_ms:
             time.sleep(faults.latency_ms / 1000)
         if state.dice.hit(faults.timeout_rate):
             time.sleep(faults.stall_ms / 1000)
         if state.countdown("fail_next"):
-            return self._json(503, {"error": "injected failure"}), 0
+            return _reply(503, {"error": "injected failure"})
         if state.dice.hit(faults.error_rate):
-            return self._json(state.dice.choice(SERVER_ERRORS), {"error": "injected failure"}), 0
+            return _reply(state.dice.choice(SERVER_ERRORS), {"error": "injected failure"})
 
         if single:
             item = data.item_for(
                 ids[0], faults.seed, faults.missing_rate, faults.hostile_rate, faults.huge_chars
             )
             if item is None:
-                return self._json(404, {"error": "unknown id"}), 0
+                return _reply(404, {"error": "unknown id"})
             body: Any = item
         else:
             items, missing = [], []
@@ -326,9 +344,8 @@ class CatalogHandler(BaseHTTPRequestHandler):
                     items.append(item)
             body = {"items": items, "missing": missing}
         if state.dice.hit(faults.malformed_rate):
-            self._send(200, self._broken_body(), {"Content-Type": "application/json"})
-            return 200, 0
-        return self._json(200, body), len(ids)
+            return Reply(200, self._broken_body(), {"Content-Type": "application/json"})
+        return _reply(200, body, ids_served=len(ids))
 
     def _broken_body(self) -> bytes:
         """A 200 body the client must refuse: cut JSON, HTML, nothing, or the wrong shape."""
@@ -339,10 +356,8 @@ class CatalogHandler(BaseHTTPRequestHandler):
             b'{"items": "not a list", "missing": 7}',
         ][self.state.dice.choice((0, 1, 2, 3))]
 
-    def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> int:
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        self._send(status, body, {"Content-Type": "application/json", **(headers or {})})
-        return status
+    def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(*_reply(status, payload, headers)[:3])
 
     def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -321,3 +323,47 @@ def test_all_invalid_result_puts_every_id_in_error() -> None:
     result = CatalogResult.all_invalid([1, "a"], "garbage", 200)
     assert result.errors == {1: "garbage", "a": "garbage"}
     assert (result.items, result.missing, result.http_status) == ({}, [], 200)
+
+
+def test_one_client_is_shared_by_many_threads(catalog: StandIn, rec: Recorder) -> None:
+    catalog.faults(latency_ms=20)
+    client = client_for(catalog, rec, pool_size=8)
+    results: dict[int, CatalogResult] = {}
+
+    def work(n: int) -> None:
+        results[n] = client.fetch([f"t{n}-{i}" for i in range(100)])
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(len(results[n].items) == 100 for n in range(8))
+    assert results[3].items["t3-7"] == expected_item("t3-7")
+    stats = catalog.stats()
+    assert stats["by_status"] == {"200": 8}
+    assert stats["max_in_flight"] >= 2
+
+
+def test_the_global_limiter_holds_the_observed_request_rate(
+    catalog: StandIn, make_limiter: LimiterFactory
+) -> None:
+    rate = 10.0
+    limiter = make_limiter(rate=rate)
+    client = HttpCatalogClient(catalog.url, before_request=lambda: limiter.acquire(max_wait=5))
+    stop = time.monotonic() + 1.5
+
+    def work() -> None:
+        while time.monotonic() < stop:
+            client.fetch(["a"])
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stats = catalog.stats()
+    # Any one-second window holds at most a second's refill plus the burst (+1 for the
+    # few milliseconds between a grant in Redis and the request's arrival).
+    assert stats["max_rate_1s"] <= rate * 1 + limiter.burst + 1
+    assert stats["requests"] >= limiter.burst
