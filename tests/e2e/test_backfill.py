@@ -138,7 +138,8 @@ def test_pause_resume_and_cancel(system: System) -> None:
 
     # cancel: a new job is stopped for good
     system.db[PRODUCTS].update_many({}, {"$unset": {"brand": ""}})
-    job2 = system.launch(batch_size=100)
+    system.start_catalog("--latency-ms", "300")  # slow enough to cancel mid-job
+    job2 = system.launch(batch_size=100, max_in_flight=1)
     system.wait_until(
         lambda: meta.count_documents({"job_id": job2, "status": "done"}) >= 1, what="progress"
     )
