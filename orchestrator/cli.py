@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 from typing import NoReturn
 
@@ -54,6 +55,10 @@ def _fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     sys.exit(code)
 
 
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one clear line and a non-zero exit for every failure we can name."""
     import pymongo.errors
@@ -63,6 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     from migrations.errors import MigrationError
     from workers.catalog_client import CatalogError
 
+    # SIGTERM unwinds like Ctrl-C, so servers and workers we started are stopped.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     secrets: tuple[str, ...] = ()
     with contextlib.suppress(SettingsError):
         secrets = Settings.from_env().secrets

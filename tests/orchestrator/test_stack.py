@@ -1,0 +1,84 @@
+"""The embedded stack: data-dir locks, reuse, and no orphaned children after Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from orchestrator.errors import StackError
+from orchestrator.stack import running_embedded_mongo, start_mongo
+
+
+def test_live_data_dir_is_refused_and_a_killed_runs_lock_is_cleared(tmp_path: Path) -> None:
+    data = tmp_path / "mongo"
+    first, note = start_mongo(data, log_dir=tmp_path)
+    try:
+        assert note is None
+        assert running_embedded_mongo(data) == first.url  # a second command shares it
+        with pytest.raises(StackError, match="in use by another stack"):
+            start_mongo(data, log_dir=tmp_path)
+        first.popen.kill()  # SIGKILL: the pidfile stays behind
+        first.popen.wait()
+        assert (tmp_path / "mongo.pid").exists()
+        second, note = start_mongo(data, log_dir=tmp_path)
+        try:
+            assert note and "stale lock" in note
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+
+
+def _descendants_alive(pid: int) -> list[psutil.Process]:
+    try:
+        return [p for p in psutil.Process(pid).children(recursive=True) if p.is_running()]
+    except psutil.NoSuchProcess:
+        return []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_demo_stops_every_child(tmp_path: Path, sig: signal.Signals) -> None:
+    env = {**os.environ, "BACKFILL_DATA_DIR": str(tmp_path / "data")}
+    for name in ("MONGO_URL", "CATALOG_URL"):
+        env.pop(name, None)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "demo",
+            "--products",
+            "3000",
+            "--workers",
+            "1",
+            "--no-flower",
+            "--latency-ms",
+            "200",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    children: list[psutil.Process] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(children) < 3:  # mongo, catalog, worker
+        time.sleep(0.5)
+        children = _descendants_alive(proc.pid)
+    # Children live in their own sessions; collect grandchildren too before the signal.
+    tracked = {p.pid: p for c in children for p in [c, *c.children(recursive=True)]}
+    assert len(tracked) >= 3, "demo did not start its servers"
+    time.sleep(2)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "Traceback" not in err
+    _gone, alive = psutil.wait_procs(list(tracked.values()), timeout=30)
+    assert not alive, f"left running: {[p.pid for p in alive]}"
