@@ -233,14 +233,22 @@ def redis_server_binary() -> str:
     return found
 
 
-def start_redis(*, port: int | None = None, log_dir: Path) -> ManagedProcess:
-    """Start a private redis-server on loopback that keeps nothing on disk."""
+def start_redis(
+    *, port: int | None = None, log_dir: Path, password: str | None = None
+) -> ManagedProcess:
+    """Start a private redis-server on loopback that keeps nothing on disk.
+
+    With `password`, clients must AUTH (`requirepass`); `url` then carries it.
+    """
     port = port or free_port()
     argv = [redis_server_binary(), "--bind", LOOPBACK, "--port", str(port)]
     argv += ["--save", "", "--appendonly", "no", "--dir", str(log_dir)]
+    if password:
+        argv += ["--requirepass", password]
     proc = spawn("Redis", argv, log_dir / f"redis-{port}.log")
     _wait_for_port(proc, port, STARTUP_TIMEOUT_SECONDS)
-    proc.url = f"redis://{LOOPBACK}:{port}/0"
+    auth = f":{password}@" if password else ""
+    proc.url = f"redis://{auth}{LOOPBACK}:{port}/0"
     return proc
 
 
