@@ -1,0 +1,186 @@
+"""Passwords in MONGO_URL/REDIS_URL, CATALOG_TOKEN and Flower's password never show anywhere.
+
+A whole system runs with every credential set: SecantusDB with a real user (SCRAM), a
+private Redis with `requirepass`, a catalog that demands a token, Flower with basic auth.
+Then every place a person or a log could read is grepped for each secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pymongo
+import pytest
+import requests
+
+from orchestrator.stack import ManagedProcess, free_port, start_flower, start_redis
+from orchestrator.stack_cli import flower_auth_problem
+from tests.harness import FAST, System, seed_products
+from workers.settings import Settings
+
+MONGO_PASSWORD = "mongoPw-Secret-5150"
+REDIS_PASSWORD = "redisPw-Secret-2112"
+CATALOG_TOKEN = "catalogTok-Secret-1984"
+FLOWER_PASSWORD = "flowerPw-Secret-7777"
+SECRETS = (MONGO_PASSWORD, REDIS_PASSWORD, CATALOG_TOKEN, FLOWER_PASSWORD)
+CLI_TIMEOUT = 240.0
+
+
+def assert_no_secret(where: str, text: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text, f"{secret!r} leaked in {where}"
+
+
+@pytest.fixture
+def mongo_user(mongo_client: pymongo.MongoClient) -> Iterator[str]:
+    """A SCRAM user on the session SecantusDB (which checks credentials it is given)."""
+    name = f"backfill_{uuid.uuid4().hex[:8]}"
+    mongo_client.admin.command("createUser", name, pwd=MONGO_PASSWORD, roles=["root"])
+    yield name
+    mongo_client.admin.command("dropUser", name)
+
+
+@pytest.fixture
+def secured(
+    settings: Settings,
+    mongo_client: pymongo.MongoClient,
+    mongo_user: str,
+    tmp_path: Path,
+) -> Iterator[tuple[System, ManagedProcess]]:
+    """A system whose every URL and token carries a secret, with Flower watching."""
+    log_dir = tmp_path / "logs"
+    rds = start_redis(log_dir=log_dir, password=REDIS_PASSWORD)
+    assert settings.mongo_url
+    host = settings.mongo_url.split("://", 1)[1].split("/", 1)[0]
+    mongo_url = (
+        f"mongodb://{mongo_user}:{MONGO_PASSWORD}@{host}/?directConnection=true&authSource=admin"
+    )
+    s = replace(
+        settings,
+        **FAST,
+        mongo_url=mongo_url,
+        redis_url=rds.url,
+        catalog_token=CATALOG_TOKEN,
+        flower_basic_auth=f"ops:{FLOWER_PASSWORD}",
+    )
+    client: pymongo.MongoClient = pymongo.MongoClient(mongo_url, serverSelectionTimeoutMS=5000)
+    system = System(settings=s, db=client[s.mongo_db], log_dir=log_dir)
+    flower: ManagedProcess | None = None
+    try:
+        # Transient catalog errors and hostile items make the workers log retries and quarantine.
+        system.start_catalog(
+            "--error-rate", "0.5", "--hostile-rate", "0.05", "--huge-chars", "20000",
+            token=CATALOG_TOKEN,
+        )  # fmt: skip
+        system.settings = replace(system.settings, catalog_token=CATALOG_TOKEN)
+        system.migrate()
+        flower = start_flower(system.settings, log_dir=log_dir, port=free_port())
+        yield system, flower
+    finally:
+        system.close()
+        if flower:
+            flower.stop()
+        client.drop_database(s.mongo_db)
+        client.close()
+        rds.stop()
+
+
+def run_cli(system: System, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("BACKFILL_", "MONGO_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        env={**base, **system.settings.to_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+    )
+
+
+def test_no_secret_in_logs_cli_output_errors_or_flower(
+    secured: tuple[System, ManagedProcess],
+) -> None:
+    system, flower = secured
+    seed_products(system.db, 600)
+    system.start_workers(2)
+
+    seen: dict[str, str] = {}
+    run = run_cli(system, "-v", "run", "catalog", "--wait", "--json")
+    seen["run --wait"] = run.stdout + run.stderr
+    assert run.returncode == 3, run.stderr  # completed_with_errors: hostile items quarantined
+    job_id = json.loads(run.stdout)["job"]["_id"]
+    for args in (
+        ["status", job_id, "--json"],
+        ["status", job_id],
+        ["jobs", "--json"],
+        ["jobs"],
+        ["quarantine", job_id, "--json"],
+        ["verify", job_id],
+        ["migrate", "status"],
+    ):
+        proc = run_cli(system, *args)
+        assert proc.returncode == 0, proc.stderr
+        seen[" ".join(args)] = proc.stdout + proc.stderr
+
+    # Error messages that name the servers we talk to.
+    assert system.settings.redis_url and system.settings.mongo_url
+    wrong_redis = system.settings.redis_url.replace(REDIS_PASSWORD, "not-" + REDIS_PASSWORD)
+    wrong_mongo = system.settings.mongo_url.replace(MONGO_PASSWORD, "not-" + MONGO_PASSWORD)
+    closed_mongo = system.settings.mongo_url.rsplit(":", 1)[0] + f":{free_port()}/"
+    for name, env in {
+        "wrong redis password": {"REDIS_URL": wrong_redis},
+        "wrong mongo password": {"MONGO_URL": wrong_mongo},
+        "mongo down": {"MONGO_URL": closed_mongo},
+        "wrong catalog token": {"CATALOG_TOKEN": "x" + CATALOG_TOKEN},
+    }.items():
+        proc = run_cli(system, "run", "catalog", **env)
+        assert proc.returncode != 0 and proc.stderr.startswith("error:"), (name, proc.stderr)
+        seen[f"error: {name}"] = proc.stdout + proc.stderr
+
+    # Flower: the API demands the password, and task arguments carry only ids.
+    api = f"{flower.url}/api"
+    assert requests.get(f"{api}/tasks", timeout=10).status_code == 401
+    auth = ("ops", FLOWER_PASSWORD)
+    tasks = requests.get(f"{api}/tasks", auth=auth, timeout=10)
+    assert tasks.status_code == 200
+    assert tasks.json(), "Flower saw no task: the check below would prove nothing"
+    assert all(t["name"] == "backfill.batch" for t in tasks.json().values())
+    seen["flower /api/tasks"] = tasks.text
+    workers = requests.get(f"{api}/workers", params={"refresh": "1"}, auth=auth, timeout=30)
+    seen["flower /api/workers"] = workers.text
+
+    for path in sorted(system.log_dir.glob("*.log")):
+        if path.name.startswith(("w", "flower")):
+            seen[f"log {path.name}"] = path.read_text(errors="replace")
+    for where, text in seen.items():
+        assert_no_secret(where, text)
+    worker_logs = "".join(v for k, v in seen.items() if k.startswith("log w"))
+    # The logs did talk about the servers and the retries: redacted, not silent.
+    assert "redis://:***@" in worker_logs or ":**@" in worker_logs
+    assert "retry" in worker_logs.lower() or "HTTP 5" in worker_logs
+
+
+def test_flower_refuses_to_listen_beyond_loopback_without_auth(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKFILL_", "FLOWER_"))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "flower", "--address", "0.0.0.0"],
+        env={**env, "BACKFILL_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        "error: refusing to expose Flower on 0.0.0.0 without auth: "
+        "set FLOWER_BASIC_AUTH=user:password or bind to 127.0.0.1"
+    ]
+    assert not list(tmp_path.iterdir()), "nothing may be started before refusing"
+    assert flower_auth_problem("::", None) and flower_auth_problem("10.0.0.5", "ops:")
+    assert flower_auth_problem("127.0.0.1", None) is None
+    assert flower_auth_problem("0.0.0.0", "ops:pw") is None
