@@ -1,0 +1,181 @@
+"""Command line of the bench: parse options, run every scenario once, write results."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.data import product_docs
+from bench.scenarios import Bench, Row, SystemConfig, ceiling, describe, naive, system, with_ratios
+from bench.servers import start_servers
+
+DEFAULT_PRODUCTS = 10_000
+DEFAULT_NAIVE_PRODUCTS = 300
+DEFAULT_RATE = 2000.0  # catalog requests/s for the global limiter: high, so it never binds
+MEMORY_CHECK_DIVISOR = 4  # the memory check also runs a quarter of --products
+
+
+@dataclass
+class Options:
+    products: int = DEFAULT_PRODUCTS
+    naive_products: int = DEFAULT_NAIVE_PRODUCTS
+    processes: tuple[int, ...] = (1, 2, 4)
+    latencies: tuple[float, ...] = (0.0, 20.0)
+    pools: tuple[str, ...] = ("prefork", "threads")
+    concurrency: int = 2
+    rate: float = DEFAULT_RATE
+    batch_size: int = 500
+    rerun: bool = True
+    memory_check: bool = True
+    results_dir: Path = Path("bench/results")
+    doc: Path | None = Path("docs/benchmarks.md")
+    chart: Path | None = Path("docs/benchmarks.png")
+    log_dir: Path = Path(".backfill/bench")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "products": self.products,
+            "naive_products": self.naive_products,
+            "processes": list(self.processes),
+            "latencies_ms": list(self.latencies),
+            "pools": list(self.pools),
+            "concurrency": self.concurrency,
+            "rate_per_second": self.rate,
+            "batch_size": self.batch_size,
+        }
+
+
+@dataclass
+class Result:
+    rows: list[Row]
+    memory: list[Row]
+    json_path: Path
+    env: dict[str, Any]
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x.strip())
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.split(",") if x.strip())
+
+
+def parse(argv: Sequence[str] | None = None) -> Options:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--products", type=int, default=DEFAULT_PRODUCTS, help="products per system run")
+    p.add_argument(
+        "--naive-products",
+        type=int,
+        default=DEFAULT_NAIVE_PRODUCTS,
+        help="products the naive loop does",
+    )
+    p.add_argument(
+        "--processes", type=_ints, default=(1, 2, 4), help="worker processes, e.g. 1,2,4"
+    )
+    p.add_argument("--latencies", type=_floats, default=(0.0, 20.0), help="catalog latencies in ms")
+    p.add_argument("--pools", default="prefork,threads", help="Celery pools to compare")
+    p.add_argument("--concurrency", type=int, default=2, help="pool slots per worker process")
+    p.add_argument("--rate", type=float, default=DEFAULT_RATE, help="global catalog requests/s")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--no-rerun", action="store_true", help="skip the rerun of each job")
+    p.add_argument("--no-memory-check", action="store_true", help="skip the second-size run")
+    p.add_argument("--results-dir", type=Path, default=Path("bench/results"))
+    p.add_argument("--doc", type=Path, default=Path("docs/benchmarks.md"))
+    p.add_argument("--chart", type=Path, default=Path("docs/benchmarks.png"))
+    p.add_argument("--no-doc", action="store_true", help="write only the JSON results")
+    p.add_argument("--log-dir", type=Path, default=Path(".backfill/bench"))
+    a = p.parse_args(argv)
+    if a.products < 1 or a.naive_products < 1:
+        p.error("--products and --naive-products must be at least 1")
+    return Options(
+        products=a.products,
+        naive_products=a.naive_products,
+        processes=a.processes,
+        latencies=a.latencies,
+        pools=tuple(x.strip() for x in a.pools.split(",") if x.strip()),
+        concurrency=a.concurrency,
+        rate=a.rate,
+        batch_size=a.batch_size,
+        rerun=not a.no_rerun,
+        memory_check=not a.no_memory_check,
+        results_dir=a.results_dir,
+        doc=None if a.no_doc else a.doc,
+        chart=None if a.no_doc else a.chart,
+        log_dir=a.log_dir,
+    )
+
+
+def run(opts: Options, say: Callable[[str], None] = print) -> Result:
+    """Start the servers, run every scenario, write the JSON (and the doc unless disabled)."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%S")
+    log_dir = opts.log_dir / stamp
+    load = os.getloadavg()
+    servers = start_servers(log_dir)
+    t_start = time.monotonic()
+    try:
+        say(f"servers up: {servers.mongo.url} {servers.redis_proc.url} {servers.catalog.url}")
+        biggest = max(opts.products, opts.naive_products)
+        bench = Bench(servers, product_docs(biggest), log_dir, opts.rate, opts.batch_size, say=say)
+        rows: list[Row] = [ceiling(bench, opts.products)]
+        say(describe(rows[-1]))
+        for latency in opts.latencies:
+            rows.append(naive(bench, opts.naive_products, latency))
+            say(describe(rows[-1]))
+        for latency in opts.latencies:
+            for procs in opts.processes:
+                for pool in opts.pools:
+                    cfg = SystemConfig(procs, pool, opts.concurrency, latency)
+                    rows += system(bench, opts.products, cfg, rerun=opts.rerun)
+        memory: list[Row] = []
+        if opts.memory_check:
+            cfg = SystemConfig(max(opts.processes), opts.pools[0], opts.concurrency, 0.0)
+            small = max(opts.batch_size, opts.products // MEMORY_CHECK_DIVISOR)
+            memory = system(bench, small, cfg, rerun=False)
+            same = [
+                r
+                for r in rows
+                if r.scenario == "system" and r.label == cfg.label and r.latency_ms == 0.0
+            ]
+            memory += same[:1]
+        rows = with_ratios(rows)
+        memory = with_ratios(memory)
+        env = report.environment(
+            str(servers.redis.info("server").get("redis_version", "?")),
+            str(servers.client.admin.command("buildInfo").get("version", "?")),
+            load,
+        )
+    finally:
+        servers.close()
+    env["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    env["bench_seconds"] = round(time.monotonic() - t_start, 1)
+    args = opts.as_dict()
+    json_path = opts.results_dir / f"{dt.date.today().isoformat()}.json"
+    report.write_json(json_path, rows, memory, env, args)
+    if opts.doc is not None:
+        chart = opts.chart or opts.doc.with_suffix(".png")
+        report.chart(rows, chart)
+        rel = os.path.relpath(chart, opts.doc.parent)
+        report.write_doc(opts.doc, report.generated_block(rows, memory, env, args, rel))
+    say(report.table(rows))
+    say(report.targets_table(report.targets(rows, memory)))
+    say(f"results in {json_path} ({env['bench_seconds']} s)")
+    return Result(rows, memory, json_path, env)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = parse(argv)
+    try:
+        run(opts, say=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

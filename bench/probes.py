@@ -1,0 +1,59 @@
+"""What the bench watches while a scenario runs: worker memory and Redis traffic."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterable
+
+import psutil
+
+SAMPLE_SECONDS = 0.25
+MB = 1024 * 1024
+
+
+class RssSampler:
+    """Peak resident memory of each process in the trees rooted at `pids`, sampled in a thread."""
+
+    def __init__(self, pids: Iterable[int], every: float = SAMPLE_SECONDS) -> None:
+        self.roots = list(pids)
+        self.every = every
+        self.peak: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="rss-sampler")
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sample()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.sample()
+
+    def sample(self) -> None:
+        for root in self.roots:
+            try:
+                proc = psutil.Process(root)
+                procs = [proc, *proc.children(recursive=True)]
+            except psutil.Error:
+                continue
+            for p in procs:
+                with contextlib.suppress(psutil.Error):
+                    rss = p.memory_info().rss
+                    self.peak[p.pid] = max(self.peak.get(p.pid, 0), rss)
+
+    @property
+    def peak_mb(self) -> float:
+        """The highest RSS any single worker process reached, in MiB."""
+        return max(self.peak.values(), default=0) / MB
+
+
+def calls_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Redis calls per command between two INFO commandstats snapshots (zeros dropped)."""
+    out = {k: v - before.get(k, 0) for k, v in after.items()}
+    return {k: v for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v > 0}

@@ -1,0 +1,316 @@
+"""The scenarios: the database's ceiling, the naive loop, and the full system (first run, rerun)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import requests
+from pymongo.database import Database
+
+from bench.data import precomputed_updates, seed
+from bench.probes import RssSampler, calls_delta
+from bench.servers import Servers
+from migrations import runner
+from orchestrator.commands import Broker, RunOptions, launch, wait_for
+from orchestrator.stack import ManagedProcess, start_worker
+from workers.enrich import CATALOG_FIELDS, SYNCED_AT_FIELD
+from workers.settings import Settings
+from workers.states import METADATA, PRODUCTS
+
+METADATA_VERSION = "20240405_create_backfill_metadata"
+WORKER_READY_TIMEOUT = 90.0
+HTTP_TIMEOUT_SECONDS = 10.0
+TIMING_KEYS = ("total_s", "lease_s", "status_s", "read_s", "catalog_s", "write_s", "checkpoint_s")
+_DISPATCH_RE = re.compile(r"after_s=([0-9.]+)")
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    scenario: str  # ceiling | naive | system | rerun
+    label: str
+    products: int
+    seconds: float
+    latency_ms: float | None = None
+    pool: str | None = None
+    processes: int | None = None
+    concurrency: int | None = None
+    writes: int = 0
+    catalog_requests: int | None = None
+    batches: int | None = None
+    peak_rss_mb: float | None = None
+    redis_cmds_per_batch: float | None = None
+    redis_top: dict[str, int] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # mean seconds per batch
+    overhead_pct: float | None = None
+    x_ceiling: float | None = None
+    x_naive: float | None = None
+    x_first_run: float | None = None  # rerun rows: first-run seconds / rerun seconds
+
+    @property
+    def products_per_s(self) -> float:
+        return self.products / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "products_per_s": round(self.products_per_s, 1)}
+
+
+@dataclass
+class Bench:
+    """Shared state of one bench run: the servers, the seeded documents, where logs go."""
+
+    servers: Servers
+    docs: list[dict[str, Any]]
+    log_dir: Path
+    rate_per_second: float
+    batch_size: int
+    say: Callable[[str], None] = print
+    _runs: int = 0
+
+    def fresh_db(self, n: int) -> Database:
+        """A new database holding the first `n` seeded products and `backfill_metadata`."""
+        self._runs += 1
+        db = self.servers.client[f"bench_{self._runs:03d}"]
+        self.servers.client.drop_database(db.name)
+        seed(db, self.docs[:n])
+        return db
+
+    def drop(self, db: Database) -> None:
+        self.servers.client.drop_database(db.name)
+
+
+def ceiling(bench: Bench, n: int) -> Row:
+    """Raw unordered bulk_write of precomputed `$set`s: what the database absorbs on its own."""
+    db = bench.fresh_db(n)
+    ops = precomputed_updates([d["_id"] for d in bench.docs[:n]])
+    t0 = time.perf_counter()
+    res = db[PRODUCTS].bulk_write(ops, ordered=False)
+    seconds = time.perf_counter() - t0
+    bench.drop(db)
+    return Row("ceiling", "ceiling: raw bulk_write", n, seconds, writes=res.modified_count)
+
+
+def naive(bench: Bench, n: int, latency_ms: float) -> Row:
+    """The loop a user would write: per product one GET and one update_one, in one process."""
+    db = bench.fresh_db(n)
+    bench.servers.set_latency(latency_ms)
+    base = f"{bench.servers.catalog.url}/v1/products/"
+    products = db[PRODUCTS]
+    session = requests.Session()
+    writes = 0
+    t0 = time.perf_counter()
+    for doc in bench.docs[:n]:
+        resp = session.get(base + str(doc["_id"]), timeout=HTTP_TIMEOUT_SECONDS)
+        resp.raise_for_status()
+        item = resp.json()
+        fields = {k: item[k] for k in CATALOG_FIELDS}
+        fields[SYNCED_AT_FIELD] = dt.datetime.now(dt.UTC)
+        writes += products.update_one({"_id": doc["_id"]}, {"$set": fields}).modified_count
+    seconds = time.perf_counter() - t0
+    session.close()
+    bench.drop(db)
+    return Row(
+        "naive",
+        "naive loop",
+        n,
+        seconds,
+        latency_ms=latency_ms,
+        processes=1,
+        writes=writes,
+        catalog_requests=n,
+    )
+
+
+@dataclass(frozen=True)
+class SystemConfig:
+    processes: int
+    pool: str
+    concurrency: int
+    latency_ms: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.processes}x{self.pool}({self.concurrency})"
+
+
+def _wait_ready(broker: Broker, expected: int) -> None:
+    deadline = time.monotonic() + WORKER_READY_TIMEOUT
+    while time.monotonic() < deadline:
+        replies = broker.sender.control.ping(timeout=1.0)  # type: ignore[attr-defined]
+        if len(replies or []) >= expected:
+            return
+    raise RuntimeError(f"only some of {expected} workers answered within {WORKER_READY_TIMEOUT}s")
+
+
+def _batch_timings(db: Database, job_id: str, log_paths: list[Path]) -> dict[str, float]:
+    """Mean per-batch timings recorded by the workers (batch doc `timings`, log `after_s`)."""
+    docs = list(db[METADATA].find({"kind": "batch", "job_id": job_id}, {"timings": 1}))
+    out: dict[str, float] = {}
+    for key in TIMING_KEYS:
+        values = [float(d["timings"][key]) for d in docs if key in d.get("timings", {})]
+        if values:
+            out[key] = statistics.fmean(values)
+    after: list[float] = []
+    for path in log_paths:
+        if path.exists():
+            after += [float(m) for m in _DISPATCH_RE.findall(path.read_text(errors="replace"))]
+    if after:
+        out["after_s"] = statistics.fmean(after)
+    return out
+
+
+def _overhead_pct(t: dict[str, float]) -> float | None:
+    """Share of a batch's time spent outside catalog calls and product reads/writes."""
+    if "total_s" not in t:
+        return None
+    total = t["total_s"] + t.get("after_s", 0.0)
+    busy = t.get("catalog_s", 0.0) + t.get("read_s", 0.0) + t.get("write_s", 0.0)
+    return 100.0 * max(0.0, total - busy) / total if total > 0 else None
+
+
+def _run_job(
+    bench: Bench, db: Database, broker: Broker, settings: Settings, cfg: SystemConfig, scenario: str
+) -> tuple[Row, str]:
+    n = db[PRODUCTS].estimated_document_count()
+    slots = cfg.processes * cfg.concurrency
+    opts = RunOptions(
+        batch_size=bench.batch_size,
+        max_in_flight=max(8, 2 * slots),
+        rate_per_second=bench.rate_per_second,
+    )
+    calls_before = bench.servers.redis_calls()
+    requests_before = bench.servers.catalog_requests()
+    started = dt.datetime.now(dt.UTC)
+    t0 = time.perf_counter()
+    job, _ = launch(db, broker, opts)
+    job_id = str(job["_id"])
+    summary = wait_for(db, broker, settings, job_id, timeout=max(300.0, n / 20))
+    if summary.job["status"] != "completed":
+        raise RuntimeError(f"{scenario} {cfg.label}: job ended {summary.job['status']}")
+    finished = summary.job.get("finished_at")
+    if finished is not None:
+        seconds = (finished.replace(tzinfo=dt.UTC) - started).total_seconds()
+    else:
+        seconds = time.perf_counter() - t0
+    calls = calls_delta(calls_before, bench.servers.redis_calls())
+    batches = int(summary.job["planning"]["batches"])
+    row = Row(
+        scenario,
+        f"{'rerun ' if scenario == 'rerun' else ''}{cfg.label}",
+        n,
+        seconds,
+        latency_ms=cfg.latency_ms,
+        pool=cfg.pool,
+        processes=cfg.processes,
+        concurrency=cfg.concurrency,
+        writes=int(summary.items["written"]),
+        catalog_requests=bench.servers.catalog_requests() - requests_before,
+        batches=batches,
+        redis_cmds_per_batch=round(sum(calls.values()) / max(batches, 1), 1),
+        redis_top=dict(list(calls.items())[:8]),
+    )
+    return row, job_id
+
+
+def system(bench: Bench, n: int, cfg: SystemConfig, *, rerun: bool) -> list[Row]:
+    """The full system on `n` products with `cfg`'s workers; then optionally the same job again."""
+    db = bench.fresh_db(n)
+    run_no = bench._runs
+    bench.servers.set_latency(cfg.latency_ms)
+    settings = Settings(
+        mongo_url=bench.servers.mongo.url,
+        mongo_db=db.name,
+        redis_url=bench.servers.redis_proc.url,
+        catalog_url=bench.servers.catalog.url,
+        queue=f"bench-{run_no:03d}",
+        batch_size=bench.batch_size,
+        rate_per_second=bench.rate_per_second,
+        data_dir=str(bench.log_dir),
+    )
+    runner.up(
+        db, runner.RunnerConfig.from_settings(settings, log=lambda m: None), to=METADATA_VERSION
+    )
+    broker = Broker.from_settings(settings)
+    workers: list[ManagedProcess] = []
+    rows: list[Row] = []
+    try:
+        for i in range(cfg.processes):
+            workers.append(
+                start_worker(
+                    settings,
+                    log_dir=bench.log_dir,
+                    name=f"run{run_no:03d}-w{i}",
+                    concurrency=cfg.concurrency,
+                    pool=cfg.pool,
+                )
+            )
+        _wait_ready(broker, cfg.processes)
+        logs = [w.log_path for w in workers if w.log_path]
+        with RssSampler(w.pid for w in workers) as rss:
+            first, job_id = _run_job(bench, db, broker, settings, cfg, "system")
+        first.timings = _batch_timings(db, job_id, logs)
+        first.overhead_pct = _overhead_pct(first.timings)
+        first.peak_rss_mb = round(rss.peak_mb, 1)
+        enriched = db[PRODUCTS].count_documents({SYNCED_AT_FIELD: {"$exists": True}})
+        if enriched != n:
+            raise RuntimeError(f"{cfg.label}: {enriched} of {n} products enriched")
+        rows.append(first)
+        bench.say(_line(first))
+        if rerun:
+            for path in logs:  # later `after_s` lines belong to the rerun only
+                path.write_text("")
+            since = dt.datetime.now(dt.UTC)
+            with RssSampler(w.pid for w in workers) as rss:
+                again, job_id = _run_job(bench, db, broker, settings, cfg, "rerun")
+            again.timings = _batch_timings(db, job_id, logs)
+            again.overhead_pct = _overhead_pct(again.timings)
+            again.peak_rss_mb = round(rss.peak_mb, 1)
+            # Independent of our own counters: no product got a newer sync stamp.
+            again.writes = db[PRODUCTS].count_documents({SYNCED_AT_FIELD: {"$gte": since}})
+            again.x_first_run = round(first.seconds / again.seconds, 2)
+            rows.append(again)
+            bench.say(_line(again))
+    finally:
+        for w in workers:
+            w.stop()
+        broker.redis.close()
+        bench.drop(db)
+    return rows
+
+
+def _line(row: Row) -> str:
+    extra = f" overhead {row.overhead_pct:.1f}%" if row.overhead_pct is not None else ""
+    rss = f" rss {row.peak_rss_mb:.0f}MB" if row.peak_rss_mb else ""
+    return (
+        f"  {row.label:<28} {row.latency_ms if row.latency_ms is not None else '-':>4} ms "
+        f"{row.products:>7} products {row.seconds:8.2f}s {row.products_per_s:9.1f}/s "
+        f"writes {row.writes}{extra}{rss}"
+    )
+
+
+def describe(row: Row) -> str:
+    return _line(row)
+
+
+def with_ratios(rows: list[Row]) -> list[Row]:
+    """Fill xceiling and xnaive (same latency) on every row."""
+    ceil = next((r for r in rows if r.scenario == "ceiling"), None)
+    naive_by_latency = {r.latency_ms: r for r in rows if r.scenario == "naive"}
+    out = []
+    for r in rows:
+        r = replace(r)
+        if ceil and ceil.products_per_s:
+            r.x_ceiling = round(r.products_per_s / ceil.products_per_s, 3)
+        base = naive_by_latency.get(r.latency_ms)
+        if base and base.products_per_s and r.scenario != "ceiling":
+            r.x_naive = round(r.products_per_s / base.products_per_s, 1)
+        out.append(r)
+    return out

@@ -1,0 +1,79 @@
+"""The servers one bench run shares: SecantusDB in memory, a private Redis, the catalog stand-in."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pymongo
+import redis
+import requests
+
+from orchestrator.stack import ManagedProcess, start_catalog, start_mongo, start_redis
+
+HTTP_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass
+class Servers:
+    """Handles on the shared servers; `close()` stops what `start_servers` started."""
+
+    log_dir: Path
+    mongo: ManagedProcess
+    redis_proc: ManagedProcess
+    catalog: ManagedProcess
+    client: pymongo.MongoClient = field(init=False)
+    redis: redis.Redis = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = pymongo.MongoClient(self.mongo.url, serverSelectionTimeoutMS=10_000)
+        self.redis = redis.Redis.from_url(self.redis_proc.url)
+
+    def set_latency(self, latency_ms: float) -> None:
+        """Make the catalog stand-in sleep `latency_ms` before every API answer."""
+        url = f"{self.catalog.url}/_faults"
+        requests.post(url, json={"latency_ms": latency_ms}, timeout=HTTP_TIMEOUT_SECONDS)
+
+    def catalog_requests(self) -> int:
+        """API requests the stand-in has answered so far."""
+        stats = requests.get(
+            f"{self.catalog.url}/_stats", params={"id_counts": "0"}, timeout=HTTP_TIMEOUT_SECONDS
+        ).json()
+        return int(stats.get("requests", 0))
+
+    def redis_calls(self) -> dict[str, int]:
+        """Calls per command since the Redis server started (INFO commandstats)."""
+        info = self.redis.info("commandstats")
+        return {
+            name.removeprefix("cmdstat_"): int(v["calls"])
+            for name, v in info.items()
+            if isinstance(v, dict) and "calls" in v
+        }
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close()
+        for proc in (self.catalog, self.redis_proc, self.mongo):
+            proc.stop()
+
+
+def start_servers(log_dir: Path) -> Servers:
+    """Start SecantusDB (in memory), a Redis of our own and the catalog stand-in, on loopback.
+
+    A private Redis keeps other users of the machine's Redis out of the command counts.
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    started: list[ManagedProcess] = []
+    try:
+        mongo, _ = start_mongo(None, log_dir=log_dir)
+        started.append(mongo)
+        rds = start_redis(log_dir=log_dir)
+        started.append(rds)
+        catalog = start_catalog(log_dir=log_dir)
+        started.append(catalog)
+    except BaseException:
+        for proc in reversed(started):
+            proc.stop()
+        raise
+    return Servers(log_dir=log_dir, mongo=mongo, redis_proc=rds, catalog=catalog)
