@@ -22,7 +22,7 @@ from workers.settings import Settings
 from workers.states import PRODUCTS
 
 SEED_CHUNK = 5000
-console = Console()
+console = Console(soft_wrap=True)
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def run_demo(app: AppContext, opts: DemoOptions) -> None:
     summaries: list[JobSummary] = []
 
     def capture(line: str) -> None:
-        console.print(line, markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     t0 = time.monotonic()
     result = runner.up(db, runner.RunnerConfig.from_settings(s, log=capture))
@@ -140,13 +140,16 @@ def run_demo(app: AppContext, opts: DemoOptions) -> None:
     if summaries:
         items: dict[str, Any] = summaries[-1].items
         q = summaries[-1].quarantined
+        job = summaries[-1].job
+        if job.get("finished_at") and job.get("created_at"):
+            seconds = (job["finished_at"] - job["created_at"]).total_seconds()
         rows += [
             ("job", str(summaries[-1].job["_id"])),
             ("written", f"{items['written']:,}"),
             ("unchanged", f"{items['unchanged']:,}"),
             ("missing", f"{items['missing']:,}"),
             ("quarantined", f"{q:,}"),
-            ("seconds", f"{seconds:,.1f}"),
+            ("backfill seconds", f"{seconds:,.1f}"),
             ("products/s", f"{items['processed'] / max(seconds, 1e-9):,.0f}"),
         ]
         if items["written"] == 0:
