@@ -145,21 +145,19 @@ def checkpoint(
     return res.matched_count == 1
 
 
-def finish_batch(coll: Collection, lease: Lease) -> bool:
-    """Mark the batch done and free it."""
+def finish_batch(coll: Collection, lease: Lease, timings: dict[str, float] | None = None) -> bool:
+    """Mark the batch done and free it; `timings` (seconds per phase) ride along for free."""
     now = now_utc()
-    res = coll.update_one(
-        lease.guard(),
-        {
-            "$set": {
-                "status": BatchStatus.DONE.value,
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "finished_at": now,
-                "updated_at": now,
-            }
-        },
-    )
+    done: dict[str, Any] = {
+        "status": BatchStatus.DONE.value,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "finished_at": now,
+        "updated_at": now,
+    }
+    if timings is not None:
+        done["timings"] = timings
+    res = coll.update_one(lease.guard(), {"$set": done})
     return res.matched_count == 1
 
 

@@ -11,6 +11,9 @@ import logging
 import os
 import socket
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pymongo.errors
@@ -93,6 +96,31 @@ class LeaseKeeper:
                 continue  # the next renewal or the checkpoint will tell
 
 
+class Stopwatch:
+    """Seconds one batch spends per phase; kept on the batch document as `timings`.
+
+    Two clock reads per phase, a handful of phases per sub-chunk: cheap next to any I/O.
+    """
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.spent: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.spent[name] = self.spent.get(name, 0.0) + time.perf_counter() - t0
+
+    def as_doc(self) -> dict[str, float]:
+        """`{<phase>_s: seconds, ..., total_s: seconds since the task started}`."""
+        doc = {f"{name}_s": round(v, 4) for name, v in self.spent.items()}
+        doc["total_s"] = round(time.perf_counter() - self.started, 4)
+        return doc
+
+
 class LeaseLost(Exception):
     """Another worker owns the batch now; stop without writing anything more."""
 
@@ -120,6 +148,7 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
     quarantine: Collection = rt.db[QUARANTINE]
     blog = BatchLog(log, {"job_id": job_id, "batch_no": batch_no})
     backfill = CATALOG_BACKFILL
+    watch = Stopwatch()
 
     job = meta.find_one({"_id": job_id, "kind": "job"}, {"status": 1, "rate_per_second": 1})
     if job is None:
@@ -134,12 +163,14 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
         return "job-" + job["status"]
     rt.rate = float(job.get("rate_per_second") or s.rate_per_second)
 
-    taken = batches.lease_batch(meta, batches.batch_id(job_id, batch_no), owner, s.lease_seconds)
-    if taken is None:
-        blog.info("already done or leased by a live worker; skipping duplicate delivery")
-        return "skipped"
-    lease, doc = taken
-    ids = batches.load_batch_ids(rt.db[BATCH_IDS], lease.batch_id)
+    with watch.phase("lease"):
+        bid = batches.batch_id(job_id, batch_no)
+        taken = batches.lease_batch(meta, bid, owner, s.lease_seconds)
+        if taken is None:
+            blog.info("already done or leased by a live worker; skipping duplicate delivery")
+            return "skipped"
+        lease, doc = taken
+        ids = batches.load_batch_ids(rt.db[BATCH_IDS], lease.batch_id)
     processed = int(doc.get("processed") or 0)
     if processed:
         blog.info(
@@ -158,7 +189,8 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
                 # Between sub-chunks: honour pause/cancel and stop if the lease moved on.
                 if keeper.lost.is_set():
                     raise LeaseLost
-                status = meta.find_one({"_id": job_id}, {"status": 1})
+                with watch.phase("status"):
+                    status = meta.find_one({"_id": job_id}, {"status": 1})
                 state = status["status"] if status else JobStatus.CANCELLED.value
                 if state == JobStatus.PAUSED.value:
                     batches.release_batch(meta, lease, BatchStatus.PENDING)
@@ -170,14 +202,16 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
                     return "cancelled"
 
                 chunk = ids[processed : processed + sub]
-                current = {
-                    d["_id"]: d
-                    for d in products.find(
-                        {"_id": {"$in": chunk}}, dict.fromkeys(backfill.fields, 1)
-                    )
-                }
+                with watch.phase("read"):
+                    current = {
+                        d["_id"]: d
+                        for d in products.find(
+                            {"_id": {"$in": chunk}}, dict.fromkeys(backfill.fields, 1)
+                        )
+                    }
                 present = [i for i in chunk if i in current]
-                result = _fetch(rt, present, blog)
+                with watch.phase("catalog"):
+                    result = _fetch(rt, present, blog)
 
                 ops: list[UpdateOne] = []
                 held: list[dict[str, Any]] = []
@@ -224,28 +258,33 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
                     else:
                         counters["unchanged"] += 1
 
-                if ops:
-                    # Filter on _id, never upsert: a product deleted meanwhile stays deleted.
-                    res = products.bulk_write(ops, ordered=False)
-                    counters["written"] += res.modified_count
-                    counters["unchanged"] += res.matched_count - res.modified_count
-                    counters["deleted"] += len(ops) - res.matched_count
-                if held:
-                    quarantine.bulk_write(_quarantine_ops(job_id, batch_no, held), ordered=False)
+                with watch.phase("write"):
+                    if ops:
+                        # Filter on _id, never upsert: a product deleted meanwhile stays deleted.
+                        res = products.bulk_write(ops, ordered=False)
+                        counters["written"] += res.modified_count
+                        counters["unchanged"] += res.matched_count - res.modified_count
+                        counters["deleted"] += len(ops) - res.matched_count
+                    if held:
+                        quarantine.bulk_write(
+                            _quarantine_ops(job_id, batch_no, held), ordered=False
+                        )
                 processed += len(chunk)
                 # Checkpoint after the writes: a crash in between only repeats a $set that
                 # changes nothing on the next attempt.
-                if not batches.checkpoint(
-                    meta,
-                    lease,
-                    processed=processed,
-                    last_processed_id=chunk[-1],
-                    payload_hash=payload_hash,
-                    counters=counters,
-                    lease_seconds=s.lease_seconds,
-                ):
+                with watch.phase("checkpoint"):
+                    kept = batches.checkpoint(
+                        meta,
+                        lease,
+                        processed=processed,
+                        last_processed_id=chunk[-1],
+                        payload_hash=payload_hash,
+                        counters=counters,
+                        lease_seconds=s.lease_seconds,
+                    )
+                if not kept:
                     raise LeaseLost
-            if not batches.finish_batch(meta, lease):
+            if not batches.finish_batch(meta, lease, timings=watch.as_doc()):
                 raise LeaseLost
     except LeaseLost:
         blog.warning("lease lost to another worker; stopping without further writes")
@@ -258,9 +297,11 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
     except TRANSIENT_ERRORS as exc:
         return _after_failure(rt, sender, meta, lease, doc, job_id, batch_no, exc, blog)
 
-    blog.info("done: %s", counters)
+    after = time.perf_counter()
     fill_in_flight(meta, sender, s.queue, job_id)
     maybe_complete_job(meta, quarantine, job_id)
+    # after_s: dispatching the next batches and the completion check, past `timings`.
+    blog.info("done: %s after_s=%.4f", counters, time.perf_counter() - after)
     return "done"
 
 
