@@ -90,8 +90,14 @@ class StatusReport:
         return self._with_state("pending")
 
     @property
+    def running(self) -> list[str]:
+        """`running` records while a live runner holds the lock: in progress, not broken."""
+        return self._with_state("running") if self.lock_holder else []
+
+    @property
     def failed(self) -> list[str]:
-        return self._with_state("failed") + self._with_state("running")
+        interrupted = [] if self.lock_holder else self._with_state("running")
+        return self._with_state("failed") + interrupted
 
     @property
     def drifted(self) -> list[str]:

@@ -141,7 +141,8 @@ def status_cmd(app: AppContext, exit_code: bool, as_json: bool, directory: Path 
             h = report.lock_holder
             console.print(f"lock held by {h.get('host')} pid {h.get('pid')}", markup=False)
         summary = (
-            f"{len(report.pending)} pending, {len(report.failed)} failed/interrupted, "
+            f"{len(report.pending)} pending, {len(report.running)} running, "
+            f"{len(report.failed)} failed/interrupted, "
             f"{len(report.drifted)} drifted"
         )
         console.print(summary, highlight=False)

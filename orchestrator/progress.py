@@ -95,16 +95,17 @@ class LiveProgress:
 
 
 def jobs_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table("job", "backfill", "status", "batches", "products", "created")
+    table = Table("backfill", "status", "batches", "products", "created")
+    table.add_column("job", no_wrap=True)
     for job in rows:
         planning = job.get("planning", {})
         table.add_row(
-            str(job["_id"]),
             job.get("backfill", ""),
             job["status"],
             f"{planning.get('batches', 0):,}",
             f"{planning.get('products', 0):,}",
-            f"{job['created_at']:%Y-%m-%d %H:%M:%S}",
+            f"{job['created_at']:%Y-%m-%d %H:%M}",
+            str(job["_id"]),
         )
     return table
 
