@@ -42,6 +42,7 @@ from workers.enrich import (
     payload_snapshot,
 )
 from workers.jobstate import maybe_complete_job, pause_job_for
+from workers.ratelimit import RateLimitError
 from workers.runtime import Runtime, get_runtime
 from workers.states import BATCH_IDS, METADATA, PRODUCTS, QUARANTINE, BatchStatus, JobStatus
 
@@ -56,6 +57,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     pymongo.errors.OperationFailure,
     pymongo.errors.BulkWriteError,
     redis.RedisError,
+    RateLimitError,
     TimeoutError,
 )
 
@@ -295,6 +297,11 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
         blog.error("catalog auth failed; job paused: %s", exc)
         return "auth-paused"
     except TRANSIENT_ERRORS as exc:
+        return _after_failure(rt, sender, meta, lease, doc, job_id, batch_no, exc, blog)
+    except Exception as exc:
+        # A bug or an input we did not foresee: count it as a failed attempt, so the batch
+        # ends `failed` with its error after max attempts instead of looping via the sweeper.
+        blog.exception("unexpected error")
         return _after_failure(rt, sender, meta, lease, doc, job_id, batch_no, exc, blog)
 
     after = time.perf_counter()
