@@ -49,6 +49,7 @@ from workers.states import BATCH_IDS, METADATA, PRODUCTS, QUARANTINE, BatchStatu
 log = logging.getLogger(__name__)
 
 RETRY_BACKOFF_CAP_SECONDS = 60.0
+UNLEASED_RETRY_SECONDS = 2.0  # a task that could not even take its lease is re-sent after this
 
 # Errors after which the same batch may well succeed later.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -152,27 +153,39 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
     backfill = CATALOG_BACKFILL
     watch = Stopwatch()
 
-    job = meta.find_one({"_id": job_id, "kind": "job"}, {"status": 1, "rate_per_second": 1})
-    if job is None:
-        blog.warning("job not found; dropping task")
-        return "no-job"
-    if job["status"] not in (JobStatus.PLANNING, JobStatus.RUNNING):
-        meta.update_one(
-            {"_id": batches.batch_id(job_id, batch_no), "status": BatchStatus.QUEUED.value},
-            {"$set": {"status": BatchStatus.PENDING.value}},
-        )
-        blog.info("job is %s; batch left pending", job["status"])
-        return "job-" + job["status"]
-    rt.rate = float(job.get("rate_per_second") or s.rate_per_second)
+    try:
+        job = meta.find_one({"_id": job_id, "kind": "job"}, {"status": 1, "rate_per_second": 1})
+        if job is None:
+            blog.warning("job not found; dropping task")
+            return "no-job"
+        if job["status"] not in (JobStatus.PLANNING, JobStatus.RUNNING):
+            meta.update_one(
+                {"_id": batches.batch_id(job_id, batch_no), "status": BatchStatus.QUEUED.value},
+                {"$set": {"status": BatchStatus.PENDING.value}},
+            )
+            blog.info("job is %s; batch left pending", job["status"])
+            return "job-" + job["status"]
+        rt.rate = float(job.get("rate_per_second") or s.rate_per_second)
 
-    with watch.phase("lease"):
-        bid = batches.batch_id(job_id, batch_no)
-        taken = batches.lease_batch(meta, bid, owner, s.lease_seconds)
-        if taken is None:
-            blog.info("already done or leased by a live worker; skipping duplicate delivery")
-            return "skipped"
-        lease, doc = taken
-        ids = batches.load_batch_ids(rt.db[BATCH_IDS], lease.batch_id)
+        with watch.phase("lease"):
+            bid = batches.batch_id(job_id, batch_no)
+            taken = batches.lease_batch(meta, bid, owner, s.lease_seconds)
+            if taken is None:
+                blog.info("already done or leased by a live worker; skipping duplicate delivery")
+                return "skipped"
+    except TRANSIENT_ERRORS as exc:
+        # No lease yet, so no batch state to record: send the batch again later. Raising
+        # instead would ack the message away and leave the batch to a sweeper.
+        error = f"{type(exc).__name__}: {str(exc)[:300]}"
+        blog.warning("could not start (%s); re-sent in %.0fs", error, UNLEASED_RETRY_SECONDS)
+        send_batch(sender, s.queue, job_id, batch_no, countdown=UNLEASED_RETRY_SECONDS)
+        return "retry"
+    lease, doc = taken
+    try:
+        with watch.phase("lease"):
+            ids = batches.load_batch_ids(rt.db[BATCH_IDS], lease.batch_id)
+    except TRANSIENT_ERRORS as exc:
+        return _after_failure(rt, sender, meta, lease, doc, job_id, batch_no, exc, blog)
     processed = int(doc.get("processed") or 0)
     if processed:
         blog.info(
@@ -305,8 +318,12 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
         return _after_failure(rt, sender, meta, lease, doc, job_id, batch_no, exc, blog)
 
     after = time.perf_counter()
-    fill_in_flight(meta, sender, s.queue, job_id)
-    maybe_complete_job(meta, quarantine, job_id)
+    try:
+        fill_in_flight(meta, sender, s.queue, job_id)
+        maybe_complete_job(meta, quarantine, job_id)
+    except TRANSIENT_ERRORS as exc:
+        # The batch is done and recorded; the next finished batch or the sweeper dispatches.
+        blog.warning("done, but dispatching next batches failed: %s: %s", type(exc).__name__, exc)
     # after_s: dispatching the next batches and the completion check, past `timings`.
     blog.info("done: %s after_s=%.4f", counters, time.perf_counter() - after)
     return "done"
