@@ -57,3 +57,41 @@ def calls_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]
     """Redis calls per command between two INFO commandstats snapshots (zeros dropped)."""
     out = {k: v - before.get(k, 0) for k, v in after.items()}
     return {k: v for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v > 0}
+
+
+def cpu_seconds(roots: Iterable[int], *, tree: bool = True) -> float:
+    """User + system CPU seconds used so far by `roots` (and their live descendants if `tree`)."""
+    total = 0.0
+    for root in roots:
+        try:
+            proc = psutil.Process(root)
+            procs = [proc, *proc.children(recursive=True)] if tree else [proc]
+        except psutil.Error:
+            continue
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+    return total
+
+
+class CpuMeter:
+    """CPU seconds per named group of process trees between `start()` and `stop()`."""
+
+    def __init__(self, groups: dict[str, list[int]], *, alone: tuple[str, ...] = ()) -> None:
+        self.groups = groups
+        self.alone = alone  # groups counted without their child processes
+        self._before: dict[str, float] = {}
+        self.used: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._before = {name: self._read(name) for name in self.groups}
+
+    def stop(self) -> dict[str, float]:
+        self.used = {
+            name: round(self._read(name) - self._before.get(name, 0.0), 2) for name in self.groups
+        }
+        return self.used
+
+    def _read(self, name: str) -> float:
+        return cpu_seconds(self.groups[name], tree=name not in self.alone)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import statistics
 import time
@@ -15,7 +16,7 @@ import requests
 from pymongo.database import Database
 
 from bench.data import precomputed_updates, seed
-from bench.probes import RssSampler, calls_delta
+from bench.probes import CpuMeter, RssSampler, calls_delta
 from bench.servers import Servers
 from migrations import runner
 from orchestrator.commands import Broker, RunOptions, launch, wait_for
@@ -54,6 +55,7 @@ class Row:
     x_ceiling: float | None = None
     x_naive: float | None = None
     x_first_run: float | None = None  # rerun rows: first-run seconds / rerun seconds
+    cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds per process group
 
     @property
     def products_per_s(self) -> float:
@@ -177,7 +179,13 @@ def _overhead_pct(t: dict[str, float]) -> float | None:
 
 
 def _run_job(
-    bench: Bench, db: Database, broker: Broker, settings: Settings, cfg: SystemConfig, scenario: str
+    bench: Bench,
+    db: Database,
+    broker: Broker,
+    settings: Settings,
+    cfg: SystemConfig,
+    scenario: str,
+    worker_pids: list[int],
 ) -> tuple[Row, str]:
     n = db[PRODUCTS].estimated_document_count()
     slots = cfg.processes * cfg.concurrency
@@ -186,6 +194,17 @@ def _run_job(
         max_in_flight=max(8, 2 * slots),
         rate_per_second=bench.rate_per_second,
     )
+    cpu = CpuMeter(
+        {
+            "secantusdb": [bench.servers.mongo.pid],
+            "workers": worker_pids,
+            "catalog": [bench.servers.catalog.pid],
+            "redis": [bench.servers.redis_proc.pid],
+            "orchestrator": [os.getpid()],
+        },
+        alone=("orchestrator",),  # this process is the parent of every server above
+    )
+    cpu.start()
     calls_before = bench.servers.redis_calls()
     requests_before = bench.servers.catalog_requests()
     started = dt.datetime.now(dt.UTC)
@@ -200,6 +219,7 @@ def _run_job(
         seconds = (finished.replace(tzinfo=dt.UTC) - started).total_seconds()
     else:
         seconds = time.perf_counter() - t0
+    cpu_used = cpu.stop()
     calls = calls_delta(calls_before, bench.servers.redis_calls())
     batches = int(summary.job["planning"]["batches"])
     row = Row(
@@ -216,6 +236,7 @@ def _run_job(
         batches=batches,
         redis_cmds_per_batch=round(sum(calls.values()) / max(batches, 1), 1),
         redis_top=dict(list(calls.items())[:8]),
+        cpu_s=cpu_used,
     )
     return row, job_id
 
@@ -254,8 +275,9 @@ def system(bench: Bench, n: int, cfg: SystemConfig, *, rerun: bool) -> list[Row]
             )
         _wait_ready(broker, cfg.processes)
         logs = [w.log_path for w in workers if w.log_path]
+        pids = [w.pid for w in workers]
         with RssSampler(w.pid for w in workers) as rss:
-            first, job_id = _run_job(bench, db, broker, settings, cfg, "system")
+            first, job_id = _run_job(bench, db, broker, settings, cfg, "system", pids)
         first.timings = _batch_timings(db, job_id, logs)
         first.overhead_pct = _overhead_pct(first.timings)
         first.peak_rss_mb = round(rss.peak_mb, 1)
@@ -269,7 +291,7 @@ def system(bench: Bench, n: int, cfg: SystemConfig, *, rerun: bool) -> list[Row]
                 path.write_text("")
             since = dt.datetime.now(dt.UTC)
             with RssSampler(w.pid for w in workers) as rss:
-                again, job_id = _run_job(bench, db, broker, settings, cfg, "rerun")
+                again, job_id = _run_job(bench, db, broker, settings, cfg, "rerun", pids)
             again.timings = _batch_timings(db, job_id, logs)
             again.overhead_pct = _overhead_pct(again.timings)
             again.peak_rss_mb = round(rss.peak_mb, 1)
@@ -289,6 +311,8 @@ def system(bench: Bench, n: int, cfg: SystemConfig, *, rerun: bool) -> list[Row]
 def _line(row: Row) -> str:
     extra = f" overhead {row.overhead_pct:.1f}%" if row.overhead_pct is not None else ""
     rss = f" rss {row.peak_rss_mb:.0f}MB" if row.peak_rss_mb else ""
+    if row.cpu_s:
+        rss += " cpu " + " ".join(f"{k}={v:.1f}" for k, v in row.cpu_s.items())
     return (
         f"  {row.label:<28} {row.latency_ms if row.latency_ms is not None else '-':>4} ms "
         f"{row.products:>7} products {row.seconds:8.2f}s {row.products_per_s:9.1f}/s "
