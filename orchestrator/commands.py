@@ -17,11 +17,12 @@ from orchestrator.planner import plan_job, start_or_join
 from orchestrator.sweeper import sweep_job
 from workers.dispatch import TaskSender
 from workers.settings import MAX_BATCH_SIZE, Settings
-from workers.states import TERMINAL_JOB_STATES, JobStatus
+from workers.states import METADATA, TERMINAL_JOB_STATES, JobStatus
 
 log = logging.getLogger(__name__)
 
 KNOWN_BACKFILLS = ("catalog",)
+METADATA_MIGRATION = "20240405_create_backfill_metadata"  # creates the collections jobs need
 WAIT_POLL_SECONDS = 0.5
 
 
@@ -82,6 +83,21 @@ def validate_run_options(opts: RunOptions) -> None:
         raise BackfillError(f"--rate must be above 0 requests/s, got {opts.rate_per_second:g}")
 
 
+def require_metadata(db: Database) -> None:
+    """Refuse to start a job before 20240405 made `active_key` unique.
+
+    Without that index, two `backfill run` started together would each create a job.
+    """
+    indexes = db[METADATA].index_information()
+    if not any(
+        spec.get("unique") and spec.get("key") == [("active_key", 1)] for spec in indexes.values()
+    ):
+        raise BackfillError(
+            f"{METADATA} is not set up in database {db.name!r}: "
+            f"run `backfill migrate up --to {METADATA_MIGRATION}` first"
+        )
+
+
 def launch(
     db: Database,
     broker: Broker,
@@ -91,6 +107,7 @@ def launch(
 ) -> tuple[dict[str, Any], bool]:
     """Start (or join) the job and plan it to the end; return (job, created)."""
     validate_run_options(opts)
+    require_metadata(db)
     broker.check()
     params: dict[str, Any] = {}
     exclusive = None
