@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pymongo
 import pytest
 import redis
 from pymongo.database import Database
@@ -226,3 +227,20 @@ def test_the_same_environment_works_when_nothing_is_wrong(
     assert '"sampled": 50' in proc.stdout
     proc = run_cli(env, "jobs", "--json")
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
+
+
+def test_run_before_the_metadata_migration_is_refused_and_creates_nothing(
+    env: dict[str, str], mongo_client: pymongo.MongoClient, settings: Settings
+) -> None:
+    """Without 20240405's unique index two concurrent runs would each create a job."""
+    name = f"{settings.mongo_db}_bare"
+    seed_products(mongo_client[name], 20)
+    try:
+        before = snapshot(mongo_client[name])
+        proc = run_cli({**env, "MONGO_DB": name}, "run", "catalog")
+        assert_one_line_refusal(
+            proc, mentions="run `backfill migrate up --to 20240405_create_backfill_metadata`"
+        )
+        assert snapshot(mongo_client[name]) == before
+    finally:
+        mongo_client.drop_database(name)
