@@ -22,7 +22,7 @@ METADATA_VERSION = "20240405_create_backfill_metadata"
 DEFAULT_TIMEOUT = 180.0
 
 # Short leases and sweeps so recovery happens within seconds in tests.
-FAST = {
+FAST: dict[str, Any] = {
     "lease_seconds": 3.0,
     "redispatch_seconds": 6.0,
     "sweep_interval_seconds": 0.5,

@@ -110,7 +110,7 @@ def test_mongo_faults_leave_no_half_written_batch_and_no_lost_checkpoint(
     retried = sum(1 for b in batches if b["attempts"] > 1)
     errors = sorted({e["error"].split(":")[0] for b in batches for e in b.get("errors", [])})
     assert rec.refetched <= retried * system.settings.subchunk_size
-    job = meta.find_one({"_id": job_id})
+    job = meta.find_one({"_id": job_id}) or {}
     swept = int(job.get("messages_resent", 0)) + int(job.get("times_interrupted", 0))
     if fault.self_healing:
         # The workers re-sent their own batches: nothing waited for the sweeper.

@@ -59,7 +59,7 @@ def test_redis_restarted_empty_mid_job_loses_no_batch(
 
         system.wait(job_id)
         rec = reconcile(system, job_id, ids)
-        job = meta.find_one({"_id": job_id})
+        job = meta.find_one({"_id": job_id}) or {}
         recovered = int(job.get("messages_resent", 0)) + int(job.get("times_interrupted", 0))
         assert recovered >= 1, "nothing was re-sent: the restart lost nothing to recover"
         record(

@@ -39,7 +39,7 @@ def test_killed_worker_resumes_its_batch_from_last_processed_id(system: System) 
     counts = system.stats()["id_counts"]
     refetched_checkpointed = [i for i in checkpointed if counts[str(i)] != 1]
     assert not refetched_checkpointed, "an id before last_processed_id was fetched again"
-    after = meta.find_one({"_id": interrupted["_id"]})
+    after = meta.find_one({"_id": interrupted["_id"]}) or {}
     assert after["attempts"] >= 2 and after["times_recovered"] >= 1
     # At most the sub-chunk in flight when the worker died is fetched again.
     assert rec.refetched <= system.settings.subchunk_size
