@@ -41,9 +41,7 @@ def item_totals(coll: Collection, job_id: str) -> dict[str, int]:
     }
     for name in COUNTER_NAMES:
         group[name] = {"$sum": f"$counters.{name}"}
-    rows = list(
-        coll.aggregate([{"$match": {"job_id": job_id}}, {"$group": group}])
-    )
+    rows = list(coll.aggregate([{"$match": {"job_id": job_id}}, {"$group": group}]))
     totals = dict.fromkeys(("size", "processed", *COUNTER_NAMES), 0)
     if rows:
         totals.update({k: int(v or 0) for k, v in rows[0].items() if k != "_id"})
