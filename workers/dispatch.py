@@ -36,13 +36,11 @@ def send_batch(
 
 
 def _take_dispatch_lock(coll: Collection, job_id: str, token: str) -> bool:
+    # Free means `dispatch_lock_until` null or past (the drop clears it). Not a top-level
+    # `$or`: SecantusDB answers that with a collection scan, this stays on the `_id` index.
     now = now_utc()
     res = coll.update_one(
-        {
-            "_id": job_id,
-            "kind": "job",
-            "$or": [{"dispatch_lock": None}, {"dispatch_lock_until": {"$lt": now}}],
-        },
+        {"_id": job_id, "kind": "job", "dispatch_lock_until": {"$not": {"$gte": now}}},
         {
             "$set": {
                 "dispatch_lock": token,
@@ -54,7 +52,10 @@ def _take_dispatch_lock(coll: Collection, job_id: str, token: str) -> bool:
 
 
 def _drop_dispatch_lock(coll: Collection, job_id: str, token: str) -> None:
-    coll.update_one({"_id": job_id, "dispatch_lock": token}, {"$set": {"dispatch_lock": None}})
+    coll.update_one(
+        {"_id": job_id, "dispatch_lock": token},
+        {"$set": {"dispatch_lock": None, "dispatch_lock_until": None}},
+    )
 
 
 def fill_in_flight(coll: Collection, app: TaskSender, queue: str, job_id: str) -> int:
