@@ -27,6 +27,7 @@ from workers.enrich import SYNCED_AT_FIELD
 from workers.states import BATCH_IDS, COUNTER_NAMES, METADATA, PRODUCTS, QUARANTINE
 
 FIELDS = ("brand", "category", "gtin", "weight_grams")
+READ_CHUNK = 2000  # ids per `$in` when reading products back
 
 
 @dataclass
@@ -105,7 +106,11 @@ def reconcile(
     assert totals["missing"] + totals["invalid"] == len(held), (totals, len(held))
     assert totals["deleted"] == len(gone), (totals, len(gone))
 
-    docs = {d["_id"]: d for d in products.find({"_id": {"$in": ids}})}
+    docs: dict[Any, dict[str, Any]] = {}
+    for start in range(0, len(ids), READ_CHUNK):
+        docs.update(
+            (d["_id"], d) for d in products.find({"_id": {"$in": ids[start : start + READ_CHUNK]}})
+        )
     enriched = 0
     wrong: list[str] = []
     for pid in ids:
