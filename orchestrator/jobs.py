@@ -11,7 +11,7 @@ from pymongo.database import Database
 from orchestrator.errors import BackfillError, JobNotFoundError, JobStateError
 from workers.batches import now_utc
 from workers.dispatch import TaskSender, fill_in_flight
-from workers.jobstate import batch_counts, item_totals
+from workers.jobstate import batch_summary
 from workers.states import METADATA, QUARANTINE, BatchStatus, JobStatus
 
 
@@ -54,10 +54,11 @@ class JobSummary:
 
 def summarize(db: Database, job_id: str) -> JobSummary:
     job = get_job(db, job_id)
+    batches, items = batch_summary(db[METADATA], job_id)
     return JobSummary(
         job=job,
-        batches=batch_counts(db[METADATA], job_id),
-        items=item_totals(db[METADATA], job_id),
+        batches=batches,
+        items=items,
         quarantined=db[QUARANTINE].count_documents({"job_id": job_id}),
     )
 

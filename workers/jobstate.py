@@ -48,6 +48,29 @@ def item_totals(coll: Collection, job_id: str) -> dict[str, int]:
     return totals
 
 
+def batch_summary(coll: Collection, job_id: str) -> tuple[dict[str, int], dict[str, int]]:
+    """`batch_counts` and `item_totals` from one aggregation (progress polls this every tick).
+
+    One pass over the job's batch documents instead of two: on SecantusDB each pass
+    decodes every batch document, which is most of what a poll costs the database.
+    """
+    group: dict[str, Any] = {
+        "_id": "$status",
+        "n": {"$sum": 1},
+        "size": {"$sum": "$size"},
+        "processed": {"$sum": "$processed"},
+    }
+    for name in COUNTER_NAMES:
+        group[name] = {"$sum": f"$counters.{name}"}
+    counts = {s.value: 0 for s in BatchStatus}
+    totals = dict.fromkeys(("size", "processed", *COUNTER_NAMES), 0)
+    for row in coll.aggregate([{"$match": {"job_id": job_id}}, {"$group": group}]):
+        counts[row["_id"]] = int(row["n"])
+        for key in totals:
+            totals[key] += int(row.get(key) or 0)
+    return counts, totals
+
+
 def maybe_complete_job(
     coll: Collection, db_quarantine: Collection, job_id: str
 ) -> JobStatus | None:
