@@ -17,7 +17,7 @@ from bench.data import product_docs
 from bench.scenarios import Bench, Row, SystemConfig, ceiling, describe, naive, system, with_ratios
 from bench.servers import start_servers
 
-DEFAULT_PRODUCTS = 10_000
+DEFAULT_PRODUCTS = 15_000
 DEFAULT_NAIVE_PRODUCTS = 300
 DEFAULT_RATE = 2000.0  # catalog requests/s for the global limiter: high, so it never binds
 MEMORY_CHECK_DIVISOR = 4  # the memory check also runs a quarter of --products

@@ -69,8 +69,8 @@ def table(rows: list[Row]) -> str:
     head = (
         "| scenario | pool | procs x conc | latency | products | seconds | products/s "
         "| x ceiling | x naive | product writes | overhead/batch | peak RSS/worker "
-        "| Redis cmds/batch |\n"
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| Redis cmds/batch | DB CPU ms/product |\n"
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     lines = []
     for r in rows:
@@ -86,7 +86,7 @@ def table(rows: list[Row]) -> str:
             f"| {_fmt(r.latency_ms, '.0f', ' ms')} | {r.products:,} | {r.seconds:,.2f} | {speed} "
             f"| {_fmt(r.x_ceiling, '.2f', 'x')} | {x_naive} | {r.writes:,} "
             f"| {_fmt(r.overhead_pct, '.1f', ' %')} | {_fmt(r.peak_rss_mb, '.0f', ' MB')} "
-            f"| {_fmt(r.redis_cmds_per_batch, '.0f')} |"
+            f"| {_fmt(r.redis_cmds_per_batch, '.0f')} | {_fmt(r.db_ms_per_product, '.3f')} |"
         )
     return head + "\n".join(lines) + "\n"
 
@@ -264,7 +264,8 @@ def generated_block(
         "dispatch of the next batches); `peak RSS/worker` is the largest resident set of any "
         "single worker process (Celery parent or pool child); Redis commands are INFO "
         "commandstats deltas over the run divided by its batches (broker traffic, events, "
-        "rate limiter).\n\n"
+        "rate limiter); `DB CPU ms/product` is SecantusDB's CPU time over the run divided by "
+        "the products, which the machine's other load disturbs far less than wall time.\n\n"
         f"### Targets\n\n{targets_table(targets(rows, memory))}\n"
         + (f"### Memory at two sizes\n\n{table(memory)}\n" if memory else "")
         + f"### Environment\n\n{environment_block(env, args)}\n{END}"

@@ -16,7 +16,7 @@ import requests
 from pymongo.database import Database
 
 from bench.data import precomputed_updates, seed
-from bench.probes import CpuMeter, RssSampler, calls_delta
+from bench.probes import CpuMeter, RssSampler, calls_delta, cpu_seconds
 from bench.servers import Servers
 from migrations import runner
 from orchestrator.commands import Broker, RunOptions, launch, wait_for
@@ -58,11 +58,22 @@ class Row:
     cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds per process group
 
     @property
+    def db_ms_per_product(self) -> float | None:
+        """SecantusDB CPU per product: a load-independent view of what the run cost the DB."""
+        cpu = self.cpu_s.get("secantusdb")
+        return None if cpu is None or not self.products else 1000 * cpu / self.products
+
+    @property
     def products_per_s(self) -> float:
         return self.products / self.seconds if self.seconds > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "products_per_s": round(self.products_per_s, 1)}
+        db_ms = self.db_ms_per_product
+        return {
+            **asdict(self),
+            "products_per_s": round(self.products_per_s, 1),
+            "db_cpu_ms_per_product": None if db_ms is None else round(db_ms, 3),
+        }
 
 
 @dataclass
@@ -93,11 +104,15 @@ def ceiling(bench: Bench, n: int) -> Row:
     """Raw unordered bulk_write of precomputed `$set`s: what the database absorbs on its own."""
     db = bench.fresh_db(n)
     ops = precomputed_updates([d["_id"] for d in bench.docs[:n]])
+    cpu0 = cpu_seconds([bench.servers.mongo.pid])
     t0 = time.perf_counter()
     res = db[PRODUCTS].bulk_write(ops, ordered=False)
     seconds = time.perf_counter() - t0
+    cpu = {"secantusdb": round(cpu_seconds([bench.servers.mongo.pid]) - cpu0, 2)}
     bench.drop(db)
-    return Row("ceiling", "ceiling: raw bulk_write", n, seconds, writes=res.modified_count)
+    return Row(
+        "ceiling", "ceiling: raw bulk_write", n, seconds, writes=res.modified_count, cpu_s=cpu
+    )
 
 
 def naive(bench: Bench, n: int, latency_ms: float) -> Row:
@@ -108,6 +123,7 @@ def naive(bench: Bench, n: int, latency_ms: float) -> Row:
     products = db[PRODUCTS]
     session = requests.Session()
     writes = 0
+    cpu0 = cpu_seconds([bench.servers.mongo.pid])
     t0 = time.perf_counter()
     for doc in bench.docs[:n]:
         resp = session.get(base + str(doc["_id"]), timeout=HTTP_TIMEOUT_SECONDS)
@@ -117,6 +133,7 @@ def naive(bench: Bench, n: int, latency_ms: float) -> Row:
         fields[SYNCED_AT_FIELD] = dt.datetime.now(dt.UTC)
         writes += products.update_one({"_id": doc["_id"]}, {"$set": fields}).modified_count
     seconds = time.perf_counter() - t0
+    cpu = {"secantusdb": round(cpu_seconds([bench.servers.mongo.pid]) - cpu0, 2)}
     session.close()
     bench.drop(db)
     return Row(
@@ -128,6 +145,7 @@ def naive(bench: Bench, n: int, latency_ms: float) -> Row:
         processes=1,
         writes=writes,
         catalog_requests=n,
+        cpu_s=cpu,
     )
 
 
