@@ -27,7 +27,7 @@ from workers.enrich import SYNCED_AT_FIELD
 from workers.states import BATCH_IDS, COUNTER_NAMES, METADATA, PRODUCTS, QUARANTINE
 
 FIELDS = ("brand", "category", "gtin", "weight_grams")
-READ_CHUNK = 2000  # ids per `$in` when reading products back
+READ_CHUNK = 100  # ids per `$in`: SecantusDB answers long `$in` lists in superlinear time
 
 
 @dataclass
