@@ -105,11 +105,11 @@ def test_killed_worker_resumes_from_checkpoint(system: System) -> None:
 
 
 def test_pause_resume_and_cancel(system: System) -> None:
-    system.start_catalog("--latency-ms", "50")
+    system.start_catalog("--latency-ms", "200")  # 20 batches, two at a time: seconds of work
     seed_products(system.db, 2000)
     system.start_workers(2)
     meta = system.db[METADATA]
-    job_id = system.launch(batch_size=100)
+    job_id = system.launch(batch_size=100, max_in_flight=2)
     system.wait_until(
         lambda: meta.count_documents({"job_id": job_id, "status": "done"}) >= 2, what="progress"
     )
