@@ -52,12 +52,17 @@ def record(
         row.update(rec.as_dict())
     path = Path(target)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        data = json.loads(path.read_text()) if path.exists() else {}
+    # Locked read-modify-write of the file itself: two test sessions may record at once.
+    with open(path, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        text = fh.read()
+        data = json.loads(text) if text.strip() else {}
         data.setdefault("scenarios", {})[key] = row
         data["machine"] = f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores"
-        path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def _cell(value: Any) -> str:
