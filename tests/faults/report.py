@@ -139,7 +139,7 @@ FINDINGS: tuple[tuple[str, str, str, str], ...] = (
     (
         "5b (failing `find`)",
         "a batch sat `queued` until a sweeper re-sent it",
-        "a transient MongoDB error before the lease (job read, `findAndModify` lease) or after "
+        "a transient MongoDB error before the lease (job read, taking the lease) or after "
         "the finish (dispatch) escaped the task, and the late ack dropped the message",
         "`workers/tasks.py`: before the lease the worker re-sends the batch itself; a failure "
         "loading the ids counts as an attempt; a failed dispatch after finishing is logged",

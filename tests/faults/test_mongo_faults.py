@@ -58,8 +58,9 @@ FAULTS = [
                ("update",), times=12),
     MongoFault("5b", "failing reads: job status and product reads", ("find",), times=12,
                self_healing=True),
-    MongoFault("5c", "failing lease and dispatch (findAndModify)", ("findAndModify",), times=6,
-               self_healing=True),
+    # Leases and claims are guarded updates plus reads (5a, 5b); what is left is the
+    # in-flight count a worker runs before dispatching the next batches.
+    MongoFault("5c", "failing dispatch counts (aggregate)", ("aggregate",), times=6),
     MongoFault("5d", "network errors: connections closed mid-command",
                ("update", "find", "findAndModify"), times=12, close_connection=True),
     MongoFault("5e", "database outage for the workers", ("update", "find", "findAndModify",
