@@ -32,5 +32,11 @@ soak: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# Every fault scenario (the soak included), then docs/reliability.md from what they measured.
+reliability: $(STAMP)
+	rm -f docs/reliability.json
+	RELIABILITY_JSON=docs/reliability.json $(BIN)/python -m pytest tests/faults -m "soak or not soak" -p no:cacheprovider
+	$(BIN)/python -m tests.faults.report docs/reliability.json docs/reliability.md
+
 clean:
 	rm -rf $(VENV) .backfill

@@ -14,10 +14,10 @@ from pymongo.database import Database
 from orchestrator import jobs
 from orchestrator.errors import BackfillError, UnknownBackfillError
 from orchestrator.planner import plan_job, start_or_join
-from orchestrator.sweeper import sweep_job
 from workers.dispatch import TaskSender
 from workers.settings import MAX_BATCH_SIZE, Settings
 from workers.states import METADATA, TERMINAL_JOB_STATES, JobStatus
+from workers.sweeper import sweep_job
 
 log = logging.getLogger(__name__)
 

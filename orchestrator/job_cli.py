@@ -322,7 +322,7 @@ def quarantine(app: AppContext, job_id: str, limit: int, as_json: bool) -> None:
 @click.pass_obj
 def sweep(app: AppContext, job_id: str) -> None:
     """Re-send batches with expired leases or lost messages, once."""
-    from orchestrator.sweeper import sweep_job
+    from workers.sweeper import sweep_job
 
     broker = _broker(app)
     jobs.get_job(app.db(), job_id)

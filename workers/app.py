@@ -52,6 +52,16 @@ def create_app(settings: Settings) -> Celery:
 app = create_app(Settings.from_env())
 
 
+@signals.worker_ready.connect
+def _start_autosweep(sender: Any = None, **_: Any) -> None:
+    """Workers recover lost work themselves, with or without an orchestrator watching."""
+    from workers.autosweep import AutoSweeper
+
+    settings = Settings.from_env()
+    if settings.worker_sweep and settings.mongo_url:
+        AutoSweeper(settings, app).start()
+
+
 @signals.after_setup_logger.connect
 @signals.after_setup_task_logger.connect
 def _scrub_worker_logs(logger: logging.Logger, **_: Any) -> None:

@@ -112,6 +112,7 @@ class Settings:
     flower_port: int = DEFAULT_FLOWER_PORT
     flower_basic_auth: str | None = field(default=None, repr=False)
     log_json: bool = False
+    worker_sweep: bool = True  # workers re-send lost batches themselves (one per interval)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -163,6 +164,8 @@ class Settings:
             flower_port=_int(e, "FLOWER_PORT", DEFAULT_FLOWER_PORT, 1, 65_535),
             flower_basic_auth=_text(e, "FLOWER_BASIC_AUTH", None),
             log_json=(_text(e, "BACKFILL_LOG_JSON", "0") or "0").lower() in ("1", "true", "yes"),
+            worker_sweep=(_text(e, "BACKFILL_WORKER_SWEEP", "1") or "1").lower()
+            in ("1", "true", "yes"),
         )
 
     @property
@@ -215,6 +218,7 @@ class Settings:
             "FLOWER_ADDRESS": self.flower_address,
             "FLOWER_PORT": str(self.flower_port),
             "BACKFILL_LOG_JSON": "1" if self.log_json else "0",
+            "BACKFILL_WORKER_SWEEP": "1" if self.worker_sweep else "0",
         }
         optional = {
             "MONGO_URL": self.mongo_url,

@@ -151,7 +151,7 @@ def wait_sweeping(
     system: System, job_id: str, predicate: Any, *, timeout: float = 120.0, what: str = ""
 ) -> None:
     """wait_until, while sweeping the job as `backfill run --wait` would (lost work comes back)."""
-    from orchestrator.sweeper import sweep_job
+    from workers.sweeper import sweep_job
 
     def swept() -> bool:
         sweep_job(
