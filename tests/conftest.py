@@ -13,6 +13,7 @@ import redis
 from pymongo.database import Database
 
 from orchestrator.stack import Stack, ensure_servers
+from tests.harness import FAST, System
 from workers.settings import Settings
 
 
@@ -58,3 +59,13 @@ def db(mongo_client: pymongo.MongoClient, settings: Settings) -> Iterator[Databa
 def redis_client(settings: Settings) -> redis.Redis:
     assert settings.redis_url
     return redis.Redis.from_url(settings.redis_url)
+
+
+@pytest.fixture
+def system(settings: Settings, db: Database, tmp_path: Path) -> Iterator[System]:
+    """Catalog stand-in + this test's database (with backfill_metadata) + no workers yet."""
+    sys_ = System(settings=replace(settings, **FAST), db=db, log_dir=tmp_path / "logs")
+    sys_.start_catalog()
+    sys_.migrate()
+    yield sys_
+    sys_.close()
