@@ -10,6 +10,7 @@ import click
 
 from orchestrator.context import AppContext
 from orchestrator.errors import BackfillError
+from workers.settings import Settings
 
 
 def _is_loopback(address: str) -> bool:
@@ -19,6 +20,12 @@ def _is_loopback(address: str) -> bool:
         return ipaddress.ip_address(address).is_loopback
     except ValueError:
         return False
+
+
+def _celery(settings: Settings, command: str) -> tuple[dict[str, str], list[str]]:
+    """Environment and argv start of `celery -A workers.app COMMAND` for these settings."""
+    env = {**os.environ, **settings.to_env()}
+    return env, [sys.executable, "-m", "celery", "-A", "workers.app", command]
 
 
 def flower_auth_problem(address: str, basic_auth: str | None) -> str | None:
@@ -48,14 +55,8 @@ def worker(app: AppContext, concurrency: int, pool: str, name: str | None) -> No
     s = app.resolved_settings()
     if not s.catalog_url:
         raise BackfillError("CATALOG_URL is not set: workers need the catalog API")
-    env = {**os.environ, **s.to_env()}
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers.app",
-        "worker",
+    env, argv = _celery(s, "worker")
+    argv += [
         "--loglevel",
         "INFO",
         "--concurrency",
@@ -95,14 +96,8 @@ def flower(app: AppContext, address: str | None, port: int | None) -> None:
     if problem:
         raise BackfillError(problem)
     s = app.resolved_settings()
-    env = {**os.environ, **s.to_env()}
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers.app",
-        "flower",
+    env, argv = _celery(s, "flower")
+    argv += [
         f"--address={address}",
         f"--port={port or s.flower_port}",
     ]

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 
 import redis
+from pymongo.collection import Collection
 from pymongo.database import Database
 
 from workers import batches
@@ -44,6 +45,29 @@ def broker_queue_length(client: redis.Redis | None, queue: str) -> int | None:
         return None
 
 
+def _requeue(
+    meta: Collection,
+    sender: TaskSender,
+    queue: str,
+    job_id: str,
+    status: BatchStatus,
+    older_field: str,
+    before: dt.datetime,
+    guard_field: str,
+) -> int:
+    """Re-send every `status` batch whose `older_field` is before `before`; return how many."""
+    sent = 0
+    for doc in meta.find(
+        {"job_id": job_id, "status": status.value, older_field: {"$lt": before}},
+        {"batch_no": 1, guard_field: 1},
+    ):
+        expected = {"status": status.value, guard_field: doc[guard_field]}
+        if batches.requeue_stale(meta, doc["_id"], expected):
+            send_batch(sender, queue, job_id, int(doc["batch_no"]))
+            sent += 1
+    return sent
+
+
 def sweep_job(
     db: Database,
     sender: TaskSender,
@@ -60,36 +84,27 @@ def sweep_job(
     if job is None or job["status"] not in (JobStatus.PLANNING.value, JobStatus.RUNNING.value):
         return report
     now = now_utc()
-    for doc in meta.find(
-        {
-            "job_id": job_id,
-            "status": BatchStatus.RUNNING.value,
-            "lease_expires_at": {"$lt": now},
-        },
-        {"batch_no": 1, "fencing_token": 1},
-    ):
-        expected = {"status": BatchStatus.RUNNING.value, "fencing_token": doc["fencing_token"]}
-        if batches.requeue_stale(meta, doc["_id"], expected):
-            send_batch(sender, queue, job_id, int(doc["batch_no"]))
-            report.expired_leases += 1
+    # A running batch whose lease expired: its worker died (guard: nobody leased it since).
+    report.expired_leases = _requeue(
+        meta, sender, queue, job_id, BatchStatus.RUNNING, "lease_expires_at", now, "fencing_token"
+    )
 
     queue_len = broker_queue_length(broker, queue)
     stale_before = now - dt.timedelta(seconds=redispatch_seconds)
     if queue_len == 0:
         # Nothing is waiting in the broker, so a queued batch not yet leased lost its message.
         stale_before = max(stale_before, now - dt.timedelta(seconds=EMPTY_QUEUE_GRACE_SECONDS))
-    for doc in meta.find(
-        {
-            "job_id": job_id,
-            "status": BatchStatus.QUEUED.value,
-            "dispatched_at": {"$lt": stale_before},
-        },
-        {"batch_no": 1, "dispatched_at": 1},
-    ):
-        expected = {"status": BatchStatus.QUEUED.value, "dispatched_at": doc["dispatched_at"]}
-        if batches.requeue_stale(meta, doc["_id"], expected):
-            send_batch(sender, queue, job_id, int(doc["batch_no"]))
-            report.resent += 1
+    # A queued batch nobody leased: its message was lost (guard: not re-dispatched since).
+    report.resent = _requeue(
+        meta,
+        sender,
+        queue,
+        job_id,
+        BatchStatus.QUEUED,
+        "dispatched_at",
+        stale_before,
+        "dispatched_at",
+    )
 
     if report.expired_leases or report.resent:
         log.warning(
