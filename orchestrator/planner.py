@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 import secrets
 import socket
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -29,6 +30,7 @@ from workers.states import BATCH_IDS, METADATA, PRODUCTS, JobStatus
 log = logging.getLogger(__name__)
 
 PLANNER_LEASE_SECONDS = 30.0
+PLANNER_FILL_SECONDS = 0.25  # once the cap is reached, top up slots at most this often
 
 # BSON sort order of the types an _id can have (arrays cannot be an _id). A `$gt` on
 # `_id` only matches values of the cursor's own type, so resuming must also take every
@@ -200,6 +202,9 @@ def plan_job(
         cursor, next_no = orphan["ids"][-1], next_no + 1
         planned_products += len(orphan["ids"])
     explicit = job["params"].get("ids")
+    # Fill free slots after every cut until the cap is reached; from then on finishing
+    # workers hand out the next batches, and the planner only tops up now and then.
+    filling, last_fill = True, time.monotonic()
     for done_now, ids in enumerate(
         _chunks(_id_stream(products, cursor, explicit), int(job["batch_size"])), start=1
     ):
@@ -226,7 +231,9 @@ def plan_job(
         if res.matched_count == 0:
             log.warning("planner lease for %s lost; another planner continues", job_id)
             return False
-        fill_in_flight(meta, sender, queue, job_id)
+        if filling or time.monotonic() - last_fill >= PLANNER_FILL_SECONDS:
+            filling = fill_in_flight(meta, sender, queue, job_id) > 0
+            last_fill = time.monotonic()
         next_no += 1
         if on_batch:
             on_batch(next_no, planned_products)

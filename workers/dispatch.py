@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from pymongo.collection import Collection
 
 from workers.batches import claim_pending, count_in_flight, now_utc
+from workers.jobstate import read_job
 from workers.states import DISPATCHABLE_JOB_STATES
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def fill_in_flight(coll: Collection, app: TaskSender, queue: str, job_id: str) -
         time.sleep(LOCK_RETRY_SLEEP)
     sent = 0
     try:
-        job = coll.find_one({"_id": job_id, "kind": "job"}, {"status": 1, "max_in_flight": 1})
+        job = read_job(coll, job_id, ("status", "max_in_flight"))
         if not job or job["status"] not in [s.value for s in DISPATCHABLE_JOB_STATES]:
             return 0
         free = int(job["max_in_flight"]) - count_in_flight(coll, job_id)

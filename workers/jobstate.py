@@ -7,15 +7,29 @@ from typing import Any
 from pymongo.collection import Collection
 
 from workers.batches import now_utc
-from workers.states import COUNTER_NAMES, FINISHED_BATCH_STATES, BatchStatus, JobStatus
+from workers.states import COUNTER_NAMES, UNFINISHED_BATCH_STATES, BatchStatus, JobStatus
+
+
+def read_job(
+    coll: Collection, job_id: str, fields: tuple[str, ...] | None = None
+) -> dict[str, Any] | None:
+    """The job document `job_id` (only `fields` if given); None if there is no such job.
+
+    Filters on `_id` alone and checks `kind` here: on SecantusDB a second equality in the
+    filter triples the cost of the read (0.75 vs 0.25 ms), and workers read the job
+    around every batch.
+    """
+    projection = None if fields is None else dict.fromkeys((*fields, "kind"), 1)
+    doc = coll.find_one({"_id": job_id}, projection)
+    return doc if doc is not None and doc.get("kind") == "job" else None
 
 
 def get_job(coll: Collection, job_id: str) -> dict[str, Any] | None:
-    return coll.find_one({"_id": job_id, "kind": "job"})
+    return read_job(coll, job_id)
 
 
 def job_status(coll: Collection, job_id: str) -> JobStatus | None:
-    doc = coll.find_one({"_id": job_id, "kind": "job"}, {"status": 1})
+    doc = read_job(coll, job_id, ("status",))
     return JobStatus(doc["status"]) if doc else None
 
 
@@ -75,14 +89,14 @@ def maybe_complete_job(
     coll: Collection, db_quarantine: Collection, job_id: str
 ) -> JobStatus | None:
     """Close the job when planning is done and every batch is finished; return the new status."""
-    job = coll.find_one({"_id": job_id, "kind": "job"}, {"status": 1, "planning": 1})
+    job = read_job(coll, job_id, ("status", "planning"))
     if not job or job["status"] != JobStatus.RUNNING.value or not job["planning"].get("done"):
         return None
+    # `$in` the unfinished states rather than `$nin` the finished ones: the former stays on
+    # the (job_id, status) index (0.55 vs 2.35 ms on SecantusDB at 60 batches).
     unfinished = coll.count_documents(
-        {
-            "job_id": job_id,
-            "status": {"$nin": [s.value for s in FINISHED_BATCH_STATES]},
-        }
+        {"job_id": job_id, "status": {"$in": [s.value for s in UNFINISHED_BATCH_STATES]}},
+        limit=1,
     )
     if unfinished:
         return None

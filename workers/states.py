@@ -44,6 +44,7 @@ class BatchStatus(StrEnum):
 IN_FLIGHT_BATCH_STATES = (BatchStatus.QUEUED, BatchStatus.RUNNING)
 LEASABLE_BATCH_STATES = (BatchStatus.PENDING, BatchStatus.QUEUED, BatchStatus.RUNNING)
 FINISHED_BATCH_STATES = (BatchStatus.DONE, BatchStatus.FAILED, BatchStatus.CANCELLED)
+UNFINISHED_BATCH_STATES = tuple(s for s in BatchStatus if s not in FINISHED_BATCH_STATES)
 
 COUNTER_NAMES = ("written", "unchanged", "missing", "invalid", "deleted")
 

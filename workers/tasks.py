@@ -12,7 +12,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -41,7 +42,7 @@ from workers.enrich import (
     item_digest,
     payload_snapshot,
 )
-from workers.jobstate import maybe_complete_job, pause_job_for
+from workers.jobstate import maybe_complete_job, pause_job_for, read_job
 from workers.ratelimit import RateLimitError
 from workers.runtime import Runtime, get_runtime
 from workers.states import BATCH_IDS, METADATA, PRODUCTS, QUARANTINE, BatchStatus, JobStatus
@@ -53,6 +54,10 @@ _NOTHING_PROCESSED = object()  # no sub-chunk ran in this delivery (e.g. resumed
 CHECKPOINT_IDLE_SECONDS = 2.0  # longest gap between checkpoints while nothing is written
 READ_PIECE_IDS = 25  # ids per `$in` when reading products (see read_current)
 UNLEASED_RETRY_SECONDS = 2.0  # a task that could not even take its lease is re-sent after this
+# A running batch re-reads the job's status between sub-chunks at most this often, so a
+# pause or cancel stops it within about this long plus one sub-chunk. Every task still
+# reads the status before it takes its lease, so no batch starts after a pause.
+STATUS_RECHECK_SECONDS = 1.0
 
 # Errors after which the same batch may well succeed later.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -131,6 +136,39 @@ class LeaseLost(Exception):
     """Another worker owns the batch now; stop without writing anything more."""
 
 
+class CheckpointPipe:
+    """Writes each checkpoint on a side thread while the next sub-chunk's products are read.
+
+    Order is kept: a checkpoint is submitted only after its sub-chunk's write returned,
+    and `settle()` (before the next catalog call, the finish or a release) waits for it
+    and raises LeaseLost if it found the lease gone. So nothing is fetched or written
+    past a lost lease or an unrecorded checkpoint, a failed checkpoint costs the retry
+    one sub-chunk of catalog calls as before, and progress records never overtake each
+    other. What overlaps is the checkpoint round trip with the next status check and
+    product reads.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._pending: Future[bool] | None = None
+
+    def __enter__(self) -> CheckpointPipe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True)  # a checkpoint in flight lands before any release
+
+    def submit(self, write: Callable[..., bool], *args: Any, **kwargs: Any) -> None:
+        self.settle()
+        self._pending = self._pool.submit(write, *args, **kwargs)
+
+    def settle(self) -> None:
+        """Wait for the checkpoint in flight; its error is raised here."""
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.result():
+            raise LeaseLost
+
+
 def _quarantine_ops(job_id: str, batch_no: int, entries: list[dict[str, Any]]) -> list[UpdateOne]:
     now = now_utc()
     return [
@@ -157,7 +195,8 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
     watch = Stopwatch()
 
     try:
-        job = meta.find_one({"_id": job_id, "kind": "job"}, {"status": 1, "rate_per_second": 1})
+        job = read_job(meta, job_id, ("status", "rate_per_second"))
+        status_read_at = time.monotonic()
         if job is None:
             blog.warning("job not found; dropping task")
             return "no-job"
@@ -203,20 +242,25 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
     last_id: Any = _NOTHING_PROCESSED
     last_checkpoint = time.monotonic()
 
+    state = job["status"]
     try:
-        with LeaseKeeper(meta, lease, s.lease_seconds) as keeper:
+        with LeaseKeeper(meta, lease, s.lease_seconds) as keeper, CheckpointPipe() as pipe:
             while processed < len(ids):
                 # Between sub-chunks: honour pause/cancel and stop if the lease moved on.
                 if keeper.lost.is_set():
                     raise LeaseLost
-                with watch.phase("status"):
-                    status = meta.find_one({"_id": job_id}, {"status": 1})
-                state = status["status"] if status else JobStatus.CANCELLED.value
+                if time.monotonic() - status_read_at >= STATUS_RECHECK_SECONDS:
+                    with watch.phase("status"):
+                        status = read_job(meta, job_id, ("status",))
+                    status_read_at = time.monotonic()
+                    state = status["status"] if status else JobStatus.CANCELLED.value
                 if state == JobStatus.PAUSED.value:
+                    pipe.settle()
                     batches.release_batch(meta, lease, BatchStatus.PENDING)
                     blog.info("job paused; batch released at %d/%d", processed, len(ids))
                     return "paused"
                 if state in (JobStatus.CANCELLED.value, JobStatus.FAILED.value):
+                    pipe.settle()
                     batches.release_batch(meta, lease, BatchStatus.CANCELLED)
                     blog.info("job %s; batch stopped at %d/%d", state, processed, len(ids))
                     return "cancelled"
@@ -225,6 +269,10 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
                 with watch.phase("read"):
                     current = read_current(products, chunk, backfill.fields)
                 present = [i for i in chunk if i in current]
+                with watch.phase("checkpoint"):
+                    # The last checkpoint must stand before we ask the catalog again: if it
+                    # failed, the retry refetches only the sub-chunk it did not record.
+                    pipe.settle()
                 with watch.phase("catalog"):
                     result = _fetch(rt, present, blog)
 
@@ -296,18 +344,16 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
                 if not wrote and time.monotonic() - last_checkpoint < CHECKPOINT_IDLE_SECONDS:
                     continue
                 last_checkpoint = time.monotonic()
-                with watch.phase("checkpoint"):
-                    kept = batches.checkpoint(
-                        meta,
-                        lease,
-                        processed=processed,
-                        last_processed_id=last_id,
-                        payload_hash=payload_hash,
-                        counters=counters,
-                        lease_seconds=s.lease_seconds,
-                    )
-                if not kept:
-                    raise LeaseLost
+                pipe.submit(
+                    batches.checkpoint,
+                    meta,
+                    lease,
+                    processed=processed,
+                    last_processed_id=last_id,
+                    payload_hash=payload_hash,
+                    counters=dict(counters),  # the loop goes on counting meanwhile
+                    lease_seconds=s.lease_seconds,
+                )
             # One update for the last checkpoint and the finish instead of two.
             progress = None
             if last_id is not _NOTHING_PROCESSED:
@@ -318,6 +364,7 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
                     "counters": counters,
                 }
             with watch.phase("checkpoint"):
+                pipe.settle()
                 finished = batches.finish_batch(
                     meta, lease, progress=progress, timings=watch.as_doc()
                 )
@@ -341,8 +388,9 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
 
     after = time.perf_counter()
     try:
-        fill_in_flight(meta, sender, s.queue, job_id)
-        maybe_complete_job(meta, quarantine, job_id)
+        # A batch just sent means the job is not complete: skip that check's count.
+        if not fill_in_flight(meta, sender, s.queue, job_id):
+            maybe_complete_job(meta, quarantine, job_id)
     except TRANSIENT_ERRORS as exc:
         # The batch is done and recorded; the next finished batch or the sweeper dispatches.
         blog.warning("done, but dispatching next batches failed: %s: %s", type(exc).__name__, exc)

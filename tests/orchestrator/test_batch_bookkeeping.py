@@ -1,0 +1,144 @@
+"""The metadata a batch keeps on its way: checkpoints off the critical path, dispatch, completion.
+
+These guard the hot-path savings in docs/benchmarks.md: each one removes database round
+trips, and each test here fails if the saving broke what the round trip was for.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pymongo.errors
+import pytest
+from pymongo.collection import Collection
+from pymongo.database import Database
+
+from orchestrator.planner import plan_job, start_or_join
+from tests.orchestrator.test_planner import RecordingSender
+from workers import batches
+from workers.jobstate import maybe_complete_job, read_job
+from workers.states import METADATA, PRODUCTS, QUARANTINE, BatchStatus, JobStatus
+from workers.tasks import CheckpointPipe, LeaseLost
+
+
+def _job(db: Database, *, batch_size: int = 4, max_in_flight: int = 2) -> str:
+    job, _ = start_or_join(
+        db,
+        backfill="catalog",
+        batch_size=batch_size,
+        max_in_flight=max_in_flight,
+        rate_per_second=10,
+    )
+    return str(job["_id"])
+
+
+def _leased_batch(meta: Collection, job_id: str) -> batches.Lease:
+    meta.insert_one(batches.new_batch(job_id, 0, [1, 2, 3]))
+    taken = batches.lease_batch(meta, batches.batch_id(job_id, 0), "worker-a", 30)
+    assert taken is not None
+    return taken[0]
+
+
+def _checkpoint(meta: Collection, lease: batches.Lease, processed: int) -> bool:
+    return batches.checkpoint(
+        meta,
+        lease,
+        processed=processed,
+        last_processed_id=processed,
+        payload_hash=f"h{processed}",
+        counters={"written": processed},
+        lease_seconds=30,
+    )
+
+
+def test_checkpoint_pipe_reports_a_lost_lease_before_the_next_write(db: Database) -> None:
+    meta = db[METADATA]
+    lease = _leased_batch(meta, _job(db))
+    # Another worker takes the batch over (its lease bumps the fencing token).
+    meta.update_one({"_id": lease.batch_id}, {"$inc": {"fencing_token": 1}})
+    with CheckpointPipe() as pipe:
+        pipe.submit(_checkpoint, meta, lease, 1)
+        with pytest.raises(LeaseLost):
+            pipe.settle()
+    assert meta.find_one({"_id": lease.batch_id})["processed"] == 0
+
+
+def test_checkpoint_pipe_never_lets_a_later_checkpoint_overtake(db: Database) -> None:
+    meta = db[METADATA]
+    lease = _leased_batch(meta, _job(db))
+    first_started = threading.Event()
+
+    def slow_first(processed: int) -> bool:
+        if processed == 1:
+            first_started.set()
+            time.sleep(0.3)  # a slow database round trip for the first checkpoint
+        return _checkpoint(meta, lease, processed)
+
+    with CheckpointPipe() as pipe:
+        pipe.submit(slow_first, 1)
+        assert first_started.wait(5)
+        pipe.submit(slow_first, 2)  # must wait for the first, not race it
+        pipe.settle()
+    doc = meta.find_one({"_id": lease.batch_id})
+    assert (doc["processed"], doc["payload_hash"]) == (2, "h2")
+
+
+def test_checkpoint_pipe_raises_the_checkpoint_error_where_it_settles() -> None:
+    def failing() -> bool:
+        raise pymongo.errors.AutoReconnect("connection closed")
+
+    with CheckpointPipe() as pipe:
+        pipe.submit(failing)
+        with pytest.raises(pymongo.errors.AutoReconnect):
+            pipe.settle()
+        pipe.settle()  # the failure is reported once, not again at the next write
+
+
+class FinishingSender(RecordingSender):
+    """A worker fleet that finishes every batch the moment it is sent, and never refills."""
+
+    def __init__(self, meta: Collection, job_id: str) -> None:
+        super().__init__()
+        self.meta, self.job_id = meta, job_id
+
+    def send_task(self, name: str, args: Any = None, **options: Any) -> None:
+        super().send_task(name, args, **options)
+        bid = batches.batch_id(self.job_id, args[1])
+        self.meta.update_one({"_id": bid}, {"$set": {"status": BatchStatus.DONE.value}})
+
+
+def test_planner_keeps_filling_slots_that_free_up_while_it_plans(db: Database) -> None:
+    db[PRODUCTS].insert_many([{"_id": i} for i in range(40)])  # 10 batches of 4
+    job_id = _job(db, max_in_flight=2)
+    sender = FinishingSender(db[METADATA], job_id)
+    plan_job(db, sender, "q", job_id)
+    # Were the planner to stop topping up once the cap was first reached, only the
+    # final fill's 2 batches would have gone out besides the first ones.
+    assert sorted(args[1] for _, args in sender.sent) == list(range(10))
+
+
+@pytest.mark.parametrize("unfinished", ["pending", "queued", "running"])
+def test_a_job_is_not_completed_while_a_batch_is_unfinished(db: Database, unfinished: str) -> None:
+    meta = db[METADATA]
+    job_id = _job(db)
+    meta.update_one(
+        {"_id": job_id},
+        {"$set": {"status": JobStatus.RUNNING.value, "planning.done": True}},
+    )
+    for no, status in enumerate(["done", unfinished, "done"]):
+        meta.insert_one({**batches.new_batch(job_id, no, [no]), "status": status})
+    assert maybe_complete_job(meta, db[QUARANTINE], job_id) is None
+    assert read_job(meta, job_id, ("status",))["status"] == JobStatus.RUNNING.value
+
+    meta.update_many({"job_id": job_id}, {"$set": {"status": "done"}})
+    assert maybe_complete_job(meta, db[QUARANTINE], job_id) is JobStatus.COMPLETED
+
+
+def test_read_job_does_not_take_a_batch_document_for_a_job(db: Database) -> None:
+    meta = db[METADATA]
+    job_id = _job(db)
+    meta.insert_one(batches.new_batch(job_id, 0, [1]))
+    assert read_job(meta, batches.batch_id(job_id, 0)) is None
+    assert read_job(meta, job_id, ("status",))["status"] == JobStatus.PLANNING.value
