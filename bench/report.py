@@ -91,6 +91,34 @@ def table(rows: list[Row]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+PHASES = (
+    ("lease_s", "lease"),
+    ("status_s", "status"),
+    ("read_s", "read"),
+    ("catalog_s", "catalog"),
+    ("write_s", "write"),
+    ("checkpoint_s", "checkpoint"),
+    ("total_s", "batch total"),
+    ("after_s", "after (off the slot)"),
+)
+
+
+def phases_table(rows: list[Row]) -> str:
+    """Mean milliseconds per batch in each phase, per system run."""
+    head = "| scenario | pool | procs x conc | latency | " + " | ".join(n for _, n in PHASES)
+    out = [head + " |", "|---|---|---|---:|" + "---:|" * len(PHASES)]
+    for r in rows:
+        if not r.timings:
+            continue
+        ms = {key: r.timings[key] * 1000 for key, _ in PHASES if key in r.timings}
+        cells = " | ".join(_fmt(ms.get(key), ".1f") for key, _ in PHASES)
+        out.append(
+            f"| {r.scenario} | {r.pool or '-'} | {r.processes} x {r.concurrency} "
+            f"| {r.latency_ms:.0f} ms | {cells} |"
+        )
+    return "\n".join(out) + "\n"
+
+
 def targets(rows: list[Row], memory: list[Row]) -> list[dict[str, Any]]:
     """Each target of the performance issue with the measured value and met/missed."""
     out: list[dict[str, Any]] = []
@@ -252,21 +280,33 @@ def chart(rows: list[Row], path: Path) -> None:
     plt.close(fig)
 
 
+def _ceiling_range(rows: list[Row]) -> str:
+    values = sorted({r.ceiling_ps for r in rows if r.ceiling_ps})
+    if not values:
+        return "not measured again in this run"
+    return f"{values[0]:,.0f}-{values[-1]:,.0f} products/s in this run"
+
+
 def generated_block(
     rows: list[Row], memory: list[Row], env: dict[str, Any], args: dict[str, Any], chart_name: str
 ) -> str:
     return (
         f"{BEGIN}\n\n## Results\n\n{table(rows)}\n"
         f"![products/s per configuration]({chart_name})\n\n"
-        "Ratios are within this run. `x naive` compares with the naive loop at the same catalog "
-        "latency; `overhead/batch` is the share of a batch's wall time spent outside catalog "
-        "calls and product reads/writes (lease, job-status checks, checkpoints, finish, "
-        "dispatch of the next batches); `peak RSS/worker` is the largest resident set of any "
-        "single worker process (Celery parent or pool child); Redis commands are INFO "
-        "commandstats deltas over the run divided by its batches (broker traffic, events, "
-        "rate limiter); `DB CPU ms/product` is SecantusDB's CPU time over the run divided by "
-        "the products, which the machine's other load disturbs far less than wall time.\n\n"
+        "Ratios are within this run. `x ceiling` divides by the ceiling measured again on the "
+        f"same server right before each configuration ({_ceiling_range(rows)}; the row above "
+        "is the first, on the freshest server). `x naive` compares with the naive loop at the "
+        "same catalog latency; `overhead/batch` is the share of a batch's wall time spent "
+        "outside catalog calls and product reads/writes (lease, job-status checks, "
+        "checkpoint waits, finish); the dispatch of the next batches runs once the slot "
+        "is free and is shown apart in the phases table below; `peak RSS/worker` is the "
+        "largest resident set of any single worker process (Celery parent or pool child); "
+        "Redis commands are INFO commandstats deltas over the run divided by its batches "
+        "(broker traffic, events, rate limiter); `DB CPU ms/product` is SecantusDB's CPU "
+        "time over the run divided by the products, which the machine's other load "
+        "disturbs far less than wall time.\n\n"
         f"### Targets\n\n{targets_table(targets(rows, memory))}\n"
+        f"### Per-batch phases (mean ms)\n\n{phases_table(rows)}\n"
         + (f"### Memory at two sizes\n\n{table(memory)}\n" if memory else "")
         + f"### Environment\n\n{environment_block(env, args)}\n{END}"
     )

@@ -55,6 +55,9 @@ class Row:
     x_ceiling: float | None = None
     x_naive: float | None = None
     x_first_run: float | None = None  # rerun rows: first-run seconds / rerun seconds
+    # products/s of the ceiling measured right before this configuration, on the same
+    # server: its writes get dearer as the oplog fills (docs/benchmarks.md)
+    ceiling_ps: float | None = None
     cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds per process group
 
     @property
@@ -188,10 +191,14 @@ def _batch_timings(db: Database, job_id: str, log_paths: list[Path]) -> dict[str
 
 
 def _overhead_pct(t: dict[str, float]) -> float | None:
-    """Share of a batch's time spent outside catalog calls and product reads/writes."""
+    """Share of a batch's time spent outside catalog calls and product reads/writes.
+
+    `after_s` (dispatching the next batches) runs on the worker's after-batch thread once
+    the slot is free, so it is not part of the batch's time; the phases table shows it.
+    """
     if "total_s" not in t:
         return None
-    total = t["total_s"] + t.get("after_s", 0.0)
+    total = t["total_s"]
     busy = t.get("catalog_s", 0.0) + t.get("read_s", 0.0) + t.get("write_s", 0.0)
     return 100.0 * max(0.0, total - busy) / total if total > 0 else None
 
@@ -349,8 +356,9 @@ def with_ratios(rows: list[Row]) -> list[Row]:
     out = []
     for r in rows:
         r = replace(r)
-        if ceil and ceil.products_per_s:
-            r.x_ceiling = round(r.products_per_s / ceil.products_per_s, 3)
+        base_ps = r.ceiling_ps or (ceil.products_per_s if ceil else None)
+        if base_ps:
+            r.x_ceiling = round(r.products_per_s / base_ps, 3)
         base = naive_by_latency.get(r.latency_ms)
         if base and base.products_per_s and r.scenario != "ceiling":
             r.x_naive = round(r.products_per_s / base.products_per_s, 1)

@@ -386,17 +386,46 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
         blog.exception("unexpected error")
         return _after_failure(rt, sender, meta, lease, doc, job_id, batch_no, exc, blog)
 
-    after = time.perf_counter()
+    # The slot is free now: the next batches are handed out on this process's after-batch
+    # thread while the slot already runs the next task (docs/benchmarks.md, fix 10).
+    after_batch_pool().submit(_after_batch, rt, sender, job_id, dict(counters), blog)
+    return "done"
+
+
+_after_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def after_batch_pool() -> ThreadPoolExecutor:
+    """This process's single after-batch thread (rebuilt in a forked child)."""
+    global _after_pool
+    if _after_pool is None or _after_pool[0] != os.getpid():
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="after-batch")
+        _after_pool = (os.getpid(), pool)
+    return _after_pool[1]
+
+
+def _after_batch(
+    rt: Runtime, sender: TaskSender, job_id: str, counters: dict[str, int], blog: BatchLog
+) -> None:
+    """Queue the job's next batches, or close the job if this was its last one.
+
+    Nothing here can lose work: the batch is recorded done before this runs, and if
+    this process dies first, the sweeper (in every worker and every waiting command)
+    dispatches pending batches and completes the job.
+    """
+    started = time.perf_counter()
+    meta = rt.db[METADATA]
     try:
         # A batch just sent means the job is not complete: skip that check's count.
-        if not fill_in_flight(meta, sender, s.queue, job_id):
-            maybe_complete_job(meta, quarantine, job_id)
+        if not fill_in_flight(meta, sender, rt.settings.queue, job_id):
+            maybe_complete_job(meta, rt.db[QUARANTINE], job_id)
     except TRANSIENT_ERRORS as exc:
-        # The batch is done and recorded; the next finished batch or the sweeper dispatches.
+        # The next finished batch or the sweeper dispatches.
         blog.warning("done, but dispatching next batches failed: %s: %s", type(exc).__name__, exc)
+    except Exception:
+        blog.exception("done, but dispatching next batches failed unexpectedly")
     # after_s: dispatching the next batches and the completion check, past `timings`.
-    blog.info("done: %s after_s=%.4f", counters, time.perf_counter() - after)
-    return "done"
+    blog.info("done: %s after_s=%.4f", counters, time.perf_counter() - started)
 
 
 def read_current(

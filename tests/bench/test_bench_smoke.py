@@ -34,4 +34,8 @@ def test_bench_harness_produces_rows(tmp_path: Path) -> None:
     body = json.loads(result.json_path.read_text())
     assert body["rows"] and body["environment"]["cpu_count"]
     assert (tmp_path / "benchmarks.png").stat().st_size > 0
-    assert "| scenario |" in (tmp_path / "benchmarks.md").read_text()
+    doc = (tmp_path / "benchmarks.md").read_text()
+    assert "| scenario |" in doc and "Per-batch phases" in doc
+    system = [r for r in result.rows if r.scenario in ("system", "rerun")]
+    # Each configuration is compared with a ceiling measured on the server as it was then.
+    assert all(r.ceiling_ps and r.x_ceiling for r in system)

@@ -6,21 +6,27 @@ trips, and each test here fails if the saving broke what the round trip was for.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
 
+import pymongo
 import pymongo.errors
 import pytest
+import redis
 from pymongo.collection import Collection
 from pymongo.database import Database
 
 from orchestrator.planner import plan_job, start_or_join
+from orchestrator.stack import free_port
 from tests.orchestrator.test_planner import RecordingSender
 from workers import batches
 from workers.jobstate import maybe_complete_job, read_job
+from workers.runtime import Runtime
+from workers.settings import Settings
 from workers.states import METADATA, PRODUCTS, QUARANTINE, BatchStatus, JobStatus
-from workers.tasks import CheckpointPipe, LeaseLost
+from workers.tasks import BatchLog, CheckpointPipe, LeaseLost, _after_batch, after_batch_pool
 
 
 def _job(db: Database, *, batch_size: int = 4, max_in_flight: int = 2) -> str:
@@ -142,3 +148,39 @@ def test_read_job_does_not_take_a_batch_document_for_a_job(db: Database) -> None
     meta.insert_one(batches.new_batch(job_id, 0, [1]))
     assert read_job(meta, batches.batch_id(job_id, 0)) is None
     assert read_job(meta, job_id, ("status",))["status"] == JobStatus.PLANNING.value
+
+
+def _runtime(settings: Settings, db: Database) -> Runtime:
+    return Runtime(settings, db, redis.Redis.from_url(settings.redis_url or ""))
+
+
+def test_after_batch_thread_completes_the_job_after_its_last_batch(
+    db: Database, settings: Settings
+) -> None:
+    meta = db[METADATA]
+    job_id = _job(db)
+    meta.update_one(
+        {"_id": job_id}, {"$set": {"status": JobStatus.RUNNING.value, "planning.done": True}}
+    )
+    meta.insert_one({**batches.new_batch(job_id, 0, [1]), "status": "done"})
+    blog = BatchLog(logging.getLogger("test"), {"job_id": job_id, "batch_no": 0})
+    done = after_batch_pool().submit(
+        _after_batch, _runtime(settings, db), RecordingSender(), job_id, {}, blog
+    )
+    done.result(timeout=30)
+    assert read_job(meta, job_id, ("status",))["status"] == JobStatus.COMPLETED.value
+
+
+def test_after_batch_survives_an_unreachable_database(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = pymongo.MongoClient(
+        f"mongodb://127.0.0.1:{free_port()}/?directConnection=true", serverSelectionTimeoutMS=300
+    )
+    rt = _runtime(settings, dead["nowhere"])
+    blog = BatchLog(logging.getLogger("test"), {"job_id": "j", "batch_no": 0})
+    with caplog.at_level(logging.INFO):
+        after_batch_pool().submit(_after_batch, rt, RecordingSender(), "j", {}, blog).result(30)
+    # The batch stays done; the sweeper hands out what this could not.
+    assert "dispatching next batches failed" in caplog.text
+    assert "done: {} after_s=" in caplog.text
