@@ -31,6 +31,9 @@ class Options:
     latencies: tuple[float, ...] = (0.0, 20.0)
     pools: tuple[str, ...] = ("prefork", "threads")
     concurrency: int = 2
+    # Also run 1 process x 1 slot per latency: SecantusDB serves one request at a time and
+    # pays for overlapping transactions, so a single slot is its best case at 0 ms.
+    single_slot: bool = True
     rate: float = DEFAULT_RATE
     batch_size: int = 500
     rerun: bool = True
@@ -48,6 +51,7 @@ class Options:
             "latencies_ms": list(self.latencies),
             "pools": list(self.pools),
             "concurrency": self.concurrency,
+            "single_slot": self.single_slot,
             "rate_per_second": self.rate,
             "batch_size": self.batch_size,
         }
@@ -84,6 +88,11 @@ def parse(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--latencies", type=_floats, default=(0.0, 20.0), help="catalog latencies in ms")
     p.add_argument("--pools", default="prefork,threads", help="Celery pools to compare")
     p.add_argument("--concurrency", type=int, default=2, help="pool slots per worker process")
+    p.add_argument(
+        "--no-single-slot",
+        action="store_true",
+        help="skip the extra 1 process x 1 slot run at each latency",
+    )
     p.add_argument("--rate", type=float, default=DEFAULT_RATE, help="global catalog requests/s")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--no-rerun", action="store_true", help="skip the rerun of each job")
@@ -103,6 +112,7 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         latencies=a.latencies,
         pools=tuple(x.strip() for x in a.pools.split(",") if x.strip()),
         concurrency=a.concurrency,
+        single_slot=not a.no_single_slot,
         rate=a.rate,
         batch_size=a.batch_size,
         rerun=not a.no_rerun,
@@ -131,14 +141,20 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
             rows.append(naive(bench, opts.naive_products, latency))
             say(describe(rows[-1]))
         for latency in opts.latencies:
-            for procs in opts.processes:
-                for pool in opts.pools:
-                    cfg = SystemConfig(procs, pool, opts.concurrency, latency)
-                    # The ceiling again, on the server as it is now (see Row.ceiling_ps).
-                    here = ceiling(bench, opts.products)
-                    for row in system(bench, opts.products, cfg, rerun=opts.rerun):
-                        row.ceiling_ps = here.products_per_s
-                        rows.append(row)
+            configs = [
+                SystemConfig(procs, pool, opts.concurrency, latency)
+                for procs in opts.processes
+                for pool in opts.pools
+            ]
+            single = SystemConfig(1, opts.pools[0], 1, latency)
+            if opts.single_slot and single not in configs:
+                configs.insert(0, single)
+            for cfg in configs:
+                # The ceiling again, on the server as it is now (see Row.ceiling_ps).
+                here = ceiling(bench, opts.products)
+                for row in system(bench, opts.products, cfg, rerun=opts.rerun):
+                    row.ceiling_ps = here.products_per_s
+                    rows.append(row)
         memory: list[Row] = []
         if opts.memory_check:
             cfg = SystemConfig(max(opts.processes), opts.pools[0], opts.concurrency, 0.0)

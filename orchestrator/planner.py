@@ -147,7 +147,10 @@ def _id_stream(products: Collection, cursor: Any, explicit: list[Any] | None) ->
         yield from ids
         return
     query = after_cursor(cursor) if cursor is not None else {}
-    for doc in products.find(query, {"_id": 1}).sort("_id", 1).batch_size(5000):
+    # The hint keeps the walk on the `_id` index: SecantusDB sorts in memory otherwise
+    # (300 vs 190 ms of server time for 15 000 ids); mongod walks the index either way.
+    scan = products.find(query, {"_id": 1}).sort("_id", 1).hint([("_id", 1)])
+    for doc in scan.batch_size(5000):
         yield doc["_id"]
 
 
