@@ -270,6 +270,11 @@ def start_catalog(
     return proc
 
 
+def celery_argv(command: str) -> list[str]:
+    """`celery -A workers.app COMMAND` run by this interpreter (the project's venv)."""
+    return [sys.executable, "-m", "celery", "-A", "workers.app", command]
+
+
 def start_worker(
     settings: Settings,
     *,
@@ -280,7 +285,7 @@ def start_worker(
     extra_env: dict[str, str] | None = None,
 ) -> ManagedProcess:
     """Start one Celery worker process (`celery -A workers.app worker`)."""
-    argv = [sys.executable, "-m", "celery", "-A", "workers.app", "worker"]
+    argv = celery_argv("worker")
     argv += ["--loglevel", "INFO", "--concurrency", str(concurrency), "--pool", pool]
     argv += ["--hostname", f"{name}@%h", "--queues", settings.queue]
     argv += ["--without-gossip", "--without-mingle", "--without-heartbeat", "-E"]
@@ -291,7 +296,7 @@ def start_worker(
 def start_flower(settings: Settings, *, log_dir: Path, port: int | None = None) -> ManagedProcess:
     """Start Flower on the configured broker; basic auth when FLOWER_BASIC_AUTH is set."""
     port = port or settings.flower_port
-    argv = [sys.executable, "-m", "celery", "-A", "workers.app", "flower"]
+    argv = celery_argv("flower")
     argv += [f"--address={settings.flower_address}", f"--port={port}"]
     env = settings.to_env()
     if settings.flower_basic_auth:

@@ -10,6 +10,7 @@ import click
 
 from orchestrator.context import AppContext
 from orchestrator.errors import BackfillError
+from orchestrator.stack import celery_argv
 from workers.settings import Settings
 
 
@@ -25,7 +26,7 @@ def _is_loopback(address: str) -> bool:
 def _celery(settings: Settings, command: str) -> tuple[dict[str, str], list[str]]:
     """Environment and argv start of `celery -A workers.app COMMAND` for these settings."""
     env = {**os.environ, **settings.to_env()}
-    return env, [sys.executable, "-m", "celery", "-A", "workers.app", command]
+    return env, celery_argv(command)
 
 
 def flower_auth_problem(address: str, basic_auth: str | None) -> str | None:
