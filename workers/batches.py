@@ -60,7 +60,9 @@ def batch_ids_doc(job_id: str, batch_no: int, ids: list[Any]) -> dict[str, Any]:
 
 def load_batch_ids(coll: Collection, bid: str) -> list[Any]:
     """The ids of batch `bid` from the BATCH_IDS collection `coll`."""
-    doc = coll.find_one({"_id": bid}, {"ids": 1})
+    # No projection: the document is only `_id`, `job_id` and `ids`, and on SecantusDB
+    # projecting a 500-id array rebuilds it (1.73 vs 0.37 ms of server time).
+    doc = coll.find_one({"_id": bid})
     if doc is None:
         raise LookupError(f"batch {bid} has no id list")
     return list(doc["ids"])

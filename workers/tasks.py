@@ -54,9 +54,9 @@ _NOTHING_PROCESSED = object()  # no sub-chunk ran in this delivery (e.g. resumed
 CHECKPOINT_IDLE_SECONDS = 2.0  # longest gap between checkpoints while nothing is written
 READ_PIECE_IDS = 25  # ids per `$in` when reading products (see read_current)
 UNLEASED_RETRY_SECONDS = 2.0  # a task that could not even take its lease is re-sent after this
-# A running batch re-reads the job's status between sub-chunks at most this often, so a
-# pause or cancel stops it within about this long plus one sub-chunk. Every task still
-# reads the status before it takes its lease, so no batch starts after a pause.
+# A running batch's LeaseKeeper re-reads the job's status this often, so a pause or cancel
+# stops the batch within about this long plus one sub-chunk. Every task still reads the
+# status itself before it takes its lease, so no batch starts after a pause.
 STATUS_RECHECK_SECONDS = 1.0
 
 # Errors after which the same batch may well succeed later.
@@ -81,10 +81,26 @@ class BatchLog(logging.LoggerAdapter):
 
 
 class LeaseKeeper:
-    """Renews the batch lease in the background; `lost` is set if another worker took over."""
+    """Keeps a running batch informed without stopping it: renews its lease and re-reads
+    its job's status in the background.
 
-    def __init__(self, coll: Collection, lease: Lease, lease_seconds: float) -> None:
+    `lost` is set if another worker took the batch over; `job_state` is the job's status
+    as last read (at most STATUS_RECHECK_SECONDS old), so the batch checks pause and
+    cancel between sub-chunks without a round trip of its own.
+    """
+
+    def __init__(
+        self,
+        coll: Collection,
+        lease: Lease,
+        lease_seconds: float,
+        *,
+        job_id: str,
+        job_state: str,
+        recheck_seconds: float = STATUS_RECHECK_SECONDS,
+    ) -> None:
         self.coll, self.lease, self.lease_seconds = coll, lease, lease_seconds
+        self.job_id, self.job_state, self.recheck_seconds = job_id, job_state, recheck_seconds
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="lease-keeper")
@@ -98,13 +114,23 @@ class LeaseKeeper:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.lease_seconds / 3):
+        renew_every = self.lease_seconds / 3
+        next_renew = time.monotonic() + renew_every
+        next_status = time.monotonic() + self.recheck_seconds
+        while not self._stop.wait(max(0.0, min(next_renew, next_status) - time.monotonic())):
+            now = time.monotonic()
             try:
-                if not batches.renew_lease(self.coll, self.lease, self.lease_seconds):
-                    self.lost.set()
-                    return
+                if now >= next_status:
+                    next_status = now + self.recheck_seconds
+                    job = read_job(self.coll, self.job_id, ("status",))
+                    self.job_state = job["status"] if job else JobStatus.CANCELLED.value
+                if now >= next_renew:
+                    next_renew = now + renew_every
+                    if not batches.renew_lease(self.coll, self.lease, self.lease_seconds):
+                        self.lost.set()
+                        return
             except pymongo.errors.PyMongoError:
-                continue  # the next renewal or the checkpoint will tell
+                continue  # the next round, the checkpoint or the finish will tell
 
 
 class Stopwatch:
@@ -196,7 +222,6 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
 
     try:
         job = read_job(meta, job_id, ("status", "rate_per_second"))
-        status_read_at = time.monotonic()
         if job is None:
             blog.warning("job not found; dropping task")
             return "no-job"
@@ -242,18 +267,14 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
     last_id: Any = _NOTHING_PROCESSED
     last_checkpoint = time.monotonic()
 
-    state = job["status"]
+    keeper = LeaseKeeper(meta, lease, s.lease_seconds, job_id=job_id, job_state=job["status"])
     try:
-        with LeaseKeeper(meta, lease, s.lease_seconds) as keeper, CheckpointPipe() as pipe:
+        with keeper, CheckpointPipe() as pipe:
             while processed < len(ids):
                 # Between sub-chunks: honour pause/cancel and stop if the lease moved on.
                 if keeper.lost.is_set():
                     raise LeaseLost
-                if time.monotonic() - status_read_at >= STATUS_RECHECK_SECONDS:
-                    with watch.phase("status"):
-                        status = read_job(meta, job_id, ("status",))
-                    status_read_at = time.monotonic()
-                    state = status["status"] if status else JobStatus.CANCELLED.value
+                state = keeper.job_state
                 if state == JobStatus.PAUSED.value:
                     pipe.settle()
                     batches.release_batch(meta, lease, BatchStatus.PENDING)

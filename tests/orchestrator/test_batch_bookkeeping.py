@@ -26,7 +26,14 @@ from workers.jobstate import maybe_complete_job, read_job
 from workers.runtime import Runtime
 from workers.settings import Settings
 from workers.states import METADATA, PRODUCTS, QUARANTINE, BatchStatus, JobStatus
-from workers.tasks import BatchLog, CheckpointPipe, LeaseLost, _after_batch, after_batch_pool
+from workers.tasks import (
+    BatchLog,
+    CheckpointPipe,
+    LeaseKeeper,
+    LeaseLost,
+    _after_batch,
+    after_batch_pool,
+)
 
 
 def _job(db: Database, *, batch_size: int = 4, max_in_flight: int = 2) -> str:
@@ -184,3 +191,34 @@ def test_after_batch_survives_an_unreachable_database(
     # The batch stays done; the sweeper hands out what this could not.
     assert "dispatching next batches failed" in caplog.text
     assert "done: {} after_s=" in caplog.text
+
+
+def _wait_for(predicate: Any, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_lease_keeper_brings_a_pause_and_a_vanished_job_to_the_batch(db: Database) -> None:
+    meta = db[METADATA]
+    job_id = _job(db)
+    lease = _leased_batch(meta, job_id)
+    keeper = LeaseKeeper(meta, lease, 30, job_id=job_id, job_state="running", recheck_seconds=0.05)
+    with keeper:
+        meta.update_one({"_id": job_id}, {"$set": {"status": JobStatus.PAUSED.value}})
+        assert _wait_for(lambda: keeper.job_state == JobStatus.PAUSED.value)
+        meta.delete_one({"_id": job_id})
+        assert _wait_for(lambda: keeper.job_state == JobStatus.CANCELLED.value)
+    assert not keeper.lost.is_set()
+
+
+def test_lease_keeper_notices_a_lease_taken_over(db: Database) -> None:
+    meta = db[METADATA]
+    job_id = _job(db)
+    lease = _leased_batch(meta, job_id)
+    meta.update_one({"_id": lease.batch_id}, {"$inc": {"fencing_token": 1}})
+    with LeaseKeeper(meta, lease, 0.3, job_id=job_id, job_state="running") as keeper:
+        assert keeper.lost.wait(20)
