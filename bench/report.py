@@ -64,6 +64,12 @@ def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
+def _row_key(r: Row) -> str:
+    """The first cells of a row in every table: scenario, pool, processes x slots, latency."""
+    procs = f"{r.processes} x {r.concurrency}" if r.concurrency else _fmt(r.processes, "d")
+    return f"| {r.scenario} | {r.pool or '-'} | {procs} | {_fmt(r.latency_ms, '.0f', ' ms')}"
+
+
 def table(rows: list[Row]) -> str:
     """The results as a markdown table."""
     head = (
@@ -74,7 +80,6 @@ def table(rows: list[Row]) -> str:
     )
     lines = []
     for r in rows:
-        procs = f"{r.processes} x {r.concurrency}" if r.concurrency else _fmt(r.processes, "d")
         speed = (
             f"**{r.products_per_s:,.0f}**" if r.scenario == "system" else f"{r.products_per_s:,.0f}"
         )
@@ -82,8 +87,7 @@ def table(rows: list[Row]) -> str:
         if r.x_first_run is not None:
             x_naive += f" (rerun {r.x_first_run:.1f}x faster)"
         lines.append(
-            f"| {r.scenario} | {r.pool or '-'} | {procs} "
-            f"| {_fmt(r.latency_ms, '.0f', ' ms')} | {r.products:,} | {r.seconds:,.2f} | {speed} "
+            f"{_row_key(r)} | {r.products:,} | {r.seconds:,.2f} | {speed} "
             f"| {_fmt(r.x_ceiling, '.2f', 'x')} | {x_naive} | {r.writes:,} "
             f"| {_fmt(r.overhead_pct, '.1f', ' %')} | {_fmt(r.peak_rss_mb, '.0f', ' MB')} "
             f"| {_fmt(r.redis_cmds_per_batch, '.0f')} | {_fmt(r.db_ms_per_product, '.3f')} |"
@@ -93,7 +97,6 @@ def table(rows: list[Row]) -> str:
 
 PHASES = (
     ("lease_s", "lease"),
-    ("status_s", "status"),
     ("read_s", "read"),
     ("catalog_s", "catalog"),
     ("write_s", "write"),
@@ -112,10 +115,7 @@ def phases_table(rows: list[Row]) -> str:
             continue
         ms = {key: r.timings[key] * 1000 for key, _ in PHASES if key in r.timings}
         cells = " | ".join(_fmt(ms.get(key), ".1f") for key, _ in PHASES)
-        out.append(
-            f"| {r.scenario} | {r.pool or '-'} | {r.processes} x {r.concurrency} "
-            f"| {r.latency_ms:.0f} ms | {cells} |"
-        )
+        out.append(f"{_row_key(r)} | {cells} |")
     return "\n".join(out) + "\n"
 
 

@@ -28,7 +28,7 @@ from workers.states import METADATA, PRODUCTS
 METADATA_VERSION = "20240405_create_backfill_metadata"
 WORKER_READY_TIMEOUT = 90.0
 HTTP_TIMEOUT_SECONDS = 10.0
-TIMING_KEYS = ("total_s", "lease_s", "status_s", "read_s", "catalog_s", "write_s", "checkpoint_s")
+TIMING_KEYS = ("total_s", "lease_s", "read_s", "catalog_s", "write_s", "checkpoint_s")
 _DISPATCH_RE = re.compile(r"after_s=([0-9.]+)")
 
 

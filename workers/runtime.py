@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import pymongo
@@ -26,6 +27,11 @@ class Runtime:
     catalog: CatalogClient = field(init=False)
     rate: float = 0.0
     _limiters: dict[float, RateLimiter] = field(default_factory=dict)
+    # One thread that dispatches the next batches once a slot is free (workers/tasks.py);
+    # per runtime, so a forked child gets its own with its own runtime.
+    after_batch: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="after-batch")
+    )
 
     def limiter(self) -> RateLimiter:
         rate = self.rate or self.settings.rate_per_second

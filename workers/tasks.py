@@ -409,20 +409,8 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
 
     # The slot is free now: the next batches are handed out on this process's after-batch
     # thread while the slot already runs the next task (docs/benchmarks.md, fix 10).
-    after_batch_pool().submit(_after_batch, rt, sender, job_id, dict(counters), blog)
+    rt.after_batch.submit(_after_batch, rt, sender, job_id, dict(counters), blog)
     return "done"
-
-
-_after_pool: tuple[int, ThreadPoolExecutor] | None = None
-
-
-def after_batch_pool() -> ThreadPoolExecutor:
-    """This process's single after-batch thread (rebuilt in a forked child)."""
-    global _after_pool
-    if _after_pool is None or _after_pool[0] != os.getpid():
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="after-batch")
-        _after_pool = (os.getpid(), pool)
-    return _after_pool[1]
 
 
 def _after_batch(

@@ -32,7 +32,6 @@ from workers.tasks import (
     LeaseKeeper,
     LeaseLost,
     _after_batch,
-    after_batch_pool,
 )
 
 
@@ -171,9 +170,8 @@ def test_after_batch_thread_completes_the_job_after_its_last_batch(
     )
     meta.insert_one({**batches.new_batch(job_id, 0, [1]), "status": "done"})
     blog = BatchLog(logging.getLogger("test"), {"job_id": job_id, "batch_no": 0})
-    done = after_batch_pool().submit(
-        _after_batch, _runtime(settings, db), RecordingSender(), job_id, {}, blog
-    )
+    rt = _runtime(settings, db)
+    done = rt.after_batch.submit(_after_batch, rt, RecordingSender(), job_id, {}, blog)
     done.result(timeout=30)
     assert read_job(meta, job_id, ("status",))["status"] == JobStatus.COMPLETED.value
 
@@ -187,7 +185,7 @@ def test_after_batch_survives_an_unreachable_database(
     rt = _runtime(settings, dead["nowhere"])
     blog = BatchLog(logging.getLogger("test"), {"job_id": "j", "batch_no": 0})
     with caplog.at_level(logging.INFO):
-        after_batch_pool().submit(_after_batch, rt, RecordingSender(), "j", {}, blog).result(30)
+        rt.after_batch.submit(_after_batch, rt, RecordingSender(), "j", {}, blog).result(30)
     # The batch stays done; the sweeper hands out what this could not.
     assert "dispatching next batches failed" in caplog.text
     assert "done: {} after_s=" in caplog.text
