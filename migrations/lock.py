@@ -21,6 +21,7 @@ from typing import Any
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from backfill_engine import clock
 from migrations.errors import LockLostError, LockTimeoutError
 
 LOCK_COLLECTION = "schema_migrations_lock"
@@ -33,8 +34,9 @@ log = logging.getLogger(__name__)
 
 
 def _now() -> dt.datetime:
-    # BSON dates have millisecond precision and come back naive (UTC); stay naive UTC throughout.
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    # The database server's clock, so a runner on a host whose clock is off can neither
+    # take a live lock nor keep a dead one. BSON dates come back naive (UTC): stay naive.
+    return clock.now().replace(tzinfo=None)
 
 
 class Lease:
@@ -48,6 +50,7 @@ class Lease:
         wait_seconds: float = DEFAULT_WAIT_SECONDS,
     ) -> None:
         self._coll = db[LOCK_COLLECTION]
+        clock.attach(db.client)
         self.lease_seconds = lease_seconds
         self.wait_seconds = wait_seconds
         self.token = uuid.uuid4().hex

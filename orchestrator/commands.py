@@ -11,10 +11,10 @@ from typing import Any
 import redis
 from pymongo.database import Database
 
+from backfill_engine.planner import plan_job, start_or_join
 from orchestrator import jobs
 from orchestrator.errors import BackfillError, UnknownBackfillError
-from orchestrator.planner import plan_job, start_or_join
-from workers.dispatch import TaskSender
+from workers.dispatch import BROKER_OUTAGES, TaskSender
 from workers.settings import MAX_BATCH_SIZE, Settings
 from workers.states import METADATA, TERMINAL_JOB_STATES, JobStatus
 from workers.sweeper import sweep_job
@@ -141,22 +141,30 @@ def wait_for(
     """Sweep and report until the job reaches a final state (or `timeout` seconds pass)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     last_sweep = 0.0
+    outage: str | None = None
     while True:
         now = time.monotonic()
         if now - last_sweep >= settings.sweep_interval_seconds:
             job = jobs.get_job(db, job_id)
             if job["status"] in (JobStatus.PLANNING.value, JobStatus.RUNNING.value):
-                if not job["planning"].get("done"):
-                    # The planner that started this job died: carry on planning from its cursor.
-                    plan_job(db, broker.sender, broker.queue, job_id)
-                sweep_job(
-                    db,
-                    broker.sender,
-                    broker.queue,
-                    job_id,
-                    redispatch_seconds=settings.redispatch_seconds,
-                    broker=broker.redis,
-                )
+                try:
+                    if not job["planning"].get("done"):
+                        # The planner that started this job died: carry on from its cursor.
+                        plan_job(db, broker.sender, broker.queue, job_id)
+                    sweep_job(
+                        db,
+                        broker.sender,
+                        broker.queue,
+                        job_id,
+                        redispatch_seconds=settings.redispatch_seconds,
+                        broker=broker.redis,
+                    )
+                    outage = None
+                except BROKER_OUTAGES as exc:
+                    # Redis restarting: keep watching; the next sweep re-sends what it lost.
+                    if outage is None:
+                        log.warning("broker unreachable (%s); still watching", type(exc).__name__)
+                    outage = type(exc).__name__
             last_sweep = now
         summary = jobs.summarize(db, job_id)
         if on_tick:

@@ -10,6 +10,7 @@ import pymongo
 import pymongo.errors
 from pymongo.database import Database
 
+from backfill_engine import clock
 from orchestrator.errors import ServerUnreachableError
 from orchestrator.stack import Stack, ensure_servers
 from workers.redact import redact_text, redact_url
@@ -32,6 +33,7 @@ def connect_mongo(settings: Settings, *, timeout_ms: int = MONGO_TIMEOUT_MS) -> 
     except (pymongo.errors.PyMongoError, ValueError) as exc:
         detail = redact_text(str(exc).splitlines()[0][:200], settings.secrets)
         raise ServerUnreachableError("MongoDB", redact_url(url), detail) from None
+    clock.attach(client)  # leases and locks follow the server's clock, not this host's
     return client[settings.mongo_db]
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-
-class BackfillError(Exception):
-    """Base of every error the backfill tool reports to a user."""
+from backfill_engine.errors import BackfillError as BackfillError
 
 
 class StackError(BackfillError):

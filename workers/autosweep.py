@@ -15,7 +15,9 @@ import pymongo
 import pymongo.errors
 import redis
 
-from workers.dispatch import TaskSender
+from backfill_engine import clock
+from backfill_engine.planner import plan_job
+from workers.dispatch import SERVER_OUTAGES, TaskSender
 from workers.settings import Settings
 from workers.states import DISPATCHABLE_JOB_STATES, METADATA
 from workers.sweeper import sweep_job
@@ -39,8 +41,13 @@ def sweep_once(
         return 0
     swept = 0
     for job in db[METADATA].find(
-        {"kind": "job", "status": {"$in": [s.value for s in DISPATCHABLE_JOB_STATES]}}, {"_id": 1}
+        {"kind": "job", "status": {"$in": [s.value for s in DISPATCHABLE_JOB_STATES]}},
+        {"_id": 1, "planning.done": 1},
     ):
+        if not job.get("planning", {}).get("done"):
+            # Its planner died or was interrupted (Ctrl-C on `backfill run`): carry on from
+            # the planning cursor. A live planner keeps its lease and this returns at once.
+            plan_job(db, sender, settings.queue, str(job["_id"]))
         sweep_job(
             db,
             sender,
@@ -72,11 +79,24 @@ class AutoSweeper:
         client: pymongo.MongoClient = pymongo.MongoClient(
             s.mongo_url, serverSelectionTimeoutMS=5000, appname="mongo-backfill-sweeper"
         )
+        clock.attach(client)
         rds = redis.Redis.from_url(s.redis_url or "redis://127.0.0.1:6379/0")
         interval = max(s.sweep_interval_seconds, MIN_INTERVAL_SECONDS)
+        outage: str | None = None  # what is down, so an outage is logged once, not every tick
         while not self._stop.wait(interval):
             try:
                 sweep_once(client[s.mongo_db], rds, self.sender, s)
-            except (pymongo.errors.PyMongoError, redis.RedisError) as exc:
-                # The servers come back; the next tick tries again.
-                log.warning("sweep skipped: %s", type(exc).__name__)
+            except SERVER_OUTAGES as exc:
+                # The servers come back; the next tick tries again. Celery's send_task raises
+                # kombu's OperationalError (not a RedisError) while the broker is down.
+                if outage != type(exc).__name__:
+                    outage = type(exc).__name__
+                    log.warning("sweep skipped until the servers answer: %s", outage)
+                continue
+            except Exception:
+                # Never let the thread die: it is what recovers lost work when nobody watches.
+                log.exception("sweep failed unexpectedly; trying again next interval")
+                continue
+            if outage is not None:
+                log.warning("sweeping again: servers answer")
+                outage = None

@@ -8,6 +8,7 @@ from typing import Any
 
 from pymongo.collection import Collection
 
+from backfill_engine import clock
 from workers.states import (
     IN_FLIGHT_BATCH_STATES,
     LEASABLE_BATCH_STATES,
@@ -19,9 +20,8 @@ MAX_ERRORS_KEPT = 5
 
 
 def now_utc() -> dt.datetime:
-    # BSON dates have millisecond precision; truncate so what we write equals what we read.
-    t = dt.datetime.now(dt.UTC)
-    return t.replace(microsecond=t.microsecond // 1000 * 1000)
+    """The database server's time (see backfill_engine.clock), millisecond precision."""
+    return clock.now()
 
 
 def batch_id(job_id: str, batch_no: int) -> str:
@@ -53,19 +53,33 @@ def new_batch(job_id: str, batch_no: int, ids: list[Any]) -> dict[str, Any]:
     }
 
 
-def batch_ids_doc(job_id: str, batch_no: int, ids: list[Any]) -> dict[str, Any]:
-    """The product ids a batch covers, stored in BATCH_IDS under the batch's own id."""
-    return {"_id": batch_id(job_id, batch_no), "job_id": job_id, "ids": ids}
+def batch_ids_doc(
+    job_id: str, batch_no: int, ids: list[Any], ambiguous: list[Any] | None = None
+) -> dict[str, Any]:
+    """The product ids a batch covers, stored in BATCH_IDS under the batch's own id.
+
+    `ambiguous` are the ids among them whose string form another id of the job shares
+    (backfill_engine.ids): they are quarantined, never written.
+    """
+    doc: dict[str, Any] = {"_id": batch_id(job_id, batch_no), "job_id": job_id, "ids": ids}
+    if ambiguous:
+        doc["ambiguous"] = ambiguous
+    return doc
 
 
 def load_batch_ids(coll: Collection, bid: str) -> list[Any]:
     """The ids of batch `bid` from the BATCH_IDS collection `coll`."""
+    return load_batch(coll, bid)[0]
+
+
+def load_batch(coll: Collection, bid: str) -> tuple[list[Any], list[Any]]:
+    """The ids of batch `bid` and the ambiguous ones among them."""
     # No projection: the document is only `_id`, `job_id` and `ids`, and on SecantusDB
     # projecting a 500-id array rebuilds it (1.73 vs 0.37 ms of server time).
     doc = coll.find_one({"_id": bid})
     if doc is None:
         raise LookupError(f"batch {bid} has no id list")
-    return list(doc["ids"])
+    return list(doc["ids"]), list(doc.get("ambiguous") or [])
 
 
 @dataclass(frozen=True)
@@ -204,6 +218,9 @@ def release_batch(
     }
     if status is BatchStatus.QUEUED:
         update["$set"]["dispatched_at"] = retry_at or now
+    else:
+        # Handed back on a pause, cancel or an auth pause: this lease was no failed attempt.
+        update["$inc"] = {"attempts": -1}
     if error:
         update["$push"] = {
             "errors": {"$each": [{"at": now, "error": error}], "$slice": -MAX_ERRORS_KEPT}

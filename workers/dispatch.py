@@ -8,6 +8,9 @@ import time
 import uuid
 from typing import Any, Protocol
 
+import kombu.exceptions
+import pymongo.errors
+import redis
 from pymongo.collection import Collection
 
 from workers.batches import claim_pending, count_in_flight, now_utc
@@ -20,6 +23,23 @@ BATCH_TASK_NAME = "backfill.batch"
 DISPATCH_LOCK_SECONDS = 15.0
 LOCK_ATTEMPTS = 5
 LOCK_RETRY_SLEEP = 0.05
+
+
+# What a server outage raises: MongoDB, Redis directly, and Redis behind Celery's send_task
+# (kombu's OperationalError is not a RedisError). A loop that must outlive an outage
+# catches these.
+SERVER_OUTAGES: tuple[type[BaseException], ...] = (
+    pymongo.errors.PyMongoError,
+    redis.RedisError,
+    kombu.exceptions.OperationalError,
+    ConnectionError,
+)
+
+
+BROKER_OUTAGES: tuple[type[BaseException], ...] = (
+    redis.RedisError,
+    kombu.exceptions.OperationalError,
+)
 
 
 class TaskSender(Protocol):

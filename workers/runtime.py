@@ -10,6 +10,7 @@ import pymongo
 import redis
 from pymongo.database import Database
 
+from backfill_engine import clock
 from workers.catalog_client import CatalogClient, HttpCatalogClient
 from workers.ratelimit import RateLimiter, limiter_name
 from workers.settings import Settings
@@ -65,6 +66,7 @@ def build_runtime(settings: Settings) -> Runtime:
         serverSelectionTimeoutMS=WORKER_MONGO_TIMEOUT_MS,
         appname="mongo-backfill-worker",
     )
+    clock.attach(client)  # leases follow the server's clock, not this host's
     rds = redis.Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0")
     rt = Runtime(settings, client[settings.mongo_db], rds)
     rt.catalog = HttpCatalogClient.from_settings(

@@ -61,7 +61,13 @@ def _requeue(
         {"job_id": job_id, "status": status.value, older_field: {"$lt": before}},
         {"batch_no": 1, guard_field: 1},
     ):
-        expected = {"status": status.value, guard_field: doc[guard_field]}
+        # Still older at the moment of the update: a lease renewed between the find and
+        # here is live again and must not be revoked under its worker.
+        expected = {
+            "status": status.value,
+            guard_field: doc[guard_field],
+            older_field: {"$lt": before},
+        }
         if batches.requeue_stale(meta, doc["_id"], expected):
             send_batch(sender, queue, job_id, int(doc["batch_no"]))
             sent += 1

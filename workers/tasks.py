@@ -17,12 +17,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
+import kombu.exceptions
 import pymongo.errors
 import redis
 from celery import shared_task
 from pymongo import UpdateOne
 from pymongo.collection import Collection
 
+from backfill_engine.ids import id_string
 from workers import batches
 from workers.batches import Lease, now_utc
 from workers.catalog_client import (
@@ -31,7 +33,7 @@ from workers.catalog_client import (
     CatalogResult,
     CatalogUnavailableError,
 )
-from workers.dispatch import TaskSender, fill_in_flight, send_batch
+from workers.dispatch import SERVER_OUTAGES, TaskSender, fill_in_flight, send_batch
 from workers.enrich import (
     CATALOG_BACKFILL,
     CHAIN_START,
@@ -66,6 +68,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     pymongo.errors.OperationFailure,
     pymongo.errors.BulkWriteError,
     redis.RedisError,
+    kombu.exceptions.OperationalError,  # the broker is down while we re-send a batch
     RateLimitError,
     TimeoutError,
 )
@@ -245,12 +248,20 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
         # instead would ack the message away and leave the batch to a sweeper.
         error = f"{type(exc).__name__}: {str(exc)[:300]}"
         blog.warning("could not start (%s); re-sent in %.0fs", error, UNLEASED_RETRY_SECONDS)
-        send_batch(sender, s.queue, job_id, batch_no, countdown=UNLEASED_RETRY_SECONDS)
+        try:
+            send_batch(sender, s.queue, job_id, batch_no, countdown=UNLEASED_RETRY_SECONDS)
+        except SERVER_OUTAGES as again:
+            # The batch is still queued in MongoDB: the sweeper re-sends it when Redis is back.
+            blog.warning("could not re-send either (%s); left to the sweeper", type(again).__name__)
         return "retry"
     lease, doc = taken
+    if int(doc["attempts"]) > s.max_attempts:
+        # Every lease counts as an attempt, so a batch whose processing kills its worker
+        # (out of memory, a crash in a C extension) cannot loop through the sweeper for ever.
+        return _give_up(rt, meta, lease, job_id, int(doc["attempts"]) - 1, blog)
     try:
         with watch.phase("lease"):
-            ids = batches.load_batch_ids(rt.db[BATCH_IDS], lease.batch_id)
+            ids, ambiguous_ids = batches.load_batch(rt.db[BATCH_IDS], lease.batch_id)
     except TRANSIENT_ERRORS as exc:
         return _after_failure(rt, sender, meta, lease, doc, job_id, batch_no, exc, blog)
     processed = int(doc.get("processed") or 0)
@@ -261,6 +272,7 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
             len(ids),
             doc["last_processed_id"],
         )
+    ambiguous = set(ambiguous_ids)
     counters: dict[str, int] = dict(doc["counters"])
     payload_hash: str | None = doc.get("payload_hash")
     sub = s.subchunk_size
@@ -289,7 +301,7 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
                 chunk = ids[processed : processed + sub]
                 with watch.phase("read"):
                     current = read_current(products, chunk, backfill.fields)
-                present = [i for i in chunk if i in current]
+                present = [i for i in chunk if i in current and i not in ambiguous]
                 with watch.phase("checkpoint"):
                     # The last checkpoint must stand before we ask the catalog again: if it
                     # failed, the retry refetches only the sub-chunk it did not record.
@@ -303,6 +315,20 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
                 for pid in chunk:
                     if pid not in current:
                         counters["deleted"] += 1
+                        continue
+                    if pid in ambiguous:
+                        counters["invalid"] += 1
+                        held.append(
+                            {
+                                "product_id": pid,
+                                "reason": "ambiguous",
+                                "error_class": "AmbiguousId",
+                                "error": "another _id of this job has the same string form "
+                                f"{id_string(pid)!r}: the source cannot tell them apart",
+                                "http_status": None,
+                                "payload_snapshot": None,
+                            }
+                        )
                         continue
                     if pid in result.missing:
                         counters["missing"] += 1
@@ -343,6 +369,11 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
                         counters["unchanged"] += 1
 
                 with watch.phase("write"):
+                    if (ops or held) and not batches.renew_lease(meta, lease, s.lease_seconds):
+                        # The catalog call may have waited longer than the lease (rate-limit
+                        # waits, 429 pauses, retries): write only while the lease is ours,
+                        # never over what the worker that took the batch over wrote.
+                        raise LeaseLost
                     if ops:
                         # Filter on _id, never upsert: a product deleted meanwhile stays deleted.
                         res = products.bulk_write(ops, ordered=False)
@@ -466,6 +497,20 @@ def _fetch(rt: Runtime, ids: list[Any], blog: BatchLog) -> CatalogResult:
         return CatalogResult.all_invalid(ids, f"{type(exc).__name__}: {exc}", exc.status)
 
 
+def _give_up(
+    rt: Runtime, meta: Collection, lease: Lease, job_id: str, leases: int, blog: BatchLog
+) -> str:
+    """Fail a batch leased `leases` times without finishing; the job goes on without it."""
+    error = (
+        f"leased {leases} times without finishing "
+        f"(BACKFILL_MAX_ATTEMPTS={rt.settings.max_attempts}); its worker may have died on it"
+    )
+    if batches.fail_batch(meta, lease, error):
+        blog.error("failed: %s", error)
+        maybe_complete_job(meta, rt.db[QUARANTINE], job_id)
+    return "failed"
+
+
 def _after_failure(
     rt: Runtime,
     sender: TaskSender,
@@ -491,7 +536,7 @@ def _after_failure(
         if batches.release_batch(meta, lease, BatchStatus.QUEUED, error=error, retry_at=retry_at):
             send_batch(sender, rt.settings.queue, job_id, batch_no, countdown=delay)
         blog.warning("attempt %d failed (%s); retrying in %.0fs", attempts, error, delay)
-    except (pymongo.errors.PyMongoError, redis.RedisError) as again:
+    except SERVER_OUTAGES as again:
         # Cannot even record the failure: the lease expires and the sweeper re-dispatches.
         blog.error("could not record failure (%s); leaving it to the sweeper", again)
     return "retry"

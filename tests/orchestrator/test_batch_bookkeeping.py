@@ -18,7 +18,7 @@ import redis
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from orchestrator.planner import plan_job, start_or_join
+from backfill_engine.planner import plan_job, start_or_join
 from orchestrator.stack import free_port
 from tests.orchestrator.test_planner import RecordingSender
 from workers import batches

@@ -8,7 +8,7 @@ from typing import Any
 from bson.objectid import ObjectId
 from pymongo.database import Database
 
-from orchestrator.planner import after_cursor, plan_job, start_or_join
+from backfill_engine.planner import after_cursor, plan_job, start_or_join
 from workers.batches import load_batch_ids
 from workers.states import BATCH_IDS, METADATA, PRODUCTS
 

@@ -22,7 +22,8 @@ from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from orchestrator.errors import BackfillError
+from backfill_engine.errors import BackfillError
+from backfill_engine.ids import string_twins
 from workers.batches import batch_id, batch_ids_doc, new_batch, now_utc
 from workers.dispatch import TaskSender, fill_in_flight
 from workers.states import BATCH_IDS, METADATA, PRODUCTS, JobStatus
@@ -165,6 +166,26 @@ def _chunks(ids: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
+def find_ambiguous(coll: Collection, ids: list[Any]) -> list[Any]:
+    """The ids among `ids` whose string form another document's `_id` in `coll` shares.
+
+    One `$in` on `_id` per batch: only ids that have a twin form at all are asked about.
+    The check is symmetric, so the twin is flagged when its own batch is cut.
+    """
+    twins: dict[Any, list[Any]] = {}
+    for i in ids:
+        for twin in string_twins(i):
+            twins.setdefault(twin, []).append(i)
+    if not twins:
+        return []
+    found = {d["_id"] for d in coll.find({"_id": {"$in": list(twins)}}, {"_id": 1})}
+    flagged: list[Any] = []
+    for twin, owners in twins.items():
+        if twin in found:
+            flagged.extend(o for o in owners if o not in flagged)
+    return flagged
+
+
 def _insert_batch(meta: Collection, job_id: str, batch_no: int, ids: list[Any]) -> None:
     # A duplicate key means this batch document was written before a crash: keep it.
     with contextlib.suppress(pymongo.errors.DuplicateKeyError):
@@ -211,8 +232,9 @@ def plan_job(
     for done_now, ids in enumerate(
         _chunks(_id_stream(products, cursor, explicit), int(job["batch_size"])), start=1
     ):
+        ambiguous = find_ambiguous(products, ids) if job.get("string_keyed", True) else []
         try:
-            id_lists.insert_one(batch_ids_doc(job_id, next_no, ids))
+            id_lists.insert_one(batch_ids_doc(job_id, next_no, ids, ambiguous))
         except pymongo.errors.DuplicateKeyError:
             log.warning("batch %d of %s was cut by another planner; stopping", next_no, job_id)
             return False

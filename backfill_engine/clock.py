@@ -1,0 +1,79 @@
+"""Time as the database server tells it, so every host compares leases with one clock.
+
+Lease, lock and dispatch expiries are written by one host and judged by another. With
+each host's own clock, a host running minutes ahead steals live leases and one running
+behind keeps dead ones. So `now()` is this host's clock corrected by the offset to the
+MongoDB server's clock (`hello.localTime`, measured around one round trip and refreshed
+every REFRESH_SECONDS). A filter cannot use `$$NOW` instead: SecantusDB matches nothing
+with it inside `$expr`, and a filter is where an expiry is judged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from typing import Any
+
+import pymongo.errors
+
+log = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 30.0  # drift between two hosts' clocks over this long is negligible
+RETRY_SECONDS = 5.0  # after a failed measurement, keep the old offset this long
+MAX_TRUSTED_RTT_SECONDS = 1.0  # a slower round trip says little about the server's time
+
+_lock = threading.Lock()
+_client: Any = None
+_offset_seconds = 0.0
+_next_refresh = 0.0
+
+
+def attach(client: Any) -> None:
+    """Judge time by `client`'s server from now on (measured at the next `now()`)."""
+    global _client, _next_refresh
+    with _lock:
+        _client, _next_refresh = client, 0.0
+
+
+def offset_seconds() -> float:
+    """Server clock minus this host's clock, as last measured (0 before any measurement)."""
+    return _offset_seconds
+
+
+def measure(client: Any) -> float:
+    """One measurement of server time minus local time, in seconds."""
+    t0 = time.time()
+    reply = client.admin.command("hello")
+    t1 = time.time()
+    server = reply.get("localTime")
+    if not isinstance(server, dt.datetime):
+        raise LookupError("server did not report localTime")
+    if server.tzinfo is None:  # pymongo hands naive UTC datetimes back by default
+        server = server.replace(tzinfo=dt.UTC)
+    if t1 - t0 > MAX_TRUSTED_RTT_SECONDS:
+        raise TimeoutError(f"hello took {t1 - t0:.2f}s")
+    return server.timestamp() - (t0 + t1) / 2
+
+
+def _refresh() -> None:
+    global _offset_seconds, _next_refresh
+    if _client is None or time.monotonic() < _next_refresh:
+        return
+    with _lock:
+        if time.monotonic() < _next_refresh:
+            return
+        try:
+            _offset_seconds = measure(_client)
+            _next_refresh = time.monotonic() + REFRESH_SECONDS
+        except (pymongo.errors.PyMongoError, LookupError, TimeoutError) as exc:
+            log.debug("server clock not measured (%s); keeping offset", type(exc).__name__)
+            _next_refresh = time.monotonic() + RETRY_SECONDS
+
+
+def now() -> dt.datetime:
+    """The server's current time (UTC, millisecond precision, as BSON stores it)."""
+    _refresh()
+    t = dt.datetime.fromtimestamp(time.time() + _offset_seconds, dt.UTC)
+    return t.replace(microsecond=t.microsecond // 1000 * 1000)
