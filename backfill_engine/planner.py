@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import logging
 import secrets
 import socket
@@ -24,9 +25,10 @@ from pymongo.database import Database
 
 from backfill_engine.errors import BackfillError
 from backfill_engine.ids import string_twins
+from backfill_engine.scope import combine
 from workers.batches import batch_id, batch_ids_doc, new_batch, now_utc
 from workers.dispatch import TaskSender, fill_in_flight
-from workers.states import BATCH_IDS, METADATA, PRODUCTS, JobStatus
+from workers.states import BATCH_IDS, METADATA, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,10 @@ def start_or_join(
     rate_per_second: float,
     params: dict[str, Any] | None = None,
     exclusive_key: str | None = None,
+    collection: str = "products",
+    scope: dict[str, Any] | None = None,
+    limit: int | None = None,
+    string_keyed: bool = True,
 ) -> tuple[dict[str, Any], bool]:
     """Create a job, or return the active one for the same backfill; (job, created)."""
     meta = db[METADATA]
@@ -97,6 +103,10 @@ def start_or_join(
         "max_in_flight": max_in_flight,
         "rate_per_second": float(rate_per_second),
         "params": params or {},
+        "collection": collection,
+        "scope": scope or {},
+        "limit": limit,
+        "string_keyed": string_keyed,
         "planning": {"cursor": None, "batches": 0, "products": 0, "done": False},
         "dispatch_lock": None,
         "created_at": now,
@@ -117,6 +127,10 @@ def start_or_join(
                 rate_per_second=rate_per_second,
                 params=params,
                 exclusive_key=exclusive_key,
+                collection=collection,
+                scope=scope,
+                limit=limit,
+                string_keyed=string_keyed,
             )
         return existing, False
 
@@ -140,14 +154,16 @@ def _take_planner_lease(meta: Collection, job_id: str, owner: str) -> bool:
     return res.modified_count == 1 or res.matched_count == 1
 
 
-def _id_stream(products: Collection, cursor: Any, explicit: list[Any] | None) -> Iterator[Any]:
+def _id_stream(
+    products: Collection, cursor: Any, explicit: list[Any] | None, scope: dict[str, Any]
+) -> Iterator[Any]:
     if explicit is not None:
         ids = explicit
         if cursor is not None:
             ids = ids[ids.index(cursor) + 1 :] if cursor in ids else ids
         yield from ids
         return
-    query = after_cursor(cursor) if cursor is not None else {}
+    query = combine(scope, after_cursor(cursor) if cursor is not None else None)
     # The hint keeps the walk on the `_id` index: SecantusDB sorts in memory otherwise
     # (300 vs 190 ms of server time for 15 000 ids); mongod walks the index either way.
     scan = products.find(query, {"_id": 1}).sort("_id", 1).hint([("_id", 1)])
@@ -206,11 +222,12 @@ def plan_job(
     `stop_after` plans at most that many batches in this call (tests use it to
     simulate a planner killed halfway).
     """
-    meta, products, id_lists = db[METADATA], db[PRODUCTS], db[BATCH_IDS]
+    meta, id_lists = db[METADATA], db[BATCH_IDS]
     owner = f"{socket.gethostname()}:{secrets.token_hex(4)}"
     job = meta.find_one({"_id": job_id, "kind": "job"})
     if job is None or job["planning"].get("done"):
         return True
+    products = db[job.get("collection") or "products"]
     if not _take_planner_lease(meta, job_id, owner):
         return False
     # Resume from the highest batch actually written, not the job's cursor: the id list and
@@ -225,13 +242,16 @@ def plan_job(
         _insert_batch(meta, job_id, next_no, orphan["ids"])
         cursor, next_no = orphan["ids"][-1], next_no + 1
         planned_products += len(orphan["ids"])
-    explicit = job["params"].get("ids")
+    explicit = job.get("ids") or job["params"].get("ids")
+    limit = job.get("limit")
     # Fill free slots after every cut until the cap is reached; from then on finishing
     # workers hand out the next batches, and the planner only tops up now and then.
     filling, last_fill = True, time.monotonic()
-    for done_now, ids in enumerate(
-        _chunks(_id_stream(products, cursor, explicit), int(job["batch_size"])), start=1
-    ):
+    stream = _id_stream(products, cursor, explicit, job.get("scope") or {})
+    if limit is not None:
+        # `--limit N`: the first N ids of the scope in `_id` order, whatever was planned before.
+        stream = itertools.islice(stream, max(0, int(limit) - planned_products))
+    for done_now, ids in enumerate(_chunks(stream, int(job["batch_size"])), start=1):
         ambiguous = find_ambiguous(products, ids) if job.get("string_keyed", True) else []
         try:
             id_lists.insert_one(batch_ids_doc(job_id, next_no, ids, ambiguous))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,9 +12,12 @@ from typing import Any
 import redis
 from pymongo.database import Database
 
+from backfill_engine.definition import Backfill
 from backfill_engine.planner import plan_job, start_or_join
+from backfill_engine.registry import lookup
+from backfill_engine.scope import combine
 from orchestrator import jobs
-from orchestrator.errors import BackfillError, UnknownBackfillError
+from orchestrator.errors import BackfillError
 from workers.dispatch import BROKER_OUTAGES, TaskSender
 from workers.settings import MAX_BATCH_SIZE, Settings
 from workers.states import METADATA, TERMINAL_JOB_STATES, JobStatus
@@ -21,7 +25,6 @@ from workers.sweeper import sweep_job
 
 log = logging.getLogger(__name__)
 
-KNOWN_BACKFILLS = ("catalog",)
 METADATA_MIGRATION = "20240405_create_backfill_metadata"  # creates the collections jobs need
 WAIT_POLL_SECONDS = 0.5
 
@@ -63,14 +66,19 @@ class RunOptions:
     batch_size: int = 500
     max_in_flight: int = 8
     rate_per_second: float = 50.0
-    ids: tuple[Any, ...] | None = None  # replay of an explicit id list
-    source_job: str | None = None
+    ids: tuple[Any, ...] | None = None  # an explicit id list: --ids-file, or a replay
+    source_job: str | None = None  # set for a replay of that job's quarantined items
+    scope: tuple[tuple[str, Any], ...] = ()  # --filter, as items of the query
+    limit: int | None = None
+    params: tuple[tuple[str, Any], ...] = ()  # typed values of the backfill's declared params
 
 
-def validate_run_options(opts: RunOptions) -> None:
+def validate_run_options(opts: RunOptions, definitions: dict[str, Backfill] | None = None) -> None:
     """Refuse nonsense before anything is written."""
-    if opts.backfill not in KNOWN_BACKFILLS:
-        raise UnknownBackfillError(opts.backfill, list(KNOWN_BACKFILLS))
+    if definitions is not None:
+        lookup(definitions, opts.backfill)
+    if opts.limit is not None and opts.limit < 1:
+        raise BackfillError(f"--limit must be at least 1, got {opts.limit}")
     if not 1 <= opts.batch_size <= MAX_BATCH_SIZE:
         raise BackfillError(
             f"--batch-size must be between 1 and {MAX_BATCH_SIZE}, got {opts.batch_size}"
@@ -104,16 +112,29 @@ def launch(
     opts: RunOptions,
     *,
     on_batch: Callable[[int, int], None] | None = None,
+    definitions: dict[str, Backfill] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Start (or join) the job and plan it to the end; return (job, created)."""
-    validate_run_options(opts)
+    if definitions is None:
+        from workers.runtime import worker_definitions
+
+        definitions = worker_definitions(Settings.from_env())
+    validate_run_options(opts, definitions)
+    backfill = lookup(definitions, opts.backfill)
     require_metadata(db)
     broker.check()
-    params: dict[str, Any] = {}
+    params: dict[str, Any] = dict(opts.params)
     exclusive = None
     if opts.ids is not None:
-        params = {"ids": list(opts.ids), "replay_of": opts.source_job}
-        exclusive = f"{opts.backfill}:replay:{opts.source_job}"
+        params["ids"] = list(opts.ids)
+        if opts.source_job:
+            params["replay_of"] = opts.source_job
+            exclusive = f"{opts.backfill}:replay:{opts.source_job}"
+        else:
+            exclusive = f"{opts.backfill}:ids:{uuid.uuid4().hex[:8]}"
+    elif opts.scope or opts.limit is not None:
+        # A slice runs beside the backfill's main job, never joins it (nor it the slice).
+        exclusive = f"{opts.backfill}:slice:{uuid.uuid4().hex[:8]}"
     job, created = start_or_join(
         db,
         backfill=opts.backfill,
@@ -122,6 +143,10 @@ def launch(
         rate_per_second=opts.rate_per_second,
         params=params,
         exclusive_key=exclusive,
+        collection=backfill.collection,
+        scope=combine(backfill.query, dict(opts.scope)),
+        limit=opts.limit,
+        string_keyed=backfill.source.keyed_by_string,
     )
     if job["status"] in (JobStatus.PLANNING.value, JobStatus.RUNNING.value):
         plan_job(db, broker.sender, broker.queue, job["_id"], on_batch=on_batch)

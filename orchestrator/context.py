@@ -11,6 +11,7 @@ import pymongo.errors
 from pymongo.database import Database
 
 from backfill_engine import clock
+from backfill_engine.sources import HttpSource
 from orchestrator.errors import ServerUnreachableError
 from orchestrator.stack import Stack, ensure_servers
 from workers.redact import redact_text, redact_url
@@ -37,19 +38,23 @@ def connect_mongo(settings: Settings, *, timeout_ms: int = MONGO_TIMEOUT_MS) -> 
     return client[settings.mongo_db]
 
 
-CATALOG_PROBE_ID = "mongo-backfill-preflight"  # any id: the catalog answers item or missing
+SOURCE_PROBE_ID = "mongo-backfill-preflight"  # any id: the API answers item or missing
 
 
-def check_catalog(settings: Settings) -> None:
-    """Prove the catalog answers and takes our token, before a job is created for workers.
+def check_source(source: HttpSource, settings: Settings) -> None:
+    """Prove an HTTP source answers and takes our token, before a job is created for workers.
 
     Raises CatalogUnavailableError or CatalogAuthError (one line each, URL redacted).
     """
-    from workers.catalog_client import CatalogProtocolError, HttpCatalogClient
+    from workers.catalog_client import CatalogProtocolError
+    from workers.runtime import http_client_for
 
     # A garbled answer is still an answer: workers quarantine such answers item by item.
-    with HttpCatalogClient(settings) as client, contextlib.suppress(CatalogProtocolError):
-        client.fetch([CATALOG_PROBE_ID])
+    with (
+        http_client_for(source, settings, before_request=None) as client,
+        contextlib.suppress(CatalogProtocolError),
+    ):
+        client.fetch([SOURCE_PROBE_ID])
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pymongo.database import Database
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.catalog_migration import run_catalog_backfill
+from orchestrator.backfill_runs import run_backfill
 from orchestrator.context import AppContext, connect_mongo
 from orchestrator.jobs import JobSummary, list_jobs, summarize
 from orchestrator.stack import free_port, start_catalog, start_flower, start_worker
@@ -124,7 +124,7 @@ def run_demo(app: AppContext, opts: DemoOptions) -> None:
             "all migrations already applied; re-running the catalog backfill "
             "to show that a rerun writes nothing"
         )
-        summaries.append(run_catalog_backfill(db, s, capture))
+        summaries.append(run_backfill(db, "catalog", settings=s, log=capture))
     seconds = time.monotonic() - t0
     if not summaries:
         latest = list_jobs(db, 1)

@@ -1,15 +1,17 @@
-"""`run --dry-run`: fetch a sample, compute the would-be writes, write nothing."""
+"""`run --dry-run`: ask the source about a sample, decide as workers would, write nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo.database import Database
 
-from workers.catalog_client import CatalogClient, CatalogProtocolError
-from workers.enrich import CATALOG_BACKFILL, InvalidPayloadError, diff_fields
-from workers.states import PRODUCTS
+from backfill_engine.decide import Outcome, decide
+from backfill_engine.definition import Backfill
+from backfill_engine.sources import SourceContext, SourceResult
+from workers.catalog_client import CatalogProtocolError
 
 DEFAULT_SAMPLE = 500
 
@@ -32,43 +34,39 @@ class DryRunReport:
 
 
 def dry_run(
-    db: Database, catalog: CatalogClient, *, sample: int = DEFAULT_SAMPLE, chunk: int = 100
+    db: Database,
+    backfill: Backfill,
+    ctx: SourceContext,
+    *,
+    sample: int = DEFAULT_SAMPLE,
+    scope: Mapping[str, Any] | None = None,
 ) -> DryRunReport:
-    """Diff the first `sample` products (by `_id`) against the catalog without writing."""
-    backfill = CATALOG_BACKFILL
+    """Decide the first `sample` documents in scope (by `_id`) without writing anything."""
     report = DryRunReport()
+    query = scope if scope is not None else backfill.query
     docs = list(
-        db[PRODUCTS].find({}, dict.fromkeys(backfill.fields, 1)).sort("_id", 1).limit(sample)
+        db[backfill.collection].find(query, backfill.projection).sort("_id", 1).limit(sample)
     )
+    chunk = backfill.subchunk_size
     for start in range(0, len(docs), chunk):
-        part = {d["_id"]: d for d in docs[start : start + chunk]}
-        ids = list(part)
+        part = docs[start : start + chunk]
         try:
-            result = catalog.fetch(ids)
-        except CatalogProtocolError:
-            report.sampled += len(ids)
-            report.invalid += len(ids)
-            continue
-        for pid in ids:
+            answer = backfill.source.fetch(part, ctx)
+        except CatalogProtocolError as exc:
+            answer = SourceResult.all_invalid([d["_id"] for d in part], str(exc), exc.status)
+        for doc in part:
             report.sampled += 1
-            if pid in result.missing:
-                report.missing += 1
-                continue
-            payload = result.items.get(pid)
-            try:
-                if payload is None:
-                    raise InvalidPayloadError("no item in response")
-                desired = backfill.map(payload)
-            except InvalidPayloadError:
-                report.invalid += 1
-                continue
-            diff = diff_fields(part[pid], desired)
-            if diff:
+            decision = decide(backfill, doc["_id"], doc, answer)
+            if decision.outcome is Outcome.WRITE:
                 report.changed += 1
-                for name in diff:
+                for name in decision.diff:
                     report.fields_changed[name] = report.fields_changed.get(name, 0) + 1
                 if len(report.examples) < 3:
-                    report.examples.append({"_id": str(pid), "set": diff})
-            else:
+                    report.examples.append({"_id": str(doc["_id"]), "set": dict(decision.diff)})
+            elif decision.outcome is Outcome.UNCHANGED:
                 report.unchanged += 1
+            elif decision.outcome is Outcome.MISSING:
+                report.missing += 1
+            else:
+                report.invalid += 1
     return report

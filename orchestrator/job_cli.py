@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import click
 from rich.console import Console
 
+from backfill_engine.definition import Backfill, parse_params
+from backfill_engine.registry import lookup
+from backfill_engine.scope import combine, parse_filter, parse_ids
+from backfill_engine.sources import HttpSource, SourceContext
 from orchestrator import jobs
 from orchestrator.commands import (
     Broker,
@@ -18,9 +22,10 @@ from orchestrator.commands import (
     validate_run_options,
     wait_for,
 )
-from orchestrator.context import AppContext, check_catalog
+from orchestrator.context import AppContext, check_source
 from orchestrator.progress import LiveProgress, counters_line, jobs_table, summary_table
 from orchestrator.verify import verify as verify_job
+from workers.runtime import http_client_for, worker_definitions
 from workers.settings import Settings
 
 console = Console()
@@ -77,6 +82,28 @@ def _rate(value: str) -> float:
 @click.option(
     "--wait/--no-wait", default=False, help="Stay, sweep and show progress until the job ends."
 )
+@click.option(
+    "--filter",
+    "filter_text",
+    default=None,
+    help="Only documents matching this JSON query (read-only operators), e.g. "
+    '\'{"category": "tools"}\'.',
+)
+@click.option(
+    "--ids-file",
+    type=click.File("r"),
+    default=None,
+    help="Only these ids, one per line: 24 hex digits = ObjectId, digits = int, "
+    '"quoted" = that exact string, anything else = string.',
+)
+@click.option("--limit", type=int, default=None, help="At most this many documents (by _id).")
+@click.option(
+    "--param",
+    "param_texts",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A parameter the backfill declares (repeatable); typed and checked.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def run(
@@ -88,26 +115,42 @@ def run(
     dry_run: bool,
     sample: int,
     wait: bool,
+    filter_text: str | None,
+    ids_file: TextIO | None,
+    limit: int | None,
+    param_texts: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Start a backfill job (or join the one already running) and fan it out to workers."""
     s: Settings = app.settings
+    definitions = worker_definitions(s)
+    definition = lookup(definitions, backfill)
+    raw_params: dict[str, str] = {}
+    for text in param_texts:
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{text!r} is not KEY=VALUE", param_hint="--param")
+        raw_params[key.strip()] = value
     opts = RunOptions(
         backfill=backfill,
         batch_size=s.batch_size if batch_size is None else batch_size,
         max_in_flight=s.max_in_flight if max_in_flight is None else max_in_flight,
         rate_per_second=s.rate_per_second if rate_text is None else _rate(rate_text),
+        ids=None if ids_file is None else tuple(parse_ids(ids_file)),
+        scope=tuple(parse_filter(filter_text).items()) if filter_text else (),
+        limit=limit,
+        params=tuple(sorted(parse_params(definition, raw_params).items())),
     )
-    validate_run_options(opts)  # before any server is started or written to
+    validate_run_options(opts, definitions)  # before any server is started or written to
     if dry_run:
-        _dry_run(app, sample, as_json)
+        _dry_run(app, definition, opts, sample, as_json)
         return
-    if s.catalog_url:
+    if isinstance(definition.source, HttpSource):
         # Unreachable or refusing our token: say so now rather than create a job that stalls.
-        check_catalog(s)
+        check_source(definition.source, s)
     db = app.db()
     broker = _broker(app)
-    job, created = launch(db, broker, opts)
+    job, created = launch(db, broker, opts, definitions=definitions)
     if not as_json:
         verb = "started" if created else "joined running"
         console.print(
@@ -124,14 +167,20 @@ def run(
         _json({"job_id": job["_id"], "created": created, "status": job["status"]})
 
 
-def _dry_run(app: AppContext, sample: int, as_json: bool) -> None:
+def _dry_run(
+    app: AppContext, definition: Backfill, opts: RunOptions, sample: int, as_json: bool
+) -> None:
     from orchestrator.dryrun import dry_run
-    from workers.catalog_client import HttpCatalogClient
 
     s = app.resolved_settings()
-    if not s.catalog_url:
-        raise click.UsageError("CATALOG_URL is not set")
-    report = dry_run(app.db(), HttpCatalogClient(s), sample=sample)
+    db = app.db()
+    ctx = SourceContext(db, dict(opts.params))
+    if isinstance(definition.source, HttpSource):
+        ctx.http = http_client_for(definition.source, s)
+    scope = combine(definition.query, dict(opts.scope))
+    if opts.ids is not None:
+        scope = combine(scope, {"_id": {"$in": list(opts.ids)}})
+    report = dry_run(db, definition, ctx, sample=min(sample, opts.limit or sample), scope=scope)
     if as_json:
         _json(report.as_dict())
         return

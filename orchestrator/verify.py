@@ -1,4 +1,4 @@
-"""Recompute each finished batch's payload hash from what `products` holds now."""
+"""Recompute each finished batch's payload hash from what its documents hold now."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from typing import Any
 
 from pymongo.database import Database
 
+from backfill_engine.definition import Backfill
+from backfill_engine.registry import lookup
 from orchestrator.jobs import get_job
 from workers.batches import load_batch_ids
-from workers.enrich import CATALOG_BACKFILL, CHAIN_START, chain_hash, item_digest
-from workers.states import BATCH_IDS, METADATA, PRODUCTS, QUARANTINE, BatchStatus
+from workers.enrich import CHAIN_START, chain_hash, item_digest
+from workers.states import BATCH_IDS, METADATA, QUARANTINE, BatchStatus
 
 # Ids per `$in`: SecantusDB answers a long `$in` in superlinear time (500 ids ~17x the
 # cost of 100), so verify reads in the same 100-id chunks the workers use.
@@ -31,10 +33,9 @@ class VerifyReport:
 
 
 def batch_hash_from_products(
-    db: Database, batch: dict[str, Any], skip: set[Any]
+    db: Database, batch: dict[str, Any], skip: set[Any], backfill: Backfill
 ) -> tuple[str | None, int]:
-    """The payload hash a batch would have if it wrote exactly what products hold now."""
-    backfill = CATALOG_BACKFILL
+    """The payload hash a batch would have if it wrote exactly what the documents hold now."""
     all_ids = load_batch_ids(db[BATCH_IDS], batch["_id"])
     ids = all_ids[: int(batch.get("processed") or 0)]
     h: str | None = None
@@ -43,27 +44,36 @@ def batch_hash_from_products(
         chunk = ids[start : start + VERIFY_READ_CHUNK]
         current = {
             d["_id"]: d
-            for d in db[PRODUCTS].find({"_id": {"$in": chunk}}, dict.fromkeys(backfill.fields, 1))
+            for d in db[backfill.collection].find(
+                {"_id": {"$in": chunk}}, dict.fromkeys(backfill.writes, 1)
+            )
         }
         for pid in chunk:
             if pid in skip or pid not in current:
                 continue
-            fields = {name: current[pid].get(name) for name in backfill.fields}
+            fields = {name: current[pid].get(name) for name in backfill.writes}
             h = chain_hash(h or CHAIN_START, item_digest(pid, fields))
             checked += 1
     return h, checked
 
 
-def verify(db: Database, job_id: str) -> VerifyReport:
-    """Compare every done batch's recorded hash with one recomputed from products."""
-    get_job(db, job_id)
+def verify(
+    db: Database, job_id: str, definitions: dict[str, Backfill] | None = None
+) -> VerifyReport:
+    """Compare every done batch's recorded hash with one recomputed from the documents."""
+    if definitions is None:
+        from workers.runtime import worker_definitions
+        from workers.settings import Settings
+
+        definitions = worker_definitions(Settings.from_env())
+    backfill = lookup(definitions, str(get_job(db, job_id)["backfill"]))
     report = VerifyReport(job_id)
     skip = {d["product_id"] for d in db[QUARANTINE].find({"job_id": job_id}, {"product_id": 1})}
     for batch in db[METADATA].find({"job_id": job_id}).sort("batch_no", 1):
         if batch["status"] != BatchStatus.DONE.value:
             report.skipped_batches += 1
             continue
-        recomputed, checked = batch_hash_from_products(db, batch, skip)
+        recomputed, checked = batch_hash_from_products(db, batch, skip, backfill)
         report.batches_checked += 1
         report.products_checked += checked
         if recomputed != batch.get("payload_hash"):

@@ -15,6 +15,7 @@ from migrations import runner
 from orchestrator.commands import Broker, RunOptions, launch, wait_for
 from orchestrator.jobs import JobSummary, summarize
 from orchestrator.stack import ManagedProcess, start_catalog, start_worker
+from workers.runtime import worker_definitions
 from workers.settings import Settings
 from workers.states import PRODUCTS
 
@@ -114,7 +115,10 @@ class System:
             "max_in_flight": self.settings.max_in_flight,
             "rate_per_second": self.settings.rate_per_second,
         }
-        job, _ = launch(self.db, self.broker, RunOptions(**{**base, **opts}))
+        definitions = worker_definitions(self.settings)
+        job, _ = launch(
+            self.db, self.broker, RunOptions(**{**base, **opts}), definitions=definitions
+        )
         return str(job["_id"])
 
     def wait(self, job_id: str, timeout: float = DEFAULT_TIMEOUT, **kw: Any) -> JobSummary:

@@ -181,6 +181,8 @@ def _parse_body(raw: bytes) -> tuple[list[Any], list[Any]]:
 class HttpCatalogClient:
     """The catalog over HTTP: one pooled `requests.Session`, safe to share between threads."""
 
+    path = PRODUCTS_PATH  # an HttpSource of another API sets its own
+
     def __init__(
         self,
         target: str | Settings,
@@ -292,7 +294,7 @@ class HttpCatalogClient:
     def _fetch_chunk(self, chunk: list[str], by_str: dict[str, list[Any]]) -> CatalogResult:
         result = CatalogResult()
         query = ",".join(quote(s, safe="") for s in chunk)
-        items, missing = self._request(f"{self.base_url}{PRODUCTS_PATH}?ids={query}", result)
+        items, missing = self._request(f"{self.base_url}{self.path}?ids={query}", result)
         wanted = set(chunk)
         found: dict[str, dict[str, Any]] = {}
         problems: dict[str, str] = {}

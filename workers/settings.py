@@ -110,6 +110,8 @@ class Settings:
     data_dir: str = DEFAULT_DATA_DIR
     flower_address: str = DEFAULT_FLOWER_ADDRESS
     flower_port: int = DEFAULT_FLOWER_PORT
+    imports: tuple[str, ...] = ()  # modules holding backfill definitions (BACKFILL_IMPORTS)
+    migrations_dir: str | None = None  # default: the package's migrations/versions
     flower_basic_auth: str | None = field(default=None, repr=False)
     log_json: bool = False
     worker_sweep: bool = True  # workers re-send lost batches themselves (one per interval)
@@ -162,6 +164,10 @@ class Settings:
             flower_address=_text(e, "FLOWER_ADDRESS", DEFAULT_FLOWER_ADDRESS)
             or DEFAULT_FLOWER_ADDRESS,
             flower_port=_int(e, "FLOWER_PORT", DEFAULT_FLOWER_PORT, 1, 65_535),
+            imports=tuple(
+                m.strip() for m in (_text(e, "BACKFILL_IMPORTS", "") or "").split(",") if m.strip()
+            ),
+            migrations_dir=_text(e, "BACKFILL_MIGRATIONS_DIR", None),
             flower_basic_auth=_text(e, "FLOWER_BASIC_AUTH", None),
             log_json=(_text(e, "BACKFILL_LOG_JSON", "0") or "0").lower() in ("1", "true", "yes"),
             worker_sweep=(_text(e, "BACKFILL_WORKER_SWEEP", "1") or "1").lower()
@@ -219,6 +225,7 @@ class Settings:
             "FLOWER_PORT": str(self.flower_port),
             "BACKFILL_LOG_JSON": "1" if self.log_json else "0",
             "BACKFILL_WORKER_SWEEP": "1" if self.worker_sweep else "0",
+            "BACKFILL_IMPORTS": ",".join(self.imports),
         }
         optional = {
             "MONGO_URL": self.mongo_url,
@@ -226,6 +233,7 @@ class Settings:
             "CATALOG_URL": self.catalog_url,
             "CATALOG_TOKEN": self.catalog_token,
             "FLOWER_BASIC_AUTH": self.flower_basic_auth,
+            "BACKFILL_MIGRATIONS_DIR": self.migrations_dir,
         }
         env.update({k: v for k, v in optional.items() if v})
         return env

@@ -24,30 +24,27 @@ from celery import shared_task
 from pymongo import UpdateOne
 from pymongo.collection import Collection
 
-from backfill_engine.ids import id_string
+from backfill_engine.decide import QUARANTINED, Outcome, decide
+from backfill_engine.definition import Backfill
+from backfill_engine.sources import HttpSource, SourceContext, SourceResult
 from workers import batches
 from workers.batches import Lease, now_utc
 from workers.catalog_client import (
     CatalogAuthError,
     CatalogProtocolError,
-    CatalogResult,
     CatalogUnavailableError,
 )
 from workers.dispatch import SERVER_OUTAGES, TaskSender, fill_in_flight, send_batch
 from workers.enrich import (
-    CATALOG_BACKFILL,
     CHAIN_START,
-    InvalidPayloadError,
     build_set,
     chain_hash,
-    diff_fields,
     item_digest,
-    payload_snapshot,
 )
 from workers.jobstate import maybe_complete_job, pause_job_for, read_job
 from workers.ratelimit import RateLimitError
 from workers.runtime import Runtime, get_runtime
-from workers.states import BATCH_IDS, METADATA, PRODUCTS, QUARANTINE, BatchStatus, JobStatus
+from workers.states import BATCH_IDS, METADATA, QUARANTINE, BatchStatus, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +53,7 @@ _NOTHING_PROCESSED = object()  # no sub-chunk ran in this delivery (e.g. resumed
 CHECKPOINT_IDLE_SECONDS = 2.0  # longest gap between checkpoints while nothing is written
 READ_PIECE_IDS = 25  # ids per `$in` when reading products (see read_current)
 UNLEASED_RETRY_SECONDS = 2.0  # a task that could not even take its lease is re-sent after this
+UNKNOWN_RETRY_SECONDS = 30.0  # a batch of a backfill this worker does not know, sent on
 # A running batch's LeaseKeeper re-reads the job's status this often, so a pause or cancel
 # stops the batch within about this long plus one sub-chunk. Every task still reads the
 # status itself before it takes its lease, so no batch starts after a pause.
@@ -217,17 +215,18 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
     """Run one batch to completion (or to a pause/cancel/lease loss); return the outcome."""
     s = rt.settings
     meta: Collection = rt.db[METADATA]
-    products: Collection = rt.db[PRODUCTS]
     quarantine: Collection = rt.db[QUARANTINE]
     blog = BatchLog(log, {"job_id": job_id, "batch_no": batch_no})
-    backfill = CATALOG_BACKFILL
     watch = Stopwatch()
 
     try:
-        job = read_job(meta, job_id, ("status", "rate_per_second"))
+        job = read_job(meta, job_id, ("status", "rate_per_second", "backfill", "params"))
         if job is None:
             blog.warning("job not found; dropping task")
             return "no-job"
+        backfill = rt.definitions.get(str(job.get("backfill")))
+        if backfill is None:
+            return _not_mine(rt, sender, meta, job_id, batch_no, str(job.get("backfill")), blog)
         if job["status"] not in (JobStatus.PLANNING, JobStatus.RUNNING):
             meta.update_one(
                 {"_id": batches.batch_id(job_id, batch_no), "status": BatchStatus.QUEUED.value},
@@ -255,6 +254,10 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
             blog.warning("could not re-send either (%s); left to the sweeper", type(again).__name__)
         return "retry"
     lease, doc = taken
+    docs: Collection = rt.db[backfill.collection]
+    ctx = SourceContext(rt.db, job.get("params") or {})
+    if isinstance(backfill.source, HttpSource):
+        ctx.http = rt.http_for(backfill.source)
     if int(doc["attempts"]) > s.max_attempts:
         # Every lease counts as an attempt, so a batch whose processing kills its worker
         # (out of memory, a crash in a C extension) cannot loop through the sweeper for ever.
@@ -275,7 +278,7 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
     ambiguous = set(ambiguous_ids)
     counters: dict[str, int] = dict(doc["counters"])
     payload_hash: str | None = doc.get("payload_hash")
-    sub = s.subchunk_size
+    sub = min(s.subchunk_size, backfill.subchunk_size)
     last_id: Any = _NOTHING_PROCESSED
     last_checkpoint = time.monotonic()
 
@@ -300,71 +303,36 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
 
                 chunk = ids[processed : processed + sub]
                 with watch.phase("read"):
-                    current = read_current(products, chunk, backfill.fields)
-                present = [i for i in chunk if i in current and i not in ambiguous]
+                    current = read_current(docs, chunk, backfill.projection)
+                present = [current[i] for i in chunk if i in current and i not in ambiguous]
                 with watch.phase("checkpoint"):
-                    # The last checkpoint must stand before we ask the catalog again: if it
+                    # The last checkpoint must stand before we ask the source again: if it
                     # failed, the retry refetches only the sub-chunk it did not record.
                     pipe.settle()
                 with watch.phase("catalog"):
-                    result = _fetch(rt, present, blog)
+                    result = _fetch(backfill, ctx, present, blog)
 
                 ops: list[UpdateOne] = []
                 held: list[dict[str, Any]] = []
                 now = now_utc()
                 for pid in chunk:
-                    if pid not in current:
+                    decision = decide(
+                        backfill, pid, current.get(pid), result, ambiguous=pid in ambiguous
+                    )
+                    outcome = decision.outcome
+                    if outcome in QUARANTINED:
+                        counters[COUNTER_OF[outcome]] += 1
+                        held.append(decision.quarantine_entry(pid, _status_of(outcome, result)))
+                        continue
+                    if outcome is Outcome.DELETED:
                         counters["deleted"] += 1
                         continue
-                    if pid in ambiguous:
-                        counters["invalid"] += 1
-                        held.append(
-                            {
-                                "product_id": pid,
-                                "reason": "ambiguous",
-                                "error_class": "AmbiguousId",
-                                "error": "another _id of this job has the same string form "
-                                f"{id_string(pid)!r}: the source cannot tell them apart",
-                                "http_status": None,
-                                "payload_snapshot": None,
-                            }
-                        )
-                        continue
-                    if pid in result.missing:
-                        counters["missing"] += 1
-                        held.append(
-                            {
-                                "product_id": pid,
-                                "reason": "missing",
-                                "error_class": "NotInCatalog",
-                                "error": "catalog has no item for this id",
-                                "http_status": 200,
-                                "payload_snapshot": None,
-                            }
-                        )
-                        continue
-                    payload = result.items.get(pid)
-                    try:
-                        if payload is None:
-                            raise InvalidPayloadError(result.errors.get(pid, "no item in response"))
-                        fields = backfill.map(payload)
-                    except InvalidPayloadError as exc:
-                        counters["invalid"] += 1
-                        held.append(
-                            {
-                                "product_id": pid,
-                                "reason": "invalid",
-                                "error_class": type(exc).__name__,
-                                "error": str(exc)[:500],
-                                "http_status": result.http_status,
-                                "payload_snapshot": payload_snapshot(payload),
-                            }
-                        )
-                        continue
-                    payload_hash = chain_hash(payload_hash or CHAIN_START, item_digest(pid, fields))
-                    diff = diff_fields(current[pid], fields)
-                    if diff:
-                        ops.append(UpdateOne({"_id": pid}, {"$set": build_set(diff, now)}))
+                    payload_hash = chain_hash(
+                        payload_hash or CHAIN_START, item_digest(pid, decision.fields)
+                    )
+                    if outcome is Outcome.WRITE:
+                        update = {"$set": build_set(decision.diff, now, backfill.synced_field)}
+                        ops.append(UpdateOne({"_id": pid}, update))
                     else:
                         counters["unchanged"] += 1
 
@@ -376,7 +344,7 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
                         raise LeaseLost
                     if ops:
                         # Filter on _id, never upsert: a product deleted meanwhile stays deleted.
-                        res = products.bulk_write(ops, ordered=False)
+                        res = docs.bulk_write(ops, ordered=False)
                         counters["written"] += res.modified_count
                         counters["unchanged"] += res.matched_count - res.modified_count
                         counters["deleted"] += len(ops) - res.matched_count
@@ -486,15 +454,56 @@ def read_current(
     return current
 
 
-def _fetch(rt: Runtime, ids: list[Any], blog: BatchLog) -> CatalogResult:
-    """Fetch a sub-chunk; a response that is not valid JSON puts the sub-chunk in quarantine."""
-    if not ids:
-        return CatalogResult.empty()
+# Which batch counter a quarantined outcome counts under (ambiguous ids are refused input).
+COUNTER_OF = {Outcome.MISSING: "missing", Outcome.INVALID: "invalid", Outcome.AMBIGUOUS: "invalid"}
+
+
+def _status_of(outcome: Outcome, result: SourceResult) -> int | None:
+    if outcome is Outcome.AMBIGUOUS:
+        return None
+    if outcome is Outcome.MISSING:
+        return 200 if result.http_status is None else result.http_status
+    return result.http_status
+
+
+def _fetch(
+    backfill: Backfill, ctx: SourceContext, docs: list[dict[str, Any]], blog: BatchLog
+) -> SourceResult:
+    """Ask the source for a sub-chunk; an answer that is not valid JSON quarantines it."""
+    if not docs:
+        return SourceResult.empty()
     try:
-        return rt.catalog.fetch(ids)
+        return backfill.source.fetch(docs, ctx)
     except CatalogProtocolError as exc:
-        blog.warning("catalog answered garbage for %d ids: %s", len(ids), exc)
-        return CatalogResult.all_invalid(ids, f"{type(exc).__name__}: {exc}", exc.status)
+        ids = [d["_id"] for d in docs]
+        blog.warning("source answered garbage for %d ids: %s", len(ids), exc)
+        return SourceResult.all_invalid(ids, f"{type(exc).__name__}: {exc}", exc.status)
+
+
+def _not_mine(
+    rt: Runtime,
+    sender: TaskSender,
+    meta: Collection,
+    job_id: str,
+    batch_no: int,
+    name: str,
+    blog: BatchLog,
+) -> str:
+    """A batch of a backfill this worker does not know: leave it to a worker that does.
+
+    Not leased, re-sent later; the job records which workers lack the definition, so
+    `status` can say so instead of the job silently stalling.
+    """
+    blog.error("backfill %r is not known to this worker (BACKFILL_IMPORTS); not taken", name)
+    try:
+        meta.update_one(
+            {"_id": job_id, "kind": "job"},
+            {"$addToSet": {"unknown_to_workers": socket.gethostname()}},
+        )
+        send_batch(sender, rt.settings.queue, job_id, batch_no, countdown=UNKNOWN_RETRY_SECONDS)
+    except SERVER_OUTAGES as exc:
+        blog.warning("could not re-send (%s); left to the sweeper", type(exc).__name__)
+    return "unknown-backfill"
 
 
 def _give_up(

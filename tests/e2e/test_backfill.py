@@ -41,8 +41,11 @@ def test_all_migrations_apply_and_the_validator_then_rejects_unenriched(system: 
     assert [s.version for s in result.done] == [
         "20240406_backfill_products_from_catalog",
         "20240407_enforce_catalog_fields",
+        "20240408_backfill_gtin14",
     ]
     assert_enriched_with_standin_values(system, ids)
+    for doc in system.db[PRODUCTS].find({}, {"gtin": 1, "gtin14": 1}):
+        assert doc["gtin14"] == doc["gtin"].zfill(14)
     with pytest.raises(pymongo.errors.WriteError):
         system.db[PRODUCTS].insert_one({"_id": ObjectId(), "sku": "no catalog fields"})
 

@@ -35,13 +35,17 @@ def test_down_removes_validator_and_enriched_fields(system: System) -> None:
     system.start_workers(1)
     system.migrate(to=None)
     config = runner.RunnerConfig.from_settings(system.settings, log=lambda _m: None)
-    result = runner.down(system.db, config, steps=2)
+    assert system.db[PRODUCTS].count_documents({"gtin14": {"$exists": True}}) == 300
+    result = runner.down(system.db, config, steps=3)
     assert [s.version for s in result.done] == [
+        "20240408_backfill_gtin14",
         "20240407_enforce_catalog_fields",
         "20240406_backfill_products_from_catalog",
     ]
     assert (
-        system.db[PRODUCTS].count_documents({"$or": [{f: {"$exists": True}} for f in ENRICHED]})
+        system.db[PRODUCTS].count_documents(
+            {"$or": [{f: {"$exists": True}} for f in (*ENRICHED, "gtin14", "gtin14_synced_at")]}
+        )
         == 0
     )
     system.db[PRODUCTS].insert_one({"_id": ObjectId(), "sku": "accepted again"})  # no validator

@@ -1,6 +1,6 @@
-"""What migration 20240406 does: run the catalog backfill as a job and wait for it.
+"""What a backfill's migration does: run the backfill as a job and wait for it (or undo it).
 
-Kept here, beside the job API it uses, so the migration module stays a few lines.
+Kept here, beside the job API it uses, so a migration that runs a backfill is two lines.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from typing import Any
 from pymongo import UpdateMany
 from pymongo.database import Database
 
+from backfill_engine.definition import Backfill
 from orchestrator.commands import Broker, RunOptions, launch, wait_for
 from orchestrator.errors import BackfillError
 from orchestrator.jobs import JobSummary
 from orchestrator.progress import counters_line
-from workers.enrich import CATALOG_BACKFILL, SYNCED_AT_FIELD
 from workers.settings import Settings
-from workers.states import PRODUCTS, JobStatus
+from workers.states import JobStatus
 
 PROGRESS_EVERY_SECONDS = 5.0
 UNSET_CHUNK = 5000
@@ -39,22 +39,35 @@ def workers_listening(broker: Broker, timeout: float = 2.0) -> int:
     return len(replies or [])
 
 
-def run_catalog_backfill(
-    db: Database, settings: Settings, log: Callable[[str], None] = print
+def run_backfill(
+    db: Database,
+    backfill: Backfill | str,
+    ctx: Any = None,
+    *,
+    settings: Settings | None = None,
+    params: dict[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> JobSummary:
-    """Start or join the catalog job, wait for it, and fail unless it completed cleanly."""
+    """Start or join a backfill's job, wait with progress, fail unless it completed cleanly.
+
+    What a migration's `up` calls: `run_backfill(db, MY_BACKFILL, ctx)`.
+    """
+    settings = settings or (getattr(ctx, "settings", None) if ctx else None) or Settings.from_env()
+    log = log or (getattr(ctx, "log", None) if ctx else None) or print
+    name = backfill if isinstance(backfill, str) else backfill.name
     broker = Broker.from_settings(settings)
     opts = RunOptions(
-        backfill="catalog",
+        backfill=name,
         batch_size=settings.batch_size,
         max_in_flight=settings.max_in_flight,
         rate_per_second=settings.rate_per_second,
+        params=tuple(sorted((params or {}).items())),
     )
-    job, created = launch(db, broker, opts)
+    job, created = launch(db, broker, opts, definitions=_definitions(backfill, settings))
     job_id = str(job["_id"])
     log(
         f"{'started' if created else 'joined'} backfill job {job_id}: "
-        f"{job['planning']['products']:,} products in {job['planning']['batches']:,} batches"
+        f"{job['planning']['products']:,} documents in {job['planning']['batches']:,} batches"
     )
     if job["status"] == JobStatus.PAUSED.value:
         raise BackfillJobFailedError(job_id, "paused", "resume it with `backfill resume JOB`")
@@ -68,7 +81,7 @@ def run_catalog_backfill(
             last[0] = now
             items = summary.items
             log(
-                f"  {items['processed']:,}/{items['size']:,} products · "
+                f"  {items['processed']:,}/{items['size']:,} documents · "
                 f"{counters_line(items, summary.quarantined)}"
             )
 
@@ -86,23 +99,33 @@ def run_catalog_backfill(
     return summary
 
 
-def remove_enriched_fields(db: Database, log: Callable[[str], None] = print) -> int:
-    """Undo the backfill: unset the enriched fields, in batches of ids."""
-    fields: dict[str, Any] = {name: "" for name in (*CATALOG_BACKFILL.fields, SYNCED_AT_FIELD)}
-    products = db[PRODUCTS]
+def _definitions(backfill: Backfill | str, settings: Settings) -> dict[str, Backfill]:
+    from workers.runtime import worker_definitions
+
+    found = worker_definitions(settings)
+    if isinstance(backfill, Backfill):
+        found[backfill.name] = backfill
+    return found
+
+
+def undo_backfill(db: Database, backfill: Backfill, ctx: Any = None) -> int:
+    """Undo a backfill: unset its written fields and its stamp where it stamped, in chunks."""
+    log: Callable[[str], None] = (getattr(ctx, "log", None) if ctx else None) or print
+    fields: dict[str, Any] = {name: "" for name in (*backfill.writes, backfill.synced_field)}
+    coll = db[backfill.collection]
     changed = 0
-    cursor = products.find({SYNCED_AT_FIELD: {"$exists": True}}, {"_id": 1}).batch_size(UNSET_CHUNK)
+    stamped = coll.find({backfill.synced_field: {"$exists": True}}, {"_id": 1})
     chunk: list[Any] = []
-    for doc in cursor:
+    for doc in stamped.batch_size(UNSET_CHUNK):
         chunk.append(doc["_id"])
         if len(chunk) == UNSET_CHUNK:
-            changed += products.bulk_write(
+            changed += coll.bulk_write(
                 [UpdateMany({"_id": {"$in": chunk}}, {"$unset": fields})]
             ).modified_count
             chunk = []
     if chunk:
-        changed += products.bulk_write(
+        changed += coll.bulk_write(
             [UpdateMany({"_id": {"$in": chunk}}, {"$unset": fields})]
         ).modified_count
-    log(f"removed enriched fields from {changed:,} products")
+    log(f"removed {backfill.name} fields from {changed:,} documents")
     return changed

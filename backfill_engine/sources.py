@@ -1,0 +1,157 @@
+"""Where a backfill's new values come from: a pure function, another collection, an HTTP API.
+
+A source answers a sub-chunk of documents at once with a SourceResult keyed by `_id`:
+a payload per id, the ids it has nothing for (missing), and per-id errors. Payloads are
+untrusted: the engine validates them against the backfill's whitelist before any write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pymongo.database import Database
+
+Doc = Mapping[str, Any]
+
+
+@dataclass
+class SourceResult:
+    """What a source answered for a sub-chunk, keyed by the original `_id`s."""
+
+    items: dict[Any, Any] = field(default_factory=dict)
+    missing: list[Any] = field(default_factory=list)
+    errors: dict[Any, str] = field(default_factory=dict)
+    http_status: int | None = None
+
+    @classmethod
+    def empty(cls) -> SourceResult:
+        return cls()
+
+    @classmethod
+    def all_invalid(cls, ids: Sequence[Any], reason: str, status: int | None) -> SourceResult:
+        return cls(errors=dict.fromkeys(ids, reason), http_status=status)
+
+
+@dataclass
+class SourceContext:
+    """What a source may use while fetching: the database, the run's params, its HTTP client."""
+
+    db: Database
+    params: Mapping[str, Any]
+    http: Any = None  # the per-process HTTP client of an HttpSource (engine-built)
+
+
+class Source(Protocol):
+    """Anything that answers payloads for documents."""
+
+    @property
+    def rate_bucket(self) -> str | None:
+        """The shared rate limit it is called under; None: no API, no limit."""
+
+    @property
+    def keyed_by_string(self) -> bool:
+        """True when ids travel as strings (so 5 and "5" look the same to it)."""
+
+    def fetch(self, docs: Sequence[Doc], ctx: SourceContext) -> SourceResult: ...
+
+
+@dataclass(frozen=True)
+class FunctionSource:
+    """New values as a pure function of the document (and the run's params).
+
+    `fn(doc, params)` returns the payload, or None when there is nothing to write for
+    that document (counted as missing). An exception it raises quarantines that one
+    document as invalid, with the exception's class and message.
+    """
+
+    fn: Callable[[Doc, Mapping[str, Any]], Mapping[str, Any] | None]
+    rate_bucket: str | None = None
+    keyed_by_string: bool = False
+
+    def fetch(self, docs: Sequence[Doc], ctx: SourceContext) -> SourceResult:
+        result = SourceResult()
+        for doc in docs:
+            try:
+                payload = self.fn(doc, ctx.params)
+            except Exception as exc:  # the team's code: one bad document, not a failed batch
+                result.errors[doc["_id"]] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                continue
+            if payload is None:
+                result.missing.append(doc["_id"])
+            else:
+                result.items[doc["_id"]] = payload
+        return result
+
+
+@dataclass(frozen=True)
+class CollectionSource:
+    """New values from another collection: its document whose `key` equals our `local`.
+
+    One `$in` query per sub-chunk. `fields` are the fields of the other document that
+    make the payload (all of them when empty). A key matched by several documents is an
+    error for that id, never a guess.
+    """
+
+    collection: str
+    key: str
+    local: str = "_id"
+    fields: tuple[str, ...] = ()
+    rate_bucket: str | None = None
+    keyed_by_string: bool = False
+
+    def fetch(self, docs: Sequence[Doc], ctx: SourceContext) -> SourceResult:
+        result = SourceResult()
+        wanted: dict[Any, list[Any]] = {}
+        for doc in docs:
+            value = doc.get(self.local)
+            if value is None:
+                result.missing.append(doc["_id"])
+            else:
+                wanted.setdefault(value, []).append(doc["_id"])
+        projection = {**dict.fromkeys(self.fields, 1), self.key: 1} if self.fields else None
+        found: dict[Any, Any] = {}
+        twice: set[Any] = set()
+        for other in ctx.db[self.collection].find({self.key: {"$in": list(wanted)}}, projection):
+            k = other.get(self.key)
+            if k in found:
+                twice.add(k)
+            found[k] = {f: v for f, v in other.items() if f not in ("_id", self.key)}
+        for value, ids in wanted.items():
+            for pid in ids:
+                if value in twice:
+                    result.errors[pid] = f"{self.collection}.{self.key} matches more than once"
+                elif value in found:
+                    result.items[pid] = found[value]
+                else:
+                    result.missing.append(pid)
+        return result
+
+
+@dataclass(frozen=True)
+class HttpSource:
+    """An HTTP API answering `GET {url}{path}?ids=a,b,c` with `{"items": [...], "missing": [...]}`.
+
+    The base URL and bearer token come from the environment variables named here, so a
+    definition holds no secret. Every call waits for a token of the shared bucket
+    `rate_bucket`: two backfills calling one API share its rate, different APIs don't.
+    Retries, 429 `Retry-After`, timeouts and the overall deadline are the engine's.
+    """
+
+    url_env: str
+    token_env: str | None = None
+    path: str = "/"
+    rate_bucket: str | None = "http"
+    keyed_by_string: bool = True
+
+    def fetch(self, docs: Sequence[Doc], ctx: SourceContext) -> SourceResult:
+        if ctx.http is None:
+            raise RuntimeError(f"no HTTP client was built for {self.url_env}")
+        answer = ctx.http.fetch([d["_id"] for d in docs])
+        return SourceResult(
+            items=answer.items,
+            missing=list(answer.missing),
+            errors=answer.errors,
+            http_status=getattr(answer, "http_status", None),
+        )

@@ -1,0 +1,70 @@
+"""Whitelist validation of an untrusted payload against a backfill's `writes` (pure).
+
+Only whitelisted fields of the exact type are kept; a hostile key anywhere in the payload
+(`$`-prefixed, dotted, `_id`, NUL) rejects the whole item; strings are non-empty and
+bounded; then the backfill's own `check` applies its rules. The shared rules live in
+workers.enrich, which the catalog's rules were first written in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from workers.enrich import (
+    MAX_PAYLOAD_BYTES,
+    MAX_STRING_CHARS,
+    InvalidPayloadError,
+    _scan_keys,
+)
+
+Check = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def validate_payload(
+    payload: Any, writes: Mapping[str, type], check: Check | None = None
+) -> dict[str, Any]:
+    """The whitelisted fields of `payload`, or raise InvalidPayloadError with one safe line."""
+    if not isinstance(payload, Mapping):
+        raise InvalidPayloadError(f"payload is {type(payload).__name__}, not an object")
+    _scan_keys(payload)
+    try:
+        size = len(json.dumps(payload, separators=(",", ":"), default=_refuse).encode())
+    except (TypeError, ValueError, UnicodeEncodeError) as exc:
+        raise InvalidPayloadError(f"payload is not plain JSON: {type(exc).__name__}") from None
+    if size > MAX_PAYLOAD_BYTES:
+        raise InvalidPayloadError(f"payload is {size} bytes, limit {MAX_PAYLOAD_BYTES}")
+    fields: dict[str, Any] = {}
+    for name, expected in writes.items():
+        if name not in payload:
+            raise InvalidPayloadError(f"missing field {name}", name)
+        fields[name] = _typed(name, expected, payload[name])
+    return check(fields) if check is not None else fields
+
+
+def _refuse(value: Any) -> Any:
+    # Values a pure-function source hands over (datetime, ObjectId, ...) count by their text.
+    return str(value)
+
+
+def _typed(name: str, expected: type, value: Any) -> Any:
+    # `type(...) is` rather than isinstance: bool is a subclass of int.
+    if type(value) is not expected:
+        raise InvalidPayloadError(
+            f"{name} must be {expected.__name__}, got {type(value).__name__}", name
+        )
+    if isinstance(value, str):
+        if not value.strip():
+            raise InvalidPayloadError(f"{name} is empty", name)
+        if len(value) > MAX_STRING_CHARS:
+            raise InvalidPayloadError(
+                f"{name} is {len(value)} characters, limit {MAX_STRING_CHARS}", name
+            )
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidPayloadError(f"{name} is not valid UTF-8 text", name) from None
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        raise InvalidPayloadError(f"{name} does not fit a 64-bit integer", name)
+    return value
