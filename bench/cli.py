@@ -259,6 +259,15 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
     env["bench_seconds"] = round(time.monotonic() - t_start, 1)
     if opts.with_scaling:
         env["scaling_seconds"] = scaling_seconds
+        env["scaling_bound_seconds"] = round(
+            scaling.bound_seconds(
+                opts.scaling_products,
+                opts.batch_size,
+                opts.scaling_latencies,
+                len(opts.scaling_pools),
+                opts.scaling_slots,
+            )
+        )
     args = opts.as_dict()
     json_path = opts.results_dir / f"{dt.date.today().isoformat()}.json"
     report.write_json(json_path, rows, memory, env, args, scaled)

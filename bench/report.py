@@ -496,7 +496,8 @@ def scaling_block(
         f"= {cap:,.0f} products/s, set high so it does not bind). `SecantusDB busy` is its "
         "CPU seconds per wall second (one interpreter: near 100 % it is saturated); "
         "`machine CPU busy` counts every process on the machine, other users' included. "
-        f"The series took {env.get('scaling_seconds', '?')} s.\n\n"
+        f"The series took {env.get('scaling_seconds', '?')} s (bounded by "
+        f"{env.get('scaling_bound_seconds', '?')} s: each run's timeout).\n\n"
         f"### Each doubling against the target\n\n{doublings_table(scaled, rate)}\n"
         f"### Where the curves flatten\n\n{flattening_text(scaled, rate)}\n"
     )

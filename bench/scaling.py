@@ -32,8 +32,8 @@ RATE_SHARE_SATURATED = 0.9  # catalog requests/s over the configured limit
 MACHINE_BUSY_SATURATED = 90.0  # % of all cores, every user's processes included
 # Each configuration may take this multiple of its ideal time (catalog waits spread over
 # its slots), plus a fixed allowance for planning and worker start-up, before it fails.
-TIMEOUT_FACTOR = 3.0
-TIMEOUT_SLACK_SECONDS = 120.0
+TIMEOUT_FACTOR = 2.0
+TIMEOUT_SLACK_SECONDS = 90.0
 
 
 def slot_mix(slots: int, pool: str, per_process: dict[str, int]) -> tuple[int, int]:
@@ -55,6 +55,19 @@ def ideal_seconds(n: int, batch_size: int, latency_ms: float, slots: int) -> flo
     return batches * requests_per_batch * latency_ms / 1000 / slots
 
 
+def run_timeout(n: int, batch_size: int, latency_ms: float, slots: int) -> float:
+    """Seconds one scaling run may take before it fails the bench instead of hanging."""
+    ideal = ideal_seconds(n, batch_size, latency_ms, slots)
+    return TIMEOUT_FACTOR * ideal + TIMEOUT_SLACK_SECONDS
+
+
+def bound_seconds(
+    n: int, batch_size: int, latencies: tuple[float, ...], pools: int, slots: tuple[int, ...]
+) -> float:
+    """The most the whole series may take: every run's timeout added up."""
+    return pools * sum(run_timeout(n, batch_size, lat, s) for lat in latencies for s in slots)
+
+
 def series(
     bench: Bench,
     n: int,
@@ -70,8 +83,8 @@ def series(
     for count in slots:
         procs, conc = slot_mix(count, pool, per_process)
         cfg = SystemConfig(procs, pool, conc, latency_ms)
-        limit = TIMEOUT_FACTOR * ideal_seconds(n, bench.batch_size, latency_ms, count)
-        (row,) = system(bench, n, cfg, rerun=False, timeout=limit + TIMEOUT_SLACK_SECONDS)
+        limit = run_timeout(n, bench.batch_size, latency_ms, count)
+        (row,) = system(bench, n, cfg, rerun=False, timeout=limit)
         rows.append(replace(row, scenario="scaling", ceiling_ps=here.products_per_s))
     return rows
 
@@ -85,6 +98,10 @@ def run_all(
     per_process: dict[str, int],
 ) -> list[Row]:
     """Every curve of the series: each pool at each latency."""
+    most = bound_seconds(n, bench.batch_size, latencies, len(pools), slots)
+    bench.say(
+        f"scaling series: {len(latencies) * len(pools) * len(slots)} runs, at most {most:.0f} s"
+    )
     rows: list[Row] = []
     for latency in latencies:
         for pool in pools:
@@ -145,10 +162,18 @@ def why(prev: Row, row: Row, rate_per_second: float) -> str:
             f"the machine's CPUs {row.machine_busy_pct:.0f} % busy (other users included)"
         )
     growth = _phase_growth(prev, row)
+    if not reasons:
+        # Nothing saturated: say how busy each was, so the reader sees it was not the cause.
+        quiet = []
+        if busy is not None:
+            quiet.append(f"SecantusDB busy {100 * busy:.0f} %")
+        if row.machine_busy_pct is not None:
+            quiet.append(f"machine CPUs {row.machine_busy_pct:.0f} %")
+        if rps is not None:
+            quiet.append(f"{rps:,.0f} of {rate_per_second:,.0f} catalog requests/s")
+        reasons.append("no saturated resource (" + ", ".join(quiet) + ")")
     if growth:
         reasons.append(growth)
-    if not reasons:
-        return "no saturated resource measured"
     return "; ".join(reasons)
 
 
@@ -161,9 +186,11 @@ def _phase_growth(prev: Row, row: Row) -> str:
     if not phases:
         return ""
     grew = max(phases, key=lambda k: b[k] - a.get(k, 0.0))
+    side = "waiting on the catalog" if grew == "catalog_s" else "database round trips"
     return (
         f"batch {1000 * a['total_s']:,.0f} -> {1000 * b['total_s']:,.0f} ms, most in "
-        f"{grew.removesuffix('_s')} ({1000 * a.get(grew, 0.0):,.0f} -> {1000 * b[grew]:,.0f} ms)"
+        f"{grew.removesuffix('_s')} ({1000 * a.get(grew, 0.0):,.0f} -> {1000 * b[grew]:,.0f} ms,"
+        f" {side})"
     )
 
 
