@@ -8,11 +8,11 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import report, scaling
 from bench.data import product_docs
 from bench.scenarios import Bench, Row, SystemConfig, ceiling, describe, naive, system, with_ratios
 from bench.servers import start_servers
@@ -42,6 +42,16 @@ class Options:
     doc: Path | None = Path("docs/benchmarks.md")
     chart: Path | None = Path("docs/benchmarks.png")
     log_dir: Path = Path(".backfill/bench")
+    readme: Path | None = Path("README.md")
+    # The scaling series (issue 12 part 1): where the work waits on the catalog API.
+    with_scaling: bool = True
+    scaling_products: int = scaling.DEFAULT_SCALING_PRODUCTS
+    scaling_latencies: tuple[float, ...] = scaling.DEFAULT_SCALING_LATENCIES_MS
+    scaling_slots: tuple[int, ...] = scaling.DEFAULT_SCALING_SLOTS
+    scaling_pools: tuple[str, ...] = ("prefork", "threads")
+    scaling_per_process: dict[str, int] = field(
+        default_factory=lambda: dict(scaling.DEFAULT_SLOTS_PER_PROCESS)
+    )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +64,12 @@ class Options:
             "single_slot": self.single_slot,
             "rate_per_second": self.rate,
             "batch_size": self.batch_size,
+            "scaling": self.with_scaling,
+            "scaling_products": self.scaling_products,
+            "scaling_latencies_ms": list(self.scaling_latencies),
+            "scaling_slots": list(self.scaling_slots),
+            "scaling_pools": list(self.scaling_pools),
+            "scaling_slots_per_process": dict(self.scaling_per_process),
         }
 
 
@@ -61,6 +77,7 @@ class Options:
 class Result:
     rows: list[Row]
     memory: list[Row]
+    scaling: list[Row]
     json_path: Path
     env: dict[str, Any]
 
@@ -71,6 +88,16 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(x) for x in text.split(",") if x.strip())
+
+
+def _per_process(text: str) -> dict[str, int]:
+    """`prefork=2,threads=8` -> {"prefork": 2, "threads": 8}."""
+    out = {}
+    for part in text.split(","):
+        if part.strip():
+            pool, _, count = part.partition("=")
+            out[pool.strip()] = int(count)
+    return out
 
 
 def parse(argv: Sequence[str] | None = None) -> Options:
@@ -102,9 +129,41 @@ def parse(argv: Sequence[str] | None = None) -> Options:
     p.add_argument("--chart", type=Path, default=Path("docs/benchmarks.png"))
     p.add_argument("--no-doc", action="store_true", help="write only the JSON results")
     p.add_argument("--log-dir", type=Path, default=Path(".backfill/bench"))
+    p.add_argument(
+        "--readme",
+        type=Path,
+        default=Path("README.md"),
+        help="file whose bench markers get the headline numbers",
+    )
+    s = p.add_argument_group("scaling series (catalog-bound: more slots, more products/s)")
+    s.add_argument("--no-scaling", action="store_true", help="skip the scaling series")
+    s.add_argument(
+        "--scaling-products",
+        type=int,
+        default=scaling.DEFAULT_SCALING_PRODUCTS,
+        help="products per scaling run (default %(default)s)",
+    )
+    s.add_argument(
+        "--scaling-latencies",
+        type=_floats,
+        default=scaling.DEFAULT_SCALING_LATENCIES_MS,
+        help="catalog latencies in ms, e.g. 150,300",
+    )
+    s.add_argument(
+        "--scaling-slots", type=_ints, default=scaling.DEFAULT_SCALING_SLOTS, help="e.g. 1,2,4,8"
+    )
+    s.add_argument("--scaling-pools", default="prefork,threads", help="Celery pools to scale")
+    s.add_argument(
+        "--scaling-slots-per-process",
+        type=_per_process,
+        default=dict(scaling.DEFAULT_SLOTS_PER_PROCESS),
+        help="most pool slots per worker process, per pool, e.g. prefork=2,threads=8",
+    )
     a = p.parse_args(argv)
-    if a.products < 1 or a.naive_products < 1:
-        p.error("--products and --naive-products must be at least 1")
+    if a.products < 1 or a.naive_products < 1 or a.scaling_products < 1:
+        p.error("--products, --naive-products and --scaling-products must be at least 1")
+    if not a.scaling_slots or min(a.scaling_slots) < 1:
+        p.error("--scaling-slots must list slot counts of at least 1")
     return Options(
         products=a.products,
         naive_products=a.naive_products,
@@ -121,6 +180,13 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         doc=None if a.no_doc else a.doc,
         chart=None if a.no_doc else a.chart,
         log_dir=a.log_dir,
+        readme=None if a.no_doc else a.readme,
+        with_scaling=not a.no_scaling,
+        scaling_products=a.scaling_products,
+        scaling_latencies=a.scaling_latencies,
+        scaling_slots=tuple(sorted(set(a.scaling_slots))),
+        scaling_pools=tuple(x.strip() for x in a.scaling_pools.split(",") if x.strip()),
+        scaling_per_process=a.scaling_slots_per_process,
     )
 
 
@@ -133,7 +199,7 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
     t_start = time.monotonic()
     try:
         say(f"servers up: {servers.mongo.url} {servers.redis_proc.url} {servers.catalog.url}")
-        biggest = max(opts.products, opts.naive_products)
+        biggest = max(opts.products, opts.naive_products, opts.scaling_products)
         bench = Bench(servers, product_docs(biggest), log_dir, opts.rate, opts.batch_size, say=say)
         rows: list[Row] = [ceiling(bench, opts.products)]
         say(describe(rows[-1]))
@@ -166,8 +232,22 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
                 if r.scenario == "system" and r.label == cfg.label and r.latency_ms == 0.0
             ]
             memory += same[:1]
+        scaled: list[Row] = []
+        scaling_seconds = 0.0
+        if opts.with_scaling:
+            t_scaling = time.monotonic()
+            scaled = scaling.run_all(
+                bench,
+                opts.scaling_products,
+                opts.scaling_latencies,
+                opts.scaling_pools,
+                opts.scaling_slots,
+                opts.scaling_per_process,
+            )
+            scaling_seconds = round(time.monotonic() - t_scaling, 1)
         rows = with_ratios(rows)
         memory = with_ratios(memory)
+        scaled = with_ratios(scaled)
         env = report.environment(
             str(servers.redis.info("server").get("redis_version", "?")),
             str(servers.client.admin.command("buildInfo").get("version", "?")),
@@ -177,18 +257,39 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
         servers.close()
     env["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     env["bench_seconds"] = round(time.monotonic() - t_start, 1)
+    if opts.with_scaling:
+        env["scaling_seconds"] = scaling_seconds
+        env["scaling_bound_seconds"] = round(
+            scaling.bound_seconds(
+                opts.scaling_products,
+                opts.batch_size,
+                opts.scaling_latencies,
+                len(opts.scaling_pools),
+                opts.scaling_slots,
+            )
+        )
     args = opts.as_dict()
     json_path = opts.results_dir / f"{dt.date.today().isoformat()}.json"
-    report.write_json(json_path, rows, memory, env, args)
+    report.write_json(json_path, rows, memory, env, args, scaled)
     if opts.doc is not None:
         chart = opts.chart or opts.doc.with_suffix(".png")
         report.chart(rows, chart)
         rel = os.path.relpath(chart, opts.doc.parent)
-        report.write_doc(opts.doc, report.generated_block(rows, memory, env, args, rel))
+        scaling_rel = None
+        if scaled:
+            scaling_chart = chart.with_name(chart.stem + "-scaling" + chart.suffix)
+            report.scaling_chart(scaled, opts.rate, scaling_chart)
+            scaling_rel = os.path.relpath(scaling_chart, opts.doc.parent)
+        block = report.generated_block(rows, memory, env, args, rel, scaled, scaling_rel)
+        report.write_doc(opts.doc, block)
+        if opts.readme is not None:
+            report.write_readme(opts.readme, rows, memory, scaled, args)
     say(report.table(rows))
-    say(report.targets_table(report.targets(rows, memory)))
+    if scaled:
+        say(report.scaling_table(scaled, opts.rate))
+    say(report.targets_table(report.targets(rows, memory, scaled, opts.rate)))
     say(f"results in {json_path} ({env['bench_seconds']} s)")
-    return Result(rows, memory, json_path, env)
+    return Result(rows, memory, scaled, json_path, env)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""What the bench watches while a scenario runs: worker memory and Redis traffic."""
+"""What the bench watches while a scenario runs: memory, CPU, Redis and MongoDB traffic."""
 
 from __future__ import annotations
 
@@ -57,6 +57,14 @@ def calls_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]
     """Redis calls per command between two INFO commandstats snapshots (zeros dropped)."""
     out = {k: v - before.get(k, 0) for k, v in after.items()}
     return {k: v for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v > 0}
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, every user's processes included."""
+    t = psutil.cpu_times()
+    idle = t.idle + getattr(t, "iowait", 0.0)
+    total = sum(t)
+    return total - idle, total
 
 
 def cpu_seconds(roots: Iterable[int], *, tree: bool = True) -> float:

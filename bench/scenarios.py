@@ -16,7 +16,7 @@ import requests
 from pymongo.database import Database
 
 from bench.data import precomputed_updates, seed
-from bench.probes import CpuMeter, RssSampler, calls_delta, cpu_seconds
+from bench.probes import CpuMeter, RssSampler, calls_delta, cpu_seconds, machine_busy
 from bench.servers import Servers
 from migrations import runner
 from orchestrator.commands import Broker, RunOptions, launch, wait_for
@@ -28,6 +28,7 @@ from workers.states import METADATA, PRODUCTS
 METADATA_VERSION = "20240405_create_backfill_metadata"
 WORKER_READY_TIMEOUT = 90.0
 HTTP_TIMEOUT_SECONDS = 10.0
+OWN_CPU_GROUPS = ("workers", "orchestrator")  # our processes, as opposed to the servers
 TIMING_KEYS = ("total_s", "lease_s", "read_s", "catalog_s", "write_s", "checkpoint_s")
 _DISPATCH_RE = re.compile(r"after_s=([0-9.]+)")
 
@@ -59,6 +60,38 @@ class Row:
     # server: its writes get dearer as the oplog fills (docs/benchmarks.md)
     ceiling_ps: float | None = None
     cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds per process group
+    # database commands per batch over the run (serverStatus opcounters deltas), by kind
+    mongo_cmds_per_batch: float | None = None
+    mongo_top: dict[str, int] = field(default_factory=dict)
+    # the whole machine's CPU use over the run (other users' load included), % of all cores
+    machine_busy_pct: float | None = None
+
+    @property
+    def slots(self) -> int | None:
+        """Worker pool slots: processes x concurrency."""
+        if self.processes is None or self.concurrency is None:
+            return None
+        return self.processes * self.concurrency
+
+    @property
+    def own_cpu_ms_per_product(self) -> float | None:
+        """CPU of our own processes (worker trees and the bench process) per product."""
+        if not self.products or not all(g in self.cpu_s for g in OWN_CPU_GROUPS):
+            return None
+        return 1000 * sum(self.cpu_s[g] for g in OWN_CPU_GROUPS) / self.products
+
+    @property
+    def db_busy(self) -> float | None:
+        """SecantusDB CPU seconds per wall second: near 1.0 its one interpreter is saturated."""
+        cpu = self.cpu_s.get("secantusdb")
+        return None if cpu is None or self.seconds <= 0 else cpu / self.seconds
+
+    @property
+    def catalog_rps(self) -> float | None:
+        """Catalog API requests per second over the run."""
+        if self.catalog_requests is None or self.seconds <= 0:
+            return None
+        return self.catalog_requests / self.seconds
 
     @property
     def db_ms_per_product(self) -> float | None:
@@ -72,10 +105,14 @@ class Row:
 
     def as_dict(self) -> dict[str, Any]:
         db_ms = self.db_ms_per_product
+        own = self.own_cpu_ms_per_product
+        busy = self.db_busy
         return {
             **asdict(self),
             "products_per_s": round(self.products_per_s, 1),
             "db_cpu_ms_per_product": None if db_ms is None else round(db_ms, 3),
+            "own_cpu_ms_per_product": None if own is None else round(own, 4),
+            "db_busy": None if busy is None else round(busy, 3),
         }
 
 
@@ -211,6 +248,7 @@ def _run_job(
     cfg: SystemConfig,
     scenario: str,
     worker_pids: list[int],
+    timeout: float | None = None,
 ) -> tuple[Row, str]:
     n = db[PRODUCTS].estimated_document_count()
     slots = cfg.processes * cfg.concurrency
@@ -229,6 +267,8 @@ def _run_job(
         },
         alone=("orchestrator",),  # this process is the parent of every server above
     )
+    ops_before = bench.servers.mongo_ops()
+    busy_before = machine_busy()
     cpu.start()
     calls_before = bench.servers.redis_calls()
     requests_before = bench.servers.catalog_requests()
@@ -236,7 +276,7 @@ def _run_job(
     t0 = time.perf_counter()
     job, _ = launch(db, broker, opts)
     job_id = str(job["_id"])
-    summary = wait_for(db, broker, settings, job_id, timeout=max(300.0, n / 20))
+    summary = wait_for(db, broker, settings, job_id, timeout=timeout or max(300.0, n / 20))
     if summary.job["status"] != "completed":
         raise RuntimeError(f"{scenario} {cfg.label}: job ended {summary.job['status']}")
     finished = summary.job.get("finished_at")
@@ -246,6 +286,12 @@ def _run_job(
         seconds = time.perf_counter() - t0
     cpu_used = cpu.stop()
     calls = calls_delta(calls_before, bench.servers.redis_calls())
+    busy_after = machine_busy()
+    # minus the serverStatus that read the "before" counters
+    ops = calls_delta(ops_before, bench.servers.mongo_ops())
+    if ops.get("command"):
+        ops["command"] -= 1
+    total_cpu = busy_after[1] - busy_before[1]
     batches = int(summary.job["planning"]["batches"])
     row = Row(
         scenario,
@@ -262,12 +308,22 @@ def _run_job(
         redis_cmds_per_batch=round(sum(calls.values()) / max(batches, 1), 1),
         redis_top=dict(list(calls.items())[:8]),
         cpu_s=cpu_used,
+        mongo_cmds_per_batch=round(sum(ops.values()) / max(batches, 1), 1),
+        mongo_top=ops,
+        machine_busy_pct=(
+            round(100 * (busy_after[0] - busy_before[0]) / total_cpu, 1) if total_cpu > 0 else None
+        ),
     )
     return row, job_id
 
 
-def system(bench: Bench, n: int, cfg: SystemConfig, *, rerun: bool) -> list[Row]:
-    """The full system on `n` products with `cfg`'s workers; then optionally the same job again."""
+def system(
+    bench: Bench, n: int, cfg: SystemConfig, *, rerun: bool, timeout: float | None = None
+) -> list[Row]:
+    """The full system on `n` products with `cfg`'s workers; then optionally the same job again.
+
+    `timeout` bounds each job's wait (seconds); past it the run fails instead of hanging.
+    """
     db = bench.fresh_db(n)
     run_no = bench._runs
     bench.servers.set_latency(cfg.latency_ms)
@@ -302,7 +358,7 @@ def system(bench: Bench, n: int, cfg: SystemConfig, *, rerun: bool) -> list[Row]
         logs = [w.log_path for w in workers if w.log_path]
         pids = [w.pid for w in workers]
         with RssSampler(w.pid for w in workers) as rss:
-            first, job_id = _run_job(bench, db, broker, settings, cfg, "system", pids)
+            first, job_id = _run_job(bench, db, broker, settings, cfg, "system", pids, timeout)
         first.timings = _batch_timings(db, job_id, logs)
         first.overhead_pct = _overhead_pct(first.timings)
         first.peak_rss_mb = round(rss.peak_mb, 1)
@@ -316,7 +372,7 @@ def system(bench: Bench, n: int, cfg: SystemConfig, *, rerun: bool) -> list[Row]
                 path.write_text("")
             since = dt.datetime.now(dt.UTC)
             with RssSampler(w.pid for w in workers) as rss:
-                again, job_id = _run_job(bench, db, broker, settings, cfg, "rerun", pids)
+                again, job_id = _run_job(bench, db, broker, settings, cfg, "rerun", pids, timeout)
             again.timings = _batch_timings(db, job_id, logs)
             again.overhead_pct = _overhead_pct(again.timings)
             again.peak_rss_mb = round(rss.peak_mb, 1)

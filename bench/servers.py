@@ -51,6 +51,16 @@ class Servers:
             if isinstance(v, dict) and "calls" in v
         }
 
+    def mongo_ops(self) -> dict[str, int]:
+        """Commands the database has served so far, by kind (serverStatus `opcounters`).
+
+        Server-side, so it counts the worker processes' commands too, not only this
+        process's. SecantusDB counts one per command (a 100-update `bulk_write` is one
+        `update`), where `mongod` counts inserts per document.
+        """
+        ops = self.client.admin.command("serverStatus").get("opcounters", {})
+        return {str(k): int(v) for k, v in ops.items()}
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.client.close()
