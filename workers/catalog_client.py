@@ -32,6 +32,7 @@ import requests
 from bson import ObjectId
 from requests.adapters import HTTPAdapter
 
+from workers.enrich import MAX_PAYLOAD_BYTES
 from workers.redact import redact_text, redact_url
 from workers.settings import (
     DEFAULT_CATALOG_BACKOFF_SECONDS,
@@ -49,7 +50,11 @@ DEFAULT_POOL_SIZE = 16  # connections kept per host: at least the worker's threa
 DEFAULT_MAX_BACKOFF_SECONDS = 10.0
 DEFAULT_MAX_THROTTLED = 20  # 429 answers tolerated for one request before giving up
 DEFAULT_MAX_RETRY_AFTER_SECONDS = 60.0  # a Retry-After above this is capped, not obeyed
-MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a bigger body is refused, never held in memory
+# The largest valid answer is 100 items of at most MAX_PAYLOAD_BYTES (under 2 MiB); twice
+# that leaves room for the `missing` list and JSON framing. json.loads peaks at many times
+# the body size, so a bigger body is refused while it streams, never held whole.
+MAX_RESPONSE_BYTES = 2 * MAX_IDS_PER_REQUEST * MAX_PAYLOAD_BYTES  # 3.125 MiB
+BODY_READ_BYTES = 64 * 1024  # one receive from the socket at most
 PRODUCTS_PATH = "/v1/products"
 
 
@@ -163,6 +168,10 @@ _TRANSIENT = (
 
 class _BrokenBody(Exception):
     """A 200 whose body is not the documented JSON; retried like a 5xx."""
+
+
+class _OversizeBody(_BrokenBody):
+    """A 200 whose body outgrew MAX_RESPONSE_BYTES; the rest is never read."""
 
 
 def _parse_body(raw: bytes) -> tuple[list[Any], list[Any]]:
@@ -334,6 +343,9 @@ class HttpCatalogClient:
             broken = False
             try:
                 status, raw, retry_after = self._get(url)
+            except _OversizeBody as exc:
+                status = result.http_status = 200
+                reason, broken = str(exc), True
             except _TRANSIENT as exc:
                 reason = type(exc).__name__
             except requests.RequestException as exc:
@@ -398,14 +410,10 @@ class HttpCatalogClient:
             if resp.status_code != 200:
                 return resp.status_code, b"", retry_after
             chunks, size = [], 0
-            for chunk in resp.iter_content(chunk_size=256 * 1024):
+            for chunk in resp.iter_content(chunk_size=BODY_READ_BYTES):
                 size += len(chunk)
                 if size > MAX_RESPONSE_BYTES:
-                    raise CatalogProtocolError(
-                        f"catalog at {self.safe_url} sent a body over {MAX_RESPONSE_BYTES} bytes",
-                        url=self.safe_url,
-                        status=200,
-                    )
+                    raise _OversizeBody(f"body over {MAX_RESPONSE_BYTES} bytes")
                 chunks.append(chunk)
             return 200, b"".join(chunks), retry_after
 

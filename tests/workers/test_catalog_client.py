@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,8 @@ from orchestrator.stack import free_port
 from tests.catalog.standin import StandIn
 from workers.catalog_client import (
     MAX_ID_CHARS,
+    MAX_IDS_PER_REQUEST,
+    MAX_RESPONSE_BYTES,
     CatalogAuthError,
     CatalogClient,
     CatalogError,
@@ -27,6 +30,7 @@ from workers.catalog_client import (
     catalog_id,
     parse_retry_after,
 )
+from workers.enrich import MAX_PAYLOAD_BYTES
 from workers.ratelimit import RateLimiter
 from workers.settings import Settings
 
@@ -367,3 +371,34 @@ def test_the_global_limiter_holds_the_observed_request_rate(
     # few milliseconds between a grant in Redis and the request's arrival).
     assert stats["max_rate_1s"] <= rate * 1 + limiter.burst + 1
     assert stats["requests"] >= limiter.burst
+
+
+OVERSIZE_BODY_CHARS = 8 * 1024 * 1024  # well under the old 64 MiB cap, far over any valid answer
+
+
+def _huge_string_id(seed: int = 0) -> str:
+    """An id the stand-in answers, at hostile rate 1, with a huge `brand` string."""
+    return next(s for s in map(str, range(1000)) if hostile_kind(s, seed) == "huge_string")
+
+
+def test_the_body_cap_is_a_small_multiple_of_the_largest_valid_answer() -> None:
+    largest_valid = MAX_IDS_PER_REQUEST * MAX_PAYLOAD_BYTES
+    assert largest_valid <= MAX_RESPONSE_BYTES <= 4 * largest_valid
+
+
+def test_an_oversize_body_is_refused_while_streaming_then_a_protocol_error(
+    catalog: StandIn, rec: Recorder
+) -> None:
+    catalog.faults(hostile_rate=1.0, huge_chars=OVERSIZE_BODY_CHARS)
+    client = client_for(catalog, rec, max_retries=1)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CatalogProtocolError) as exc:
+            client.fetch([_huge_string_id()])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert f"body over {MAX_RESPONSE_BYTES} bytes" in str(exc.value)
+    assert (exc.value.attempts, exc.value.status) == (2, 200)
+    assert catalog.stats()["requests"] == 2, "retried like any malformed answer"
+    assert peak < OVERSIZE_BODY_CHARS, "the oversize body was held in memory"
