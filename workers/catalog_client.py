@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import requests
+import urllib3.exceptions
 from bson import ObjectId
 from requests.adapters import HTTPAdapter
 
@@ -39,6 +40,7 @@ from workers.settings import (
     DEFAULT_CATALOG_CONNECT_TIMEOUT,
     DEFAULT_CATALOG_MAX_RETRIES,
     DEFAULT_CATALOG_READ_TIMEOUT,
+    DEFAULT_CATALOG_REQUEST_DEADLINE,
     Settings,
 )
 
@@ -166,6 +168,10 @@ _TRANSIENT = (
 )
 
 
+class RequestDeadlineExceeded(requests.Timeout):
+    """The whole request outlived its deadline (e.g. a body trickled byte by byte)."""
+
+
 class _BrokenBody(Exception):
     """A 200 whose body is not the documented JSON; retried like a 5xx."""
 
@@ -187,6 +193,30 @@ def _parse_body(raw: bytes) -> tuple[list[Any], list[Any]]:
     return items, missing
 
 
+def _bound_next_receive(resp: requests.Response, deadline: float, read_timeout: float) -> bool:
+    """Let the next receive wait no longer than the deadline leaves (nor the read timeout);
+    True when the deadline is the tighter bound, so a timeout then means the deadline."""
+    left = deadline - time.monotonic()
+    sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
+    if sock is not None:
+        sock.settimeout(max(0.001, min(read_timeout, left)))
+    return left <= read_timeout
+
+
+def _receive(resp: requests.Response) -> bytes:
+    """Whatever part of the body has arrived (b"" at its end), decoded; requests' errors."""
+    # read1, not iter_content: iter_content waits for a whole chunk, so a trickled body
+    # would never reach the deadline check between chunks.
+    try:
+        return bytes(resp.raw.read1(BODY_READ_BYTES, decode_content=True) or b"")
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise requests.exceptions.ReadTimeout(str(exc)) from None
+    except urllib3.exceptions.DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(str(exc)) from None
+    except (urllib3.exceptions.ProtocolError, urllib3.exceptions.SSLError) as exc:
+        raise requests.exceptions.ChunkedEncodingError(str(exc)) from None
+
+
 class HttpCatalogClient:
     """The catalog over HTTP: one pooled `requests.Session`, safe to share between threads."""
 
@@ -197,6 +227,7 @@ class HttpCatalogClient:
         *,
         connect_timeout: float | None = None,
         read_timeout: float | None = None,
+        request_deadline: float | None = None,
         max_retries: int | None = None,
         backoff_seconds: float | None = None,
         max_backoff_seconds: float = DEFAULT_MAX_BACKOFF_SECONDS,
@@ -220,6 +251,7 @@ class HttpCatalogClient:
                 target.catalog_max_retries,
                 target.catalog_backoff_seconds,
             )
+            deadline = target.catalog_request_deadline
         else:
             base_url = target
             defaults = (
@@ -228,12 +260,14 @@ class HttpCatalogClient:
                 DEFAULT_CATALOG_MAX_RETRIES,
                 DEFAULT_CATALOG_BACKOFF_SECONDS,
             )
+            deadline = DEFAULT_CATALOG_REQUEST_DEADLINE
         self.base_url = base_url.rstrip("/")
         self.safe_url = redact_url(self.base_url) + PRODUCTS_PATH
         self.timeout = (
             defaults[0] if connect_timeout is None else connect_timeout,
             defaults[1] if read_timeout is None else read_timeout,
         )
+        self.request_deadline = deadline if request_deadline is None else request_deadline
         self.max_retries = defaults[2] if max_retries is None else max_retries
         self.backoff_seconds = defaults[3] if backoff_seconds is None else backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
@@ -404,18 +438,40 @@ class HttpCatalogClient:
             self._sleep(delay)
 
     def _get(self, url: str) -> tuple[int, bytes, str | None]:
-        """One GET with a bounded body; returns (status, body, Retry-After header)."""
-        with self.session.get(url, timeout=self.timeout, stream=True) as resp:
+        """One GET with a bounded body and an overall deadline; (status, body, Retry-After)."""
+        deadline = time.monotonic() + self.request_deadline
+        # requests' timeouts bound each receive, not the whole answer: cap both by the
+        # deadline here, and check it again after every receive of the body.
+        connect, read = (min(t, self.request_deadline) for t in self.timeout)
+        with self.session.get(url, timeout=(connect, read), stream=True) as resp:
             retry_after = resp.headers.get("Retry-After")
             if resp.status_code != 200:
                 return resp.status_code, b"", retry_after
-            chunks, size = [], 0
-            for chunk in resp.iter_content(chunk_size=BODY_READ_BYTES):
-                size += len(chunk)
-                if size > MAX_RESPONSE_BYTES:
-                    raise _OversizeBody(f"body over {MAX_RESPONSE_BYTES} bytes")
-                chunks.append(chunk)
-            return 200, b"".join(chunks), retry_after
+            return 200, self._read_body(resp, deadline), retry_after
+
+    def _read_body(self, resp: requests.Response, deadline: float) -> bytes:
+        """The body, read as it arrives: refused past MAX_RESPONSE_BYTES or past `deadline`."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            bound_by_deadline = _bound_next_receive(resp, deadline, self.timeout[1])
+            try:
+                chunk = _receive(resp)
+            except requests.exceptions.ReadTimeout:
+                if bound_by_deadline:
+                    raise self._deadline_exceeded() from None
+                raise
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > MAX_RESPONSE_BYTES:
+                raise _OversizeBody(f"body over {MAX_RESPONSE_BYTES} bytes")
+            chunks.append(chunk)
+            if time.monotonic() > deadline:
+                raise self._deadline_exceeded()
+
+    def _deadline_exceeded(self) -> RequestDeadlineExceeded:
+        return RequestDeadlineExceeded(f"no whole answer within {self.request_deadline:g}s")
 
     def _throttle(self, throttled: int, header: str | None, failures: int) -> None:
         """Wait out a 429 and tell the global limiter, or give up past `max_throttled`."""

@@ -402,3 +402,31 @@ def test_an_oversize_body_is_refused_while_streaming_then_a_protocol_error(
     assert (exc.value.attempts, exc.value.status) == (2, 200)
     assert catalog.stats()["requests"] == 2, "retried like any malformed answer"
     assert peak < OVERSIZE_BODY_CHARS, "the oversize body was held in memory"
+
+
+def test_a_trickled_body_hits_the_request_deadline_and_counts_as_a_timeout(
+    catalog: StandIn, rec: Recorder
+) -> None:
+    # Each piece arrives well within the read timeout; only the whole answer is late.
+    catalog.faults(trickle_rate=1.0, trickle_seconds=20)
+    client = client_for(catalog, rec, read_timeout=5.0, request_deadline=0.5, max_retries=1)
+    with pytest.raises(CatalogUnavailableError) as exc:
+        client.fetch(["a"])
+    assert "RequestDeadlineExceeded" in str(exc.value)
+    assert (exc.value.attempts, exc.value.status) == (2, None)
+    assert catalog.stats()["requests"] == 2, "retried like a read timeout"
+
+
+def test_a_trickled_body_within_the_deadline_arrives_whole(catalog: StandIn, rec: Recorder) -> None:
+    catalog.faults(trickle_rate=1.0, trickle_seconds=0.3)
+    result = client_for(catalog, rec, request_deadline=30).fetch(["a", "b"])
+    assert result.items == {"a": expected_item("a"), "b": expected_item("b")}
+
+
+def test_the_deadline_comes_from_settings(catalog: StandIn) -> None:
+    settings = Settings.from_env(
+        {"CATALOG_URL": catalog.url, "CATALOG_REQUEST_DEADLINE": "0.25", "CATALOG_MAX_RETRIES": "0"}
+    )
+    catalog.faults(trickle_rate=1.0, trickle_seconds=20)
+    with pytest.raises(CatalogUnavailableError, match="RequestDeadlineExceeded"):
+        HttpCatalogClient.from_settings(settings).fetch(["a"])
