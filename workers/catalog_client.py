@@ -11,7 +11,8 @@ Retry policy, per HTTP request:
   CatalogUnavailableError (CatalogProtocolError for a body that stayed broken);
 - 429 waits `Retry-After` (capped), calls `on_throttle(seconds)` so the global limiter
   pauses every worker, and does not use up `max_retries` (a separate `max_throttled` bounds it);
-- 401/403 raise CatalogAuthError at once; any other status raises CatalogProtocolError.
+- 401/403 raise CatalogAuthError at once; a redirect is never followed (it could carry the
+  token and ids to another host) and, like any other status, raises CatalogProtocolError.
 `before_request()` (the global limiter's acquire) runs before every HTTP request, retries
 included. The token never appears in an exception or a log line.
 """
@@ -407,6 +408,14 @@ class HttpCatalogClient:
                     continue
                 elif status >= 500:
                     reason = f"HTTP {status}"
+                elif 300 <= status < 400:
+                    raise CatalogProtocolError(
+                        f"catalog at {self.safe_url} answered a redirect (HTTP {status}); "
+                        "redirects are not followed",
+                        url=self.safe_url,
+                        status=status,
+                        attempts=failures + 1,
+                    )
                 else:
                     raise CatalogProtocolError(
                         f"catalog at {self.safe_url} answered unexpected HTTP {status}",
@@ -443,7 +452,10 @@ class HttpCatalogClient:
         # requests' timeouts bound each receive, not the whole answer: cap both by the
         # deadline here, and check it again after every receive of the body.
         connect, read = (min(t, self.request_deadline) for t in self.timeout)
-        with self.session.get(url, timeout=(connect, read), stream=True) as resp:
+        # Never follow a redirect: it could send the request, token and ids to another host.
+        with self.session.get(
+            url, timeout=(connect, read), stream=True, allow_redirects=False
+        ) as resp:
             retry_after = resp.headers.get("Retry-After")
             if resp.status_code != 200:
                 return resp.status_code, b"", retry_after

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import json
 import logging
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -430,3 +433,53 @@ def test_the_deadline_comes_from_settings(catalog: StandIn) -> None:
     catalog.faults(trickle_rate=1.0, trickle_seconds=20)
     with pytest.raises(CatalogUnavailableError, match="RequestDeadlineExceeded"):
         HttpCatalogClient.from_settings(settings).fetch(["a"])
+
+
+class _Recording(http.server.BaseHTTPRequestHandler):
+    """A loopback server that answers every GET with `reply` and remembers the paths."""
+
+    reply: tuple[int, dict[str, str], bytes] = (200, {}, b"")
+
+    def do_GET(self) -> None:
+        self.server.paths.append(self.path)  # type: ignore[attr-defined]
+        status, headers, body = self.reply
+        self.send_response(status)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _loopback_server(status: int, headers: dict[str, str], body: bytes) -> Iterator[Any]:
+    handler = type("Handler", (_Recording,), {"reply": (status, headers, body)})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.paths = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_redirect_to_another_host_is_refused_not_followed(rec: Recorder) -> None:
+    answer = json.dumps({"items": [expected_item("a")], "missing": []}).encode()
+    with _loopback_server(200, {"Content-Type": "application/json"}, answer) as elsewhere:
+        target = f"http://127.0.0.1:{elsewhere.server_address[1]}/v1/products?ids=a"
+        with _loopback_server(302, {"Location": target}, b"") as catalog:
+            client = HttpCatalogClient(
+                f"http://127.0.0.1:{catalog.server_address[1]}",
+                "tok-never-forwarded",
+                max_retries=2,
+                sleep=rec.sleep,
+            )
+            with pytest.raises(CatalogProtocolError, match=r"redirect \(HTTP 302\)") as exc:
+                client.fetch(["a"])
+    assert exc.value.status == 302
+    assert len(catalog.paths) == 1, "a redirect is not retried"
+    assert elsewhere.paths == [], "the redirect was followed"
