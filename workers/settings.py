@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from urllib.parse import urlsplit
 
-from workers.redact import REDACTED, redact_url
+from workers.redact import REDACTED, redact_url, url_secrets
 
 DEFAULT_MONGO_DB = "catalog"
 DEFAULT_QUEUE = "backfill"
@@ -178,12 +178,7 @@ class Settings:
         """Secret values to scrub from any text we print or log."""
         out = [self.catalog_token or "", self.flower_basic_auth or ""]
         for url in (self.mongo_url, self.redis_url, self.catalog_url):
-            if url:
-                try:
-                    pw = urlsplit(url).password
-                except ValueError:
-                    pw = None
-                out.append(pw or "")
+            out.extend(url_secrets(url))
         if self.flower_basic_auth and ":" in self.flower_basic_auth:
             out.append(self.flower_basic_auth.split(":", 1)[1])
         return tuple(s for s in out if s)
