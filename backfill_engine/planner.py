@@ -13,7 +13,7 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import pymongo.errors
@@ -64,6 +64,38 @@ def after_cursor(cursor: Any) -> dict[str, Any]:
     later = [alias for _, aliases in _TYPE_ORDER[_type_rank(cursor) + 1 :] for alias in aliases]
     same_type = {"_id": {"$gt": cursor}}
     return {"$or": [same_type, {"_id": {"$type": later}}]} if later else same_type
+
+
+class UnsupportedIdError(BackfillError):
+    """A product `_id` the engine cannot carry through a batch (it keys maps by `_id`)."""
+
+    def __init__(self, job_id: str, value: Any) -> None:
+        self.job_id, self.id_type = job_id, _id_type_name(value)
+        super().__init__(
+            f"job {job_id}: products holds an _id of type {self.id_type}; only scalar _ids "
+            "(ObjectId, string, number, date, ...) can be backfilled; fix or exclude it, "
+            "then run again"
+        )
+
+
+def _id_type_name(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "embedded document"
+    if isinstance(value, list | tuple):
+        return "array"
+    return type(value).__name__
+
+
+def check_ids(job_id: str, ids: Iterable[Any]) -> None:
+    """Raise UnsupportedIdError for an `_id` a batch could not round-trip: the worker keys
+    products and answers by `_id`, so an embedded document (unhashable) crashes it."""
+    for value in ids:
+        if isinstance(value, Mapping | list | tuple):
+            raise UnsupportedIdError(job_id, value)
+        try:
+            hash(value)
+        except TypeError:
+            raise UnsupportedIdError(job_id, value) from None
 
 
 class PlanningConflictError(BackfillError):
@@ -252,6 +284,12 @@ def plan_job(
         # `--limit N`: the first N ids of the scope in `_id` order, whatever was planned before.
         stream = itertools.islice(stream, max(0, int(limit) - planned_products))
     for done_now, ids in enumerate(_chunks(stream, int(job["batch_size"])), start=1):
+        try:
+            check_ids(job_id, ids)
+        except UnsupportedIdError:
+            # Nothing of this batch is written: after the data is fixed, planning resumes here.
+            meta.update_one({"_id": job_id, "planner": owner}, {"$set": {"planner": None}})
+            raise
         ambiguous = find_ambiguous(products, ids) if job.get("string_keyed", True) else []
         try:
             id_lists.insert_one(batch_ids_doc(job_id, next_no, ids, ambiguous))

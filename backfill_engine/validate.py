@@ -12,11 +12,15 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import bson
+import bson.errors
+
 from workers.enrich import (
+    MAX_DEPTH,
     MAX_PAYLOAD_BYTES,
     MAX_STRING_CHARS,
     InvalidPayloadError,
-    _scan_keys,
+    _hostile_key,
 )
 
 Check = Callable[[dict[str, Any]], dict[str, Any]]
@@ -30,6 +34,13 @@ def validate_payload(
         raise InvalidPayloadError(f"payload is {type(payload).__name__}, not an object")
     _scan_keys(payload)
     try:
+        # Every value must be storable: one that is not (a lone surrogate, an int beyond
+        # 64 bits, an unknown type) would fail the whole sub-chunk's bulk write.
+        bson.encode(dict(payload))
+    except (bson.errors.InvalidDocument, UnicodeEncodeError, OverflowError, TypeError) as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise InvalidPayloadError(f"payload not storable in MongoDB: {reason}") from None
+    try:
         size = len(json.dumps(payload, separators=(",", ":"), default=_refuse).encode())
     except (TypeError, ValueError, UnicodeEncodeError) as exc:
         raise InvalidPayloadError(f"payload is not plain JSON: {type(exc).__name__}") from None
@@ -41,6 +52,23 @@ def validate_payload(
             raise InvalidPayloadError(f"missing field {name}", name)
         fields[name] = _typed(name, expected, payload[name])
     return check(fields) if check is not None else fields
+
+
+def _scan_keys(payload: Mapping[Any, Any]) -> None:
+    """Reject hostile keys at any depth; iterative so a deep payload cannot exhaust the stack."""
+    stack: list[tuple[Any, int]] = [(payload, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidPayloadError(f"payload nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, Mapping):
+            for key, child in value.items():
+                why = _hostile_key(key)
+                if why:
+                    raise InvalidPayloadError(f"hostile payload: {why}")
+                stack.append((child, depth + 1))
+        elif isinstance(value, list | tuple):
+            stack.extend((child, depth + 1) for child in value)
 
 
 def _refuse(value: Any) -> Any:

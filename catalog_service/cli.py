@@ -6,7 +6,12 @@ import logging
 
 import click
 
-from catalog_service.faults import DEFAULT_STALL_MS, FaultConfigError, Faults
+from catalog_service.faults import (
+    DEFAULT_STALL_MS,
+    DEFAULT_TRICKLE_SECONDS,
+    FaultConfigError,
+    Faults,
+)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8700
@@ -33,6 +38,13 @@ _rate = click.FloatRange(0.0, 1.0)
     "--timeout-rate", default=0.0, type=_rate, help="Share of requests that stall --stall-ms."
 )
 @click.option("--stall-ms", default=DEFAULT_STALL_MS, show_default=True, type=float)
+@click.option(
+    "--trickle-rate",
+    default=0.0,
+    type=_rate,
+    help="Share of answers whose body trickles a few bytes at a time over --trickle-seconds.",
+)
+@click.option("--trickle-seconds", default=DEFAULT_TRICKLE_SECONDS, show_default=True, type=float)
 @click.option("--huge-chars", default=None, type=int, help="Size of the huge hostile string.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of data and faults.")
 @click.option(
@@ -54,6 +66,8 @@ def catalog_server(
     hostile_rate: float,
     timeout_rate: float,
     stall_ms: float,
+    trickle_rate: float,
+    trickle_seconds: float,
     huge_chars: int | None,
     seed: int,
     token: str | None,
@@ -72,6 +86,8 @@ def catalog_server(
         "hostile_rate": hostile_rate,
         "timeout_rate": timeout_rate,
         "stall_ms": stall_ms,
+        "trickle_rate": trickle_rate,
+        "trickle_seconds": trickle_seconds,
         "seed": seed,
     }
     if huge_chars is not None:

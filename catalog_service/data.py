@@ -49,6 +49,7 @@ HOSTILE_KINDS = (
     "bool_weight",  # weight_grams is true
     "missing_field",  # gtin absent
     "no_id",  # the entry lacks "id": the client cannot attribute it to a product
+    "lone_surrogate",  # brand holds "\ud800": valid JSON, but no UTF-8 (so no BSON) form
 )
 
 
@@ -128,6 +129,8 @@ def hostile_item(
         item["weight_grams"] = True
     elif kind == "missing_field":
         del item["gtin"]
+    elif kind == "lone_surrogate":
+        item["brand"] = "Ac\ud800me"
     else:
         del item["id"]
     return item

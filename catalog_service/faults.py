@@ -1,4 +1,4 @@
-"""The stand-in's knobs (latency, 5xx, 429, stalls, broken bodies) and its own rate limit."""
+"""The stand-in's knobs (latency, 5xx, 429, stalls, trickles, broken bodies) and its rate limit."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from catalog_service.data import DEFAULT_HUGE_CHARS
 MAX_LATENCY_MS = 60_000.0
 MAX_STALL_MS = 120_000.0
 DEFAULT_STALL_MS = 5_000.0  # a "timeout" stalls this long: above any test's read timeout
+DEFAULT_TRICKLE_SECONDS = 5.0  # a trickled body takes this long: above any test's deadline
+MAX_TRICKLE_SECONDS = 600.0
 MAX_COUNTDOWN = 1_000_000  # fail_next / throttle_next
 DEFAULT_RETRY_AFTER_SECONDS = 1  # what `throttle_next` puts in Retry-After
 MAX_RETRY_AFTER_SECONDS = 3600
@@ -34,6 +36,8 @@ class Faults:
     malformed_rate: float = 0.0  # answer 200 with a broken JSON body
     timeout_rate: float = 0.0  # stall `stall_ms` before answering
     stall_ms: float = DEFAULT_STALL_MS
+    trickle_rate: float = 0.0  # send the answer's body a few bytes at a time...
+    trickle_seconds: float = DEFAULT_TRICKLE_SECONDS  # ...spread over this many seconds
     missing_rate: float = 0.0  # deterministic per id: the catalog does not know it
     hostile_rate: float = 0.0  # deterministic per id: a payload that must never be written
     huge_chars: int = DEFAULT_HUGE_CHARS  # length of the "huge_string" hostile value
@@ -48,12 +52,14 @@ class Faults:
             "error_rate",
             "malformed_rate",
             "timeout_rate",
+            "trickle_rate",
             "missing_rate",
             "hostile_rate",
         ):
             _check(name, getattr(self, name), 0.0, 1.0)
         _check("latency_ms", self.latency_ms, 0.0, MAX_LATENCY_MS)
         _check("stall_ms", self.stall_ms, 0.0, MAX_STALL_MS)
+        _check("trickle_seconds", self.trickle_seconds, 0.0, MAX_TRICKLE_SECONDS)
         _check("huge_chars", self.huge_chars, 0, 64 * 1024 * 1024)
         _check("rate_limit", self.rate_limit, 0.0, 1_000_000.0)
         _check("fail_next", self.fail_next, 0, MAX_COUNTDOWN)

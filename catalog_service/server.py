@@ -6,7 +6,7 @@ API (what the real catalog provider serves):
               "missing": [...]}
   GET /v1/products/ID                -> 200 item, or 404
   401 without `Authorization: Bearer <token>` when a token is set; 429 + Retry-After when
-  over the rate limit; 5xx, stalls and broken bodies at the configured rates.
+  over the rate limit; 5xx, stalls, trickled bodies and broken bodies at the configured rates.
 
 Control endpoints for tests (no auth; the stand-in binds to loopback):
   GET /_stats[?ids=a,b][&id_counts=0]   counters (see `Stats.snapshot`); `ids` limits
@@ -43,6 +43,8 @@ IDLE_TIMEOUT_SECONDS = 30.0  # an idle keep-alive connection gives its thread ba
 RATE_WINDOW_SECONDS = 1.0
 PRODUCTS_PATH = "/v1/products"
 SERVER_ERRORS = (500, 502, 503)
+TRICKLE_PIECE_BYTES = 8  # a trickled body goes out this many bytes at a time...
+TRICKLE_MAX_PIECES = 200  # ...in at most this many pieces (bigger pieces for a big body)
 
 
 class Stats:
@@ -201,6 +203,13 @@ class Reply(NamedTuple):
     body: bytes
     headers: dict[str, str]
     ids_served: int = 0
+    trickle_seconds: float = 0.0  # spread the body over this long; 0 sends it at once
+
+
+def trickle_pieces(body: bytes) -> list[bytes]:
+    """`body` cut into the pieces a trickled answer sends one by one."""
+    size = max(TRICKLE_PIECE_BYTES, -(-len(body) // TRICKLE_MAX_PIECES))
+    return [body[i : i + size] for i in range(0, len(body), size)] or [b""]
 
 
 def _reply(
@@ -289,7 +298,9 @@ class CatalogHandler(BaseHTTPRequestHandler):
             # Counted before the answer leaves: a client that got its answer can read
             # /_stats and find its request there.
             stats.depart(reply.status, reply.ids_served)
-        self._send(reply.status, reply.body, reply.headers)
+        if self.state.dice.hit(self.state.faults.trickle_rate):
+            reply = reply._replace(trickle_seconds=self.state.faults.trickle_seconds)
+        self._send(reply.status, reply.body, reply.headers, reply.trickle_seconds)
 
     def _serve_api(self, path: str, query: str) -> Reply:
         state = self.state
@@ -359,17 +370,31 @@ class CatalogHandler(BaseHTTPRequestHandler):
     def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         self._send(*_reply(status, payload, headers)[:3])
 
-    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+    def _send(
+        self, status: int, body: bytes, headers: dict[str, str], trickle_seconds: float = 0.0
+    ) -> None:
         try:
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if trickle_seconds > 0:
+                self._trickle(body, trickle_seconds)
+            else:
+                self.wfile.write(body)
         except OSError:
             # The client gave up (read timeout during a stall): nothing left to tell it.
             self.close_connection = True
+
+    def _trickle(self, body: bytes, seconds: float) -> None:
+        """Send `body` a few bytes at a time over `seconds`: each receive is quick, the whole
+        answer is slow, so only an overall deadline on the client ends it early."""
+        pieces = trickle_pieces(body)
+        for piece in pieces:
+            time.sleep(seconds / len(pieces))
+            self.wfile.write(piece)
+            self.wfile.flush()
 
 
 class CatalogServer(ThreadingHTTPServer):

@@ -11,6 +11,7 @@ from .collections import with_validation_level as with_validation_level
 from .collections import with_validator as with_validator
 from .discovery import MIGRATIONS_DIR as MIGRATIONS_DIR
 from .discovery import discover as discover
+from .errors import InvalidDescriptionError as InvalidDescriptionError
 from .errors import InvalidMigrationError as InvalidMigrationError
 from .errors import InvalidVersionFormatError as InvalidVersionFormatError
 from .errors import LockError as LockError
@@ -78,6 +79,7 @@ __all__ = [  # noqa: RUF022 (grouped by topic, sorted within a group)
     "RunnerConfig",
     "discover",
     # Errors
+    "InvalidDescriptionError",
     "InvalidMigrationError",
     "InvalidVersionFormatError",
     "LockError",

@@ -28,6 +28,17 @@ class InvalidVersionFormatError(MigrationError):
         super().__init__(f"invalid migration version {version!r}: {why}")
 
 
+class InvalidDescriptionError(MigrationError):
+    """A description that would not stay one line of the generated module."""
+
+    def __init__(self, char: str) -> None:
+        self.char = char
+        super().__init__(
+            "migration description must be one line without control characters, "
+            f"found U+{ord(char):04X}"
+        )
+
+
 class MigrationRegisteredError(MigrationError):
     """Two migrations claim the same version."""
 

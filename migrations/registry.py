@@ -19,14 +19,14 @@ from migrations.errors import (
     MigrationRegisteredError,
 )
 
-VERSION_PATTERN = re.compile(r"^\d{8}(?:_[a-z0-9_]+)*$")
+VERSION_PATTERN = re.compile(r"\d{8}(?:_[a-z0-9_]+)*")  # fullmatch: `$` admits a final \n
 
 log = logging.getLogger(__name__)
 
 
 def validate_version(version: str) -> str:
     """Return `version` if it is `YYYYMMDD[_slug]` with a real date, else raise."""
-    if not isinstance(version, str) or not VERSION_PATTERN.match(version):
+    if not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version):
         raise InvalidVersionFormatError(str(version))
     try:
         dt.datetime.strptime(version[:8], "%Y%m%d")

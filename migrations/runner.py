@@ -16,6 +16,7 @@ import logging
 import re
 import string
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from pymongo.database import Database
 
 from migrations.discovery import MIGRATIONS_DIR, LoadedMigration, discover
 from migrations.errors import (
+    InvalidDescriptionError,
     InvalidVersionFormatError,
     LockLostError,
     MigrationError,
@@ -44,7 +46,7 @@ from migrations.plan import (
 from migrations.registry import MigrationContext, MigrationStatus, validate_version
 
 TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "migration.py.tmpl"
-SLUG_PATTERN = re.compile(r"^[a-z0-9_]+$")
+SLUG_PATTERN = re.compile(r"[a-z0-9_]+")  # fullmatch: `$` admits a final \n
 
 logger = logging.getLogger(__name__)
 
@@ -283,6 +285,18 @@ def mark_applied(db: Database, version: str, config: RunnerConfig | None = None)
     config.log(f"marked {version} applied")
 
 
+# Characters that end a line or a string literal in the generated module.
+_LINE_BREAKING = ("Cc", "Zl", "Zp")
+
+
+def _description_literal(description: str) -> str:
+    """`description` as the text of a one-line "..." string and docstring in the template."""
+    for char in description:
+        if unicodedata.category(char) in _LINE_BREAKING:
+            raise InvalidDescriptionError(char)
+    return description.replace("\\", "\\\\").replace('"', "'")
+
+
 def _class_name(slug: str) -> str:
     name = "".join(part.capitalize() for part in slug.split("_") if part)
     return name if name[:1].isalpha() else f"Migration{name}"
@@ -296,7 +310,7 @@ def create(
     today: dt.date | None = None,
 ) -> Path:
     """Write `<directory>/<today>_<slug>.py` from the template and return its path."""
-    if not SLUG_PATTERN.match(slug) or not slug.strip("_"):
+    if not SLUG_PATTERN.fullmatch(slug) or not slug.strip("_"):
         raise InvalidVersionFormatError(slug, "slug must be lower-case letters, digits and _")
     version = validate_version(f"{(today or dt.date.today()):%Y%m%d}_{slug}")
     directory = directory or MIGRATIONS_DIR
@@ -307,7 +321,7 @@ def create(
         raise MigrationError(f"{path} already exists")
     text = string.Template(TEMPLATE_PATH.read_text()).substitute(
         version=version,
-        description=(description or slug.replace("_", " ")).replace('"', "'"),
+        description=_description_literal(description or slug.replace("_", " ")),
         class_name=_class_name(slug),
     )
     path.write_text(text)

@@ -12,7 +12,7 @@ import click
 
 from orchestrator.context import AppContext
 from orchestrator.errors import BackfillError
-from workers.redact import redact_text
+from workers.redact import redact_text, redacted_traceback
 from workers.settings import Settings, SettingsError
 
 EXIT_ERROR = 1
@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> None:
         _fail(redact_text(f"catalog: {str(exc).splitlines()[0][:300]}", secrets))
     except Exception as exc:
         if os.environ.get("BACKFILL_DEBUG"):
-            raise
+            # The traceback, but through the same scrubbing as every other line we print.
+            click.echo(redacted_traceback(exc, secrets).rstrip("\n"), err=True)
+            sys.exit(EXIT_ERROR)
         _fail(redact_text(f"unexpected {type(exc).__name__}: {exc}", secrets))
     sys.exit(code)
 

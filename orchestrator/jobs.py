@@ -186,8 +186,10 @@ def retry(
     replay_id = None
     if ids:
         replay_id = start_replay(ids, job_id)
+        # Exactly the ids the replay job got: an item quarantined since the read above is
+        # not in it, and must stay unreplayed for the next retry.
         quarantine.update_many(
-            {"job_id": job_id, "replayed": False},
+            {"job_id": job_id, "product_id": {"$in": ids}, "replayed": False},
             {"$set": {"replayed": True, "replay_job_id": replay_id, "updated_at": now_utc()}},
         )
     if not failed and not ids:

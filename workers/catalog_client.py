@@ -11,7 +11,8 @@ Retry policy, per HTTP request:
   CatalogUnavailableError (CatalogProtocolError for a body that stayed broken);
 - 429 waits `Retry-After` (capped), calls `on_throttle(seconds)` so the global limiter
   pauses every worker, and does not use up `max_retries` (a separate `max_throttled` bounds it);
-- 401/403 raise CatalogAuthError at once; any other status raises CatalogProtocolError.
+- 401/403 raise CatalogAuthError at once; a redirect is never followed (it could carry the
+  token and ids to another host) and, like any other status, raises CatalogProtocolError.
 `before_request()` (the global limiter's acquire) runs before every HTTP request, retries
 included. The token never appears in an exception or a log line.
 """
@@ -29,15 +30,18 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import requests
+import urllib3.exceptions
 from bson import ObjectId
 from requests.adapters import HTTPAdapter
 
+from workers.enrich import MAX_PAYLOAD_BYTES
 from workers.redact import redact_text, redact_url
 from workers.settings import (
     DEFAULT_CATALOG_BACKOFF_SECONDS,
     DEFAULT_CATALOG_CONNECT_TIMEOUT,
     DEFAULT_CATALOG_MAX_RETRIES,
     DEFAULT_CATALOG_READ_TIMEOUT,
+    DEFAULT_CATALOG_REQUEST_DEADLINE,
     Settings,
 )
 
@@ -49,7 +53,11 @@ DEFAULT_POOL_SIZE = 16  # connections kept per host: at least the worker's threa
 DEFAULT_MAX_BACKOFF_SECONDS = 10.0
 DEFAULT_MAX_THROTTLED = 20  # 429 answers tolerated for one request before giving up
 DEFAULT_MAX_RETRY_AFTER_SECONDS = 60.0  # a Retry-After above this is capped, not obeyed
-MAX_RESPONSE_BYTES = 64 * 1024 * 1024  # a bigger body is refused, never held in memory
+# The largest valid answer is 100 items of at most MAX_PAYLOAD_BYTES (under 2 MiB); twice
+# that leaves room for the `missing` list and JSON framing. json.loads peaks at many times
+# the body size, so a bigger body is refused while it streams, never held whole.
+MAX_RESPONSE_BYTES = 2 * MAX_IDS_PER_REQUEST * MAX_PAYLOAD_BYTES  # 3.125 MiB
+BODY_READ_BYTES = 64 * 1024  # one receive from the socket at most
 PRODUCTS_PATH = "/v1/products"
 
 
@@ -161,8 +169,16 @@ _TRANSIENT = (
 )
 
 
+class RequestDeadlineExceeded(requests.Timeout):
+    """The whole request outlived its deadline (e.g. a body trickled byte by byte)."""
+
+
 class _BrokenBody(Exception):
     """A 200 whose body is not the documented JSON; retried like a 5xx."""
+
+
+class _OversizeBody(_BrokenBody):
+    """A 200 whose body outgrew MAX_RESPONSE_BYTES; the rest is never read."""
 
 
 def _parse_body(raw: bytes) -> tuple[list[Any], list[Any]]:
@@ -178,6 +194,30 @@ def _parse_body(raw: bytes) -> tuple[list[Any], list[Any]]:
     return items, missing
 
 
+def _bound_next_receive(resp: requests.Response, deadline: float, read_timeout: float) -> bool:
+    """Let the next receive wait no longer than the deadline leaves (nor the read timeout);
+    True when the deadline is the tighter bound, so a timeout then means the deadline."""
+    left = deadline - time.monotonic()
+    sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
+    if sock is not None:
+        sock.settimeout(max(0.001, min(read_timeout, left)))
+    return left <= read_timeout
+
+
+def _receive(resp: requests.Response) -> bytes:
+    """Whatever part of the body has arrived (b"" at its end), decoded; requests' errors."""
+    # read1, not iter_content: iter_content waits for a whole chunk, so a trickled body
+    # would never reach the deadline check between chunks.
+    try:
+        return bytes(resp.raw.read1(BODY_READ_BYTES, decode_content=True) or b"")
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise requests.exceptions.ReadTimeout(str(exc)) from None
+    except urllib3.exceptions.DecodeError as exc:
+        raise requests.exceptions.ContentDecodingError(str(exc)) from None
+    except (urllib3.exceptions.ProtocolError, urllib3.exceptions.SSLError) as exc:
+        raise requests.exceptions.ChunkedEncodingError(str(exc)) from None
+
+
 class HttpCatalogClient:
     """The catalog over HTTP: one pooled `requests.Session`, safe to share between threads."""
 
@@ -190,6 +230,7 @@ class HttpCatalogClient:
         *,
         connect_timeout: float | None = None,
         read_timeout: float | None = None,
+        request_deadline: float | None = None,
         max_retries: int | None = None,
         backoff_seconds: float | None = None,
         max_backoff_seconds: float = DEFAULT_MAX_BACKOFF_SECONDS,
@@ -213,6 +254,7 @@ class HttpCatalogClient:
                 target.catalog_max_retries,
                 target.catalog_backoff_seconds,
             )
+            deadline = target.catalog_request_deadline
         else:
             base_url = target
             defaults = (
@@ -221,12 +263,14 @@ class HttpCatalogClient:
                 DEFAULT_CATALOG_MAX_RETRIES,
                 DEFAULT_CATALOG_BACKOFF_SECONDS,
             )
+            deadline = DEFAULT_CATALOG_REQUEST_DEADLINE
         self.base_url = base_url.rstrip("/")
         self.safe_url = redact_url(self.base_url) + PRODUCTS_PATH
         self.timeout = (
             defaults[0] if connect_timeout is None else connect_timeout,
             defaults[1] if read_timeout is None else read_timeout,
         )
+        self.request_deadline = deadline if request_deadline is None else request_deadline
         self.max_retries = defaults[2] if max_retries is None else max_retries
         self.backoff_seconds = defaults[3] if backoff_seconds is None else backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
@@ -336,6 +380,9 @@ class HttpCatalogClient:
             broken = False
             try:
                 status, raw, retry_after = self._get(url)
+            except _OversizeBody as exc:
+                status = result.http_status = 200
+                reason, broken = str(exc), True
             except _TRANSIENT as exc:
                 reason = type(exc).__name__
             except requests.RequestException as exc:
@@ -363,6 +410,14 @@ class HttpCatalogClient:
                     continue
                 elif status >= 500:
                     reason = f"HTTP {status}"
+                elif 300 <= status < 400:
+                    raise CatalogProtocolError(
+                        f"catalog at {self.safe_url} answered a redirect (HTTP {status}); "
+                        "redirects are not followed",
+                        url=self.safe_url,
+                        status=status,
+                        attempts=failures + 1,
+                    )
                 else:
                     raise CatalogProtocolError(
                         f"catalog at {self.safe_url} answered unexpected HTTP {status}",
@@ -394,22 +449,43 @@ class HttpCatalogClient:
             self._sleep(delay)
 
     def _get(self, url: str) -> tuple[int, bytes, str | None]:
-        """One GET with a bounded body; returns (status, body, Retry-After header)."""
-        with self.session.get(url, timeout=self.timeout, stream=True) as resp:
+        """One GET with a bounded body and an overall deadline; (status, body, Retry-After)."""
+        deadline = time.monotonic() + self.request_deadline
+        # requests' timeouts bound each receive, not the whole answer: cap both by the
+        # deadline here, and check it again after every receive of the body.
+        connect, read = (min(t, self.request_deadline) for t in self.timeout)
+        # Never follow a redirect: it could send the request, token and ids to another host.
+        with self.session.get(
+            url, timeout=(connect, read), stream=True, allow_redirects=False
+        ) as resp:
             retry_after = resp.headers.get("Retry-After")
             if resp.status_code != 200:
                 return resp.status_code, b"", retry_after
-            chunks, size = [], 0
-            for chunk in resp.iter_content(chunk_size=256 * 1024):
-                size += len(chunk)
-                if size > MAX_RESPONSE_BYTES:
-                    raise CatalogProtocolError(
-                        f"catalog at {self.safe_url} sent a body over {MAX_RESPONSE_BYTES} bytes",
-                        url=self.safe_url,
-                        status=200,
-                    )
-                chunks.append(chunk)
-            return 200, b"".join(chunks), retry_after
+            return 200, self._read_body(resp, deadline), retry_after
+
+    def _read_body(self, resp: requests.Response, deadline: float) -> bytes:
+        """The body, read as it arrives: refused past MAX_RESPONSE_BYTES or past `deadline`."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            bound_by_deadline = _bound_next_receive(resp, deadline, self.timeout[1])
+            try:
+                chunk = _receive(resp)
+            except requests.exceptions.ReadTimeout:
+                if bound_by_deadline:
+                    raise self._deadline_exceeded() from None
+                raise
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > MAX_RESPONSE_BYTES:
+                raise _OversizeBody(f"body over {MAX_RESPONSE_BYTES} bytes")
+            chunks.append(chunk)
+            if time.monotonic() > deadline:
+                raise self._deadline_exceeded()
+
+    def _deadline_exceeded(self) -> RequestDeadlineExceeded:
+        return RequestDeadlineExceeded(f"no whole answer within {self.request_deadline:g}s")
 
     def _throttle(self, throttled: int, header: str | None, failures: int) -> None:
         """Wait out a 429 and tell the global limiter, or give up past `max_throttled`."""

@@ -38,6 +38,7 @@ MAX_STRING_CHARS = 512  # per whitelisted string value
 MAX_PAYLOAD_BYTES = 16 * 1024  # whole payload as compact JSON, unknown keys included
 MAX_DEPTH = 16  # nesting levels scanned for hostile keys; deeper is itself rejected
 MAX_WEIGHT_GRAMS = 10_000_000  # 10 tonnes: beyond any product we sell
+BSON_INT_MIN, BSON_INT_MAX = -(2**63), 2**63 - 1  # the widest integer BSON stores
 SNAPSHOT_LIMIT = 2048  # characters of a payload kept in quarantine
 
 CHAIN_START = ""  # `prev_hash` of the first link of a batch's payload hash chain
@@ -67,6 +68,28 @@ def _hostile_key(key: object) -> str | None:
         return "key '_id'"
     if "\x00" in key:
         return "key with NUL byte"
+    if not _utf8(key):
+        return "key that is not valid UTF-8 (lone surrogate)"
+    return None
+
+
+def _utf8(text: str) -> bool:
+    """Whether BSON can store `text`: a lone surrogate ("\\ud800") has no UTF-8 form."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _unstorable_value(value: object) -> str | None:
+    """Why BSON cannot store this leaf value, or None when it can."""
+    if isinstance(value, str) and not _utf8(value):
+        return "string that is not valid UTF-8 (lone surrogate)"
+    if isinstance(value, int) and not BSON_INT_MIN <= value <= BSON_INT_MAX:
+        return "integer beyond 64 bits"
+    if value is not None and not isinstance(value, str | int | float | Mapping | list | tuple):
+        return f"value of type {type(value).__name__}"
     return None
 
 
@@ -75,10 +98,12 @@ def _short(text: str, limit: int = 40) -> str:
 
 
 def _scan_keys(payload: Mapping[Any, Any]) -> None:
-    """Reject hostile keys at any depth; iterative so a deep payload cannot exhaust the stack."""
-    stack: list[tuple[Any, int]] = [(payload, 0)]
+    """Reject hostile keys and values BSON cannot store, at any depth (one bad value would
+    fail the whole batch's bulk write); iterative so a deep payload cannot exhaust the stack."""
+    # Each entry carries the top-level key it sits under, to name the field in the reason.
+    stack: list[tuple[Any, int, str | None]] = [(payload, 0, None)]
     while stack:
-        value, depth = stack.pop()
+        value, depth, top = stack.pop()
         if depth > MAX_DEPTH:
             raise InvalidPayloadError(f"payload nested deeper than {MAX_DEPTH} levels")
         if isinstance(value, Mapping):
@@ -86,9 +111,12 @@ def _scan_keys(payload: Mapping[Any, Any]) -> None:
                 why = _hostile_key(key)
                 if why:
                     raise InvalidPayloadError(f"hostile payload: {why}")
-                stack.append((child, depth + 1))
+                stack.append((child, depth + 1, top or key))
         elif isinstance(value, list | tuple):
-            stack.extend((child, depth + 1) for child in value)
+            stack.extend((child, depth + 1, top) for child in value)
+        elif why := _unstorable_value(value):
+            where = _short(top) if top else "payload"
+            raise InvalidPayloadError(f"{where} not storable in MongoDB: {why}", top)
 
 
 def _check_field(name: str, expected: type, value: Any) -> Any:

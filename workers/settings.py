@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from urllib.parse import urlsplit
 
-from workers.redact import REDACTED, redact_url
+from workers.redact import REDACTED, redact_url, url_secrets
 
 DEFAULT_MONGO_DB = "catalog"
 DEFAULT_QUEUE = "backfill"
@@ -22,6 +22,7 @@ DEFAULT_SWEEP_INTERVAL_SECONDS = 5.0
 DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 7200  # Redis redelivers unacked tasks after this
 DEFAULT_CATALOG_CONNECT_TIMEOUT = 3.0
 DEFAULT_CATALOG_READ_TIMEOUT = 10.0
+DEFAULT_CATALOG_REQUEST_DEADLINE = 30.0  # seconds for a whole request: connect to last byte
 DEFAULT_CATALOG_MAX_RETRIES = 5
 DEFAULT_CATALOG_BACKOFF_SECONDS = 0.2
 DEFAULT_MIGRATION_LOCK_SECONDS = 30.0
@@ -93,6 +94,7 @@ class Settings:
     catalog_token: str | None = field(default=None, repr=False)
     catalog_connect_timeout: float = DEFAULT_CATALOG_CONNECT_TIMEOUT
     catalog_read_timeout: float = DEFAULT_CATALOG_READ_TIMEOUT
+    catalog_request_deadline: float = DEFAULT_CATALOG_REQUEST_DEADLINE
     catalog_max_retries: int = DEFAULT_CATALOG_MAX_RETRIES
     catalog_backoff_seconds: float = DEFAULT_CATALOG_BACKOFF_SECONDS
     queue: str = DEFAULT_QUEUE
@@ -131,6 +133,9 @@ class Settings:
             ),
             catalog_read_timeout=_float(
                 e, "CATALOG_READ_TIMEOUT", DEFAULT_CATALOG_READ_TIMEOUT, 0.01, 600
+            ),
+            catalog_request_deadline=_float(
+                e, "CATALOG_REQUEST_DEADLINE", DEFAULT_CATALOG_REQUEST_DEADLINE, 0.01, 3600
             ),
             catalog_max_retries=_int(e, "CATALOG_MAX_RETRIES", DEFAULT_CATALOG_MAX_RETRIES, 0, 50),
             catalog_backoff_seconds=_float(
@@ -179,12 +184,7 @@ class Settings:
         """Secret values to scrub from any text we print or log."""
         out = [self.catalog_token or "", self.flower_basic_auth or ""]
         for url in (self.mongo_url, self.redis_url, self.catalog_url):
-            if url:
-                try:
-                    pw = urlsplit(url).password
-                except ValueError:
-                    pw = None
-                out.append(pw or "")
+            out.extend(url_secrets(url))
         if self.flower_basic_auth and ":" in self.flower_basic_auth:
             out.append(self.flower_basic_auth.split(":", 1)[1])
         return tuple(s for s in out if s)
@@ -216,6 +216,7 @@ class Settings:
             "BACKFILL_VISIBILITY_TIMEOUT": str(self.visibility_timeout_seconds),
             "CATALOG_CONNECT_TIMEOUT": str(self.catalog_connect_timeout),
             "CATALOG_READ_TIMEOUT": str(self.catalog_read_timeout),
+            "CATALOG_REQUEST_DEADLINE": str(self.catalog_request_deadline),
             "CATALOG_MAX_RETRIES": str(self.catalog_max_retries),
             "CATALOG_BACKOFF_SECONDS": str(self.catalog_backoff_seconds),
             "MIGRATION_LOCK_SECONDS": str(self.migration_lock_seconds),

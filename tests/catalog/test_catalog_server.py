@@ -21,6 +21,7 @@ from catalog_service.data import (
     hostile_kind,
     is_missing,
 )
+from orchestrator.stack import start_catalog
 from tests.catalog.standin import StandIn, launch
 from workers.enrich import InvalidPayloadError, validate_item
 
@@ -236,3 +237,33 @@ def test_cli_refuses_an_out_of_range_knob() -> None:
     result = CliRunner().invoke(catalog_server, ["--error-rate", "2"])
     assert result.exit_code == 2
     assert "--error-rate" in result.output
+
+
+def test_a_trickled_answer_arrives_in_pieces_and_whole(catalog: StandIn) -> None:
+    catalog.faults(trickle_rate=1.0, trickle_seconds=1.0)
+    with catalog.get("/v1/products?ids=a,b", stream=True) as resp:
+        pieces = []
+        while piece := resp.raw.read1(64 * 1024):
+            pieces.append(piece)
+    assert len(pieces) > 1, "the body came in one piece"
+    assert json.loads(b"".join(pieces)) == {
+        "items": [expected_item("a"), expected_item("b")],
+        "missing": [],
+    }
+
+
+def test_trickle_knobs_come_from_the_command_line(tmp_path: Path) -> None:
+    proc = start_catalog(
+        log_dir=tmp_path, extra_args=["--trickle-rate", "0.25", "--trickle-seconds", "7"]
+    )
+    try:
+        knobs = requests.get(f"{proc.url}/_faults", timeout=10).json()
+    finally:
+        proc.stop()
+    assert (knobs["trickle_rate"], knobs["trickle_seconds"]) == (0.25, 7.0)
+
+
+def test_cli_refuses_an_out_of_range_trickle_rate() -> None:
+    result = CliRunner().invoke(catalog_server, ["--trickle-rate", "1.5"])
+    assert result.exit_code == 2
+    assert "'--trickle-rate': 1.5 is not in the range" in result.output

@@ -120,8 +120,9 @@ def test_malformed_json_bodies_are_retried_or_quarantined_never_written(system: 
 
 def test_wrong_types_and_hostile_payloads_are_quarantined_never_written(system: System) -> None:
     started = time.monotonic()
-    # Default --huge-chars: the huge_string kind really is a 10 MB string.
-    system.start_catalog("--hostile-rate", "0.1")
+    # A 100 kB huge_string: over the payload limit, under the response cap. A 10 MB one
+    # makes its whole answer oversize, refused as malformed (tests/workers/test_catalog_client).
+    system.start_catalog("--hostile-rate", "0.1", "--huge-chars", "100000")
     ids = seed_products(system.db, 1000)
     hostile = {i for i in ids if is_hostile(str(i), 0, 0.1)}
     kinds = {hostile_kind(str(i)) for i in hostile}
@@ -139,9 +140,9 @@ def test_wrong_types_and_hostile_payloads_are_quarantined_never_written(system: 
     record(
         "6e",
         title="wrong types and hostile payloads",
-        fault="10 % of items hostile: `$set`, `a.b`, `_id`, 10 MB string, `{$gt: ''}`, "
+        fault="10 % of items hostile: `$set`, `a.b`, `_id`, 100 kB string, `{$gt: ''}`, "
         "string/bool weight, missing gtin, no id",
-        how="stand-in `--hostile-rate 0.1` (huge string 10 MB)",
+        how="stand-in `--hostile-rate 0.1 --huge-chars 100000`",
         outcome=f"all {len(hostile)} hostile items quarantined ({len(kinds)} kinds), none "
         "written; hostile products unchanged",
         rec=rec,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from pymongo.database import Database
 
 from orchestrator.stack import free_port
@@ -88,6 +89,36 @@ def test_create_writes_from_template_and_rejects_bad_slugs(
         result = run_cli(["migrate", "create", bad, "--dir", str(mdir.path)], env)
         assert_one_line_error(result, "invalid migration version")
     assert len(list(mdir.path.iterdir())) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["add_index\n"], "invalid migration version"),
+        (["add_index", "--description", "first line\nsecond line"], "U+000A"),
+        (["add_index", "--description", "ends in a carriage return\r"], "U+000D"),
+        (["add_index", "--description", "tab\tinside"], "U+0009"),
+        (["add_index", "--description", "line\u2028separator"], "U+2028"),
+    ],
+)
+def test_create_refuses_a_newline_or_control_character(
+    mdir: MigrationDir, settings: Settings, args: list[str], needle: str
+) -> None:
+    result = run_cli(["migrate", "create", *args, "--dir", str(mdir.path)], child_env(settings))
+    assert_one_line_error(result, needle)
+    assert list(mdir.path.iterdir()) == [], "a module was written"
+
+
+def test_a_created_migration_with_quotes_and_backslashes_still_loads(
+    db: Database, mdir: MigrationDir, settings: Settings
+) -> None:
+    env, d = child_env(settings), ["--dir", str(mdir.path)]
+    description = 'copy C:\\new\\ to "quoted" \\N{x} \\'
+    made = run_cli(["migrate", "create", "odd_text", "--description", description, *d], env)
+    assert made.returncode == 0, made.stderr
+    status = run_cli(["migrate", "status", *d], env)
+    assert status.returncode == 0, status.stderr
+    assert "quoted" in status.stdout
 
 
 def test_unreachable_mongo_is_one_line_with_password_redacted(mdir: MigrationDir) -> None:

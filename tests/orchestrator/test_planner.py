@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
 from bson.objectid import ObjectId
 from pymongo.database import Database
 
 from backfill_engine.planner import after_cursor, plan_job, start_or_join
+from orchestrator.errors import BackfillError
 from workers.batches import load_batch_ids
 from workers.states import BATCH_IDS, METADATA, PRODUCTS
 
@@ -23,18 +25,19 @@ class RecordingSender:
         self.sent.append((name, args))
 
 
-MIXED_IDS: list[Any] = [
+# Every _id type a batch can carry, in BSON sort order's groups.
+PLANNABLE_IDS: list[Any] = [
     3,
     1.5,
     7,
     "a",
     "b",
-    {"k": 1},
     ObjectId(),
     ObjectId(),
     dt.datetime(2024, 1, 1),
     *range(100, 130),
 ]
+MIXED_IDS: list[Any] = [*PLANNABLE_IDS, {"k": 1}]  # an embedded document sorts among them
 
 
 def _seed(db: Database, ids: list[Any]) -> None:
@@ -60,7 +63,7 @@ def _job(db: Database, batch_size: int = 4) -> str:
 
 
 def test_interrupted_planning_resumes_without_duplicates_or_gaps(db: Database) -> None:
-    _seed(db, MIXED_IDS)
+    _seed(db, PLANNABLE_IDS)
     job_id = _job(db)
     sender = RecordingSender()
     plan_job(db, sender, "q", job_id, stop_after=3)  # the planner "dies" after 3 batches
@@ -112,3 +115,30 @@ def test_planner_killed_between_id_list_and_batch_document_keeps_that_cut(db: Da
         for i in load_batch_ids(db[BATCH_IDS], b["_id"])
     ]
     assert planned == list(range(40))
+
+
+def test_an_embedded_document_id_is_refused_by_the_planner_naming_its_type(
+    db: Database,
+) -> None:
+    # Arrays cannot be an _id in MongoDB; embedded documents can, and no batch can carry one.
+    _seed(db, [*range(10), {"region": "eu", "n": 1}, "z"])
+    job_id = _job(db, batch_size=4)
+    sender = RecordingSender()
+    with pytest.raises(BackfillError) as exc:
+        plan_job(db, sender, "q", job_id)
+    message = str(exc.value)
+    assert "_id of type embedded document" in message and job_id in message
+    assert "\n" not in message
+    planned = [
+        i
+        for b in db[METADATA].find({"kind": "batch", "job_id": job_id})
+        for i in load_batch_ids(db[BATCH_IDS], b["_id"])
+    ]
+    assert {"region": "eu", "n": 1} not in planned, "the bad id reached a batch"
+
+    # Once the operator fixes the data, planning resumes where it stopped.
+    db[PRODUCTS].delete_one({"_id": {"region": "eu", "n": 1}})
+    assert plan_job(db, sender, "q", job_id)
+    batches = list(db[METADATA].find({"kind": "batch", "job_id": job_id}).sort("batch_no", 1))
+    planned = [i for b in batches for i in load_batch_ids(db[BATCH_IDS], b["_id"])]
+    assert planned == [*range(10), "z"]

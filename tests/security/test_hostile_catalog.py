@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from catalog_service.data import HOSTILE_KINDS, hostile_kind
+from catalog_service.data import HOSTILE_KINDS, expected_fields, hostile_kind, is_hostile
 from tests.harness import System, seed_products
+from workers.enrich import CATALOG_FIELDS
 from workers.states import PRODUCTS, QUARANTINE
 
 
@@ -44,5 +45,31 @@ def test_fully_hostile_catalog_changes_no_product_and_quarantines_everything(
     assert "weight_grams must be int, got bool" in by_kind["bool_weight"]
     assert "missing field gtin" in by_kind["missing_field"]
     assert "no entry for this id" in by_kind["no_id"]
+    assert "brand not storable in MongoDB" in by_kind["lone_surrogate"]
     # Snapshots are bounded: the huge string is not stored whole in the quarantine either.
     assert all(len(d["payload_snapshot"] or "") <= 2048 for d in held.values())
+
+
+def test_a_value_bson_cannot_store_is_quarantined_and_its_neighbours_written(
+    system: System,
+) -> None:
+    # A lone surrogate ("\\ud800") is valid JSON but has no UTF-8 form: it used to pass
+    # validation and fail the whole batch's bulk write.
+    system.start_catalog("--hostile-rate", "0.3", "--huge-chars", "100000")
+    ids = seed_products(system.db, 300)
+    hostile = {i for i in ids if is_hostile(str(i), 0, 0.3)}
+    surrogates = {i for i in hostile if hostile_kind(str(i)) == "lone_surrogate"}
+    assert surrogates, "this run serves lone surrogates"
+
+    system.start_workers(1)
+    summary = system.wait(system.launch())
+
+    assert summary.job["status"] == "completed_with_errors"
+    held = {d["product_id"]: d for d in system.db[QUARANTINE].find({"job_id": summary.job["_id"]})}
+    assert set(held) == hostile
+    for pid in surrogates:
+        assert "not valid UTF-8" in held[pid]["error"]
+    fields = list(CATALOG_FIELDS)
+    for doc in system.db[PRODUCTS].find({"_id": {"$nin": list(hostile)}}):
+        assert {k: doc.get(k) for k in fields} == expected_fields(str(doc["_id"]))
+    assert summary.items["written"] == len(ids) - len(hostile)

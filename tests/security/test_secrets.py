@@ -7,8 +7,11 @@ Then every place a person or a log could read is grepped for each secret.
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -16,13 +19,17 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import click
 import pymongo
 import pytest
 import requests
 
+from orchestrator.cli import cli
+from orchestrator.cli import main as cli_main
 from orchestrator.stack import ManagedProcess, free_port, start_flower, start_redis
 from orchestrator.stack_cli import flower_auth_problem
 from tests.harness import FAST, System, seed_products
+from workers.redact import RedactingFilter, redact_text, redact_url
 from workers.settings import Settings
 
 MONGO_PASSWORD = "mongoPw-Secret-5150"
@@ -184,3 +191,89 @@ def test_flower_refuses_to_listen_beyond_loopback_without_auth(tmp_path: Path) -
     assert flower_auth_problem("::", None) and flower_auth_problem("10.0.0.5", "ops:")
     assert flower_auth_problem("127.0.0.1", None) is None
     assert flower_auth_problem("0.0.0.0", "ops:pw") is None
+
+
+USER_AS_SECRET = "secretUser-Token-4242"
+QUERY_TOKEN = "queryTok-Secret-3131"
+AWS_TOKEN = "awsSession-Secret-9090"
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        (f"mongodb://{USER_AS_SECRET}@db.example:27017/app", USER_AS_SECRET),
+        (f"https://{USER_AS_SECRET}@catalog.example/api", USER_AS_SECRET),
+        (f"https://catalog.example/api?region=eu&token={QUERY_TOKEN}", QUERY_TOKEN),
+        (f"https://catalog.example/api?api_key={QUERY_TOKEN}&x=1", QUERY_TOKEN),
+        (f"mongodb://db.example/?authSource=admin&password={QUERY_TOKEN}", QUERY_TOKEN),
+        (
+            "mongodb://db.example/?authMechanism=MONGODB-AWS"
+            f"&authMechanismProperties=AWS_SESSION_TOKEN:{AWS_TOKEN}",
+            AWS_TOKEN,
+        ),
+    ],
+)
+def test_user_name_and_query_string_credentials_are_redacted(url: str, secret: str) -> None:
+    assert secret not in redact_url(url)
+    assert secret not in redact_text(f"cannot reach {url}: refused")
+    env = {"MONGO_URL": url} if url.startswith("mongodb") else {"CATALOG_URL": url}
+    settings = Settings.from_env(env)
+    assert secret not in repr(settings)
+    assert secret in settings.secrets, "a driver message quoting only the value is scrubbed too"
+
+
+def test_exception_text_in_logged_tracebacks_is_redacted() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter((CATALOG_TOKEN,)))
+    log = logging.getLogger(f"test.redact.{uuid.uuid4().hex}")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        raise RuntimeError(f"mongodb://app:{MONGO_PASSWORD}@db/ said no to {CATALOG_TOKEN}")
+    except RuntimeError:
+        log.exception("batch failed")
+    text = stream.getvalue()
+    assert "Traceback" in text and "RuntimeError" in text and "mongodb://app:***@db/" in text
+    assert_no_secret("a logged traceback", text)
+
+
+@pytest.fixture
+def restored_process_state() -> Iterator[None]:
+    """main() installs a SIGTERM handler and replaces the root log handlers: put them back."""
+    handlers, level = logging.getLogger().handlers[:], logging.getLogger().level
+    sigterm = signal.getsignal(signal.SIGTERM)
+    yield
+    logging.getLogger().handlers[:] = handlers
+    logging.getLogger().setLevel(level)
+    signal.signal(signal.SIGTERM, sigterm)
+
+
+def test_backfill_debug_traceback_is_redacted(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    restored_process_state: None,
+) -> None:
+    monkeypatch.setenv("BACKFILL_DEBUG", "1")
+    monkeypatch.setenv("CATALOG_TOKEN", CATALOG_TOKEN)
+    monkeypatch.setenv("MONGO_URL", f"mongodb://{USER_AS_SECRET}@127.0.0.1:{free_port()}/")
+
+    @click.command("explode")
+    def explode() -> None:
+        # An error nobody anticipated, quoting credentials as driver messages do.
+        raise RuntimeError(
+            f"mongodb://{USER_AS_SECRET}@h/ and https://c/?token={QUERY_TOKEN} "
+            f"with Bearer {CATALOG_TOKEN}"
+        )
+
+    cli.add_command(explode)
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            cli_main(["explode"])
+    finally:
+        cli.commands.pop("explode")
+    err = capsys.readouterr().err
+    assert exit_.value.code != 0
+    assert "Traceback" in err and "RuntimeError" in err, "BACKFILL_DEBUG shows the traceback"
+    for secret in (USER_AS_SECRET, QUERY_TOKEN, CATALOG_TOKEN):
+        assert secret not in err, f"{secret!r} leaked in a BACKFILL_DEBUG traceback"

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+import tracemalloc
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +20,8 @@ from orchestrator.stack import free_port
 from tests.catalog.standin import StandIn
 from workers.catalog_client import (
     MAX_ID_CHARS,
+    MAX_IDS_PER_REQUEST,
+    MAX_RESPONSE_BYTES,
     CatalogAuthError,
     CatalogClient,
     CatalogError,
@@ -27,6 +33,7 @@ from workers.catalog_client import (
     catalog_id,
     parse_retry_after,
 )
+from workers.enrich import MAX_PAYLOAD_BYTES
 from workers.ratelimit import RateLimiter
 from workers.settings import Settings
 
@@ -367,3 +374,112 @@ def test_the_global_limiter_holds_the_observed_request_rate(
     # few milliseconds between a grant in Redis and the request's arrival).
     assert stats["max_rate_1s"] <= rate * 1 + limiter.burst + 1
     assert stats["requests"] >= limiter.burst
+
+
+OVERSIZE_BODY_CHARS = 8 * 1024 * 1024  # well under the old 64 MiB cap, far over any valid answer
+
+
+def _huge_string_id(seed: int = 0) -> str:
+    """An id the stand-in answers, at hostile rate 1, with a huge `brand` string."""
+    return next(s for s in map(str, range(1000)) if hostile_kind(s, seed) == "huge_string")
+
+
+def test_the_body_cap_is_a_small_multiple_of_the_largest_valid_answer() -> None:
+    largest_valid = MAX_IDS_PER_REQUEST * MAX_PAYLOAD_BYTES
+    assert largest_valid <= MAX_RESPONSE_BYTES <= 4 * largest_valid
+
+
+def test_an_oversize_body_is_refused_while_streaming_then_a_protocol_error(
+    catalog: StandIn, rec: Recorder
+) -> None:
+    catalog.faults(hostile_rate=1.0, huge_chars=OVERSIZE_BODY_CHARS)
+    client = client_for(catalog, rec, max_retries=1)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CatalogProtocolError) as exc:
+            client.fetch([_huge_string_id()])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert f"body over {MAX_RESPONSE_BYTES} bytes" in str(exc.value)
+    assert (exc.value.attempts, exc.value.status) == (2, 200)
+    assert catalog.stats()["requests"] == 2, "retried like any malformed answer"
+    assert peak < OVERSIZE_BODY_CHARS, "the oversize body was held in memory"
+
+
+def test_a_trickled_body_hits_the_request_deadline_and_counts_as_a_timeout(
+    catalog: StandIn, rec: Recorder
+) -> None:
+    # Each piece arrives well within the read timeout; only the whole answer is late.
+    catalog.faults(trickle_rate=1.0, trickle_seconds=20)
+    client = client_for(catalog, rec, read_timeout=5.0, request_deadline=0.5, max_retries=1)
+    with pytest.raises(CatalogUnavailableError) as exc:
+        client.fetch(["a"])
+    assert "RequestDeadlineExceeded" in str(exc.value)
+    assert (exc.value.attempts, exc.value.status) == (2, None)
+    assert catalog.stats()["requests"] == 2, "retried like a read timeout"
+
+
+def test_a_trickled_body_within_the_deadline_arrives_whole(catalog: StandIn, rec: Recorder) -> None:
+    catalog.faults(trickle_rate=1.0, trickle_seconds=0.3)
+    result = client_for(catalog, rec, request_deadline=30).fetch(["a", "b"])
+    assert result.items == {"a": expected_item("a"), "b": expected_item("b")}
+
+
+def test_the_deadline_comes_from_settings(catalog: StandIn) -> None:
+    settings = Settings.from_env(
+        {"CATALOG_URL": catalog.url, "CATALOG_REQUEST_DEADLINE": "0.25", "CATALOG_MAX_RETRIES": "0"}
+    )
+    catalog.faults(trickle_rate=1.0, trickle_seconds=20)
+    with pytest.raises(CatalogUnavailableError, match="RequestDeadlineExceeded"):
+        HttpCatalogClient.from_settings(settings).fetch(["a"])
+
+
+class _Recording(http.server.BaseHTTPRequestHandler):
+    """A loopback server that answers every GET with `reply` and remembers the paths."""
+
+    reply: tuple[int, dict[str, str], bytes] = (200, {}, b"")
+
+    def do_GET(self) -> None:
+        self.server.paths.append(self.path)  # type: ignore[attr-defined]
+        status, headers, body = self.reply
+        self.send_response(status)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _loopback_server(status: int, headers: dict[str, str], body: bytes) -> Iterator[Any]:
+    handler = type("Handler", (_Recording,), {"reply": (status, headers, body)})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.paths = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_redirect_to_another_host_is_refused_not_followed(rec: Recorder) -> None:
+    answer = json.dumps({"items": [expected_item("a")], "missing": []}).encode()
+    with _loopback_server(200, {"Content-Type": "application/json"}, answer) as elsewhere:
+        target = f"http://127.0.0.1:{elsewhere.server_address[1]}/v1/products?ids=a"
+        with _loopback_server(302, {"Location": target}, b"") as catalog:
+            client = HttpCatalogClient(
+                f"http://127.0.0.1:{catalog.server_address[1]}",
+                "tok-never-forwarded",
+                max_retries=2,
+                sleep=rec.sleep,
+            )
+            with pytest.raises(CatalogProtocolError, match=r"redirect \(HTTP 302\)") as exc:
+                client.fetch(["a"])
+    assert exc.value.status == 302
+    assert len(catalog.paths) == 1, "a redirect is not retried"
+    assert elsewhere.paths == [], "the redirect was followed"

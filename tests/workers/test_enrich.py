@@ -6,6 +6,7 @@ import datetime as dt
 import json
 from typing import Any
 
+import bson
 import pytest
 from bson import ObjectId
 
@@ -291,3 +292,39 @@ def test_catalog_backfill_definition_maps_through_validation() -> None:
     assert CATALOG_BACKFILL.map(GOOD) == FIELDS
     with pytest.raises(InvalidPayloadError):
         CATALOG_BACKFILL.map(with_(**{"$set": 1}))
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (with_(brand="Ac\ud800me"), "string that is not valid UTF-8"),
+        (with_(category="\udfff"), "string that is not valid UTF-8"),
+        (with_(name="harmless key, bad value \ud83d"), "string that is not valid UTF-8"),
+        (with_(tags=["ok", {"deep": ["\ud800"]}]), "string that is not valid UTF-8"),
+        (with_(**{"bad\ud800key": 1}), "key that is not valid UTF-8"),
+        (with_(extra={"nested\udc00": "x"}), "key that is not valid UTF-8"),
+        (with_(extra={"nul\x00key": "x"}), "key with NUL byte"),
+        (with_(stock=2**63), "integer beyond 64 bits"),
+        (with_(extra=[-(2**63) - 1]), "integer beyond 64 bits"),
+        (with_(extra=10**40), "integer beyond 64 bits"),
+    ],
+)
+def test_values_bson_cannot_store_are_rejected_anywhere(payload: Any, reason: str) -> None:
+    with pytest.raises(InvalidPayloadError, match=reason) as exc:
+        validate_item(payload)
+    assert "\ud800" not in str(exc.value) and str(exc.value).isprintable()
+
+
+def test_storable_edge_values_are_accepted() -> None:
+    payload = with_(
+        brand="Acme \U0001f600 ünï",  # a surrogate *pair* in JSON is one real character
+        extra={"big": 2**63 - 1, "small": -(2**63), "ratio": 0.5, "none": None, "ok": True},
+    )
+    assert validate_item(payload) == {**FIELDS, "brand": "Acme \U0001f600 ünï"}
+    assert validate_item(json.loads(json.dumps(payload))) == validate_item(payload)
+
+
+def test_every_accepted_payload_encodes_as_bson() -> None:
+    for payload in (GOOD, with_(extra={"a": [1, 2**62, "x", None, {"b": 1.5}]})):
+        validate_item(payload)
+        bson.encode(dict(payload))

@@ -1,7 +1,12 @@
 import pytest
 
 from workers.redact import redact_text, redact_url
-from workers.settings import DEFAULT_BATCH_SIZE, Settings, SettingsError
+from workers.settings import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CATALOG_REQUEST_DEADLINE,
+    Settings,
+    SettingsError,
+)
 
 
 def test_defaults_when_environment_is_empty() -> None:
@@ -62,3 +67,17 @@ def test_to_env_round_trips() -> None:
         {"MONGO_URL": "mongodb://h:1/", "BACKFILL_LEASE_SECONDS": "7", "CATALOG_TOKEN": "t0ken"}
     )
     assert Settings.from_env(s.to_env()) == s
+
+
+def test_catalog_request_deadline_is_validated_and_passed_on() -> None:
+    assert Settings.from_env({}).catalog_request_deadline == DEFAULT_CATALOG_REQUEST_DEADLINE == 30
+    s = Settings.from_env({"CATALOG_REQUEST_DEADLINE": "12.5"})
+    assert s.catalog_request_deadline == 12.5
+    assert s.to_env()["CATALOG_REQUEST_DEADLINE"] == "12.5"
+    for bad, fragment in (
+        ("0", "must be between"),
+        ("-3", "must be between"),
+        ("soon", "must be a number"),
+    ):
+        with pytest.raises(SettingsError, match=f"CATALOG_REQUEST_DEADLINE {fragment}"):
+            Settings.from_env({"CATALOG_REQUEST_DEADLINE": bad})
