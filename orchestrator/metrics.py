@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from pymongo.database import Database
 
+from orchestrator.errors import BackfillError
 from workers.states import (
     COUNTER_NAMES,
     DISPATCHABLE_JOB_STATES,
@@ -273,6 +274,12 @@ def serve_metrics(db: Callable[[], Database], address: str, port: int) -> Metric
     """Serve the job metrics of `db()` at http://address:port/metrics on a daemon thread."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(JobMetrics(db))
-    httpd, _thread = start_http_server(port, addr=address, registry=registry)
+    try:
+        httpd, _thread = start_http_server(port, addr=address, registry=registry)
+    except OSError as exc:  # port taken, address not ours or not an address at all
+        raise BackfillError(
+            f"metrics cannot listen on {address}:{port}: {exc.strerror or exc}"
+        ) from None
+
     host = f"[{address}]" if ":" in address else address
     return MetricsServer(url=f"http://{host}:{port}/metrics", _httpd=httpd)

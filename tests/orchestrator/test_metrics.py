@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -86,3 +87,21 @@ def test_metrics_match_the_job_documents(system: System, metrics_url: str) -> No
     assert {name.removesuffix("_total") for name, _ in samples} <= {
         n.removesuffix("_total") for n in METRIC_NAMES
     }
+
+
+def test_a_taken_port_is_one_error_line(system: System, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, **system.settings.to_env(), "BACKFILL_DATA_DIR": str(tmp_path / "d")}
+        done = subprocess.run(
+            [sys.executable, "-m", "orchestrator.cli", "metrics", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"error: metrics cannot listen on 127.0.0.1:{port}")
+    assert len(done.stderr.strip().splitlines()) == 1
