@@ -12,6 +12,7 @@ import click
 
 from orchestrator.context import AppContext
 from orchestrator.errors import BackfillError
+from orchestrator.stack_state import with_running_stack
 from workers.redact import redact_text, redacted_traceback
 from workers.settings import Settings, SettingsError
 
@@ -28,7 +29,8 @@ def cli(ctx: click.Context, log_json: bool, verbose: int) -> None:
     """mongo-backfill: ordered MongoDB migrations and resumable, rate-limited backfills."""
     from orchestrator.logs import configure_logging
 
-    settings = Settings.from_env()
+    # A `backfill up` running on this data directory fills in what the environment leaves unset.
+    settings = with_running_stack(Settings.from_env(), os.environ)
     configure_logging(
         json_lines=log_json or settings.log_json, verbosity=verbose, settings=settings
     )
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     secrets: tuple[str, ...] = ()
     with contextlib.suppress(SettingsError):
-        secrets = Settings.from_env().secrets
+        secrets = with_running_stack(Settings.from_env(), os.environ).secrets
     try:
         rv = cli.main(args=argv, prog_name="backfill", standalone_mode=False)
         code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0

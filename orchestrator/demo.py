@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from bson.objectid import ObjectId
@@ -17,11 +14,19 @@ from rich.table import Table
 from orchestrator.backfill_runs import run_backfill
 from orchestrator.context import AppContext, connect_mongo
 from orchestrator.jobs import JobSummary, list_jobs, summarize
-from orchestrator.stack import free_port, start_catalog, start_flower, start_worker
+from orchestrator.local_flower import start_local_flower
+from orchestrator.stack import start_catalog, start_worker
 from workers.settings import Settings
 from workers.states import PRODUCTS
 
 SEED_CHUNK = 5000
+# The demo's servers stop when it ends, so it names no URL in its summary; it says
+# how to keep a stack running and watch a backfill live instead.
+WATCH_HINT = (
+    "Watch a run live: `backfill up` in one terminal (keeps MongoDB, Redis, the catalog,\n"
+    "workers, Flower and metrics running until Ctrl-C), then in another terminal\n"
+    "`backfill run catalog` and `backfill status JOB --watch`."
+)
 console = Console(soft_wrap=True)
 
 
@@ -55,17 +60,6 @@ def seed_products(db: Database, target: int) -> int:
     return added
 
 
-def _flower_credentials(data_dir: Path) -> tuple[str, Path]:
-    """Flower always gets auth; the demo's password is generated once and kept in a 0600 file."""
-    path = data_dir / "flower.auth"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(f"admin:{secrets.token_urlsafe(12)}\n")
-    return path.read_text().strip(), path
-
-
 def _summary_table(rows: list[tuple[str, str]]) -> Table:
     table = Table(title="mongo-backfill demo", show_header=False)
     for k, v in rows:
@@ -88,13 +82,13 @@ def run_demo(app: AppContext, opts: DemoOptions) -> None:
             start_catalog(log_dir=log_dir, extra_args=["--latency-ms", str(opts.latency_ms)])
         )
         s = replace(s, catalog_url=catalog.url)
-    flower_url = "(not started)"
     if opts.flower:
-        auth, auth_path = _flower_credentials(Path(s.data_dir))
-        fs = replace(s, flower_basic_auth=s.flower_basic_auth or auth, flower_address="127.0.0.1")
-        port = s.flower_port if _free(s.flower_port) else free_port()
-        stack.add(start_flower(fs, log_dir=log_dir, port=port))
-        flower_url = f"http://127.0.0.1:{port}  (user and password in {auth_path})"
+        flower, auth_where = start_local_flower(s, log_dir=log_dir)
+        stack.add(flower)
+        # Shown now, while it is served: the summary comes after the demo's servers stop.
+        console.print(
+            f"Flower {flower.url} while the demo runs (user and password in {auth_where})"
+        )
     app.settings = s
     stack.settings = s
     for i in range(opts.workers):
@@ -156,13 +150,6 @@ def run_demo(app: AppContext, opts: DemoOptions) -> None:
             rows.append(
                 ("note", "nothing written to products: every product already matched the catalog")
             )
-    rows.append(("Flower", flower_url))
     rows.append(("total seconds", f"{time.monotonic() - started:,.1f}"))
     console.print(_summary_table(rows))
-
-
-def _free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
+    console.print(WATCH_HINT)

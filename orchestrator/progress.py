@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
-from rich.console import Console, Group
+from rich import box
+from rich.console import Console, Group, RenderableType
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from orchestrator.jobs import JobSummary
 
@@ -49,21 +52,37 @@ def summary_table(summary: JobSummary) -> Table:
     return table
 
 
+class _JobProgress(Progress):
+    """A progress bar framed by the job id above and its counters below.
+
+    The id and the counters get lines of their own: squeezed into the bar's row they
+    were cut to `catalog-2024…` and `q 1,…` at 80 columns.
+    """
+
+    header: Text = Text("")
+    footer: Text = Text("")
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.header
+        yield self.make_tasks_table(self.tasks)
+        yield self.footer
+
+
 class LiveProgress:
     """A progress bar of products processed, with rate and ETA, refreshed on every tick."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
+        self.progress = _JobProgress(
+            TextColumn("{task.fields[status]}"),
+            BarColumn(bar_width=None),
             TaskProgressColumn(),
-            TextColumn("{task.completed:,.0f}/{task.total:,.0f} products"),
+            TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
             TextColumn("{task.fields[rate]:,.0f}/s"),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[extra]}"),
             console=console,
             transient=False,
+            expand=True,
         )
         self.task: Any = None
         self.started = time.monotonic()
@@ -84,28 +103,32 @@ class LiveProgress:
             self.first_done = done
         elapsed = max(time.monotonic() - self.started, 1e-6)
         rate = (done - self.first_done) / elapsed
-        extra = (
-            f"{summary.job['status']} · w {items.get('written', 0):,} · q {summary.quarantined:,}"
-        )
+        status = str(summary.job["status"])
+        self.progress.header = Text(f"job {summary.job['_id']} · products", style="bold")
+        self.progress.footer = Text(counters_line(items, summary.quarantined))
         if self.task is None:
-            self.task = self.progress.add_task(
-                str(summary.job["_id"]), total=total, rate=rate, extra=extra
-            )
-        self.progress.update(self.task, completed=done, total=total, rate=rate, extra=extra)
+            self.task = self.progress.add_task("", total=total, rate=rate, status=status)
+        self.progress.update(self.task, completed=done, total=total, rate=rate, status=status)
 
 
 def jobs_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table("backfill", "status", "batches", "products", "created")
-    table.add_column("job", no_wrap=True)
+    """Newest jobs, one line each, fitting 80 columns.
+
+    No `backfill` or `created` column: the job id is `<backfill>-<UTC yyyymmdd-hhmmss>-<hex>`
+    and already says both (`--json` has every field).
+    """
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("job", no_wrap=True, min_width=len("catalog-20240405-120000-ab12"))
+    table.add_column("status", no_wrap=True, min_width=len("completed_with_errors"))
+    table.add_column("batches", justify="right", no_wrap=True)
+    table.add_column("products", justify="right", no_wrap=True)
     for job in rows:
         planning = job.get("planning", {})
         table.add_row(
-            job.get("backfill", ""),
+            str(job["_id"]),
             job["status"],
             f"{planning.get('batches', 0):,}",
             f"{planning.get('products', 0):,}",
-            f"{job['created_at']:%Y-%m-%d %H:%M}",
-            str(job["_id"]),
         )
     return table
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
+import time
 
 import click
 
 from orchestrator.context import AppContext
 from orchestrator.errors import BackfillError
+from orchestrator.metrics import DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT
 from orchestrator.stack import celery_argv
 from workers.settings import Settings
 
@@ -136,6 +138,77 @@ def demo(
     )
 
 
+@click.command()
+@click.option("--workers", "n_workers", type=click.IntRange(0, 64), default=2, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option(
+    "--catalog-latency-ms",
+    type=click.IntRange(0, 60_000),
+    default=10,
+    show_default=True,
+    help="Latency of the catalog stand-in (when CATALOG_URL is unset).",
+)
+@click.option("--no-flower", is_flag=True, help="Do not start Flower.")
+@click.option(
+    "--products",
+    type=click.IntRange(0, 10_000_000),
+    default=0,
+    show_default=True,
+    help="Seed catalog-less products up to this many.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=DEFAULT_METRICS_PORT,
+    show_default=True,
+    help="Port of the Prometheus endpoint (another free one if taken).",
+)
+@click.pass_obj
+def up(
+    app: AppContext,
+    n_workers: int,
+    concurrency: int,
+    catalog_latency_ms: int,
+    no_flower: bool,
+    products: int,
+    metrics_port: int,
+) -> None:
+    """Run the local stack (MongoDB, Redis, catalog, workers, Flower) until Ctrl-C."""
+    from orchestrator.up import UpOptions, run_up
+
+    opts = UpOptions(
+        workers=n_workers,
+        concurrency=concurrency,
+        catalog_latency_ms=catalog_latency_ms,
+        flower=not no_flower,
+        products=products,
+        metrics_port=metrics_port,
+    )
+    run_up(app, opts, echo=lambda line: click.echo(line))
+
+
+@click.command()
+@click.option("--address", default=DEFAULT_METRICS_ADDRESS, show_default=True, help="Bind address.")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=DEFAULT_METRICS_PORT, show_default=True
+)
+@click.pass_obj
+def metrics(app: AppContext, address: str, port: int) -> None:
+    """Serve Prometheus metrics of every recent job (read from MongoDB on each scrape)."""
+    from orchestrator.metrics import serve_metrics
+
+    db = app.db()  # fails now, in one line, if MongoDB does not answer
+    server = serve_metrics(lambda: db, address, port)
+    click.echo(f"serving {server.url}; Ctrl-C stops", err=False)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+
+
 def _catalog_server() -> list[click.Command]:
     try:
         from catalog_service.cli import catalog_server
@@ -144,4 +217,4 @@ def _catalog_server() -> list[click.Command]:
     return [catalog_server]
 
 
-STACK_COMMANDS: list[click.Command] = [worker, flower, demo, *_catalog_server()]
+STACK_COMMANDS: list[click.Command] = [worker, flower, demo, up, metrics, *_catalog_server()]

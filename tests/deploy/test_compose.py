@@ -54,7 +54,9 @@ def _environment(service: dict[str, Any], env: dict[str, str]) -> dict[str, str]
 
 def test_compose_file_has_every_role_and_only_known_keys() -> None:
     services = _compose()["services"]
-    assert set(services) == {"mongo", "redis", "catalog", "worker", "flower", "orchestrator"}
+    assert set(services) == {
+        "mongo", "redis", "catalog", "worker", "flower", "metrics", "orchestrator"
+    }  # fmt: skip
     for name, service in services.items():
         unknown = set(service) - SERVICE_KEYS
         assert not unknown, f"{name}: unknown keys {unknown}"
@@ -71,7 +73,7 @@ def test_workers_scale_and_share_one_configuration() -> None:
     assert env["MONGO_URL"].startswith("mongodb://mongo:")
     assert env["REDIS_URL"].startswith("redis://redis:")
     # Workers, Flower and the orchestrator read the same settings.
-    for other in ("flower", "orchestrator"):
+    for other in ("flower", "metrics", "orchestrator"):
         shared = _environment(services[other], {"FLOWER_BASIC_AUTH": "ops:pw"})
         assert {k: shared[k] for k in env} == env
 
@@ -103,3 +105,11 @@ def test_secrets_are_never_written_into_the_file() -> None:
     for name in ("CATALOG_TOKEN", "FLOWER_BASIC_AUTH"):
         for m in re.finditer(rf"{name}:\s*(\S+)", text):
             assert m.group(1).startswith("${"), f"{name} has a literal value"
+
+
+def test_metrics_endpoint_reads_the_same_database_and_is_published_on_loopback() -> None:
+    metrics = _compose()["services"]["metrics"]
+    assert metrics["command"][:2] == ["backfill", "metrics"]
+    port = metrics["command"][metrics["command"].index("--port") + 1]
+    assert metrics["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert metrics["depends_on"]["mongo"]["condition"] == "service_healthy"

@@ -1,0 +1,171 @@
+"""`backfill up`: the whole local stack, kept running until Ctrl-C or SIGTERM.
+
+Other terminals find it through `stack_state` (the data directory's `stack.json`), so
+`backfill run catalog`, `status --watch`, `pause` and `resume` need no settings typed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from orchestrator.commands import METADATA_MIGRATION
+from orchestrator.context import AppContext
+from orchestrator.errors import StackError
+from orchestrator.local_flower import start_local_flower
+from orchestrator.metrics import DEFAULT_METRICS_PORT, MetricsServer, serve_metrics
+from orchestrator.stack import LOOPBACK, ManagedProcess, free_port, start_catalog, start_worker
+from orchestrator.stack_state import RunningStack, read_state, remove_state, write_state
+from workers.redact import redact_url
+from workers.states import PRODUCTS
+
+WORKER_READY = " ready."  # what a Celery worker logs once it consumes from its queue
+WORKER_START_TIMEOUT_SECONDS = 60.0
+POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    workers: int = 2
+    concurrency: int = 2
+    catalog_latency_ms: int = 10
+    flower: bool = True
+    products: int = 0  # seed catalog-less products up to this many (0: leave the data alone)
+    metrics_port: int | None = DEFAULT_METRICS_PORT  # None: no metrics endpoint
+
+
+def _wait_until_ready(worker: ManagedProcess, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not worker.alive():
+            raise StackError(f"{worker.name} exited at start: {worker.log_tail()}")
+        if worker.log_path and WORKER_READY in worker.log_path.read_text(errors="replace"):
+            return
+        time.sleep(0.1)
+    raise StackError(f"{worker.name} was not ready within {timeout:.0f}s (log {worker.log_path})")
+
+
+def _prepare_database(app: AppContext, products: int, echo: Callable[[str], None]) -> None:
+    """Create the backfill collections, so `backfill run catalog` works at once; seed if asked."""
+    from migrations import runner
+    from orchestrator.demo import seed_products
+
+    db = app.db()
+    config = runner.RunnerConfig.from_settings(app.settings, log=lambda _line: None)
+    runner.up(db, config, to=METADATA_MIGRATION)
+    if products:
+        added = seed_products(db, products)
+        echo(f"products: {db[PRODUCTS].estimated_document_count():,} ({added:,} seeded now)")
+
+
+def _port_or_free(port: int) -> int:
+    import socket
+
+    with socket.socket() as sock:
+        return port if sock.connect_ex((LOOPBACK, port)) != 0 else free_port()
+
+
+def run_up(app: AppContext, opts: UpOptions, echo: Callable[[str], None]) -> None:
+    """Start everything, announce it, keep it running; stop every child on the way out."""
+    data_dir = Path(app.settings.data_dir)
+    live = read_state(data_dir)
+    if live is not None:
+        raise StackError(
+            f"a stack is already up on {data_dir} (pid {live.pid}); "
+            "use it, or stop it first, or point BACKFILL_DATA_DIR elsewhere"
+        )
+    stack = app.stack()
+    s = stack.settings
+    for note in stack.notes:
+        echo(note)
+    pid = os.getpid()
+    metrics_server: MetricsServer | None = None
+    try:
+        _prepare_database(app, opts.products, echo)
+        if s.catalog_url is None:
+            latency = ["--latency-ms", str(opts.catalog_latency_ms)]
+            s = replace(
+                s,
+                catalog_url=stack.add(start_catalog(log_dir=stack.log_dir, extra_args=latency)).url,
+            )
+        flower_line = ""
+        flower_url = None
+        if opts.flower:
+            flower, auth_where = start_local_flower(s, log_dir=stack.log_dir)
+            stack.add(flower)
+            flower_url = flower.url
+            flower_line = f"{flower.url}  (user and password in {auth_where})"
+        workers = [
+            stack.add(
+                start_worker(
+                    s,
+                    log_dir=stack.log_dir,
+                    name=f"up-worker-{i + 1}",
+                    concurrency=opts.concurrency,
+                )
+            )
+            for i in range(opts.workers)
+        ]
+        for worker in workers:
+            _wait_until_ready(worker, WORKER_START_TIMEOUT_SECONDS)
+        metrics_url = None
+        if opts.metrics_port is not None:
+            db = app.db()
+            metrics_server = serve_metrics(lambda: db, LOOPBACK, _port_or_free(opts.metrics_port))
+            metrics_url = metrics_server.url
+        app.settings = stack.settings = s
+        assert s.mongo_url and s.redis_url and s.catalog_url  # filled in by the stack above
+        state = RunningStack(
+            pid=pid,
+            mongo_url=s.mongo_url,
+            redis_url=s.redis_url,
+            catalog_url=s.catalog_url,
+            queue=s.queue,
+            flower_url=flower_url,
+            metrics_url=metrics_url,
+        )
+        state_file = write_state(data_dir, state)
+        rows = [
+            ("MongoDB", redact_url(s.mongo_url)),
+            ("Redis", f"{redact_url(s.redis_url)}  (queue {s.queue})"),
+            ("catalog", f"{redact_url(s.catalog_url)}  (+{opts.catalog_latency_ms} ms)"),
+            ("workers", f"{opts.workers} x {opts.concurrency}  (logs in {stack.log_dir})"),
+        ]
+        if flower_line:
+            rows.append(("Flower", flower_line))
+        if metrics_url:
+            rows.append(("metrics", metrics_url))
+        echo("mongo-backfill stack is up:")
+        for name, value in rows:
+            echo(f"  {name:<8} {value}")
+        echo(f"Other terminals with BACKFILL_DATA_DIR={data_dir} find it through {state_file}:")
+        echo("  backfill run catalog · backfill jobs · backfill status JOB --watch · pause/resume")
+        echo("ready; Ctrl-C stops everything")
+        _keep_running(stack.children, echo)
+    except KeyboardInterrupt:
+        echo("stopping…")
+    finally:
+        remove_state(data_dir, pid)
+        if metrics_server is not None:
+            metrics_server.shutdown()
+        stack.close()
+    echo("stopped: every server and worker this command started has exited")
+
+
+def _keep_running(children: list[ManagedProcess], echo: Callable[[str], None]) -> None:
+    """Sleep until interrupted; a server that dies ends `up`, since nothing works without it."""
+    reported: set[int] = set()
+    while True:
+        time.sleep(POLL_SECONDS)
+        for child in children:
+            if child.alive() or child.pid in reported:
+                continue
+            if child.name.startswith("up-worker-"):
+                # The others carry on and the sweeper re-sends its batches; say so once.
+                reported.add(child.pid)
+                echo(f"warning: {child.name} exited: {child.log_tail(2)}")
+            else:
+                raise StackError(f"{child.name} exited: {child.log_tail(2)}")

@@ -1,0 +1,41 @@
+"""`backfill demo` ends by saying how to watch a run live, and names no URL it stopped serving."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.e2e
+
+
+def test_demo_summary_names_no_dead_url_and_ends_with_how_to_watch(tmp_path: Path) -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MONGO_", "CATALOG_", "BACKFILL_", "FLOWER_"))
+    }
+    env.update(BACKFILL_DATA_DIR=str(tmp_path / "data"), COLUMNS="120")
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "demo", "--products", "300", "--workers", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    summary = out[out.index("mongo-backfill demo") :]
+    # Flower was served while the demo ran, and said so then, not in the summary.
+    flower_urls = re.findall(r"Flower (http://\S+) while the demo runs", out)
+    assert flower_urls, out
+    with pytest.raises(requests.ConnectionError):
+        requests.get(flower_urls[0], timeout=5)
+    assert "http://" not in summary and "mongodb://" not in summary
+    tail = " ".join(out.strip().splitlines()[-3:])
+    assert "`backfill up`" in tail and "`backfill run catalog`" in tail
