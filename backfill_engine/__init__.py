@@ -15,13 +15,13 @@ from backfill_engine.definition import DefinitionError as DefinitionError
 
 # Errors
 from backfill_engine.errors import BackfillError as BackfillError
+from backfill_engine.payload import InvalidPayloadError as InvalidPayloadError
 
 # Sources
 from backfill_engine.sources import CollectionSource as CollectionSource
 from backfill_engine.sources import FunctionSource as FunctionSource
 from backfill_engine.sources import HttpSource as HttpSource
 from backfill_engine.sources import SourceResult as SourceResult
-from workers.enrich import InvalidPayloadError as InvalidPayloadError
 
 __all__ = [
     "Backfill",

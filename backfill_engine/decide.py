@@ -10,9 +10,9 @@ from typing import Any
 
 from backfill_engine.definition import Backfill
 from backfill_engine.ids import id_string
+from backfill_engine.payload import InvalidPayloadError, diff_fields, payload_snapshot
 from backfill_engine.sources import SourceResult
 from backfill_engine.validate import validate_payload
-from workers.enrich import InvalidPayloadError, diff_fields, payload_snapshot
 
 
 class Outcome(StrEnum):

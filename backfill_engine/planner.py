@@ -23,12 +23,12 @@ from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
 
+from backfill_engine.dispatch import TaskSender, fill_in_flight
 from backfill_engine.errors import BackfillError
 from backfill_engine.ids import string_twins
 from backfill_engine.scope import combine
-from workers.batches import batch_id, batch_ids_doc, new_batch, now_utc
-from workers.dispatch import TaskSender, fill_in_flight
-from workers.states import BATCH_IDS, METADATA, JobStatus
+from backfill_engine.states import BATCH_IDS, METADATA, JobStatus
+from backfill_engine.store import batch_id, batch_ids_doc, new_batch, now_utc
 
 log = logging.getLogger(__name__)
 

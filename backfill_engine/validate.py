@@ -3,7 +3,7 @@
 Only whitelisted fields of the exact type are kept; a hostile key anywhere in the payload
 (`$`-prefixed, dotted, `_id`, NUL) rejects the whole item; strings are non-empty and
 bounded; then the backfill's own `check` applies its rules. The shared rules live in
-workers.enrich, which the catalog's rules were first written in.
+backfill_engine.payload, which the catalog's rules were first written in.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import bson
 import bson.errors
 
-from workers.enrich import (
+from backfill_engine.payload import (
     MAX_DEPTH,
     MAX_PAYLOAD_BYTES,
     MAX_STRING_CHARS,

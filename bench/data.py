@@ -9,9 +9,9 @@ from bson.objectid import ObjectId
 from pymongo import UpdateOne
 from pymongo.database import Database
 
+from backfill_engine.payload import build_set
+from backfill_engine.states import PRODUCTS
 from catalog_service.data import expected_fields
-from workers.enrich import build_set
-from workers.states import PRODUCTS
 
 SEED_CHUNK = 5000
 

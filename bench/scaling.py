@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
+from backfill_engine.settings import DEFAULT_SUBCHUNK_SIZE
 from bench.scenarios import Bench, Row, SystemConfig, ceiling, system
-from workers.settings import DEFAULT_SUBCHUNK_SIZE
 
 DEFAULT_SCALING_PRODUCTS = 20_000
 DEFAULT_SCALING_LATENCIES_MS = (150.0, 300.0)

@@ -15,15 +15,15 @@ from typing import Any
 import requests
 from pymongo.database import Database
 
+from backfill_engine.payload import CATALOG_FIELDS, SYNCED_AT_FIELD
+from backfill_engine.settings import Settings
+from backfill_engine.states import METADATA, PRODUCTS
 from bench.data import precomputed_updates, seed
 from bench.probes import CpuMeter, RssSampler, calls_delta, cpu_seconds, machine_busy
 from bench.servers import Servers
 from migrations import runner
 from orchestrator.commands import Broker, RunOptions, launch, wait_for
 from orchestrator.stack import ManagedProcess, start_worker
-from workers.enrich import CATALOG_FIELDS, SYNCED_AT_FIELD
-from workers.settings import Settings
-from workers.states import METADATA, PRODUCTS
 
 METADATA_VERSION = "20240405_create_backfill_metadata"
 WORKER_READY_TIMEOUT = 90.0

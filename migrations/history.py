@@ -15,8 +15,8 @@ from typing import Any
 
 from pymongo.database import Database
 
+from backfill_engine.redact import redact_text
 from migrations.plan import Available, Direction, HistoryRecord, MigrationState
-from workers.redact import redact_text
 
 HISTORY_COLLECTION = "schema_migrations"
 MAX_ERROR_CHARS = 2000

@@ -51,7 +51,7 @@ class MigrationContext:
 
     @property
     def settings(self) -> Any:
-        """The resolved `workers.settings.Settings`, built on first use (may start servers)."""
+        """The resolved engine Settings, built on first use (may start servers)."""
         if self._settings is None and self.settings_factory is not None:
             self._settings = self.settings_factory()
         return self._settings

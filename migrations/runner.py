@@ -67,7 +67,7 @@ class RunnerConfig:
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> RunnerConfig:
-        """Lock timings from `workers.settings.Settings`; the settings themselves reach `ctx`."""
+        """Lock timings from the engine's Settings; the settings themselves reach `ctx`."""
         base: dict[str, Any] = {
             "lock_seconds": settings.migration_lock_seconds,
             "lock_wait_seconds": settings.migration_lock_wait_seconds,

@@ -13,12 +13,12 @@ from pymongo import UpdateMany
 from pymongo.database import Database
 
 from backfill_engine.definition import Backfill
+from backfill_engine.settings import Settings
+from backfill_engine.states import JobStatus
 from orchestrator.commands import Broker, RunOptions, launch, wait_for
 from orchestrator.errors import BackfillError
 from orchestrator.jobs import JobSummary
 from orchestrator.progress import counters_line
-from workers.settings import Settings
-from workers.states import JobStatus
 
 PROGRESS_EVERY_SECONDS = 5.0
 UNSET_CHUNK = 5000
@@ -100,7 +100,7 @@ def run_backfill(
 
 
 def _definitions(backfill: Backfill | str, settings: Settings) -> dict[str, Backfill]:
-    from workers.runtime import worker_definitions
+    from backfill_engine.runtime import worker_definitions
 
     found = worker_definitions(settings)
     if isinstance(backfill, Backfill):

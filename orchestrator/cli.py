@@ -10,11 +10,11 @@ from typing import NoReturn
 
 import click
 
+from backfill_engine.redact import redact_text, redacted_traceback
+from backfill_engine.settings import Settings, SettingsError
 from orchestrator.context import AppContext
 from orchestrator.errors import BackfillError
 from orchestrator.stack_state import with_running_stack
-from workers.redact import redact_text, redacted_traceback
-from workers.settings import Settings, SettingsError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     import redis
     import requests
 
+    from backfill_engine.http_client import CatalogError
     from migrations.errors import MigrationError
-    from workers.catalog_client import CatalogError
 
     # SIGTERM unwinds like Ctrl-C, so servers and workers we started are stopped.
     signal.signal(signal.SIGTERM, _raise_interrupt)

@@ -13,15 +13,15 @@ import redis
 from pymongo.database import Database
 
 from backfill_engine.definition import Backfill
+from backfill_engine.dispatch import BROKER_OUTAGES, TaskSender
 from backfill_engine.planner import plan_job, start_or_join
 from backfill_engine.registry import lookup
 from backfill_engine.scope import combine
+from backfill_engine.settings import MAX_BATCH_SIZE, Settings
+from backfill_engine.states import METADATA, TERMINAL_JOB_STATES, JobStatus
+from backfill_engine.sweeper import sweep_job
 from orchestrator import jobs
 from orchestrator.errors import BackfillError
-from workers.dispatch import BROKER_OUTAGES, TaskSender
-from workers.settings import MAX_BATCH_SIZE, Settings
-from workers.states import METADATA, TERMINAL_JOB_STATES, JobStatus
-from workers.sweeper import sweep_job
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ class Broker:
 
     def check(self) -> None:
         """Fail with one line if Redis does not answer."""
+        from backfill_engine.redact import redact_url
         from orchestrator.errors import ServerUnreachableError
-        from workers.redact import redact_url
 
         try:
             self.redis.ping()
@@ -116,7 +116,7 @@ def launch(
 ) -> tuple[dict[str, Any], bool]:
     """Start (or join) the job and plan it to the end; return (job, created)."""
     if definitions is None:
-        from workers.runtime import worker_definitions
+        from backfill_engine.runtime import worker_definitions
 
         definitions = worker_definitions(Settings.from_env())
     validate_run_options(opts, definitions)

@@ -11,11 +11,11 @@ import pymongo.errors
 from pymongo.database import Database
 
 from backfill_engine import clock
+from backfill_engine.redact import redact_text, redact_url
+from backfill_engine.settings import Settings
 from backfill_engine.sources import HttpSource
 from orchestrator.errors import ServerUnreachableError
 from orchestrator.stack import Stack, ensure_servers
-from workers.redact import redact_text, redact_url
-from workers.settings import Settings
 
 MONGO_TIMEOUT_MS = 5000
 
@@ -46,8 +46,8 @@ def check_source(source: HttpSource, settings: Settings) -> None:
 
     Raises CatalogUnavailableError or CatalogAuthError (one line each, URL redacted).
     """
-    from workers.catalog_client import CatalogProtocolError
-    from workers.runtime import http_client_for
+    from backfill_engine.http_client import CatalogProtocolError
+    from backfill_engine.runtime import http_client_for
 
     # A garbled answer is still an answer: workers quarantine such answers item by item.
     with (

@@ -11,13 +11,13 @@ from pymongo.database import Database
 from rich.console import Console
 from rich.table import Table
 
+from backfill_engine.settings import Settings
+from backfill_engine.states import PRODUCTS
 from orchestrator.backfill_runs import run_backfill
 from orchestrator.context import AppContext, connect_mongo
 from orchestrator.jobs import JobSummary, list_jobs, summarize
 from orchestrator.local_flower import start_local_flower
 from orchestrator.stack import start_catalog, start_worker
-from workers.settings import Settings
-from workers.states import PRODUCTS
 
 SEED_CHUNK = 5000
 # The demo's servers stop when it ends, so it names no URL in its summary; it says

@@ -10,8 +10,8 @@ from pymongo.database import Database
 
 from backfill_engine.decide import Outcome, decide
 from backfill_engine.definition import Backfill
+from backfill_engine.http_client import CatalogProtocolError
 from backfill_engine.sources import SourceContext, SourceResult
-from workers.catalog_client import CatalogProtocolError
 
 DEFAULT_SAMPLE = 500
 

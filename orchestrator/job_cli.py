@@ -11,7 +11,9 @@ from rich.console import Console
 
 from backfill_engine.definition import Backfill, parse_params
 from backfill_engine.registry import lookup
+from backfill_engine.runtime import http_client_for, worker_definitions
 from backfill_engine.scope import combine, parse_filter, parse_ids
+from backfill_engine.settings import Settings
 from backfill_engine.sources import HttpSource, SourceContext
 from orchestrator import jobs
 from orchestrator.commands import (
@@ -25,8 +27,6 @@ from orchestrator.commands import (
 from orchestrator.context import AppContext, check_source
 from orchestrator.progress import LiveProgress, counters_line, jobs_table, summary_table
 from orchestrator.verify import verify as verify_job
-from workers.runtime import http_client_for, worker_definitions
-from workers.settings import Settings
 
 console = Console()
 err_console = Console(stderr=True)
@@ -371,7 +371,7 @@ def quarantine(app: AppContext, job_id: str, limit: int, as_json: bool) -> None:
 @click.pass_obj
 def sweep(app: AppContext, job_id: str) -> None:
     """Re-send batches with expired leases or lost messages, once."""
-    from workers.sweeper import sweep_job
+    from backfill_engine.sweeper import sweep_job
 
     broker = _broker(app)
     jobs.get_job(app.db(), job_id)

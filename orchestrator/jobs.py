@@ -8,11 +8,10 @@ from typing import Any
 import pymongo.errors
 from pymongo.database import Database
 
+from backfill_engine.dispatch import TaskSender, fill_in_flight
+from backfill_engine.states import METADATA, QUARANTINE, BatchStatus, JobStatus
+from backfill_engine.store import batch_summary, now_utc
 from orchestrator.errors import BackfillError, JobNotFoundError, JobStateError
-from workers.batches import now_utc
-from workers.dispatch import TaskSender, fill_in_flight
-from workers.jobstate import batch_summary
-from workers.states import METADATA, QUARANTINE, BatchStatus, JobStatus
 
 
 def get_job(db: Database, job_id: str) -> dict[str, Any]:

@@ -8,8 +8,8 @@ import socket
 from dataclasses import replace
 from pathlib import Path
 
+from backfill_engine.settings import Settings
 from orchestrator.stack import LOOPBACK, ManagedProcess, free_port, start_flower
-from workers.settings import Settings
 
 AUTH_FILE = "flower.auth"
 

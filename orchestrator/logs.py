@@ -6,8 +6,8 @@ import json
 import logging
 import sys
 
-from workers.redact import RedactingFilter
-from workers.settings import Settings
+from backfill_engine.redact import RedactingFilter
+from backfill_engine.settings import Settings
 
 
 class JsonFormatter(logging.Formatter):

@@ -28,8 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from pymongo.database import Database
 
-from orchestrator.errors import BackfillError
-from workers.states import (
+from backfill_engine.states import (
     COUNTER_NAMES,
     DISPATCHABLE_JOB_STATES,
     METADATA,
@@ -37,6 +36,7 @@ from workers.states import (
     BatchStatus,
     JobStatus,
 )
+from orchestrator.errors import BackfillError
 
 DEFAULT_METRICS_PORT = 9808
 DEFAULT_METRICS_ADDRESS = "127.0.0.1"

@@ -9,11 +9,11 @@ import time
 
 import click
 
+from backfill_engine.settings import Settings
 from orchestrator.context import AppContext
 from orchestrator.errors import BackfillError
 from orchestrator.metrics import DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT
 from orchestrator.stack import celery_argv
-from workers.settings import Settings
 
 
 def _is_loopback(address: str) -> bool:

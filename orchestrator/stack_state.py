@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from workers.settings import Settings
+from backfill_engine.settings import Settings
 
 STATE_FILE = "stack.json"
 

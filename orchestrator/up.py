@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from backfill_engine.redact import redact_url
+from backfill_engine.states import PRODUCTS
 from orchestrator.commands import METADATA_MIGRATION
 from orchestrator.context import AppContext
 from orchestrator.errors import StackError
@@ -19,8 +21,6 @@ from orchestrator.local_flower import start_local_flower
 from orchestrator.metrics import DEFAULT_METRICS_PORT, MetricsServer, serve_metrics
 from orchestrator.stack import LOOPBACK, ManagedProcess, free_port, start_catalog, start_worker
 from orchestrator.stack_state import RunningStack, read_state, remove_state, write_state
-from workers.redact import redact_url
-from workers.states import PRODUCTS
 
 WORKER_READY = " ready."  # what a Celery worker logs once it consumes from its queue
 WORKER_START_TIMEOUT_SECONDS = 60.0

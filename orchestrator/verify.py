@@ -8,11 +8,11 @@ from typing import Any
 from pymongo.database import Database
 
 from backfill_engine.definition import Backfill
+from backfill_engine.payload import CHAIN_START, chain_hash, item_digest
 from backfill_engine.registry import lookup
+from backfill_engine.states import BATCH_IDS, METADATA, QUARANTINE, BatchStatus
+from backfill_engine.store import load_batch_ids
 from orchestrator.jobs import get_job
-from workers.batches import load_batch_ids
-from workers.enrich import CHAIN_START, chain_hash, item_digest
-from workers.states import BATCH_IDS, METADATA, QUARANTINE, BatchStatus
 
 # Ids per `$in`: SecantusDB answers a long `$in` in superlinear time (500 ids ~17x the
 # cost of 100), so verify reads in the same 100-id chunks the workers use.
@@ -62,8 +62,8 @@ def verify(
 ) -> VerifyReport:
     """Compare every done batch's recorded hash with one recomputed from the documents."""
     if definitions is None:
-        from workers.runtime import worker_definitions
-        from workers.settings import Settings
+        from backfill_engine.runtime import worker_definitions
+        from backfill_engine.settings import Settings
 
         definitions = worker_definitions(Settings.from_env())
     backfill = lookup(definitions, str(get_job(db, job_id)["backfill"]))

@@ -12,9 +12,9 @@ import pytest
 import redis
 from pymongo.database import Database
 
+from backfill_engine.settings import Settings
 from orchestrator.stack import Stack, ensure_servers
 from tests.harness import FAST, System
-from workers.settings import Settings
 
 
 @pytest.fixture(scope="session")

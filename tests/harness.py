@@ -11,13 +11,13 @@ import requests
 from bson.objectid import ObjectId
 from pymongo.database import Database
 
+from backfill_engine.runtime import worker_definitions
+from backfill_engine.settings import Settings
+from backfill_engine.states import PRODUCTS
 from migrations import runner
 from orchestrator.commands import Broker, RunOptions, launch, wait_for
 from orchestrator.jobs import JobSummary, summarize
 from orchestrator.stack import ManagedProcess, start_catalog, start_worker
-from workers.runtime import worker_definitions
-from workers.settings import Settings
-from workers.states import PRODUCTS
 
 METADATA_VERSION = "20240405_create_backfill_metadata"
 DEFAULT_TIMEOUT = 180.0

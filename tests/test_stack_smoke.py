@@ -1,6 +1,6 @@
 from pymongo.database import Database
 
-from workers.settings import Settings
+from backfill_engine.settings import Settings
 
 
 def test_secantusdb_and_redis_answer(db: Database, settings: Settings, redis_client) -> None:

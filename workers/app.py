@@ -11,8 +11,8 @@ from typing import Any
 
 from celery import Celery, signals
 
-from workers.redact import RedactingFilter
-from workers.settings import Settings
+from backfill_engine.redact import RedactingFilter
+from backfill_engine.settings import Settings
 
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 

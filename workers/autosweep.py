@@ -16,11 +16,11 @@ import pymongo.errors
 import redis
 
 from backfill_engine import clock
+from backfill_engine.dispatch import SERVER_OUTAGES, TaskSender
 from backfill_engine.planner import plan_job
-from workers.dispatch import SERVER_OUTAGES, TaskSender
-from workers.settings import Settings
-from workers.states import DISPATCHABLE_JOB_STATES, METADATA
-from workers.sweeper import sweep_job
+from backfill_engine.settings import Settings
+from backfill_engine.states import DISPATCHABLE_JOB_STATES, METADATA
+from backfill_engine.sweeper import sweep_job
 
 log = logging.getLogger(__name__)
 

@@ -1,130 +1,14 @@
-"""Per-process connections for a worker, created lazily after fork."""
+"""This worker process's runtime, created lazily after fork."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-import pymongo
-import redis
-from pymongo.database import Database
-
-from backfill_engine import clock
-from backfill_engine.definition import Backfill
-from backfill_engine.errors import BackfillError
-from backfill_engine.registry import load_definitions
-from backfill_engine.sources import HttpSource
-from workers.catalog_client import HttpCatalogClient
-from workers.ratelimit import RateLimiter
-from workers.settings import Settings
-
-WORKER_MONGO_TIMEOUT_MS = 10_000
-
-
-@dataclass
-class Runtime:
-    """What a worker process talks to; `rate` is set per job before each batch."""
-
-    settings: Settings
-    db: Database
-    redis: redis.Redis
-    definitions: dict[str, Backfill] = field(default_factory=dict)
-    rate: float = 0.0
-    _limiters: dict[tuple[str, float], RateLimiter] = field(default_factory=dict)
-    _http: dict[tuple[str, str | None, str], HttpCatalogClient] = field(default_factory=dict)
-    # One thread that dispatches the next batches once a slot is free (workers/tasks.py);
-    # per runtime, so a forked child gets its own with its own runtime.
-    after_batch: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="after-batch")
-    )
-
-    def limiter(self, bucket: str = "catalog") -> RateLimiter:
-        """The shared token bucket of an API, at the current job's rate."""
-        rate = self.rate or self.settings.rate_per_second
-        key = (bucket, rate)
-        if key not in self._limiters:
-            # Burst of one token: requests are spaced evenly, so no window of any length
-            # sees more than the configured rate (plus the one request at its edge).
-            self._limiters[key] = RateLimiter(self.redis, name=bucket, rate=rate, burst=1)
-        return self._limiters[key]
-
-    def http_for(self, source: HttpSource) -> HttpCatalogClient:
-        """This process's pooled client for an HTTP source, calling under its bucket."""
-        key = (source.url_env, source.token_env, source.path)
-        if key not in self._http:
-            bucket = source.rate_bucket
-
-            def acquire() -> None:
-                if bucket is not None:
-                    self.limiter(bucket).acquire()
-
-            def pause(seconds: float) -> None:
-                if bucket is not None:
-                    self.limiter(bucket).pause(seconds)
-
-            client = http_client_for(
-                source, self.settings, before_request=acquire, on_throttle=pause
-            )
-            self._http[key] = client
-        return self._http[key]
-
-
-def http_client_for(
-    source: HttpSource,
-    settings: Settings,
-    *,
-    before_request: Callable[[], None] | None = None,
-    on_throttle: Callable[[float], None] | None = None,
-) -> HttpCatalogClient:
-    """A pooled HTTP client for `source`, with the settings' timeouts and retry budget."""
-    # The settings' own variables first (a test or the stack may set them in code), then
-    # the process environment, where a team's API URL and token live.
-    env = {**os.environ, **settings.to_env()}
-    url = env.get(source.url_env)
-    if not url:
-        raise BackfillError(f"{source.url_env} is not set: the backfill's HTTP source needs it")
-    client = HttpCatalogClient(
-        url,
-        None if source.token_env is None else env.get(source.token_env),
-        connect_timeout=settings.catalog_connect_timeout,
-        read_timeout=settings.catalog_read_timeout,
-        max_retries=settings.catalog_max_retries,
-        backoff_seconds=settings.catalog_backoff_seconds,
-        before_request=before_request,
-        on_throttle=on_throttle,
-    )
-    client.path = source.path
-    return client
-
+from backfill_engine.runtime import Runtime, build_runtime
+from backfill_engine.settings import Settings
 
 _runtime: Runtime | None = None
 _runtime_pid: int | None = None
-
-
-def build_runtime(settings: Settings, definitions: dict[str, Any] | None = None) -> Runtime:
-    """Connect to MongoDB and Redis as the settings say, and load the backfill definitions."""
-    if not settings.mongo_url:
-        raise RuntimeError("MONGO_URL is not set for this worker")
-    client: pymongo.MongoClient = pymongo.MongoClient(
-        settings.mongo_url,
-        serverSelectionTimeoutMS=WORKER_MONGO_TIMEOUT_MS,
-        appname="mongo-backfill-worker",
-    )
-    clock.attach(client)  # leases follow the server's clock, not this host's
-    rds = redis.Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0")
-    if definitions is None:
-        definitions = worker_definitions(settings)
-    return Runtime(settings, client[settings.mongo_db], rds, definitions)
-
-
-def worker_definitions(settings: Settings) -> dict[str, Backfill]:
-    """The backfills this worker knows: BACKFILL_IMPORTS, then the migrations directory."""
-    directory = Path(settings.migrations_dir) if settings.migrations_dir else None
-    return load_definitions(settings.imports, directory)
 
 
 def get_runtime() -> Runtime:

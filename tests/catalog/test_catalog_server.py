@@ -12,6 +12,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 
+from backfill_engine.payload import InvalidPayloadError, validate_item
 from catalog_service.cli import catalog_server
 from catalog_service.data import (
     HOSTILE_KINDS,
@@ -23,7 +24,6 @@ from catalog_service.data import (
 )
 from orchestrator.stack import start_catalog
 from tests.catalog.standin import StandIn, launch
-from workers.enrich import InvalidPayloadError, validate_item
 
 
 def ids_param(ids: list[str]) -> str:

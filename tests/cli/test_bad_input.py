@@ -18,10 +18,10 @@ import pytest
 import redis
 from pymongo.database import Database
 
+from backfill_engine.settings import Settings
 from migrations import runner
 from orchestrator.stack import ManagedProcess, free_port, start_catalog
 from tests.harness import METADATA_VERSION, seed_products
-from workers.settings import Settings
 
 CATALOG_TOKEN = "tok-Very-Secret-4711"
 MONGO_PASSWORD = "mongo-Pw-Secret-0815"

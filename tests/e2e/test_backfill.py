@@ -8,12 +8,12 @@ import pymongo.errors
 import pytest
 from bson.objectid import ObjectId
 
+from backfill_engine.payload import typed_id
+from backfill_engine.states import BATCH_IDS, METADATA, PRODUCTS, QUARANTINE
+from backfill_engine.store import load_batch_ids
 from catalog_service.data import expected_item
 from orchestrator.verify import verify
 from tests.harness import System, seed_products
-from workers.batches import load_batch_ids
-from workers.enrich import typed_id
-from workers.states import BATCH_IDS, METADATA, PRODUCTS, QUARANTINE
 
 pytestmark = pytest.mark.e2e
 

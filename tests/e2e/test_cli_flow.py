@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from backfill_engine.states import PRODUCTS
 from tests.harness import System, seed_products
-from workers.states import PRODUCTS
 
 pytestmark = pytest.mark.e2e
 

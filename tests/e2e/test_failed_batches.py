@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
+from backfill_engine.states import METADATA
 from orchestrator import jobs
 from tests.harness import System, seed_products
-from workers.states import METADATA
 
 pytestmark = pytest.mark.e2e
 

@@ -9,9 +9,9 @@ import sys
 import pytest
 from bson.objectid import ObjectId
 
+from backfill_engine.states import METADATA, PRODUCTS
 from migrations import runner
 from tests.harness import System, seed_products
-from workers.states import METADATA, PRODUCTS
 
 pytestmark = pytest.mark.e2e
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from backfill_engine.states import METADATA, PRODUCTS
 from tests.harness import System, seed_products
-from workers.states import METADATA, PRODUCTS
 
 pytestmark = pytest.mark.e2e
 

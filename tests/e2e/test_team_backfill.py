@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from backfill_engine.scope import parse_filter
+from backfill_engine.states import QUARANTINE
 from orchestrator.verify import verify
 from tests.harness import System
-from workers.states import QUARANTINE
 
 TEAM_MODULE = '''
 """Our team's backfills: cents from prices, and supplier names from another collection."""
@@ -103,6 +103,6 @@ def test_collection_source_and_a_scoped_slice(team: System) -> None:
 
 
 def _definition(team: System, name: str):  # type: ignore[no-untyped-def]
-    from workers.runtime import worker_definitions
+    from backfill_engine.runtime import worker_definitions
 
     return worker_definitions(team.settings)[name]

@@ -18,18 +18,17 @@ import redis
 from bson import ObjectId
 from pymongo.database import Database
 
-from backfill_engine import clock
+from backfill_engine import clock, store
+from backfill_engine.batch_run import process_batch
 from backfill_engine.planner import plan_job, start_or_join
+from backfill_engine.runtime import build_runtime
+from backfill_engine.settings import Settings
+from backfill_engine.states import BATCH_IDS, METADATA, PRODUCTS, QUARANTINE, BatchStatus, JobStatus
 from orchestrator.stack import free_port
 from tests.harness import System
 from tests.orchestrator.test_planner import RecordingSender
-from workers import batches
 from workers.app import create_app
 from workers.autosweep import AutoSweeper, sweep_once
-from workers.runtime import build_runtime
-from workers.settings import Settings
-from workers.states import BATCH_IDS, METADATA, PRODUCTS, QUARANTINE, BatchStatus, JobStatus
-from workers.tasks import process_batch
 
 
 @pytest.fixture
@@ -69,21 +68,21 @@ def test_planner_flags_ids_a_string_keyed_source_cannot_tell_apart(meta_db: Data
 def test_sweeper_guard_keeps_a_lease_renewed_after_its_find(meta_db: Database) -> None:
     meta = meta_db[METADATA]
     job_id = _job(meta_db)
-    meta.insert_one(batches.new_batch(job_id, 0, [1, 2]))
-    bid = batches.batch_id(job_id, 0)
-    taken = batches.lease_batch(meta, bid, "worker-a", 0.001)
+    meta.insert_one(store.new_batch(job_id, 0, [1, 2]))
+    bid = store.batch_id(job_id, 0)
+    taken = store.lease_batch(meta, bid, "worker-a", 0.001)
     assert taken is not None
     lease, doc = taken
     time.sleep(0.01)
-    before = batches.now_utc()
+    before = store.now_utc()
     # The sweeper found the lease expired ... and before it updates, the worker renews.
-    assert batches.renew_lease(meta, lease, 60)
+    assert store.renew_lease(meta, lease, 60)
     expected = {
         "status": BatchStatus.RUNNING.value,
         "fencing_token": doc["fencing_token"],
         "lease_expires_at": {"$lt": before},
     }
-    assert not batches.requeue_stale(meta, bid, expected)
+    assert not store.requeue_stale(meta, bid, expected)
     assert meta.find_one({"_id": bid})["lease_owner"] == "worker-a"
 
 
@@ -109,11 +108,11 @@ def test_a_batch_leased_past_max_attempts_fails_and_says_why(system: System) -> 
     db[PRODUCTS].insert_many([{"_id": i} for i in range(3)])
     job_id = _job(db)
     meta.update_one({"_id": job_id}, {"$set": {"status": "running", "planning.done": True}})
-    meta.insert_one({**batches.new_batch(job_id, 0, [0, 1, 2]), "attempts": 2})
-    db[BATCH_IDS].insert_one(batches.batch_ids_doc(job_id, 0, [0, 1, 2]))
+    meta.insert_one({**store.new_batch(job_id, 0, [0, 1, 2]), "attempts": 2})
+    db[BATCH_IDS].insert_one(store.batch_ids_doc(job_id, 0, [0, 1, 2]))
     # Two earlier leases whose worker died mid-batch; this is the third.
     outcome = process_batch(build_runtime(s), RecordingSender(), job_id, 0, "w")
-    batch = meta.find_one({"_id": batches.batch_id(job_id, 0)})
+    batch = meta.find_one({"_id": store.batch_id(job_id, 0)})
     assert outcome == "failed"
     assert batch["status"] == BatchStatus.FAILED.value
     assert "leased 2 times without finishing" in batch["last_error"]
@@ -123,12 +122,12 @@ def test_a_batch_leased_past_max_attempts_fails_and_says_why(system: System) -> 
 def test_a_pause_hand_back_is_not_a_failed_attempt(meta_db: Database) -> None:
     meta = meta_db[METADATA]
     job_id = _job(meta_db)
-    meta.insert_one(batches.new_batch(job_id, 0, [1]))
-    bid = batches.batch_id(job_id, 0)
+    meta.insert_one(store.new_batch(job_id, 0, [1]))
+    bid = store.batch_id(job_id, 0)
     for _ in range(3):
-        taken = batches.lease_batch(meta, bid, "w", 30)
+        taken = store.lease_batch(meta, bid, "w", 30)
         assert taken is not None
-        assert batches.release_batch(meta, taken[0], BatchStatus.PENDING)
+        assert store.release_batch(meta, taken[0], BatchStatus.PENDING)
     assert meta.find_one({"_id": bid})["attempts"] == 0
 
 
@@ -152,7 +151,7 @@ def test_worker_sweeper_outlives_a_broker_outage(
     meta = meta_db[METADATA]
     job_id = _job(meta_db)
     meta.update_one({"_id": job_id}, {"$set": {"status": "running", "planning.done": True}})
-    meta.insert_one(batches.new_batch(job_id, 0, [1]))
+    meta.insert_one(store.new_batch(job_id, 0, [1]))
     dead = replace(
         settings, redis_url=f"redis://127.0.0.1:{free_port()}/0", sweep_interval_seconds=1
     )

@@ -19,12 +19,12 @@ from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from backfill_engine.payload import SYNCED_AT_FIELD
+from backfill_engine.states import BATCH_IDS, COUNTER_NAMES, METADATA, PRODUCTS, QUARANTINE
+from backfill_engine.store import load_batch_ids
 from catalog_service.data import expected_fields
 from orchestrator.verify import verify
 from tests.harness import System
-from workers.batches import load_batch_ids
-from workers.enrich import SYNCED_AT_FIELD
-from workers.states import BATCH_IDS, COUNTER_NAMES, METADATA, PRODUCTS, QUARANTINE
 
 FIELDS = ("brand", "category", "gtin", "weight_grams")
 READ_CHUNK = 100  # ids per `$in`: SecantusDB answers long `$in` lists in superlinear time
@@ -151,7 +151,7 @@ def wait_sweeping(
     system: System, job_id: str, predicate: Any, *, timeout: float = 120.0, what: str = ""
 ) -> None:
     """wait_until, while sweeping the job as `backfill run --wait` would (lost work comes back)."""
-    from workers.sweeper import sweep_job
+    from backfill_engine.sweeper import sweep_job
 
     def swept() -> bool:
         sweep_job(

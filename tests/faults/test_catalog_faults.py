@@ -6,11 +6,11 @@ import time
 
 import pytest
 
+from backfill_engine.states import PRODUCTS, QUARANTINE
 from catalog_service.data import hostile_kind, is_hostile
 from tests.faults.reconcile import FIELDS, reconcile
 from tests.faults.report import record
 from tests.harness import System, seed_products
-from workers.states import PRODUCTS, QUARANTINE
 
 pytestmark = pytest.mark.e2e
 

@@ -7,11 +7,11 @@ import time
 
 import pytest
 
+from backfill_engine.states import METADATA
 from tests.faults.cli import spawn_cli
 from tests.faults.reconcile import reconcile
 from tests.faults.report import record
 from tests.harness import METADATA_VERSION, System, seed_products
-from workers.states import METADATA
 
 pytestmark = pytest.mark.e2e
 

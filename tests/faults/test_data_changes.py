@@ -6,11 +6,11 @@ import time
 
 import pytest
 
+from backfill_engine.states import BATCH_IDS, METADATA, PRODUCTS
+from backfill_engine.store import load_batch_ids
 from tests.faults.reconcile import reconcile, wait_sweeping
 from tests.faults.report import record
 from tests.harness import System, seed_products
-from workers.batches import load_batch_ids
-from workers.states import BATCH_IDS, METADATA, PRODUCTS
 
 pytestmark = pytest.mark.e2e
 

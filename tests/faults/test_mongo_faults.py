@@ -15,11 +15,11 @@ from typing import Any
 import pymongo
 import pytest
 
+from backfill_engine.states import BATCH_IDS, METADATA
+from backfill_engine.store import load_batch_ids
 from tests.faults.reconcile import reconcile, wait_sweeping
 from tests.faults.report import record
 from tests.harness import System, seed_products
-from workers.batches import load_batch_ids
-from workers.states import BATCH_IDS, METADATA
 
 pytestmark = pytest.mark.e2e
 

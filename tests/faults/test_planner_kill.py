@@ -6,11 +6,11 @@ import time
 
 import pytest
 
+from backfill_engine.states import METADATA
 from tests.faults.cli import spawn_cli
 from tests.faults.reconcile import reconcile
 from tests.faults.report import record
 from tests.harness import System, seed_products
-from workers.states import METADATA
 
 pytestmark = pytest.mark.e2e
 

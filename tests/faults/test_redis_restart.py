@@ -11,12 +11,12 @@ import pytest
 import redis
 from pymongo.database import Database
 
+from backfill_engine.settings import Settings
+from backfill_engine.states import METADATA
 from orchestrator.stack import ManagedProcess, start_redis
 from tests.faults.reconcile import reconcile, wait_sweeping
 from tests.faults.report import record
 from tests.harness import FAST, System, seed_products
-from workers.settings import Settings
-from workers.states import METADATA
 
 pytestmark = pytest.mark.e2e
 

@@ -16,12 +16,12 @@ import pytest
 from bson.objectid import ObjectId
 from pymongo.database import Database
 
+from backfill_engine.settings import Settings
+from backfill_engine.states import METADATA, PRODUCTS
 from orchestrator.stack import ManagedProcess, start_redis
 from tests.faults.reconcile import reconcile, wait_sweeping
 from tests.faults.report import record
 from tests.harness import FAST, System
-from workers.settings import Settings
-from workers.states import METADATA, PRODUCTS
 
 pytestmark = [pytest.mark.soak, pytest.mark.e2e]
 

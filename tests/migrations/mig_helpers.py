@@ -14,8 +14,8 @@ from pathlib import Path
 
 from pymongo.database import Database
 
+from backfill_engine.settings import Settings
 from migrations.runner import RunnerConfig
-from workers.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -106,7 +106,7 @@ import sys
 from pathlib import Path
 import pymongo
 from migrations import runner
-from workers.settings import Settings
+from backfill_engine.settings import Settings
 
 s = Settings.from_env()
 db = pymongo.MongoClient(s.mongo_url)[s.mongo_db]

@@ -7,9 +7,9 @@ import json
 import pytest
 from pymongo.database import Database
 
+from backfill_engine.settings import Settings
 from orchestrator.stack import free_port
 from tests.migrations.mig_helpers import MigrationDir, child_env, effects, run_cli, snapshot
-from workers.settings import Settings
 
 V1, V2 = "20240401_one", "20240402_two"
 

@@ -8,9 +8,9 @@ import time
 import pytest
 from pymongo.database import Database
 
+from backfill_engine.settings import Settings
 from migrations import MigrationBlockedError, runner
 from tests.migrations.mig_helpers import MigrationDir, effects, start_runner
-from workers.settings import Settings
 
 VERSIONS = ("20240401_one", "20240402_two", "20240403_three")
 SLOW = (

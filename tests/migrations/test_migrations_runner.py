@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 from pymongo.database import Database
 
+from backfill_engine.settings import Settings
 from migrations import (
     InvalidMigrationError,
     LockLostError,
@@ -22,7 +23,6 @@ from migrations import (
 )
 from migrations.lock import Lease
 from tests.migrations.mig_helpers import MigrationDir, effects, snapshot
-from workers.settings import Settings
 
 V1, V2, V3 = "20240401_one", "20240402_two", "20240403_three"
 

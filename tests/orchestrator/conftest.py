@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 from pymongo.database import Database
 
+from backfill_engine.settings import Settings
 from migrations import runner
 from tests.harness import METADATA_VERSION
-from workers.settings import Settings
 
 
 @pytest.fixture

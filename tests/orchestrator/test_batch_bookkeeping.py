@@ -18,21 +18,21 @@ import redis
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from backfill_engine.planner import plan_job, start_or_join
-from orchestrator.stack import free_port
-from tests.orchestrator.test_planner import RecordingSender
-from workers import batches
-from workers.jobstate import maybe_complete_job, read_job
-from workers.runtime import Runtime
-from workers.settings import Settings
-from workers.states import METADATA, PRODUCTS, QUARANTINE, BatchStatus, JobStatus
-from workers.tasks import (
+from backfill_engine import store
+from backfill_engine.batch_run import (
     BatchLog,
     CheckpointPipe,
     LeaseKeeper,
     LeaseLost,
     _after_batch,
 )
+from backfill_engine.planner import plan_job, start_or_join
+from backfill_engine.runtime import Runtime
+from backfill_engine.settings import Settings
+from backfill_engine.states import METADATA, PRODUCTS, QUARANTINE, BatchStatus, JobStatus
+from backfill_engine.store import maybe_complete_job, read_job
+from orchestrator.stack import free_port
+from tests.orchestrator.test_planner import RecordingSender
 
 
 def _job(db: Database, *, batch_size: int = 4, max_in_flight: int = 2) -> str:
@@ -46,15 +46,15 @@ def _job(db: Database, *, batch_size: int = 4, max_in_flight: int = 2) -> str:
     return str(job["_id"])
 
 
-def _leased_batch(meta: Collection, job_id: str) -> batches.Lease:
-    meta.insert_one(batches.new_batch(job_id, 0, [1, 2, 3]))
-    taken = batches.lease_batch(meta, batches.batch_id(job_id, 0), "worker-a", 30)
+def _leased_batch(meta: Collection, job_id: str) -> store.Lease:
+    meta.insert_one(store.new_batch(job_id, 0, [1, 2, 3]))
+    taken = store.lease_batch(meta, store.batch_id(job_id, 0), "worker-a", 30)
     assert taken is not None
     return taken[0]
 
 
-def _checkpoint(meta: Collection, lease: batches.Lease, processed: int) -> bool:
-    return batches.checkpoint(
+def _checkpoint(meta: Collection, lease: store.Lease, processed: int) -> bool:
+    return store.checkpoint(
         meta,
         lease,
         processed=processed,
@@ -117,7 +117,7 @@ class FinishingSender(RecordingSender):
 
     def send_task(self, name: str, args: Any = None, **options: Any) -> None:
         super().send_task(name, args, **options)
-        bid = batches.batch_id(self.job_id, args[1])
+        bid = store.batch_id(self.job_id, args[1])
         self.meta.update_one({"_id": bid}, {"$set": {"status": BatchStatus.DONE.value}})
 
 
@@ -140,7 +140,7 @@ def test_a_job_is_not_completed_while_a_batch_is_unfinished(db: Database, unfini
         {"$set": {"status": JobStatus.RUNNING.value, "planning.done": True}},
     )
     for no, status in enumerate(["done", unfinished, "done"]):
-        meta.insert_one({**batches.new_batch(job_id, no, [no]), "status": status})
+        meta.insert_one({**store.new_batch(job_id, no, [no]), "status": status})
     assert maybe_complete_job(meta, db[QUARANTINE], job_id) is None
     assert read_job(meta, job_id, ("status",))["status"] == JobStatus.RUNNING.value
 
@@ -151,8 +151,8 @@ def test_a_job_is_not_completed_while_a_batch_is_unfinished(db: Database, unfini
 def test_read_job_does_not_take_a_batch_document_for_a_job(db: Database) -> None:
     meta = db[METADATA]
     job_id = _job(db)
-    meta.insert_one(batches.new_batch(job_id, 0, [1]))
-    assert read_job(meta, batches.batch_id(job_id, 0)) is None
+    meta.insert_one(store.new_batch(job_id, 0, [1]))
+    assert read_job(meta, store.batch_id(job_id, 0)) is None
     assert read_job(meta, job_id, ("status",))["status"] == JobStatus.PLANNING.value
 
 
@@ -168,7 +168,7 @@ def test_after_batch_thread_completes_the_job_after_its_last_batch(
     meta.update_one(
         {"_id": job_id}, {"$set": {"status": JobStatus.RUNNING.value, "planning.done": True}}
     )
-    meta.insert_one({**batches.new_batch(job_id, 0, [1]), "status": "done"})
+    meta.insert_one({**store.new_batch(job_id, 0, [1]), "status": "done"})
     blog = BatchLog(logging.getLogger("test"), {"job_id": job_id, "batch_no": 0})
     rt = _runtime(settings, db)
     done = rt.after_batch.submit(_after_batch, rt, RecordingSender(), job_id, {}, blog)

@@ -6,11 +6,11 @@ from typing import Any
 
 from pymongo.database import Database
 
+from backfill_engine.batch_run import _quarantine_ops
 from backfill_engine.planner import start_or_join
+from backfill_engine.states import METADATA, QUARANTINE, JobStatus
 from orchestrator import jobs
 from tests.orchestrator.test_planner import RecordingSender
-from workers.states import METADATA, QUARANTINE, JobStatus
-from workers.tasks import _quarantine_ops
 
 
 def _finished_job(db: Database) -> str:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from backfill_engine.settings import Settings
 from orchestrator.stack_state import (
     RunningStack,
     read_state,
@@ -15,7 +16,6 @@ from orchestrator.stack_state import (
     with_running_stack,
     write_state,
 )
-from workers.settings import Settings
 
 
 def _state(pid: int) -> RunningStack:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from backfill_engine.payload import CATALOG_FIELDS
+from backfill_engine.states import PRODUCTS, QUARANTINE
 from catalog_service.data import HOSTILE_KINDS, expected_fields, hostile_kind, is_hostile
 from tests.harness import System, seed_products
-from workers.enrich import CATALOG_FIELDS
-from workers.states import PRODUCTS, QUARANTINE
 
 
 def test_fully_hostile_catalog_changes_no_product_and_quarantines_everything(

@@ -24,13 +24,13 @@ import pymongo
 import pytest
 import requests
 
+from backfill_engine.redact import RedactingFilter, redact_text, redact_url
+from backfill_engine.settings import Settings
 from orchestrator.cli import cli
 from orchestrator.cli import main as cli_main
 from orchestrator.stack import ManagedProcess, free_port, start_flower, start_redis
 from orchestrator.stack_cli import flower_auth_problem
 from tests.harness import FAST, System, seed_products
-from workers.redact import RedactingFilter, redact_text, redact_url
-from workers.settings import Settings
 
 MONGO_PASSWORD = "mongoPw-Secret-5150"
 REDIS_PASSWORD = "redisPw-Secret-2112"

@@ -7,14 +7,14 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
+from backfill_engine.ratelimit import RateLimiter
+from backfill_engine.settings import Settings
 from tests.catalog.standin import (  # noqa: F401  (fixtures are found by name)
     catalog,
     catalog_server,
     secured_catalog,
     secured_catalog_server,
 )
-from workers.ratelimit import RateLimiter
-from workers.settings import Settings
 
 LimiterFactory = Callable[..., RateLimiter]
 

@@ -15,10 +15,7 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
-from catalog_service.data import expected_item, hostile_kind
-from orchestrator.stack import free_port
-from tests.catalog.standin import StandIn
-from workers.catalog_client import (
+from backfill_engine.http_client import (
     MAX_ID_CHARS,
     MAX_IDS_PER_REQUEST,
     MAX_RESPONSE_BYTES,
@@ -33,9 +30,12 @@ from workers.catalog_client import (
     catalog_id,
     parse_retry_after,
 )
-from workers.enrich import MAX_PAYLOAD_BYTES
-from workers.ratelimit import RateLimiter
-from workers.settings import Settings
+from backfill_engine.payload import MAX_PAYLOAD_BYTES
+from backfill_engine.ratelimit import RateLimiter
+from backfill_engine.settings import Settings
+from catalog_service.data import expected_item, hostile_kind
+from orchestrator.stack import free_port
+from tests.catalog.standin import StandIn
 
 LimiterFactory = Callable[..., RateLimiter]
 

@@ -10,7 +10,7 @@ import bson
 import pytest
 from bson import ObjectId
 
-from workers.enrich import (
+from backfill_engine.payload import (
     CATALOG_BACKFILL,
     CATALOG_FIELDS,
     CHAIN_START,

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from workers.ratelimit import KEY_PREFIX, RateLimiter, RateLimitTimeoutError, limiter_name
-from workers.settings import Settings
+from backfill_engine.ratelimit import KEY_PREFIX, RateLimiter, RateLimitTimeoutError, limiter_name
+from backfill_engine.settings import Settings
 
 LimiterFactory = Callable[..., RateLimiter]
 WINDOW_SECONDS = 1.5
@@ -85,7 +85,7 @@ def test_threads_together_never_exceed_rate_times_window_plus_burst(
 _CHILD = """
 import json, sys, time
 import redis
-from workers.ratelimit import RateLimiter
+from backfill_engine.ratelimit import RateLimiter
 url, name = sys.argv[1], sys.argv[2]
 rate, start_at, stop_at = (float(a) for a in sys.argv[3:6])
 limiter = RateLimiter(redis.Redis.from_url(url), name, rate)

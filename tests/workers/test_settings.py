@@ -1,7 +1,7 @@
 import pytest
 
-from workers.redact import redact_text, redact_url
-from workers.settings import (
+from backfill_engine.redact import redact_text, redact_url
+from backfill_engine.settings import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CATALOG_REQUEST_DEADLINE,
     Settings,

@@ -15,11 +15,10 @@ import redis
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from workers import batches
-from workers.batches import now_utc
-from workers.dispatch import TaskSender, fill_in_flight, send_batch
-from workers.jobstate import maybe_complete_job
-from workers.states import METADATA, QUARANTINE, BatchStatus, JobStatus
+from backfill_engine import store
+from backfill_engine.dispatch import TaskSender, fill_in_flight, send_batch
+from backfill_engine.states import METADATA, QUARANTINE, BatchStatus, JobStatus
+from backfill_engine.store import maybe_complete_job, now_utc
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +67,7 @@ def _requeue(
             guard_field: doc[guard_field],
             older_field: {"$lt": before},
         }
-        if batches.requeue_stale(meta, doc["_id"], expected):
+        if store.requeue_stale(meta, doc["_id"], expected):
             send_batch(sender, queue, job_id, int(doc["batch_no"]))
             sent += 1
     return sent

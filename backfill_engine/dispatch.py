@@ -13,9 +13,8 @@ import pymongo.errors
 import redis
 from pymongo.collection import Collection
 
-from workers.batches import claim_pending, count_in_flight, now_utc
-from workers.jobstate import read_job
-from workers.states import DISPATCHABLE_JOB_STATES
+from backfill_engine.states import DISPATCHABLE_JOB_STATES
+from backfill_engine.store import claim_pending, count_in_flight, now_utc, read_job
 
 log = logging.getLogger(__name__)
 

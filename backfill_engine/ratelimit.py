@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from workers.settings import Settings
+from backfill_engine.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -34,9 +34,9 @@ import urllib3.exceptions
 from bson import ObjectId
 from requests.adapters import HTTPAdapter
 
-from workers.enrich import MAX_PAYLOAD_BYTES
-from workers.redact import redact_text, redact_url
-from workers.settings import (
+from backfill_engine.payload import MAX_PAYLOAD_BYTES
+from backfill_engine.redact import redact_text, redact_url
+from backfill_engine.settings import (
     DEFAULT_CATALOG_BACKOFF_SECONDS,
     DEFAULT_CATALOG_CONNECT_TIMEOUT,
     DEFAULT_CATALOG_MAX_RETRIES,

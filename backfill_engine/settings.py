@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from urllib.parse import urlsplit
 
-from workers.redact import REDACTED, redact_url, url_secrets
+from backfill_engine.redact import REDACTED, redact_url, url_secrets
 
 DEFAULT_MONGO_DB = "catalog"
 DEFAULT_QUEUE = "backfill"
