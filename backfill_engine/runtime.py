@@ -17,7 +17,7 @@ from backfill_engine import clock
 from backfill_engine.definition import Backfill
 from backfill_engine.errors import BackfillError
 from backfill_engine.http_client import HttpCatalogClient
-from backfill_engine.ratelimit import RateLimiter
+from backfill_engine.ratelimit import RateLimiter, limiter_name
 from backfill_engine.registry import load_definitions
 from backfill_engine.settings import Settings
 from backfill_engine.sources import HttpSource
@@ -49,7 +49,10 @@ class Runtime:
         if key not in self._limiters:
             # Burst of one token: requests are spaced evenly, so no window of any length
             # sees more than the configured rate (plus the one request at its edge).
-            self._limiters[key] = RateLimiter(self.redis, name=bucket, rate=rate, burst=1)
+            # Named by the source's bucket (within this deployment's queue namespace): jobs
+            # calling one API share its bucket, jobs calling different APIs do not.
+            name = limiter_name(self.settings.queue, bucket)
+            self._limiters[key] = RateLimiter(self.redis, name=name, rate=rate, burst=1)
         return self._limiters[key]
 
     def http_for(self, source: HttpSource) -> HttpCatalogClient:
