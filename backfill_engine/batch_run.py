@@ -212,12 +212,43 @@ def _quarantine_ops(job_id: str, batch_no: int, entries: list[dict[str, Any]]) -
 
 def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, owner: str) -> str:
     """Run one batch to completion (or to a pause/cancel/lease loss); return the outcome."""
+    blog = BatchLog(log, {"job_id": job_id, "batch_no": batch_no})
+    started = _take(rt, sender, job_id, batch_no, owner, blog)
+    if isinstance(started, str):
+        return started
+    run = started
+    try:
+        outcome = run.run()
+    except LeaseLost:
+        blog.warning("lease lost to another worker; stopping without further writes")
+        return "lease-lost"
+    except CatalogAuthError as exc:
+        store.release_batch(run.meta, run.lease, BatchStatus.PENDING, error=str(exc))
+        pause_job_for(run.meta, job_id, f"the source rejected our credentials: {exc}")
+        blog.error("source auth failed; job paused: %s", exc)
+        return "auth-paused"
+    except TRANSIENT_ERRORS as exc:
+        return _after_failure(rt, sender, run.meta, run.lease, run.doc, job_id, batch_no, exc, blog)
+    except Exception as exc:
+        # A bug or an input we did not foresee: count it as a failed attempt, so the batch
+        # ends `failed` with its error after max attempts instead of looping via the sweeper.
+        blog.exception("unexpected error")
+        return _after_failure(rt, sender, run.meta, run.lease, run.doc, job_id, batch_no, exc, blog)
+    if outcome == "done":
+        # The slot is free now: the next batches are handed out on this process's after-batch
+        # thread while the slot already runs the next task (docs/benchmarks.md, fix 10).
+        counters = dict(run.progress.counters)
+        rt.after_batch.submit(_after_batch, rt, sender, job_id, counters, blog)
+    return outcome
+
+
+def _take(
+    rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, owner: str, blog: BatchLog
+) -> BatchRun | str:
+    """Check the job, take the batch's lease and load its ids; or say why not (an outcome)."""
     s = rt.settings
     meta: Collection = rt.db[METADATA]
-    quarantine: Collection = rt.db[QUARANTINE]
-    blog = BatchLog(log, {"job_id": job_id, "batch_no": batch_no})
     watch = Stopwatch()
-
     try:
         job = read_job(meta, job_id, ("status", "rate_per_second", "backfill", "params"))
         if job is None:
@@ -227,20 +258,17 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
         if backfill is None:
             return _not_mine(rt, sender, meta, job_id, batch_no, str(job.get("backfill")), blog)
         if job["status"] not in (JobStatus.PLANNING, JobStatus.RUNNING):
-            meta.update_one(
-                {"_id": store.batch_id(job_id, batch_no), "status": BatchStatus.QUEUED.value},
-                {"$set": {"status": BatchStatus.PENDING.value}},
-            )
+            store.unqueue_batch(meta, store.batch_id(job_id, batch_no))
             blog.info("job is %s; batch left pending", job["status"])
             return "job-" + job["status"]
         rt.rate = float(job.get("rate_per_second") or s.rate_per_second)
-
         with watch.phase("lease"):
-            bid = store.batch_id(job_id, batch_no)
-            taken = store.lease_batch(meta, bid, owner, s.lease_seconds)
-            if taken is None:
-                blog.info("already done or leased by a live worker; skipping duplicate delivery")
-                return "skipped"
+            taken = store.lease_batch(
+                meta, store.batch_id(job_id, batch_no), owner, s.lease_seconds
+            )
+        if taken is None:
+            blog.info("already done or leased by a live worker; skipping duplicate delivery")
+            return "skipped"
     except TRANSIENT_ERRORS as exc:
         # No lease yet, so no batch state to record: send the batch again later. Raising
         # instead would ack the message away and leave the batch to a sweeper.
@@ -253,162 +281,210 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
             blog.warning("could not re-send either (%s); left to the sweeper", type(again).__name__)
         return "retry"
     lease, doc = taken
-    docs: Collection = rt.db[backfill.collection]
-    ctx = SourceContext(rt.db, job.get("params") or {})
-    if isinstance(backfill.source, HttpSource):
-        ctx.http = rt.http_for(backfill.source)
     if int(doc["attempts"]) > s.max_attempts:
         # Every lease counts as an attempt, so a batch whose processing kills its worker
         # (out of memory, a crash in a C extension) cannot loop through the sweeper for ever.
         return _give_up(rt, meta, lease, job_id, int(doc["attempts"]) - 1, blog)
     try:
         with watch.phase("lease"):
-            ids, ambiguous_ids = store.load_batch(rt.db[BATCH_IDS], lease.batch_id)
+            ids, ambiguous = store.load_batch(rt.db[BATCH_IDS], lease.batch_id)
+        ctx = SourceContext(rt.db, job.get("params") or {})
+        if isinstance(backfill.source, HttpSource):
+            ctx.http = rt.http_for(backfill.source)
     except TRANSIENT_ERRORS as exc:
         return _after_failure(rt, sender, meta, lease, doc, job_id, batch_no, exc, blog)
-    processed = int(doc.get("processed") or 0)
-    if processed:
-        blog.info(
-            "resuming after %d of %d ids (last id %s)",
-            processed,
-            len(ids),
-            doc["last_processed_id"],
+    return BatchRun(rt, backfill, ctx, job, lease, doc, ids, set(ambiguous), blog, watch)
+
+
+class Progress:
+    """Where a batch stands: ids processed, last id, running payload hash, item counters."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.processed = int(doc.get("processed") or 0)
+        self.last_id: Any = _NOTHING_PROCESSED
+        self.payload_hash: str | None = doc.get("payload_hash")
+        self.counters: dict[str, int] = dict(doc["counters"])
+
+    def as_doc(self) -> dict[str, Any]:
+        """The checkpoint fields, as store.checkpoint and store.finish_batch write them."""
+        return {
+            "processed": self.processed,
+            "last_processed_id": self.last_id,
+            "payload_hash": self.payload_hash,
+            "counters": dict(self.counters),  # the loop goes on counting meanwhile
+        }
+
+
+class BatchRun:
+    """One leased batch, shaped like job-iteration: while the lease holds and the job runs,
+    do one sub-chunk. Cursor (`Progress`), interruption and resumption are the engine's."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        backfill: Backfill,
+        ctx: SourceContext,
+        job: dict[str, Any],
+        lease: Lease,
+        doc: dict[str, Any],
+        ids: list[Any],
+        ambiguous: set[Any],
+        blog: BatchLog,
+        watch: Stopwatch,
+    ) -> None:
+        self.rt, self.backfill, self.ctx = rt, backfill, ctx
+        self.lease, self.doc, self.ids, self.ambiguous = lease, doc, ids, ambiguous
+        self.blog, self.watch = blog, watch
+        self.job_id, self.batch_no = str(job["_id"]), int(doc["batch_no"])
+        self.meta: Collection = rt.db[METADATA]
+        self.docs: Collection = rt.db[backfill.collection]
+        self.quarantine: Collection = rt.db[QUARANTINE]
+        self.progress = Progress(doc)
+        self.subchunk = min(rt.settings.subchunk_size, backfill.subchunk_size)
+        self.keeper = LeaseKeeper(
+            self.meta, lease, rt.settings.lease_seconds, job_id=self.job_id, job_state=job["status"]
         )
-    ambiguous = set(ambiguous_ids)
-    counters: dict[str, int] = dict(doc["counters"])
-    payload_hash: str | None = doc.get("payload_hash")
-    sub = min(s.subchunk_size, backfill.subchunk_size)
-    last_id: Any = _NOTHING_PROCESSED
-    last_checkpoint = time.monotonic()
+        self.pipe = CheckpointPipe()
+        self._last_checkpoint = time.monotonic()
 
-    keeper = LeaseKeeper(meta, lease, s.lease_seconds, job_id=job_id, job_state=job["status"])
-    try:
-        with keeper, CheckpointPipe() as pipe:
-            while processed < len(ids):
-                # Between sub-chunks: honour pause/cancel and stop if the lease moved on.
-                if keeper.lost.is_set():
-                    raise LeaseLost
-                state = keeper.job_state
-                if state == JobStatus.PAUSED.value:
-                    pipe.settle()
-                    store.release_batch(meta, lease, BatchStatus.PENDING)
-                    blog.info("job paused; batch released at %d/%d", processed, len(ids))
-                    return "paused"
-                if state in (JobStatus.CANCELLED.value, JobStatus.FAILED.value):
-                    pipe.settle()
-                    store.release_batch(meta, lease, BatchStatus.CANCELLED)
-                    blog.info("job %s; batch stopped at %d/%d", state, processed, len(ids))
-                    return "cancelled"
+    def run(self) -> str:
+        """Sub-chunks until the batch is done or must stop; "done", "paused" or "cancelled"."""
+        if self.progress.processed:
+            self.blog.info(
+                "resuming after %d of %d ids (last id %s)",
+                self.progress.processed,
+                len(self.ids),
+                self.doc["last_processed_id"],
+            )
+        with self.keeper, self.pipe:
+            while self.progress.processed < len(self.ids):
+                stop = self.should_stop()
+                if stop is not None:
+                    return self.hand_back(stop)
+                self.each_subchunk()
+            self.finish()
+        return "done"
 
-                chunk = ids[processed : processed + sub]
-                with watch.phase("read"):
-                    current = read_current(docs, chunk, backfill.projection)
-                present = [current[i] for i in chunk if i in current and i not in ambiguous]
-                with watch.phase("checkpoint"):
-                    # The last checkpoint must stand before we ask the source again: if it
-                    # failed, the retry refetches only the sub-chunk it did not record.
-                    pipe.settle()
-                with watch.phase("catalog"):
-                    result = _fetch(backfill, ctx, present, blog)
+    def should_stop(self) -> JobStatus | None:
+        """Between sub-chunks: LeaseLost if the lease moved on; the job's state if it stopped."""
+        if self.keeper.lost.is_set():
+            raise LeaseLost
+        state = self.keeper.job_state
+        if state in (JobStatus.PAUSED, JobStatus.CANCELLED, JobStatus.FAILED):
+            return JobStatus(state)
+        return None
 
-                ops: list[UpdateOne] = []
-                held: list[dict[str, Any]] = []
-                now = now_utc()
-                for pid in chunk:
-                    decision = decide(
-                        backfill, pid, current.get(pid), result, ambiguous=pid in ambiguous
-                    )
-                    outcome = decision.outcome
-                    if outcome in QUARANTINED:
-                        counters[COUNTER_OF[outcome]] += 1
-                        held.append(decision.quarantine_entry(pid, _status_of(outcome, result)))
-                        continue
-                    if outcome is Outcome.DELETED:
-                        counters["deleted"] += 1
-                        continue
-                    payload_hash = chain_hash(
-                        payload_hash or CHAIN_START, item_digest(pid, decision.fields)
-                    )
-                    if outcome is Outcome.WRITE:
-                        update = {"$set": build_set(decision.diff, now, backfill.synced_field)}
-                        ops.append(UpdateOne({"_id": pid}, update))
-                    else:
-                        counters["unchanged"] += 1
+    def hand_back(self, state: JobStatus) -> str:
+        """Release the batch at its checkpoint: pending on a pause, cancelled otherwise."""
+        self.pipe.settle()
+        paused = state is JobStatus.PAUSED
+        store.release_batch(
+            self.meta, self.lease, BatchStatus.PENDING if paused else BatchStatus.CANCELLED
+        )
+        where = f"{self.progress.processed}/{len(self.ids)}"
+        self.blog.info(
+            "job %s; batch %s at %s", state.value, "released" if paused else "stopped", where
+        )
+        return "paused" if paused else "cancelled"
 
-                with watch.phase("write"):
-                    if (ops or held) and not store.renew_lease(meta, lease, s.lease_seconds):
-                        # The catalog call may have waited longer than the lease (rate-limit
-                        # waits, 429 pauses, retries): write only while the lease is ours,
-                        # never over what the worker that took the batch over wrote.
-                        raise LeaseLost
-                    if ops:
-                        # Filter on _id, never upsert: a product deleted meanwhile stays deleted.
-                        res = docs.bulk_write(ops, ordered=False)
-                        counters["written"] += res.modified_count
-                        counters["unchanged"] += res.matched_count - res.modified_count
-                        counters["deleted"] += len(ops) - res.matched_count
-                    if held:
-                        quarantine.bulk_write(
-                            _quarantine_ops(job_id, batch_no, held), ordered=False
-                        )
-                processed += len(chunk)
-                last_id = chunk[-1]
-                if processed >= len(ids):
-                    break  # the finish below carries this last checkpoint
-                # Checkpoint after the writes: a crash in between only repeats a $set that
-                # changes nothing on the next attempt. A sub-chunk that wrote nothing needs
-                # no checkpoint (redoing it writes nothing either); progress still shows
-                # every CHECKPOINT_IDLE_SECONDS. Saves a metadata update per sub-chunk on reruns.
-                wrote = bool(ops or held)
-                if not wrote and time.monotonic() - last_checkpoint < CHECKPOINT_IDLE_SECONDS:
-                    continue
-                last_checkpoint = time.monotonic()
-                pipe.submit(
-                    store.checkpoint,
-                    meta,
-                    lease,
-                    processed=processed,
-                    last_processed_id=last_id,
-                    payload_hash=payload_hash,
-                    counters=dict(counters),  # the loop goes on counting meanwhile
-                    lease_seconds=s.lease_seconds,
-                )
-            # One update for the last checkpoint and the finish instead of two.
-            progress = None
-            if last_id is not _NOTHING_PROCESSED:
-                progress = {
-                    "processed": processed,
-                    "last_processed_id": last_id,
-                    "payload_hash": payload_hash,
-                    "counters": counters,
-                }
-            with watch.phase("checkpoint"):
-                pipe.settle()
-                finished = store.finish_batch(
-                    meta, lease, progress=progress, timings=watch.as_doc()
-                )
-            if not finished:
-                raise LeaseLost
-    except LeaseLost:
-        blog.warning("lease lost to another worker; stopping without further writes")
-        return "lease-lost"
-    except CatalogAuthError as exc:
-        store.release_batch(meta, lease, BatchStatus.PENDING, error=str(exc))
-        pause_job_for(meta, job_id, f"catalog rejected our credentials: {exc}")
-        blog.error("catalog auth failed; job paused: %s", exc)
-        return "auth-paused"
-    except TRANSIENT_ERRORS as exc:
-        return _after_failure(rt, sender, meta, lease, doc, job_id, batch_no, exc, blog)
-    except Exception as exc:
-        # A bug or an input we did not foresee: count it as a failed attempt, so the batch
-        # ends `failed` with its error after max attempts instead of looping via the sweeper.
-        blog.exception("unexpected error")
-        return _after_failure(rt, sender, meta, lease, doc, job_id, batch_no, exc, blog)
+    def each_subchunk(self) -> None:
+        """Read, ask the source, decide, write (under a renewed lease), then checkpoint."""
+        p, watch = self.progress, self.watch
+        chunk = self.ids[p.processed : p.processed + self.subchunk]
+        with watch.phase("read"):
+            current = read_current(self.docs, chunk, self.backfill.projection)
+        present = [current[i] for i in chunk if i in current and i not in self.ambiguous]
+        with watch.phase("checkpoint"):
+            # The last checkpoint must stand before we ask the source again: if it
+            # failed, the retry refetches only the sub-chunk it did not record.
+            self.pipe.settle()
+        with watch.phase("catalog"):
+            answer = _fetch(self.backfill, self.ctx, present, self.blog)
+        ops, held = self.apply_decisions(chunk, current, answer)
+        with watch.phase("write"):
+            self.write(ops, held)
+        p.processed += len(chunk)
+        p.last_id = chunk[-1]
+        if p.processed < len(self.ids):
+            self.maybe_checkpoint(wrote=bool(ops or held))
 
-    # The slot is free now: the next batches are handed out on this process's after-batch
-    # thread while the slot already runs the next task (docs/benchmarks.md, fix 10).
-    rt.after_batch.submit(_after_batch, rt, sender, job_id, dict(counters), blog)
-    return "done"
+    def apply_decisions(
+        self, chunk: list[Any], current: dict[Any, dict[str, Any]], answer: SourceResult
+    ) -> tuple[list[UpdateOne], list[dict[str, Any]]]:
+        """The sub-chunk's product updates and quarantine entries; counts and hashes the rest."""
+        p = self.progress
+        ops: list[UpdateOne] = []
+        held: list[dict[str, Any]] = []
+        now = now_utc()
+        for pid in chunk:
+            decision = decide(
+                self.backfill, pid, current.get(pid), answer, ambiguous=pid in self.ambiguous
+            )
+            outcome = decision.outcome
+            if outcome in QUARANTINED:
+                p.counters[COUNTER_OF[outcome]] += 1
+                held.append(decision.quarantine_entry(pid, _status_of(outcome, answer)))
+            elif outcome is Outcome.DELETED:
+                p.counters["deleted"] += 1
+            else:
+                digest = item_digest(pid, decision.fields)
+                p.payload_hash = chain_hash(p.payload_hash or CHAIN_START, digest)
+                if outcome is Outcome.WRITE:
+                    update = {"$set": build_set(decision.diff, now, self.backfill.synced_field)}
+                    ops.append(UpdateOne({"_id": pid}, update))
+                else:
+                    p.counters["unchanged"] += 1
+        return ops, held
+
+    def write(self, ops: list[UpdateOne], held: list[dict[str, Any]]) -> None:
+        """Write the sub-chunk, only while the lease is ours (renewed right before)."""
+        if not (ops or held):
+            return
+        if not store.renew_lease(self.meta, self.lease, self.rt.settings.lease_seconds):
+            # The source call may have waited longer than the lease (rate-limit waits, 429
+            # pauses, retries): never write over what the worker that took the batch wrote.
+            raise LeaseLost
+        c = self.progress.counters
+        if ops:
+            # Filter on _id, never upsert: a document deleted meanwhile stays deleted.
+            res = self.docs.bulk_write(ops, ordered=False)
+            c["written"] += res.modified_count
+            c["unchanged"] += res.matched_count - res.modified_count
+            c["deleted"] += len(ops) - res.matched_count
+        if held:
+            entries = _quarantine_ops(self.job_id, self.batch_no, held)
+            self.quarantine.bulk_write(entries, ordered=False)
+
+    def maybe_checkpoint(self, *, wrote: bool) -> None:
+        """Record progress on the side thread, after the writes it covers.
+
+        A crash in between only repeats a $set that changes nothing on the next attempt. A
+        sub-chunk that wrote nothing needs no checkpoint (redoing it writes nothing either);
+        progress still shows every CHECKPOINT_IDLE_SECONDS. Saves an update per sub-chunk
+        on reruns.
+        """
+        if not wrote and time.monotonic() - self._last_checkpoint < CHECKPOINT_IDLE_SECONDS:
+            return
+        self._last_checkpoint = time.monotonic()
+        self.pipe.submit(
+            store.checkpoint,
+            self.meta,
+            self.lease,
+            **self.progress.as_doc(),
+            lease_seconds=self.rt.settings.lease_seconds,
+        )
+
+    def finish(self) -> None:
+        """One update for the last checkpoint and the finish instead of two."""
+        p = self.progress
+        last = None if p.last_id is _NOTHING_PROCESSED else p.as_doc()
+        with self.watch.phase("checkpoint"):
+            self.pipe.settle()
+            done = store.finish_batch(
+                self.meta, self.lease, progress=last, timings=self.watch.as_doc()
+            )
+        if not done:
+            raise LeaseLost
 
 
 def _after_batch(

@@ -141,6 +141,15 @@ def lease_batch(
     return Lease(bid, owner, int(doc["fencing_token"])), doc
 
 
+def unqueue_batch(coll: Collection, bid: str) -> bool:
+    """A queued batch of a paused or stopped job goes back to pending (resume re-sends it)."""
+    res = coll.update_one(
+        {"_id": bid, "status": BatchStatus.QUEUED.value},
+        {"$set": {"status": BatchStatus.PENDING.value}},
+    )
+    return res.modified_count == 1
+
+
 def renew_lease(coll: Collection, lease: Lease, lease_seconds: float) -> bool:
     """Extend our lease; False means another worker took the batch over."""
     now = now_utc()

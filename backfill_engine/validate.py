@@ -21,6 +21,7 @@ from backfill_engine.payload import (
     MAX_STRING_CHARS,
     InvalidPayloadError,
     _hostile_key,
+    _unstorable_value,
 )
 
 Check = Callable[[dict[str, Any]], dict[str, Any]]
@@ -56,9 +57,10 @@ def validate_payload(
 
 def _scan_keys(payload: Mapping[Any, Any]) -> None:
     """Reject hostile keys at any depth; iterative so a deep payload cannot exhaust the stack."""
-    stack: list[tuple[Any, int]] = [(payload, 0)]
+    # Each entry carries the top-level key it sits under, to name the field in the reason.
+    stack: list[tuple[Any, int, str | None]] = [(payload, 0, None)]
     while stack:
-        value, depth = stack.pop()
+        value, depth, top = stack.pop()
         if depth > MAX_DEPTH:
             raise InvalidPayloadError(f"payload nested deeper than {MAX_DEPTH} levels")
         if isinstance(value, Mapping):
@@ -66,9 +68,13 @@ def _scan_keys(payload: Mapping[Any, Any]) -> None:
                 why = _hostile_key(key)
                 if why:
                     raise InvalidPayloadError(f"hostile payload: {why}")
-                stack.append((child, depth + 1))
+                stack.append((child, depth + 1, top or key))
         elif isinstance(value, list | tuple):
-            stack.extend((child, depth + 1) for child in value)
+            stack.extend((child, depth + 1, top) for child in value)
+        elif isinstance(value, str | int) and (why := _unstorable_value(value)):
+            # Other BSON types (dates, ObjectIds, ...) a pure-function source may hand over
+            # are checked by encoding the whole payload below.
+            raise InvalidPayloadError(f"{top or 'payload'} not storable in MongoDB: {why}", top)
 
 
 def _refuse(value: Any) -> Any:
