@@ -42,6 +42,8 @@ class Faults:
     fail_next: int = 0  # the next N API requests answer 503 (deterministic retries)
     throttle_next: int = 0  # the next N API requests answer 429 with `retry_after`
     retry_after: int = DEFAULT_RETRY_AFTER_SECONDS
+    trickle_rate: float = 0.0  # a 200 body trickles out in small pieces ...
+    trickle_seconds: float = 0.0  # ... over this many seconds in total
 
     def __post_init__(self) -> None:
         for name in (
@@ -50,10 +52,12 @@ class Faults:
             "timeout_rate",
             "missing_rate",
             "hostile_rate",
+            "trickle_rate",
         ):
             _check(name, getattr(self, name), 0.0, 1.0)
         _check("latency_ms", self.latency_ms, 0.0, MAX_LATENCY_MS)
         _check("stall_ms", self.stall_ms, 0.0, MAX_STALL_MS)
+        _check("trickle_seconds", self.trickle_seconds, 0.0, MAX_STALL_MS / 1000)
         _check("huge_chars", self.huge_chars, 0, 64 * 1024 * 1024)
         _check("rate_limit", self.rate_limit, 0.0, 1_000_000.0)
         _check("fail_next", self.fail_next, 0, MAX_COUNTDOWN)

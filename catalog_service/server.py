@@ -38,6 +38,7 @@ MAX_IDS_PER_REQUEST = 100
 MAX_ID_CHARS = 128  # 100 percent-encoded ids of this size still fit one request line
 MAX_BODY_BYTES = 64 * 1024  # control requests only; the API takes no body
 MAX_TRACKED_IDS = 1_000_000  # per-id fetch counts kept; beyond this only totals grow
+TRICKLE_PIECE_SECONDS = 0.1  # a trickled body sends one piece this often
 MAX_CONNECTIONS = 256  # concurrent connections; more are closed at once
 IDLE_TIMEOUT_SECONDS = 30.0  # an idle keep-alive connection gives its thread back
 RATE_WINDOW_SECONDS = 1.0
@@ -201,6 +202,7 @@ class Reply(NamedTuple):
     body: bytes
     headers: dict[str, str]
     ids_served: int = 0
+    trickle_seconds: float = 0.0  # spread the body over this long (0: send it at once)
 
 
 def _reply(
@@ -289,7 +291,7 @@ class CatalogHandler(BaseHTTPRequestHandler):
             # Counted before the answer leaves: a client that got its answer can read
             # /_stats and find its request there.
             stats.depart(reply.status, reply.ids_served)
-        self._send(reply.status, reply.body, reply.headers)
+        self._send(reply.status, reply.body, reply.headers, reply.trickle_seconds)
 
     def _serve_api(self, path: str, query: str) -> Reply:
         state = self.state
@@ -345,7 +347,10 @@ class CatalogHandler(BaseHTTPRequestHandler):
             body = {"items": items, "missing": missing}
         if state.dice.hit(faults.malformed_rate):
             return Reply(200, self._broken_body(), {"Content-Type": "application/json"})
-        return _reply(200, body, ids_served=len(ids))
+        reply = _reply(200, body, ids_served=len(ids))
+        if faults.trickle_seconds and state.dice.hit(faults.trickle_rate):
+            return reply._replace(trickle_seconds=faults.trickle_seconds)
+        return reply
 
     def _broken_body(self) -> bytes:
         """A 200 body the client must refuse: cut JSON, HTML, nothing, or the wrong shape."""
@@ -359,14 +364,25 @@ class CatalogHandler(BaseHTTPRequestHandler):
     def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         self._send(*_reply(status, payload, headers)[:3])
 
-    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+    def _send(
+        self, status: int, body: bytes, headers: dict[str, str], trickle_seconds: float = 0.0
+    ) -> None:
         try:
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if not trickle_seconds:
+                self.wfile.write(body)
+                return
+            # Each piece arrives well within any read timeout; the whole body does not.
+            pieces = max(1, int(trickle_seconds / TRICKLE_PIECE_SECONDS))
+            size = -(-len(body) // pieces)
+            for start in range(0, len(body), size):
+                self.wfile.write(body[start : start + size])
+                self.wfile.flush()
+                time.sleep(TRICKLE_PIECE_SECONDS)
         except OSError:
             # The client gave up (read timeout during a stall): nothing left to tell it.
             self.close_connection = True
