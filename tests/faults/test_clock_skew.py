@@ -37,8 +37,10 @@ def test_worker_with_clock_ahead_never_takes_a_live_lease(system: System) -> Non
     system.start_catalog("--latency-ms", "300")
     ids = seed_products(system.db, 1200)
     sub = {"BACKFILL_SUBCHUNK_SIZE": "25"}  # 8 catalog calls per batch: ~2.5 s a batch
-    system.start_workers(1, concurrency=2, extra_env=sub)
-    system.start_workers(1, concurrency=2, extra_env={**sub, **ahead})
+    # The normal worker does not sweep, so every sweep between the test's own (every
+    # 0.5 s, on the real clock) is the fast worker's: it looks at live leases at once.
+    system.start_workers(1, concurrency=2, extra_env={**sub, "BACKFILL_WORKER_SWEEP": "0"})
+    system.start_workers(1, concurrency=1, extra_env={**sub, **ahead})
     job_id = system.launch(batch_size=200, max_in_flight=4)
     system.wait(job_id, timeout=120)
 
@@ -57,7 +59,7 @@ def test_worker_with_clock_ahead_never_takes_a_live_lease(system: System) -> Non
         title="worker clock 10 min ahead",
         fault="one worker host's clock runs 10 minutes ahead",
         how="one of 2 workers started with its wall clock +10 min (tests/faults/skewed.py); "
-        "lease 3 s, batches of ~2.5 s, both workers sweeping",
+        "lease 3 s, batches of ~2.5 s, the fast worker the only worker sweeping",
         outcome="every batch leased once; no live lease taken over; nothing fetched twice",
         rec=rec,
         seconds=time.monotonic() - started,
