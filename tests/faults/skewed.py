@@ -26,7 +26,7 @@ SITE_DIR = Path(__file__).resolve().parent / "skewed_site"
 def install(offset_seconds: float) -> None:
     """Offset this process's wall clock (`time.time`, `datetime.now`) by `offset_seconds`."""
     real_time, real_time_ns = _time.time, _time.time_ns
-    real = _dt.datetime
+    real: Any = _dt.datetime
     delta = _dt.timedelta(seconds=offset_seconds)
     offset_ns = int(offset_seconds * 1e9)
 
@@ -36,7 +36,7 @@ def install(offset_seconds: float) -> None:
     def time_ns() -> int:
         return real_time_ns() + offset_ns
 
-    class _Meta(type(real)):  # type: ignore[misc]
+    class _Meta(type):
         # Values made before the patch, or decoded by C code, are plain datetimes:
         # they must still pass `isinstance(x, datetime.datetime)`.
         def __instancecheck__(cls, obj: object) -> bool:
@@ -45,7 +45,7 @@ def install(offset_seconds: float) -> None:
         def __subclasscheck__(cls, sub: type) -> bool:
             return issubclass(sub, real)
 
-    class SkewedDatetime(real, metaclass=_Meta):  # type: ignore[misc]
+    class SkewedDatetime(real, metaclass=_Meta):
         @classmethod
         def now(cls, tz: Any = None) -> Any:
             return real.now(tz) + delta
@@ -58,9 +58,9 @@ def install(offset_seconds: float) -> None:
         def today(cls) -> Any:
             return real.now() + delta
 
-    _time.time = time  # type: ignore[assignment]
-    _time.time_ns = time_ns  # type: ignore[assignment]
-    _dt.datetime = SkewedDatetime  # type: ignore[misc]
+    setattr(_time, "time", time)  # noqa: B010 - patching the module is the point
+    setattr(_time, "time_ns", time_ns)  # noqa: B010
+    setattr(_dt, "datetime", SkewedDatetime)  # noqa: B010
 
 
 def install_from_env() -> None:
