@@ -70,8 +70,13 @@ def reconcile(
     needed_writes: int | None = None,
     seed: int = 0,
     count_refetches: bool = True,
+    failed_batches: Collection[int] = (),
 ) -> Reconciliation:
-    """Check the job against the data; AssertionError names the first broken invariant."""
+    """Check the job against the data; AssertionError names the first broken invariant.
+
+    `failed_batches` are batch numbers the scenario expects to end `failed`: they must,
+    and their ids are left out of the product checks (a failed batch may be half written).
+    """
     db = system.db
     meta, products = db[METADATA], db[PRODUCTS]
     job = meta.find_one({"_id": job_id, "kind": "job"})
@@ -91,7 +96,12 @@ def reconcile(
     assert job["planning"]["done"] and job["planning"]["products"] == len(ids)
 
     totals = dict.fromkeys(COUNTER_NAMES, 0)
+    given_up: set[Any] = set()
     for b in batches:
+        if b["batch_no"] in failed_batches:
+            assert b["status"] == "failed", f"batch {b['batch_no']} is {b['status']}, not failed"
+            given_up.update(load_batch_ids(db[BATCH_IDS], b["_id"]))
+            continue
         assert b["status"] == "done", f"batch {b['batch_no']} is {b['status']}"
         assert b["processed"] == b["size"], f"batch {b['batch_no']} stopped at {b['processed']}"
         assert sum(b["counters"].values()) == b["size"], (
@@ -101,6 +111,7 @@ def reconcile(
             totals[name] += int(b["counters"][name])
 
     held = {d["product_id"] for d in db[QUARANTINE].find({"job_id": job_id}, {"product_id": 1})}
+    held -= given_up
     gone = set(deleted)
     assert held <= set(ids), "quarantine holds ids outside the job"
     assert totals["missing"] + totals["invalid"] == len(held), (totals, len(held))
@@ -114,6 +125,8 @@ def reconcile(
     enriched = 0
     wrong: list[str] = []
     for pid in ids:
+        if pid in given_up:
+            continue
         if pid in gone:
             assert pid not in docs, f"deleted product {pid} came back"
             continue
@@ -125,7 +138,8 @@ def reconcile(
             enriched += 1
         else:
             wrong.append(str(pid))
-    needed = len(ids) - len(held) - len(gone) if needed_writes is None else needed_writes
+    needed = len(ids) - len(held) - len(gone) - len(given_up)
+    needed = needed if needed_writes is None else needed_writes
     report = Reconciliation(
         job_id=job_id,
         status=job["status"],
