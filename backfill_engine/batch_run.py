@@ -32,6 +32,7 @@ from backfill_engine.http_client import (
     CatalogAuthError,
     CatalogProtocolError,
     CatalogUnavailableError,
+    FetchInterrupted,
 )
 from backfill_engine.payload import (
     CHAIN_START,
@@ -57,6 +58,8 @@ UNKNOWN_RETRY_SECONDS = 30.0  # a batch of a backfill this worker does not know,
 # stops the batch within about this long plus one sub-chunk. Every task still reads the
 # status itself before it takes its lease, so no batch starts after a pause.
 STATUS_RECHECK_SECONDS = 1.0
+
+STOPPING_JOB_STATES = (JobStatus.PAUSED, JobStatus.CANCELLED, JobStatus.FAILED)
 
 # Errors after which the same batch may well succeed later.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -346,6 +349,12 @@ class BatchRun:
         )
         self.pipe = CheckpointPipe()
         self._last_checkpoint = time.monotonic()
+        # A source call that retries for long (trickling answers, 5xx) stops retrying as
+        # soon as the job is paused or the lease is lost; the loop then hands back.
+        ctx.should_stop = self._stopping
+
+    def _stopping(self) -> bool:
+        return self.keeper.lost.is_set() or self.keeper.job_state in STOPPING_JOB_STATES
 
     def run(self) -> str:
         """Sub-chunks until the batch is done or must stop; "done", "paused" or "cancelled"."""
@@ -370,7 +379,7 @@ class BatchRun:
         if self.keeper.lost.is_set():
             raise LeaseLost
         state = self.keeper.job_state
-        if state in (JobStatus.PAUSED, JobStatus.CANCELLED, JobStatus.FAILED):
+        if state in STOPPING_JOB_STATES:
             return JobStatus(state)
         return None
 
@@ -399,7 +408,10 @@ class BatchRun:
             # failed, the retry refetches only the sub-chunk it did not record.
             self.pipe.settle()
         with watch.phase("catalog"):
-            answer = _fetch(self.backfill, self.ctx, present, self.blog)
+            try:
+                answer = _fetch(self.backfill, self.ctx, present, self.blog)
+            except FetchInterrupted:
+                return  # nothing written for this sub-chunk; the loop sees why and stops
         ops, held = self.apply_decisions(chunk, current, answer)
         with watch.phase("write"):
             self.write(ops, held)

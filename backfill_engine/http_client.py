@@ -86,6 +86,13 @@ class CatalogAuthError(CatalogError):
     """401/403: the token is missing or wrong; retrying cannot help."""
 
 
+class FetchInterrupted(CatalogError):
+    """The caller asked to stop between retries (its job paused, its lease lost)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(f"request to {url} interrupted between retries", url=url)
+
+
 class CatalogProtocolError(CatalogError):
     """The catalog broke the API contract: unparseable body, wrong shape, unexpected status."""
 
@@ -316,8 +323,14 @@ class HttpCatalogClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def fetch(self, ids: Sequence[Any]) -> CatalogResult:
-        """Fetch `ids` in requests of at most 100; answers keyed by the original `_id`s."""
+    def fetch(
+        self, ids: Sequence[Any], should_stop: Callable[[], bool] | None = None
+    ) -> CatalogResult:
+        """Fetch `ids` in requests of at most 100; answers keyed by the original `_id`s.
+
+        `should_stop()` is asked before every retry: a batch whose job was paused or
+        whose lease was lost stops retrying (FetchInterrupted) instead of holding on.
+        """
         result = CatalogResult()
         # Several originals may share one string form (5 and "5"): all get the answer.
         by_str: dict[str, list[Any]] = {}
@@ -332,13 +345,19 @@ class HttpCatalogClient:
         unique = list(by_str)
         for start in range(0, len(unique), MAX_IDS_PER_REQUEST):
             chunk = unique[start : start + MAX_IDS_PER_REQUEST]
-            result.merge(self._fetch_chunk(chunk, by_str))
+            result.merge(self._fetch_chunk(chunk, by_str, should_stop))
         return result
 
-    def _fetch_chunk(self, chunk: list[str], by_str: dict[str, list[Any]]) -> CatalogResult:
+    def _fetch_chunk(
+        self,
+        chunk: list[str],
+        by_str: dict[str, list[Any]],
+        should_stop: Callable[[], bool] | None = None,
+    ) -> CatalogResult:
         result = CatalogResult()
         query = ",".join(quote(s, safe="") for s in chunk)
-        items, missing = self._request(f"{self.base_url}{self.path}?ids={query}", result)
+        url = f"{self.base_url}{self.path}?ids={query}"
+        items, missing = self._request(url, result, should_stop)
         wanted = set(chunk)
         found: dict[str, dict[str, Any]] = {}
         problems: dict[str, str] = {}
@@ -369,10 +388,14 @@ class HttpCatalogClient:
                     result.missing.append(original)
         return result
 
-    def _request(self, url: str, result: CatalogResult) -> tuple[list[Any], list[Any]]:
+    def _request(
+        self, url: str, result: CatalogResult, should_stop: Callable[[], bool] | None = None
+    ) -> tuple[list[Any], list[Any]]:
         """GET `url` under the retry policy; return the body's (items, missing)."""
         failures = throttled = 0
         while True:
+            if (failures or throttled) and should_stop is not None and should_stop():
+                raise FetchInterrupted(self.safe_url)
             if self.before_request is not None:
                 self.before_request()
             result.requests += 1

@@ -97,6 +97,7 @@ def http_client_for(
         read_timeout=settings.catalog_read_timeout,
         max_retries=settings.catalog_max_retries,
         backoff_seconds=settings.catalog_backoff_seconds,
+        request_deadline=settings.catalog_request_deadline,
         before_request=before_request,
         on_throttle=on_throttle,
     )

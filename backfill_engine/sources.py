@@ -41,6 +41,7 @@ class SourceContext:
     db: Database
     params: Mapping[str, Any]
     http: Any = None  # the per-process HTTP client of an HttpSource (engine-built)
+    should_stop: Callable[[], bool] | None = None  # asked between retries of a slow call
 
 
 class Source(Protocol):
@@ -148,7 +149,7 @@ class HttpSource:
     def fetch(self, docs: Sequence[Doc], ctx: SourceContext) -> SourceResult:
         if ctx.http is None:
             raise RuntimeError(f"no HTTP client was built for {self.url_env}")
-        answer = ctx.http.fetch([d["_id"] for d in docs])
+        answer = ctx.http.fetch([d["_id"] for d in docs], should_stop=ctx.should_stop)
         return SourceResult(
             items=answer.items,
             missing=list(answer.missing),
