@@ -285,6 +285,8 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
     try:
         with keeper, CheckpointPipe() as pipe:
             while processed < len(ids):
+                with watch.phase("throttle"):  # database strained: wait (backfill_engine.health)
+                    rt.health.hold(job_id, keeper)
                 # Between sub-chunks: honour pause/cancel and stop if the lease moved on.
                 if keeper.lost.is_set():
                     raise LeaseLost
@@ -343,7 +345,8 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
                         raise LeaseLost
                     if ops:
                         # Filter on _id, never upsert: a product deleted meanwhile stays deleted.
-                        res = docs.bulk_write(ops, ordered=False)
+                        with rt.health.timed_write():
+                            res = docs.bulk_write(ops, ordered=False)
                         counters["written"] += res.modified_count
                         counters["unchanged"] += res.matched_count - res.modified_count
                         counters["deleted"] += len(ops) - res.matched_count
