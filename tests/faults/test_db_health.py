@@ -129,8 +129,8 @@ def test_slow_writes_hold_the_job_back_then_it_recovers_and_completes(
         "5f",
         title="slow database writes: the workers hold back",
         fault="MongoDB: every worker update blocked",
-        how=f"failCommand ['update'] blockConnection {BLOCK_MS} ms, alwaysOn until the job "
-        f"records it is held back; BACKFILL_MAX_WRITE_LATENCY_MS={LIMIT_MS}",
+        how=f"failCommand ['update'] blockConnection {BLOCK_MS} ms, alwaysOn until a worker "
+        f"has refreshed its hold on the job; BACKFILL_MAX_WRITE_LATENCY_MS={LIMIT_MS}",
         outcome=f"held back ({held['reason']}) after {processed_when_held} of {len(ids)} "
         f"products; {len(held_back)} of {len(batches)} batches waited "
         f"{sum(b['timings']['throttle_s'] for b in batches):.1f} s in all; released by "
