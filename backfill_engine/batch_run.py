@@ -367,6 +367,8 @@ class BatchRun:
             )
         with self.keeper, self.pipe:
             while self.progress.processed < len(self.ids):
+                with self.watch.phase("throttle"):  # database strained: wait (health.py)
+                    self.rt.health.hold(self.job_id, self.keeper)
                 stop = self.should_stop()
                 if stop is not None:
                     return self.hand_back(stop)
@@ -459,7 +461,8 @@ class BatchRun:
         c = self.progress.counters
         if ops:
             # Filter on _id, never upsert: a document deleted meanwhile stays deleted.
-            res = self.docs.bulk_write(ops, ordered=False)
+            with self.rt.health.timed_write():  # feeds the write-latency throttle
+                res = self.docs.bulk_write(ops, ordered=False)
             c["written"] += res.modified_count
             c["unchanged"] += res.matched_count - res.modified_count
             c["deleted"] += len(ops) - res.matched_count

@@ -16,6 +16,7 @@ from pymongo.database import Database
 from backfill_engine import clock
 from backfill_engine.definition import Backfill
 from backfill_engine.errors import BackfillError
+from backfill_engine.health import HealthGate
 from backfill_engine.http_client import HttpCatalogClient
 from backfill_engine.ratelimit import RateLimiter, limiter_name
 from backfill_engine.registry import load_definitions
@@ -41,6 +42,11 @@ class Runtime:
     after_batch: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="after-batch")
     )
+    # This process's write latencies and replication lag, shared by its batch threads.
+    health: HealthGate = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.health = HealthGate(self.db, self.settings)
 
     def limiter(self, bucket: str = "catalog") -> RateLimiter:
         """The shared token bucket of an API, at the current job's rate."""

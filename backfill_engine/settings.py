@@ -30,6 +30,8 @@ DEFAULT_MIGRATION_LOCK_WAIT_SECONDS = 60.0
 DEFAULT_DATA_DIR = ".backfill"
 DEFAULT_FLOWER_ADDRESS = "127.0.0.1"
 DEFAULT_FLOWER_PORT = 5555
+DEFAULT_MAX_WRITE_LATENCY_MS = 500.0  # p95 of a process's recent product writes; 0: off
+DEFAULT_MAX_REPLICATION_LAG_SECONDS = 10.0  # the write majority behind the primary; 0: off
 
 MAX_BATCH_SIZE = 100_000
 MAX_SUBCHUNK_SIZE = 100
@@ -117,6 +119,8 @@ class Settings:
     flower_basic_auth: str | None = field(default=None, repr=False)
     log_json: bool = False
     worker_sweep: bool = True  # workers re-send lost batches themselves (one per interval)
+    max_write_latency_ms: float = DEFAULT_MAX_WRITE_LATENCY_MS
+    max_replication_lag_seconds: float = DEFAULT_MAX_REPLICATION_LAG_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -177,6 +181,16 @@ class Settings:
             log_json=(_text(e, "BACKFILL_LOG_JSON", "0") or "0").lower() in ("1", "true", "yes"),
             worker_sweep=(_text(e, "BACKFILL_WORKER_SWEEP", "1") or "1").lower()
             in ("1", "true", "yes"),
+            max_write_latency_ms=_float(
+                e, "BACKFILL_MAX_WRITE_LATENCY_MS", DEFAULT_MAX_WRITE_LATENCY_MS, 0, 3_600_000
+            ),
+            max_replication_lag_seconds=_float(
+                e,
+                "BACKFILL_MAX_REPLICATION_LAG_SECONDS",
+                DEFAULT_MAX_REPLICATION_LAG_SECONDS,
+                0,
+                86_400,
+            ),
         )
 
     @property
@@ -227,6 +241,8 @@ class Settings:
             "BACKFILL_LOG_JSON": "1" if self.log_json else "0",
             "BACKFILL_WORKER_SWEEP": "1" if self.worker_sweep else "0",
             "BACKFILL_IMPORTS": ",".join(self.imports),
+            "BACKFILL_MAX_WRITE_LATENCY_MS": str(self.max_write_latency_ms),
+            "BACKFILL_MAX_REPLICATION_LAG_SECONDS": str(self.max_replication_lag_seconds),
         }
         optional = {
             "MONGO_URL": self.mongo_url,

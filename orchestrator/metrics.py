@@ -10,7 +10,11 @@ some of them only from a given version on):
 - `timings.<phase>_s` (lease, read, catalog, write, checkpoint, total): written on finish;
 - `timings.rate_wait_s`: seconds spent waiting for rate-limit tokens;
 - `catalog.requests`, `catalog.http_429`, `catalog.http_5xx`: catalog HTTP requests made
-  and answers of each kind.
+  and answers of each kind;
+- `timings.throttle_s`: seconds held back by the database health throttle.
+
+The job document's `throttle` record (backfill_engine.health) gives
+`backfill_job_throttled{reason}`: 1 while workers hold the job back for that reason.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from pymongo.database import Database
 
+from backfill_engine.health import REASON_KINDS, throttle_view
 from backfill_engine.states import (
     COUNTER_NAMES,
     DISPATCHABLE_JOB_STATES,
@@ -45,7 +50,7 @@ RATE_WINDOW_SECONDS = 60.0  # products/s over the last minute of scrapes
 MIN_WINDOW_SECONDS = 5.0  # below this the window is noise: fall back to the lifetime rate
 
 LABELS = ("job", "backfill", "status")
-PHASES = ("lease", "read", "catalog", "write", "checkpoint", "total")
+PHASES = ("lease", "read", "catalog", "write", "checkpoint", "throttle", "total")
 HTTP_FIELDS = ("requests", "http_429", "http_5xx")
 
 # Every metric this collector exports (the Grafana dashboard test checks against it).
@@ -69,6 +74,7 @@ METRIC_NAMES = (
     "backfill_catalog_requests_total",
     "backfill_catalog_http_429_total",
     "backfill_catalog_http_5xx_total",
+    "backfill_job_throttled",
 )
 
 
@@ -222,6 +228,11 @@ class JobMetrics(Collector):
             "http_429": counter("backfill_catalog_http_429", "Catalog answers 429 (throttled)"),
             "http_5xx": counter("backfill_catalog_http_5xx", "Catalog answers 5xx"),
         }
+        throttled = gauge(
+            "backfill_job_throttled",
+            "1 while workers hold the job back for this reason (database health)",
+            ("reason",),
+        )
         mono, now = time.monotonic(), dt.datetime.now(dt.UTC)
         live = {str(r.job["_id"]) for r in rows}
         for gone in set(self._seen) - live:
@@ -253,8 +264,12 @@ class JobMetrics(Collector):
             rate_wait.add_metric(labels, row.total("t_rate_wait"))
             for name, http_family in http.items():
                 http_family.add_metric(labels, row.total(f"c_{name}"))
+            view = throttle_view(job, now)
+            for kind in REASON_KINDS:  # one series per reason, so none appears or vanishes
+                held = view is not None and view.active and view.kind == kind
+                throttled.add_metric([*labels, kind], 1.0 if held else 0.0)
         yield from products.values()
-        yield from (batches, planned_batches, speed, eta, created, rate_limit)
+        yield from (batches, planned_batches, speed, eta, created, rate_limit, throttled)
         yield from (phases, rate_wait, *http.values())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -12,6 +13,8 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from backfill_engine.health import throttle_view
+from backfill_engine.store import now_utc
 from orchestrator.jobs import JobSummary
 
 
@@ -21,6 +24,21 @@ def counters_line(items: dict[str, int], quarantined: int) -> str:
         f"missing {items.get('missing', 0):,} · invalid {items.get('invalid', 0):,} · "
         f"deleted {items.get('deleted', 0):,} · quarantined {quarantined:,}"
     )
+
+
+def _clock(when: dt.datetime | None) -> str:
+    return when.strftime("%H:%M:%S") if when else "?"
+
+
+def throttle_line(job: dict[str, Any], now: dt.datetime | None = None) -> str | None:
+    """Why workers hold the job back now, or when they last did; None if they never did."""
+    view = throttle_view(job, now or now_utc())
+    if view is None:
+        return None
+    if view.active:
+        return f"held back: {view.reason} (since {_clock(view.since)} UTC)"
+    ended = _clock(view.until or view.seen_at)
+    return f"last held back: {view.reason} ({_clock(view.since)} to {ended} UTC)"
 
 
 def summary_table(summary: JobSummary) -> Table:
@@ -43,6 +61,9 @@ def summary_table(summary: JobSummary) -> Table:
         f"{summary.items.get('processed', 0):,} processed of {summary.items.get('size', 0):,}",
     )
     table.add_row("items", counters_line(summary.items, summary.quarantined))
+    throttle = throttle_line(job)
+    if throttle:
+        table.add_row("throttle", throttle)
     if job.get("times_interrupted") or job.get("messages_resent"):
         table.add_row(
             "recovered",
@@ -105,7 +126,9 @@ class LiveProgress:
         rate = (done - self.first_done) / elapsed
         status = str(summary.job["status"])
         self.progress.header = Text(f"job {summary.job['_id']} · products", style="bold")
-        self.progress.footer = Text(counters_line(items, summary.quarantined))
+        throttle = throttle_line(summary.job)
+        footer = counters_line(items, summary.quarantined)
+        self.progress.footer = Text(footer + (f"\n{throttle}" if throttle else ""))
         if self.task is None:
             self.task = self.progress.add_task("", total=total, rate=rate, status=status)
         self.progress.update(self.task, completed=done, total=total, rate=rate, status=status)
