@@ -29,10 +29,10 @@ from backfill_engine.decide import QUARANTINED, Outcome, decide
 from backfill_engine.definition import Backfill
 from backfill_engine.dispatch import SERVER_OUTAGES, TaskSender, fill_in_flight, send_batch
 from backfill_engine.http_client import (
-    CatalogAuthError,
-    CatalogProtocolError,
-    CatalogUnavailableError,
     FetchInterrupted,
+    SourceAuthError,
+    SourceProtocolError,
+    SourceUnavailableError,
 )
 from backfill_engine.payload import (
     CHAIN_START,
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 RETRY_BACKOFF_CAP_SECONDS = 60.0
 _NOTHING_PROCESSED = object()  # no sub-chunk ran in this delivery (e.g. resumed at the end)
 CHECKPOINT_IDLE_SECONDS = 2.0  # longest gap between checkpoints while nothing is written
-READ_PIECE_IDS = 25  # ids per `$in` when reading products (see read_current)
+READ_PIECE_IDS = 25  # ids per `$in` when reading documents (see read_current)
 UNLEASED_RETRY_SECONDS = 2.0  # a task that could not even take its lease is re-sent after this
 UNKNOWN_RETRY_SECONDS = 30.0  # a batch of a backfill this worker does not know, sent on
 # A running batch's LeaseKeeper re-reads the job's status this often, so a pause or cancel
@@ -63,7 +63,7 @@ STOPPING_JOB_STATES = (JobStatus.PAUSED, JobStatus.CANCELLED, JobStatus.FAILED)
 
 # Errors after which the same batch may well succeed later.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    CatalogUnavailableError,
+    SourceUnavailableError,
     pymongo.errors.ConnectionFailure,
     pymongo.errors.OperationFailure,
     pymongo.errors.BulkWriteError,
@@ -166,15 +166,15 @@ class LeaseLost(Exception):
 
 
 class CheckpointPipe:
-    """Writes each checkpoint on a side thread while the next sub-chunk's products are read.
+    """Writes each checkpoint on a side thread while the next sub-chunk's documents are read.
 
     Order is kept: a checkpoint is submitted only after its sub-chunk's write returned,
-    and `settle()` (before the next catalog call, the finish or a release) waits for it
+    and `settle()` (before the next source call, the finish or a release) waits for it
     and raises LeaseLost if it found the lease gone. So nothing is fetched or written
     past a lost lease or an unrecorded checkpoint, a failed checkpoint costs the retry
-    one sub-chunk of catalog calls as before, and progress records never overtake each
+    one sub-chunk of source calls as before, and progress records never overtake each
     other. What overlaps is the checkpoint round trip with the next status check and
-    product reads.
+    document reads.
     """
 
     def __init__(self) -> None:
@@ -225,7 +225,7 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
     except LeaseLost:
         blog.warning("lease lost to another worker; stopping without further writes")
         return "lease-lost"
-    except CatalogAuthError as exc:
+    except SourceAuthError as exc:
         store.release_batch(run.meta, run.lease, BatchStatus.PENDING, error=str(exc))
         pause_job_for(run.meta, job_id, f"the source rejected our credentials: {exc}")
         blog.error("source auth failed; job paused: %s", exc)
@@ -409,7 +409,7 @@ class BatchRun:
             # The last checkpoint must stand before we ask the source again: if it
             # failed, the retry refetches only the sub-chunk it did not record.
             self.pipe.settle()
-        with watch.phase("catalog"):
+        with watch.phase("source"):
             try:
                 answer = _fetch(self.backfill, self.ctx, present, self.blog)
             except FetchInterrupted:
@@ -425,7 +425,7 @@ class BatchRun:
     def apply_decisions(
         self, chunk: list[Any], current: dict[Any, dict[str, Any]], answer: SourceResult
     ) -> tuple[list[UpdateOne], list[dict[str, Any]]]:
-        """The sub-chunk's product updates and quarantine entries; counts and hashes the rest."""
+        """The sub-chunk's document updates and quarantine entries; counts and hashes the rest."""
         p = self.progress
         ops: list[UpdateOne] = []
         held: list[dict[str, Any]] = []
@@ -527,19 +527,19 @@ def _after_batch(
 
 
 def read_current(
-    products: Collection, ids: list[Any], fields: Iterable[str]
+    coll: Collection, ids: list[Any], fields: Iterable[str]
 ) -> dict[Any, dict[str, Any]]:
-    """The products among `ids` that exist, with only `fields`, keyed by `_id`.
+    """The documents among `ids` that exist, with only `fields`, keyed by `_id`.
 
     Asked in `$in` lists of READ_PIECE_IDS: SecantusDB re-checks every found document
-    against the whole `$in` list, so a read costs ids x list length; at 25 a product
+    against the whole `$in` list, so a read costs ids x list length; at 25 a document
     costs ~40 % less than at 100 (docs/benchmarks.md). On mongod the extra round trips are noise.
     """
     projection = dict.fromkeys(fields, 1)
     current: dict[Any, dict[str, Any]] = {}
     for start in range(0, len(ids), READ_PIECE_IDS):
         piece = ids[start : start + READ_PIECE_IDS]
-        for d in products.find({"_id": {"$in": piece}}, projection):
+        for d in coll.find({"_id": {"$in": piece}}, projection):
             current[d["_id"]] = d
     return current
 
@@ -564,7 +564,7 @@ def _fetch(
         return SourceResult.empty()
     try:
         return backfill.source.fetch(docs, ctx)
-    except CatalogProtocolError as exc:
+    except SourceProtocolError as exc:
         ids = [d["_id"] for d in docs]
         blog.warning("source answered garbage for %d ids: %s", len(ids), exc)
         return SourceResult.all_invalid(ids, f"{type(exc).__name__}: {exc}", exc.status)

@@ -1,12 +1,12 @@
 """Throttle on database health: hold new sub-chunks while MongoDB is strained.
 
 Like maintenance_tasks' `throttle_on` and gh-ost's throttling: each worker process keeps
-the latencies of its last WINDOW_SIZE product writes, and while their p95 exceeds
+the latencies of its last WINDOW_SIZE document writes, and while their p95 exceeds
 BACKFILL_MAX_WRITE_LATENCY_MS (or, on a replica set, the majority lags more than
 BACKFILL_MAX_REPLICATION_LAG_SECONDS) a batch waits before its next sub-chunk.
 
 The hold cannot deadlock itself: while nothing is written, a probe (a no-op update on the
-metadata collection, so it takes the same write path a product write does) measures the
+metadata collection, so it takes the same write path a document write does) measures the
 database again every PROBE_SECONDS; and after MAX_HOLD_SECONDS one sub-chunk goes through
 anyway, so a wrong or stuck signal slows a job to a trickle but never stops it. The job
 document's `throttle` field says who holds and why, for `status` and the metrics.
@@ -36,7 +36,7 @@ from backfill_engine.store import now_utc
 
 log = logging.getLogger(__name__)
 
-WINDOW_SIZE = 50  # product writes per process the p95 is taken over
+WINDOW_SIZE = 50  # document writes per process the p95 is taken over
 MIN_SAMPLES = 5  # fewer writes than this say too little to hold anything back
 RECOVERY_SAMPLES = 3  # consecutive fast probes or writes that end a hold
 STEP_SECONDS = 0.25  # a holding batch re-checks pause, cancel and lease loss this often
@@ -198,7 +198,7 @@ class HealthGate:
 
     @contextlib.contextmanager
     def timed_write(self) -> Iterator[None]:
-        """Time one product write into the window (a failed write's time counts too)."""
+        """Time one document write into the window (a failed write's time counts too)."""
         t0 = time.perf_counter()
         try:
             yield

@@ -1,6 +1,6 @@
-"""Catalog API client: a protocol tests can swap, and the HTTP implementation on requests.
+"""The HTTP source client: one pooled requests.Session per API, with the retry policy.
 
-Contract: `GET {base}/v1/products?ids=ID1,ID2,...` (at most 100 ids, each percent-encoded,
+Contract: `GET {base}{path}?ids=ID1,ID2,...` (at most 100 ids, each percent-encoded,
 comma-separated) answers `{"items": [{"id": ...}, ...], "missing": [...]}`. An id travels
 as its string form (ObjectId hex, int in decimal, str as is, anything else `str()`), and
 answers are mapped back to the original `_id` values.
@@ -8,11 +8,11 @@ answers are mapped back to the original `_id` values.
 Retry policy, per HTTP request:
 - connection errors, timeouts, 5xx and unparseable/wrong-shape 200 bodies are retried up to
   `max_retries` times with exponential backoff and full jitter, then raise
-  CatalogUnavailableError (CatalogProtocolError for a body that stayed broken);
+  SourceUnavailableError (SourceProtocolError for a body that stayed broken);
 - 429 waits `Retry-After` (capped), calls `on_throttle(seconds)` so the global limiter
   pauses every worker, and does not use up `max_retries` (a separate `max_throttled` bounds it);
-- 401/403 raise CatalogAuthError at once; a redirect is never followed (it could carry the
-  token and ids to another host) and, like any other status, raises CatalogProtocolError.
+- 401/403 raise SourceAuthError at once; a redirect is never followed (it could carry the
+  token and ids to another host) and, like any other status, raises SourceProtocolError.
 `before_request()` (the global limiter's acquire) runs before every HTTP request, retries
 included. The token never appears in an exception or a log line.
 """
@@ -37,12 +37,11 @@ from requests.adapters import HTTPAdapter
 from backfill_engine.payload import MAX_PAYLOAD_BYTES
 from backfill_engine.redact import redact_text, redact_url
 from backfill_engine.settings import (
-    DEFAULT_CATALOG_BACKOFF_SECONDS,
-    DEFAULT_CATALOG_CONNECT_TIMEOUT,
-    DEFAULT_CATALOG_MAX_RETRIES,
-    DEFAULT_CATALOG_READ_TIMEOUT,
-    DEFAULT_CATALOG_REQUEST_DEADLINE,
-    Settings,
+    DEFAULT_HTTP_BACKOFF_SECONDS,
+    DEFAULT_HTTP_CONNECT_TIMEOUT,
+    DEFAULT_HTTP_MAX_RETRIES,
+    DEFAULT_HTTP_READ_TIMEOUT,
+    DEFAULT_HTTP_REQUEST_DEADLINE,
 )
 
 log = logging.getLogger(__name__)
@@ -58,14 +57,14 @@ DEFAULT_MAX_RETRY_AFTER_SECONDS = 60.0  # a Retry-After above this is capped, no
 # the body size, so a bigger body is refused while it streams, never held whole.
 MAX_RESPONSE_BYTES = 2 * MAX_IDS_PER_REQUEST * MAX_PAYLOAD_BYTES  # 3.125 MiB
 BODY_READ_BYTES = 64 * 1024  # one receive from the socket at most
-PRODUCTS_PATH = "/v1/products"
+DEFAULT_PATH = "/"
 
 
 # Errors
 
 
-class CatalogError(Exception):
-    """Base of catalog client errors; `url` is redacted and carries no ids or token."""
+class SourceError(Exception):
+    """Base of HTTP source client errors; `url` is redacted and carries no ids or token."""
 
     def __init__(
         self, message: str, *, url: str = "", status: int | None = None, attempts: int = 0
@@ -74,34 +73,34 @@ class CatalogError(Exception):
         super().__init__(message)
 
 
-class CatalogUnavailableError(CatalogError):
-    """The catalog did not answer usefully within the retry budget (network, timeout, 5xx)."""
+class SourceUnavailableError(SourceError):
+    """The API did not answer usefully within the retry budget (network, timeout, 5xx)."""
 
 
-class CatalogThrottledError(CatalogUnavailableError):
-    """The catalog kept answering 429 beyond `max_throttled` times."""
+class SourceThrottledError(SourceUnavailableError):
+    """The API kept answering 429 beyond `max_throttled` times."""
 
 
-class CatalogAuthError(CatalogError):
+class SourceAuthError(SourceError):
     """401/403: the token is missing or wrong; retrying cannot help."""
 
 
-class FetchInterrupted(CatalogError):
+class FetchInterrupted(SourceError):
     """The caller asked to stop between retries (its job paused, its lease lost)."""
 
     def __init__(self, url: str) -> None:
         super().__init__(f"request to {url} interrupted between retries", url=url)
 
 
-class CatalogProtocolError(CatalogError):
-    """The catalog broke the API contract: unparseable body, wrong shape, unexpected status."""
+class SourceProtocolError(SourceError):
+    """The API broke its contract: unparseable body, wrong shape, unexpected status."""
 
 
 # Results and protocol
 
 
 @dataclass
-class CatalogResult:
+class FetchResult:
     """Answers keyed by the caller's original `_id` values."""
 
     items: dict[Any, dict[str, Any]] = field(default_factory=dict)
@@ -111,18 +110,16 @@ class CatalogResult:
     http_status: int | None = None  # status of the last answer (200 once answered)
 
     @classmethod
-    def empty(cls) -> CatalogResult:
+    def empty(cls) -> FetchResult:
         """The answer for no ids."""
         return cls()
 
     @classmethod
-    def all_invalid(
-        cls, ids: Sequence[Any], reason: str, status: int | None = None
-    ) -> CatalogResult:
-        """Every id in error with `reason`, e.g. after the catalog kept sending garbage."""
+    def all_invalid(cls, ids: Sequence[Any], reason: str, status: int | None = None) -> FetchResult:
+        """Every id in error with `reason`, e.g. after the API kept sending garbage."""
         return cls(errors=dict.fromkeys(ids, reason), http_status=status)
 
-    def merge(self, other: CatalogResult) -> None:
+    def merge(self, other: FetchResult) -> None:
         """Fold `other` (another chunk's answer) into this one."""
         self.items.update(other.items)
         self.missing.extend(other.missing)
@@ -132,15 +129,15 @@ class CatalogResult:
             self.http_status = other.http_status
 
 
-class CatalogClient(Protocol):
-    """Anything that fetches catalog payloads for product ids."""
+class SourceClient(Protocol):
+    """Anything that fetches payloads for document ids."""
 
-    def fetch(self, ids: Sequence[Any]) -> CatalogResult:
+    def fetch(self, ids: Sequence[Any]) -> FetchResult:
         """Fetch payloads for `ids` (original `_id` values); the result is keyed by them."""
         ...
 
 
-def catalog_id(value: Any) -> str:
+def id_string(value: Any) -> str:
     """The string form an `_id` travels as: ObjectId hex, int in decimal, str as is."""
     if isinstance(value, ObjectId):
         return str(value)
@@ -225,16 +222,15 @@ def _receive(resp: requests.Response) -> bytes:
         raise requests.exceptions.ChunkedEncodingError(str(exc)) from None
 
 
-class HttpCatalogClient:
-    """The catalog over HTTP: one pooled `requests.Session`, safe to share between threads."""
-
-    path = PRODUCTS_PATH  # an HttpSource of another API sets its own
+class HttpSourceClient:
+    """An API over HTTP: one pooled `requests.Session`, safe to share between threads."""
 
     def __init__(
         self,
-        target: str | Settings,
+        base_url: str,
         token: str | None = None,
         *,
+        path: str = DEFAULT_PATH,
         connect_timeout: float | None = None,
         read_timeout: float | None = None,
         request_deadline: float | None = None,
@@ -249,30 +245,16 @@ class HttpCatalogClient:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
-        # `target` is the base URL, or Settings supplying URL, token, timeouts and retries;
-        # explicit arguments win over either.
-        if isinstance(target, Settings):
-            if not target.catalog_url:
-                raise CatalogError("CATALOG_URL is not set")
-            base_url, token = target.catalog_url, token or target.catalog_token
-            defaults = (
-                target.catalog_connect_timeout,
-                target.catalog_read_timeout,
-                target.catalog_max_retries,
-                target.catalog_backoff_seconds,
-            )
-            deadline = target.catalog_request_deadline
-        else:
-            base_url = target
-            defaults = (
-                DEFAULT_CATALOG_CONNECT_TIMEOUT,
-                DEFAULT_CATALOG_READ_TIMEOUT,
-                DEFAULT_CATALOG_MAX_RETRIES,
-                DEFAULT_CATALOG_BACKOFF_SECONDS,
-            )
-            deadline = DEFAULT_CATALOG_REQUEST_DEADLINE
+        defaults = (
+            DEFAULT_HTTP_CONNECT_TIMEOUT,
+            DEFAULT_HTTP_READ_TIMEOUT,
+            DEFAULT_HTTP_MAX_RETRIES,
+            DEFAULT_HTTP_BACKOFF_SECONDS,
+        )
+        deadline = DEFAULT_HTTP_REQUEST_DEADLINE
         self.base_url = base_url.rstrip("/")
-        self.safe_url = redact_url(self.base_url) + PRODUCTS_PATH
+        self.path = path
+        self.safe_url = redact_url(self.base_url) + path
         self.timeout = (
             defaults[0] if connect_timeout is None else connect_timeout,
             defaults[1] if read_timeout is None else read_timeout,
@@ -297,27 +279,10 @@ class HttpCatalogClient:
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
-    @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        *,
-        before_request: Callable[[], None] | None = None,
-        on_throttle: Callable[[float], None] | None = None,
-        pool_size: int = DEFAULT_POOL_SIZE,
-    ) -> HttpCatalogClient:
-        """A client for `settings.catalog_url` with its token, timeouts and retry budget."""
-        return cls(
-            settings,
-            pool_size=pool_size,
-            before_request=before_request,
-            on_throttle=on_throttle,
-        )
-
     def close(self) -> None:
         self.session.close()
 
-    def __enter__(self) -> HttpCatalogClient:
+    def __enter__(self) -> HttpSourceClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -325,19 +290,19 @@ class HttpCatalogClient:
 
     def fetch(
         self, ids: Sequence[Any], should_stop: Callable[[], bool] | None = None
-    ) -> CatalogResult:
+    ) -> FetchResult:
         """Fetch `ids` in requests of at most 100; answers keyed by the original `_id`s.
 
         `should_stop()` is asked before every retry: a batch whose job was paused or
         whose lease was lost stops retrying (FetchInterrupted) instead of holding on.
         """
-        result = CatalogResult()
+        result = FetchResult()
         # Several originals may share one string form (5 and "5"): all get the answer.
         by_str: dict[str, list[Any]] = {}
         for original in ids:
-            id_str = catalog_id(original)
+            id_str = id_string(original)
             if not id_str:
-                result.errors[original] = "empty id cannot be sent to the catalog"
+                result.errors[original] = "empty id cannot be sent to the API"
             elif len(id_str) > MAX_ID_CHARS:
                 result.errors[original] = f"id longer than {MAX_ID_CHARS} characters"
             else:
@@ -353,8 +318,8 @@ class HttpCatalogClient:
         chunk: list[str],
         by_str: dict[str, list[Any]],
         should_stop: Callable[[], bool] | None = None,
-    ) -> CatalogResult:
-        result = CatalogResult()
+    ) -> FetchResult:
+        result = FetchResult()
         query = ",".join(quote(s, safe="") for s in chunk)
         url = f"{self.base_url}{self.path}?ids={query}"
         items, missing = self._request(url, result, should_stop)
@@ -368,17 +333,17 @@ class HttpCatalogClient:
                 # end up "absent" below.
                 continue
             if entry_id in found:
-                problems[entry_id] = "catalog answered this id twice"
+                problems[entry_id] = "the API answered this id twice"
             found[entry_id] = entry
         absent = {m for m in missing if isinstance(m, str) and m in wanted}
         for id_str in chunk:
             originals = by_str[id_str]
             if id_str in found and id_str in absent:
-                problem: str | None = "catalog listed this id both as item and as missing"
+                problem: str | None = "the API listed this id both as item and as missing"
             else:
                 problem = problems.get(id_str)
             if problem is None and id_str not in found and id_str not in absent:
-                problem = "catalog response has no entry for this id"
+                problem = "the API response has no entry for this id"
             for original in originals:
                 if problem is not None:
                     result.errors[original] = problem
@@ -389,7 +354,7 @@ class HttpCatalogClient:
         return result
 
     def _request(
-        self, url: str, result: CatalogResult, should_stop: Callable[[], bool] | None = None
+        self, url: str, result: FetchResult, should_stop: Callable[[], bool] | None = None
     ) -> tuple[list[Any], list[Any]]:
         """GET `url` under the retry policy; return the body's (items, missing)."""
         failures = throttled = 0
@@ -409,8 +374,8 @@ class HttpCatalogClient:
             except _TRANSIENT as exc:
                 reason = type(exc).__name__
             except requests.RequestException as exc:
-                raise CatalogError(
-                    f"catalog request to {self.safe_url} failed: {type(exc).__name__}",
+                raise SourceError(
+                    f"request to {self.safe_url} failed: {type(exc).__name__}",
                     url=self.safe_url,
                 ) from None
             else:
@@ -421,8 +386,8 @@ class HttpCatalogClient:
                     except _BrokenBody as exc:
                         reason, broken = str(exc), True
                 elif status in (401, 403):
-                    raise CatalogAuthError(
-                        f"catalog at {self.safe_url} refused the token (HTTP {status})",
+                    raise SourceAuthError(
+                        f"API at {self.safe_url} refused the token (HTTP {status})",
                         url=self.safe_url,
                         status=status,
                         attempts=failures + 1,
@@ -434,24 +399,24 @@ class HttpCatalogClient:
                 elif status >= 500:
                     reason = f"HTTP {status}"
                 elif 300 <= status < 400:
-                    raise CatalogProtocolError(
-                        f"catalog at {self.safe_url} answered a redirect (HTTP {status}); "
+                    raise SourceProtocolError(
+                        f"API at {self.safe_url} answered a redirect (HTTP {status}); "
                         "redirects are not followed",
                         url=self.safe_url,
                         status=status,
                         attempts=failures + 1,
                     )
                 else:
-                    raise CatalogProtocolError(
-                        f"catalog at {self.safe_url} answered unexpected HTTP {status}",
+                    raise SourceProtocolError(
+                        f"API at {self.safe_url} answered unexpected HTTP {status}",
                         url=self.safe_url,
                         status=status,
                         attempts=failures + 1,
                     )
             failures += 1
             if failures > self.max_retries:
-                error = CatalogProtocolError if broken else CatalogUnavailableError
-                message = f"catalog at {self.safe_url} failed after {failures} attempts: {reason}"
+                error = SourceProtocolError if broken else SourceUnavailableError
+                message = f"API at {self.safe_url} failed after {failures} attempts: {reason}"
                 raise error(
                     redact_text(message, self._secrets),
                     url=self.safe_url,
@@ -462,7 +427,7 @@ class HttpCatalogClient:
             # INFO, not WARNING: a retry is handled here; only the final failure is raised,
             # and the CLI must be able to print that as its one line.
             log.info(
-                "catalog %s: %s; retry %d/%d in %.2fs",
+                "API %s: %s; retry %d/%d in %.2fs",
                 self.safe_url,
                 reason,
                 failures,
@@ -513,8 +478,8 @@ class HttpCatalogClient:
     def _throttle(self, throttled: int, header: str | None, failures: int) -> None:
         """Wait out a 429 and tell the global limiter, or give up past `max_throttled`."""
         if throttled > self.max_throttled:
-            raise CatalogThrottledError(
-                f"catalog at {self.safe_url} kept answering 429 ({throttled} times)",
+            raise SourceThrottledError(
+                f"API at {self.safe_url} kept answering 429 ({throttled} times)",
                 url=self.safe_url,
                 status=429,
                 attempts=failures + throttled,
@@ -523,7 +488,7 @@ class HttpCatalogClient:
         if delay is None:
             delay = self._backoff(throttled)
         delay = min(delay, self.max_retry_after)
-        log.info("catalog %s: 429, waiting %.2fs (Retry-After)", self.safe_url, delay)
+        log.info("API %s: 429, waiting %.2fs (Retry-After)", self.safe_url, delay)
         if self.on_throttle is not None:
             # Pauses the shared bucket so every worker waits, not only this one.
             self.on_throttle(delay)

@@ -1,54 +1,38 @@
-"""Pure core of a backfill: validate a catalog payload, diff it against a product, hash it.
+"""Pure core of a backfill: hostile keys and storability of a payload, diff, hash, snapshot.
 
 No I/O here: every function takes plain data and returns plain data, so the rules
-that keep untrusted catalog input out of `products` are tested without a server.
+that keep untrusted source input out of a collection are tested without a server.
 
 Decisions worth knowing:
-- Only whitelisted fields are ever written. Unknown keys are ignored (the catalog may
-  add harmless fields such as `name`), but a hostile key *anywhere* in the payload
-  (`$`-prefixed, containing `.`, or `_id`, at any depth) rejects the whole item: a
-  payload that tries operator injection is not trusted for its other fields either,
-  and the quarantine shows it to an operator.
+- Only whitelisted fields are ever written (backfill_engine.validate). Unknown keys are
+  ignored (an API may add harmless fields such as `name`), but a hostile key *anywhere*
+  in the payload (`$`-prefixed, containing `.`, or `_id`, at any depth) rejects the whole
+  item: a payload that tries operator injection is not trusted for its other fields
+  either, and the quarantine shows it to an operator.
 - Types are exact: `bool` is not accepted where `int` is expected, and a diff treats
   `5.0` (double) and `5` (int) as different so the stored BSON type is corrected.
-- The GTIN must be 8-14 ASCII digits; its check digit is not verified (real catalogs
-  carry legacy codes whose check digits we should not second-guess).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bson import ObjectId
 
-CATALOG_FIELDS: Mapping[str, type] = {
-    "brand": str,
-    "category": str,
-    "gtin": str,
-    "weight_grams": int,
-}
-SYNCED_AT_FIELD = "catalog_synced_at"
-
 MAX_STRING_CHARS = 512  # per whitelisted string value
 MAX_PAYLOAD_BYTES = 16 * 1024  # whole payload as compact JSON, unknown keys included
 MAX_DEPTH = 16  # nesting levels scanned for hostile keys; deeper is itself rejected
-MAX_WEIGHT_GRAMS = 10_000_000  # 10 tonnes: beyond any product we sell
 BSON_INT_MIN, BSON_INT_MAX = -(2**63), 2**63 - 1  # the widest integer BSON stores
 SNAPSHOT_LIMIT = 2048  # characters of a payload kept in quarantine
 
 CHAIN_START = ""  # `prev_hash` of the first link of a batch's payload hash chain
 
-# ASCII digits only: `\d` would also accept other scripts' digits.
-_GTIN = re.compile(r"[0-9]{8,14}")
-
 
 class InvalidPayloadError(ValueError):
-    """A catalog payload we refuse to write; `reason` is one short, safe line."""
+    """A payload we refuse to write; `reason` is one short, safe line."""
 
     def __init__(self, reason: str, field: str | None = None) -> None:
         self.reason = reason
@@ -119,45 +103,6 @@ def _scan_keys(payload: Mapping[Any, Any]) -> None:
             raise InvalidPayloadError(f"{where} not storable in MongoDB: {why}", top)
 
 
-def _check_field(name: str, expected: type, value: Any) -> Any:
-    # `type(...) is` rather than isinstance: bool is a subclass of int.
-    if type(value) is not expected:
-        raise InvalidPayloadError(
-            f"{name} must be {expected.__name__}, got {type(value).__name__}", name
-        )
-    if isinstance(value, str):
-        if not value.strip():
-            raise InvalidPayloadError(f"{name} is empty", name)
-        if len(value) > MAX_STRING_CHARS:
-            raise InvalidPayloadError(
-                f"{name} is {len(value)} characters, limit {MAX_STRING_CHARS}", name
-            )
-    if name == "gtin" and not (isinstance(value, str) and _GTIN.fullmatch(value)):
-        raise InvalidPayloadError("gtin must be 8-14 digits", name)
-    if name == "weight_grams" and not (isinstance(value, int) and 0 < value <= MAX_WEIGHT_GRAMS):
-        raise InvalidPayloadError(f"weight_grams {value} outside 1..{MAX_WEIGHT_GRAMS}", name)
-    return value
-
-
-def validate_item(payload: Any) -> dict[str, Any]:
-    """Return the whitelisted catalog fields of `payload`, or raise InvalidPayloadError."""
-    if not isinstance(payload, Mapping):
-        raise InvalidPayloadError(f"payload is {type(payload).__name__}, not an object")
-    _scan_keys(payload)
-    try:
-        size = len(json.dumps(payload, separators=(",", ":")).encode())
-    except (TypeError, ValueError) as exc:
-        raise InvalidPayloadError(f"payload is not plain JSON: {type(exc).__name__}") from None
-    if size > MAX_PAYLOAD_BYTES:
-        raise InvalidPayloadError(f"payload is {size} bytes, limit {MAX_PAYLOAD_BYTES}")
-    fields: dict[str, Any] = {}
-    for name, expected in CATALOG_FIELDS.items():
-        if name not in payload:
-            raise InvalidPayloadError(f"missing field {name}", name)
-        fields[name] = _check_field(name, expected, payload[name])
-    return fields
-
-
 def _same(current: Any, desired: Any) -> bool:
     # 5 == 5.0 == True in Python, but they are different BSON types in MongoDB.
     return type(current) is type(desired) and current == desired
@@ -172,9 +117,7 @@ def diff_fields(current_doc: Mapping[str, Any], desired: Mapping[str, Any]) -> d
     }
 
 
-def build_set(
-    diff: Mapping[str, Any], now: Any, synced_field: str = SYNCED_AT_FIELD
-) -> dict[str, Any]:
+def build_set(diff: Mapping[str, Any], now: Any, synced_field: str) -> dict[str, Any]:
     """The `$set` document for `diff`: empty when nothing changed, else stamped with `now`."""
     if not diff:
         return {}
@@ -203,9 +146,9 @@ def _canonical(value: Any) -> str:
     )
 
 
-def item_digest(product_id: Any, fields: Mapping[str, Any]) -> str:
-    """sha256 hex over one product's id and enriched fields in canonical form."""
-    body = _canonical({"id": typed_id(product_id), "fields": dict(fields)})
+def item_digest(doc_id: Any, fields: Mapping[str, Any]) -> str:
+    """sha256 hex over one document's id and written fields in canonical form."""
+    body = _canonical({"id": typed_id(doc_id), "fields": dict(fields)})
     return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -215,10 +158,10 @@ def chain_hash(prev_hash: str, digest: str) -> str:
 
 
 def chain_items(prev_hash: str, items: Iterable[tuple[Any, Mapping[str, Any]]]) -> str:
-    """Extend `prev_hash` by each (product_id, fields) in order; `verify` replays the same."""
+    """Extend `prev_hash` by each (doc_id, fields) in order; `verify` replays the same."""
     running = prev_hash
-    for product_id, fields in items:
-        running = chain_hash(running, item_digest(product_id, fields))
+    for doc_id, fields in items:
+        running = chain_hash(running, item_digest(doc_id, fields))
     return running
 
 
@@ -251,16 +194,3 @@ def payload_snapshot(payload: Any, limit: int = SNAPSHOT_LIMIT) -> str:
         return text
     marker = "...<truncated>"
     return text[: max(0, limit - len(marker))] + marker[:limit]
-
-
-@dataclass(frozen=True)
-class Backfill:
-    """What a backfill adds to the engine: a name, its field whitelist and a payload mapping."""
-
-    name: str
-    fields: Mapping[str, type]
-    map: Callable[[Any], dict[str, Any]]  # payload -> whitelisted fields; InvalidPayloadError
-    synced_field: str = SYNCED_AT_FIELD
-
-
-CATALOG_BACKFILL = Backfill(name="catalog", fields=CATALOG_FIELDS, map=validate_item)

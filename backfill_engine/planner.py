@@ -67,12 +67,12 @@ def after_cursor(cursor: Any) -> dict[str, Any]:
 
 
 class UnsupportedIdError(BackfillError):
-    """A product `_id` the engine cannot carry through a batch (it keys maps by `_id`)."""
+    """An `_id` the engine cannot carry through a batch (it keys maps by `_id`)."""
 
     def __init__(self, job_id: str, value: Any) -> None:
         self.job_id, self.id_type = job_id, _id_type_name(value)
         super().__init__(
-            f"job {job_id}: products holds an _id of type {self.id_type}; only scalar _ids "
+            f"job {job_id}: the collection holds an _id of type {self.id_type}; only scalar _ids "
             "(ObjectId, string, number, date, ...) can be backfilled; fix or exclude it, "
             "then run again"
         )
@@ -88,7 +88,7 @@ def _id_type_name(value: Any) -> str:
 
 def check_ids(job_id: str, ids: Iterable[Any]) -> None:
     """Raise UnsupportedIdError for an `_id` a batch could not round-trip: the worker keys
-    products and answers by `_id`, so an embedded document (unhashable) crashes it."""
+    documents and answers by `_id`, so an embedded document (unhashable) crashes it."""
     for value in ids:
         if isinstance(value, Mapping | list | tuple):
             raise UnsupportedIdError(job_id, value)
@@ -116,7 +116,7 @@ def start_or_join(
     rate_per_second: float,
     params: dict[str, Any] | None = None,
     exclusive_key: str | None = None,
-    collection: str = "products",
+    collection: str,
     scope: dict[str, Any] | None = None,
     limit: int | None = None,
     string_keyed: bool = True,
@@ -187,7 +187,7 @@ def _take_planner_lease(meta: Collection, job_id: str, owner: str) -> bool:
 
 
 def _id_stream(
-    products: Collection, cursor: Any, explicit: list[Any] | None, scope: dict[str, Any]
+    coll: Collection, cursor: Any, explicit: list[Any] | None, scope: dict[str, Any]
 ) -> Iterator[Any]:
     if explicit is not None:
         ids = explicit
@@ -198,7 +198,7 @@ def _id_stream(
     query = combine(scope, after_cursor(cursor) if cursor is not None else None)
     # The hint keeps the walk on the `_id` index: SecantusDB sorts in memory otherwise
     # (300 vs 190 ms of server time for 15 000 ids); mongod walks the index either way.
-    scan = products.find(query, {"_id": 1}).sort("_id", 1).hint([("_id", 1)])
+    scan = coll.find(query, {"_id": 1}).sort("_id", 1).hint([("_id", 1)])
     for doc in scan.batch_size(5000):
         yield doc["_id"]
 
@@ -259,7 +259,7 @@ def plan_job(
     job = meta.find_one({"_id": job_id, "kind": "job"})
     if job is None or job["planning"].get("done"):
         return True
-    products = db[job.get("collection") or "products"]
+    coll = db[job["collection"]]
     if not _take_planner_lease(meta, job_id, owner):
         return False
     # Resume from the highest batch actually written, not the job's cursor: the id list and
@@ -267,22 +267,22 @@ def plan_job(
     last = meta.find_one({"job_id": job_id}, {"last_id": 1, "batch_no": 1}, sort=[("batch_no", -1)])
     next_no = int(last["batch_no"]) + 1 if last else 0
     cursor = last["last_id"] if last else None
-    planned_products = sum(d["size"] for d in meta.find({"job_id": job_id}, {"size": 1}))
+    planned_docs = sum(d["size"] for d in meta.find({"job_id": job_id}, {"size": 1}))
     orphan = id_lists.find_one({"_id": batch_id(job_id, next_no)})
     if orphan is not None:
         # Killed between writing a batch's ids and its document: finish that batch as cut.
         _insert_batch(meta, job_id, next_no, orphan["ids"])
         cursor, next_no = orphan["ids"][-1], next_no + 1
-        planned_products += len(orphan["ids"])
+        planned_docs += len(orphan["ids"])
     explicit = job.get("ids") or job["params"].get("ids")
     limit = job.get("limit")
     # Fill free slots after every cut until the cap is reached; from then on finishing
     # workers hand out the next batches, and the planner only tops up now and then.
     filling, last_fill = True, time.monotonic()
-    stream = _id_stream(products, cursor, explicit, job.get("scope") or {})
+    stream = _id_stream(coll, cursor, explicit, job.get("scope") or {})
     if limit is not None:
         # `--limit N`: the first N ids of the scope in `_id` order, whatever was planned before.
-        stream = itertools.islice(stream, max(0, int(limit) - planned_products))
+        stream = itertools.islice(stream, max(0, int(limit) - planned_docs))
     for done_now, ids in enumerate(_chunks(stream, int(job["batch_size"])), start=1):
         try:
             check_ids(job_id, ids)
@@ -290,14 +290,14 @@ def plan_job(
             # Nothing of this batch is written: after the data is fixed, planning resumes here.
             meta.update_one({"_id": job_id, "planner": owner}, {"$set": {"planner": None}})
             raise
-        ambiguous = find_ambiguous(products, ids) if job.get("string_keyed", True) else []
+        ambiguous = find_ambiguous(coll, ids) if job.get("string_keyed", True) else []
         try:
             id_lists.insert_one(batch_ids_doc(job_id, next_no, ids, ambiguous))
         except pymongo.errors.DuplicateKeyError:
             log.warning("batch %d of %s was cut by another planner; stopping", next_no, job_id)
             return False
         _insert_batch(meta, job_id, next_no, ids)
-        planned_products += len(ids)
+        planned_docs += len(ids)
         now = now_utc()
         res = meta.update_one(
             {"_id": job_id, "planner": owner},
@@ -305,7 +305,7 @@ def plan_job(
                 "$set": {
                     "planning.cursor": ids[-1],
                     "planning.batches": next_no + 1,
-                    "planning.products": planned_products,
+                    "planning.products": planned_docs,
                     "planner_until": now + dt.timedelta(seconds=PLANNER_LEASE_SECONDS),
                     "updated_at": now,
                 }
@@ -319,7 +319,7 @@ def plan_job(
             last_fill = time.monotonic()
         next_no += 1
         if on_batch:
-            on_batch(next_no, planned_products)
+            on_batch(next_no, planned_docs)
         if stop_after is not None and done_now >= stop_after:
             return True
         status = meta.find_one({"_id": job_id}, {"status": 1})
@@ -332,7 +332,7 @@ def plan_job(
             "$set": {
                 "planning.done": True,
                 "planning.batches": next_no,
-                "planning.products": planned_products,
+                "planning.products": planned_docs,
                 "planner": None,
                 "updated_at": now,
             }

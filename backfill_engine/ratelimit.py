@@ -1,7 +1,7 @@
 """One global token bucket in Redis, shared by every worker on every host.
 
 Celery's own `rate_limit` is per worker; this bucket is per job queue and resource, so
-N workers together never exceed the rate. A 429 `Retry-After` from the catalog calls
+N workers together never exceed the rate. A 429 `Retry-After` from an API calls
 `pause()`, which blocks every `acquire()` on the bucket until it elapses. The atomic
 step is the Lua script in ratelimit.lua, timed by the Redis server's clock.
 """
@@ -42,7 +42,7 @@ class RateLimitTimeoutError(RateLimitError):
         )
 
 
-def limiter_name(queue: str, resource: str = "catalog") -> str:
+def limiter_name(queue: str, resource: str) -> str:
     """The bucket name for `resource` used by the jobs of `queue`."""
     return f"{queue}:{resource}"
 
@@ -74,9 +74,9 @@ class RateLimiter:
         self._client = client
 
     @classmethod
-    def from_settings(cls, client: redis.Redis, settings: Settings) -> RateLimiter:
-        """The catalog bucket of `settings.queue` at `settings.rate_per_second`."""
-        return cls(client, limiter_name(settings.queue), settings.rate_per_second)
+    def from_settings(cls, client: redis.Redis, settings: Settings, bucket: str) -> RateLimiter:
+        """The bucket `bucket` of `settings.queue` at `settings.rate_per_second`."""
+        return cls(client, limiter_name(settings.queue, bucket), settings.rate_per_second)
 
     def _call(self, op: str, arg: float) -> float:
         micros = self._script(keys=[self.key], args=[op, self.rate, self.burst, arg])

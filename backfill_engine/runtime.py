@@ -17,7 +17,7 @@ from backfill_engine import clock
 from backfill_engine.definition import Backfill
 from backfill_engine.errors import BackfillError
 from backfill_engine.health import HealthGate
-from backfill_engine.http_client import HttpCatalogClient
+from backfill_engine.http_client import HttpSourceClient
 from backfill_engine.ratelimit import RateLimiter, limiter_name
 from backfill_engine.registry import load_definitions
 from backfill_engine.settings import Settings
@@ -36,7 +36,7 @@ class Runtime:
     definitions: dict[str, Backfill] = field(default_factory=dict)
     rate: float = 0.0
     _limiters: dict[tuple[str, float], RateLimiter] = field(default_factory=dict)
-    _http: dict[tuple[str, str | None, str], HttpCatalogClient] = field(default_factory=dict)
+    _http: dict[tuple[str, str | None, str], HttpSourceClient] = field(default_factory=dict)
     # One thread that dispatches the next batches once a slot is free (workers/tasks.py);
     # per runtime, so a forked child gets its own with its own runtime.
     after_batch: ThreadPoolExecutor = field(
@@ -48,7 +48,7 @@ class Runtime:
     def __post_init__(self) -> None:
         self.health = HealthGate(self.db, self.settings)
 
-    def limiter(self, bucket: str = "catalog") -> RateLimiter:
+    def limiter(self, bucket: str) -> RateLimiter:
         """The shared token bucket of an API, at the current job's rate."""
         rate = self.rate or self.settings.rate_per_second
         key = (bucket, rate)
@@ -61,7 +61,7 @@ class Runtime:
             self._limiters[key] = RateLimiter(self.redis, name=name, rate=rate, burst=1)
         return self._limiters[key]
 
-    def http_for(self, source: HttpSource) -> HttpCatalogClient:
+    def http_for(self, source: HttpSource) -> HttpSourceClient:
         """This process's pooled client for an HTTP source, calling under its bucket."""
         key = (source.url_env, source.token_env, source.path)
         if key not in self._http:
@@ -88,7 +88,7 @@ def http_client_for(
     *,
     before_request: Callable[[], None] | None = None,
     on_throttle: Callable[[float], None] | None = None,
-) -> HttpCatalogClient:
+) -> HttpSourceClient:
     """A pooled HTTP client for `source`, with the settings' timeouts and retry budget."""
     # The settings' own variables first (a test or the stack may set them in code), then
     # the process environment, where a team's API URL and token live.
@@ -96,18 +96,20 @@ def http_client_for(
     url = env.get(source.url_env)
     if not url:
         raise BackfillError(f"{source.url_env} is not set: the backfill's HTTP source needs it")
-    client = HttpCatalogClient(
+    if not url.startswith(("http://", "https://")):
+        raise BackfillError(f"{source.url_env} must be an http:// or https:// URL")
+    client = HttpSourceClient(
         url,
         None if source.token_env is None else env.get(source.token_env),
-        connect_timeout=settings.catalog_connect_timeout,
-        read_timeout=settings.catalog_read_timeout,
-        max_retries=settings.catalog_max_retries,
-        backoff_seconds=settings.catalog_backoff_seconds,
-        request_deadline=settings.catalog_request_deadline,
+        path=source.path,
+        connect_timeout=settings.http_connect_timeout,
+        read_timeout=settings.http_read_timeout,
+        max_retries=settings.http_max_retries,
+        backoff_seconds=settings.http_backoff_seconds,
+        request_deadline=settings.http_request_deadline,
         before_request=before_request,
         on_throttle=on_throttle,
     )
-    client.path = source.path
     return client
 
 

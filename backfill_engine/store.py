@@ -64,7 +64,7 @@ def new_batch(job_id: str, batch_no: int, ids: list[Any]) -> dict[str, Any]:
 def batch_ids_doc(
     job_id: str, batch_no: int, ids: list[Any], ambiguous: list[Any] | None = None
 ) -> dict[str, Any]:
-    """The product ids a batch covers, stored in BATCH_IDS under the batch's own id.
+    """The document ids a batch covers, stored in BATCH_IDS under the batch's own id.
 
     `ambiguous` are the ids among them whose string form another id of the job shares
     (backfill_engine.ids): they are quarantined, never written.
@@ -360,7 +360,7 @@ def batch_counts(coll: Collection, job_id: str) -> dict[str, int]:
 
 
 def item_totals(coll: Collection, job_id: str) -> dict[str, int]:
-    """Per-item counters summed over the job's batches, plus products planned and processed."""
+    """Per-item counters summed over the job's batches, plus documents planned and processed."""
     group: dict[str, Any] = {
         "_id": None,
         "size": {"$sum": "$size"},
@@ -428,7 +428,7 @@ def maybe_complete_job(
 
 
 def pause_job_for(coll: Collection, job_id: str, reason: str) -> bool:
-    """Pause a running job on a condition only an operator can fix (e.g. the catalog says 401)."""
+    """Pause a running job on a condition only an operator can fix (e.g. an API answers 401)."""
     now = now_utc()
     res = coll.update_one(
         {"_id": job_id, "kind": "job", "status": {"$in": ["planning", "running"]}},

@@ -3,7 +3,7 @@
 Only whitelisted fields of the exact type are kept; a hostile key anywhere in the payload
 (`$`-prefixed, dotted, `_id`, NUL) rejects the whole item; strings are non-empty and
 bounded; then the backfill's own `check` applies its rules. The shared rules live in
-backfill_engine.payload, which the catalog's rules were first written in.
+backfill_engine.payload.
 """
 
 from __future__ import annotations

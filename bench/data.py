@@ -10,8 +10,8 @@ from pymongo import UpdateOne
 from pymongo.database import Database
 
 from backfill_engine.payload import build_set
-from backfill_engine.states import PRODUCTS
 from catalog_service.data import expected_fields
+from migrations.versions._catalog import PRODUCTS, SYNCED_AT_FIELD
 
 SEED_CHUNK = 5000
 
@@ -39,4 +39,7 @@ def seed(db: Database, docs: list[dict[str, Any]]) -> None:
 def precomputed_updates(ids: list[Any]) -> list[UpdateOne]:
     """The `$set` the backfill writes for each id, computed without the catalog or the engine."""
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    return [UpdateOne({"_id": i}, {"$set": build_set(expected_fields(str(i)), now)}) for i in ids]
+    return [
+        UpdateOne({"_id": i}, {"$set": build_set(expected_fields(str(i)), now, SYNCED_AT_FIELD)})
+        for i in ids
+    ]

@@ -102,7 +102,7 @@ def table(rows: list[Row]) -> str:
 PHASES = (
     ("lease_s", "lease"),
     ("read_s", "read"),
-    ("catalog_s", "catalog"),
+    ("source_s", "source"),
     ("write_s", "write"),
     ("checkpoint_s", "checkpoint"),
     ("total_s", "batch total"),

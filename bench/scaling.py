@@ -182,11 +182,11 @@ def _phase_growth(prev: Row, row: Row) -> str:
     a, b = prev.timings, row.timings
     if "total_s" not in a or "total_s" not in b:
         return ""
-    phases = [k for k in ("lease_s", "read_s", "catalog_s", "write_s", "checkpoint_s") if k in b]
+    phases = [k for k in ("lease_s", "read_s", "source_s", "write_s", "checkpoint_s") if k in b]
     if not phases:
         return ""
     grew = max(phases, key=lambda k: b[k] - a.get(k, 0.0))
-    side = "waiting on the catalog" if grew == "catalog_s" else "database round trips"
+    side = "waiting on the catalog" if grew == "source_s" else "database round trips"
     return (
         f"batch {1000 * a['total_s']:,.0f} -> {1000 * b['total_s']:,.0f} ms, most in "
         f"{grew.removesuffix('_s')} ({1000 * a.get(grew, 0.0):,.0f} -> {1000 * b[grew]:,.0f} ms,"

@@ -15,13 +15,13 @@ from typing import Any
 import requests
 from pymongo.database import Database
 
-from backfill_engine.payload import CATALOG_FIELDS, SYNCED_AT_FIELD
 from backfill_engine.settings import Settings
-from backfill_engine.states import METADATA, PRODUCTS
+from backfill_engine.states import METADATA
 from bench.data import precomputed_updates, seed
 from bench.probes import CpuMeter, RssSampler, calls_delta, cpu_seconds, machine_busy
 from bench.servers import Servers
 from migrations import runner
+from migrations.versions._catalog import CATALOG_FIELDS, PRODUCTS, SYNCED_AT_FIELD
 from orchestrator.commands import Broker, RunOptions, launch, wait_for
 from orchestrator.stack import ManagedProcess, start_worker
 
@@ -29,7 +29,7 @@ METADATA_VERSION = "20240405_create_backfill_metadata"
 WORKER_READY_TIMEOUT = 90.0
 HTTP_TIMEOUT_SECONDS = 10.0
 OWN_CPU_GROUPS = ("workers", "orchestrator")  # our processes, as opposed to the servers
-TIMING_KEYS = ("total_s", "lease_s", "read_s", "catalog_s", "write_s", "checkpoint_s")
+TIMING_KEYS = ("total_s", "lease_s", "read_s", "source_s", "write_s", "checkpoint_s")
 _DISPATCH_RE = re.compile(r"after_s=([0-9.]+)")
 
 
@@ -236,7 +236,7 @@ def _overhead_pct(t: dict[str, float]) -> float | None:
     if "total_s" not in t:
         return None
     total = t["total_s"]
-    busy = t.get("catalog_s", 0.0) + t.get("read_s", 0.0) + t.get("write_s", 0.0)
+    busy = t.get("source_s", 0.0) + t.get("read_s", 0.0) + t.get("write_s", 0.0)
     return 100.0 * max(0.0, total - busy) / total if total > 0 else None
 
 
@@ -253,6 +253,7 @@ def _run_job(
     n = db[PRODUCTS].estimated_document_count()
     slots = cfg.processes * cfg.concurrency
     opts = RunOptions(
+        backfill="catalog",
         batch_size=bench.batch_size,
         max_in_flight=max(8, 2 * slots),
         rate_per_second=bench.rate_per_second,
@@ -331,12 +332,11 @@ def system(
         mongo_url=bench.servers.mongo.url,
         mongo_db=db.name,
         redis_url=bench.servers.redis_proc.url,
-        catalog_url=bench.servers.catalog.url,
         queue=f"bench-{run_no:03d}",
         batch_size=bench.batch_size,
         rate_per_second=bench.rate_per_second,
         data_dir=str(bench.log_dir),
-    )
+    ).with_source_env(CATALOG_URL=bench.servers.catalog.url)
     runner.up(
         db, runner.RunnerConfig.from_settings(settings, log=lambda m: None), to=METADATA_VERSION
     )

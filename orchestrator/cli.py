@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     import redis
     import requests
 
-    from backfill_engine.http_client import CatalogError
+    from backfill_engine.http_client import SourceError
     from migrations.errors import MigrationError
 
     # SIGTERM unwinds like Ctrl-C, so servers and workers we started are stopped.
@@ -90,14 +90,14 @@ def main(argv: list[str] | None = None) -> None:
         _fail(exc.format_message(), exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted; servers stopped, progress is checkpointed", EXIT_INTERRUPTED)
-    except (BackfillError, MigrationError, SettingsError, CatalogError) as exc:
+    except (BackfillError, MigrationError, SettingsError, SourceError) as exc:
         _fail(redact_text(str(exc), secrets))
     except pymongo.errors.PyMongoError as exc:
         _fail(redact_text(f"MongoDB: {str(exc).splitlines()[0][:300]}", secrets))
     except redis.RedisError as exc:
         _fail(redact_text(f"Redis: {str(exc).splitlines()[0][:300]}", secrets))
     except requests.RequestException as exc:
-        _fail(redact_text(f"catalog: {str(exc).splitlines()[0][:300]}", secrets))
+        _fail(redact_text(f"source: {str(exc).splitlines()[0][:300]}", secrets))
     except Exception as exc:
         if os.environ.get("BACKFILL_DEBUG"):
             # The traceback, but through the same scrubbing as every other line we print.

@@ -62,7 +62,7 @@ class Broker:
 
 @dataclass(frozen=True)
 class RunOptions:
-    backfill: str = "catalog"
+    backfill: str = ""  # the backfill definition's name; required
     batch_size: int = 500
     max_in_flight: int = 8
     rate_per_second: float = 50.0

@@ -44,15 +44,15 @@ SOURCE_PROBE_ID = "mongo-backfill-preflight"  # any id: the API answers item or 
 def check_source(source: HttpSource, settings: Settings) -> None:
     """Prove an HTTP source answers and takes our token, before a job is created for workers.
 
-    Raises CatalogUnavailableError or CatalogAuthError (one line each, URL redacted).
+    Raises SourceUnavailableError or SourceAuthError (one line each, URL redacted).
     """
-    from backfill_engine.http_client import CatalogProtocolError
+    from backfill_engine.http_client import SourceProtocolError
     from backfill_engine.runtime import http_client_for
 
     # A garbled answer is still an answer: workers quarantine such answers item by item.
     with (
         http_client_for(source, settings, before_request=None) as client,
-        contextlib.suppress(CatalogProtocolError),
+        contextlib.suppress(SourceProtocolError),
     ):
         client.fetch([SOURCE_PROBE_ID])
 

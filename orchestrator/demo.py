@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from bson.objectid import ObjectId
@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from backfill_engine.settings import Settings
-from backfill_engine.states import PRODUCTS
+from migrations.versions._catalog import PRODUCTS
 from orchestrator.backfill_runs import run_backfill
 from orchestrator.context import AppContext, connect_mongo
 from orchestrator.jobs import JobSummary, list_jobs, summarize
@@ -77,11 +77,11 @@ def run_demo(app: AppContext, opts: DemoOptions) -> None:
     for note in stack.notes:
         console.print(f"[yellow]{note}[/]")
     log_dir = stack.log_dir
-    if s.catalog_url is None:
+    if s.source_env.get("CATALOG_URL") is None:
         catalog = stack.add(
             start_catalog(log_dir=log_dir, extra_args=["--latency-ms", str(opts.latency_ms)])
         )
-        s = replace(s, catalog_url=catalog.url)
+        s = s.with_source_env(CATALOG_URL=catalog.url)
     if opts.flower:
         flower, auth_where = start_local_flower(s, log_dir=log_dir)
         stack.add(flower)
@@ -98,7 +98,8 @@ def run_demo(app: AppContext, opts: DemoOptions) -> None:
             )
         )
     console.print(
-        f"stack: MongoDB {s.mongo_url} · Redis {s.redis_url} · catalog {s.catalog_url} "
+        f"stack: MongoDB {s.mongo_url} · Redis {s.redis_url} · "
+        f"catalog {s.source_env.get('CATALOG_URL')} "
         f"(+{opts.latency_ms} ms) · {opts.workers} workers x {opts.concurrency}"
     )
     db = connect_mongo(s)

@@ -10,7 +10,7 @@ from pymongo.database import Database
 
 from backfill_engine.decide import Outcome, decide
 from backfill_engine.definition import Backfill
-from backfill_engine.http_client import CatalogProtocolError
+from backfill_engine.http_client import SourceProtocolError
 from backfill_engine.sources import SourceContext, SourceResult
 
 DEFAULT_SAMPLE = 500
@@ -52,7 +52,7 @@ def dry_run(
         part = docs[start : start + chunk]
         try:
             answer = backfill.source.fetch(part, ctx)
-        except CatalogProtocolError as exc:
+        except SourceProtocolError as exc:
             answer = SourceResult.all_invalid([d["_id"] for d in part], str(exc), exc.status)
         for doc in part:
             report.sampled += 1

@@ -10,7 +10,7 @@ class StackError(BackfillError):
 
 
 class ServerUnreachableError(BackfillError):
-    """MongoDB, Redis or the catalog does not answer; `url` is already redacted."""
+    """MongoDB, Redis or an HTTP source does not answer; `url` is already redacted."""
 
     def __init__(self, what: str, url: str, detail: str = "") -> None:
         self.what, self.url = what, url

@@ -60,7 +60,7 @@ def _rate(value: str) -> float:
 
 
 @click.command()
-@click.argument("backfill", default="catalog")
+@click.argument("backfill")
 @click.option(
     "--batch-size", type=int, default=None, help="Ids per batch (default BACKFILL_BATCH_SIZE, 500)."
 )
@@ -69,15 +69,15 @@ def _rate(value: str) -> float:
     "--rate",
     "rate_text",
     default=None,
-    help="Catalog requests per second across all workers, e.g. 50/s.",
+    help="HTTP source requests per second across all workers, e.g. 50/s.",
 )
-@click.option("--dry-run", is_flag=True, help="Diff a sample against the catalog; write nothing.")
+@click.option("--dry-run", is_flag=True, help="Decide a sample as workers would; write nothing.")
 @click.option(
     "--sample",
     type=click.IntRange(1, 100_000),
     default=500,
     show_default=True,
-    help="Products in a dry run.",
+    help="Documents in a dry run.",
 )
 @click.option(
     "--wait/--no-wait", default=False, help="Stay, sweep and show progress until the job ends."
@@ -155,7 +155,7 @@ def run(
         verb = "started" if created else "joined running"
         console.print(
             f"{verb} job [bold]{job['_id']}[/] ({job['planning']['batches']:,} batches, "
-            f"{job['planning']['products']:,} products)"
+            f"{job['planning']['products']:,} documents)"
         )
     if wait:
         summary = _watch(app, broker, str(job["_id"]), quiet=as_json)
@@ -184,7 +184,7 @@ def _dry_run(
     if as_json:
         _json(report.as_dict())
         return
-    console.print(f"dry run over {report.sampled:,} products — nothing written")
+    console.print(f"dry run over {report.sampled:,} documents — nothing written")
     console.print(
         f"  would change {report.changed:,} · unchanged {report.unchanged:,} · "
         f"missing {report.missing:,} · invalid {report.invalid:,}"
@@ -233,7 +233,7 @@ def jobs_cmd(app: AppContext, limit: int, as_json: bool) -> None:
     elif rows:
         console.print(jobs_table(rows))
     else:
-        console.print("no jobs yet — start one with `backfill run catalog`")
+        console.print("no jobs yet — start one with `backfill run NAME`")
 
 
 @click.command()
@@ -244,7 +244,7 @@ def jobs_cmd(app: AppContext, limit: int, as_json: bool) -> None:
 )
 @click.pass_obj
 def status(app: AppContext, job_id: str, as_json: bool, watch: bool) -> None:
-    """Show a job's progress: batches, products, rate, ETA, counters."""
+    """Show a job's progress: batches, documents, rate, ETA, counters."""
     db = app.db()
     if watch:
         summary = _watch(app, _broker(app), job_id, quiet=as_json, stop_when_paused=True)
@@ -319,14 +319,14 @@ def retry(app: AppContext, job_id: str, wait: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def verify(app: AppContext, job_id: str, as_json: bool) -> None:
-    """Recompute every batch's payload hash from products; exit 1 on any mismatch."""
+    """Recompute every batch's payload hash from its documents; exit 1 on any mismatch."""
     report = verify_job(app.db(), job_id)
     if as_json:
         _json(
             {
                 "job_id": report.job_id,
                 "batches_checked": report.batches_checked,
-                "products_checked": report.products_checked,
+                "documents_checked": report.documents_checked,
                 "mismatched_batches": report.mismatched_batches,
                 "skipped_batches": report.skipped_batches,
                 "ok": report.ok,
@@ -334,8 +334,8 @@ def verify(app: AppContext, job_id: str, as_json: bool) -> None:
         )
     elif report.ok:
         console.print(
-            f"verified {report.batches_checked:,} batches, {report.products_checked:,} "
-            f"products: no mismatch"
+            f"verified {report.batches_checked:,} batches, {report.documents_checked:,} "
+            f"documents: no mismatch"
         )
     else:
         console.print(

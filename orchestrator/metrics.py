@@ -7,9 +7,9 @@ their quarantine entries.
 
 Fields read from batch documents with a default of 0 when absent (the engine records
 some of them only from a given version on):
-- `timings.<phase>_s` (lease, read, catalog, write, checkpoint, total): written on finish;
+- `timings.<phase>_s` (lease, read, source, write, checkpoint, total): written on finish;
 - `timings.rate_wait_s`: seconds spent waiting for rate-limit tokens;
-- `catalog.requests`, `catalog.http_429`, `catalog.http_5xx`: catalog HTTP requests made
+- `source.requests`, `source.http_429`, `source.http_5xx`: HTTP source requests made
   and answers of each kind;
 - `timings.throttle_s`: seconds held back by the database health throttle.
 
@@ -46,34 +46,34 @@ from orchestrator.errors import BackfillError
 DEFAULT_METRICS_PORT = 9808
 DEFAULT_METRICS_ADDRESS = "127.0.0.1"
 DEFAULT_MAX_JOBS = 50  # newest jobs shown besides every active one
-RATE_WINDOW_SECONDS = 60.0  # products/s over the last minute of scrapes
+RATE_WINDOW_SECONDS = 60.0  # documents/s over the last minute of scrapes
 MIN_WINDOW_SECONDS = 5.0  # below this the window is noise: fall back to the lifetime rate
 
 LABELS = ("job", "backfill", "status")
-PHASES = ("lease", "read", "catalog", "write", "checkpoint", "throttle", "total")
+PHASES = ("lease", "read", "source", "write", "checkpoint", "throttle", "total")
 HTTP_FIELDS = ("requests", "http_429", "http_5xx")
 
 # Every metric this collector exports (the Grafana dashboard test checks against it).
-PRODUCT_GAUGES = {
-    "planned": "Products planned for the job",
-    "processed": "Products processed (checkpointed) so far",
-    **{name: f"Products counted {name}" for name in COUNTER_NAMES},
-    "quarantined": "Products put in quarantine",
+DOCUMENT_GAUGES = {
+    "planned": "Documents planned for the job",
+    "processed": "Documents processed (checkpointed) so far",
+    **{name: f"Documents counted {name}" for name in COUNTER_NAMES},
+    "quarantined": "Documents put in quarantine",
 }
 METRIC_NAMES = (
     "backfill_mongo_up",
-    *(f"backfill_products_{name}" for name in PRODUCT_GAUGES),
+    *(f"backfill_documents_{name}" for name in DOCUMENT_GAUGES),
     "backfill_batches",
     "backfill_batches_planned",
-    "backfill_products_per_second",
+    "backfill_documents_per_second",
     "backfill_eta_seconds",
     "backfill_job_created_timestamp_seconds",
     "backfill_rate_limit_per_second",
     "backfill_batch_phase_seconds_total",
     "backfill_rate_limit_wait_seconds_total",
-    "backfill_catalog_requests_total",
-    "backfill_catalog_http_429_total",
-    "backfill_catalog_http_5xx_total",
+    "backfill_source_requests_total",
+    "backfill_source_http_429_total",
+    "backfill_source_http_5xx_total",
     "backfill_job_throttled",
 )
 
@@ -103,7 +103,7 @@ def _batch_group() -> dict[str, Any]:
     for phase in (*PHASES, "rate_wait"):
         group[f"t_{phase}"] = {"$sum": f"$timings.{phase}_s"}  # $sum skips missing fields
     for name in HTTP_FIELDS:
-        group[f"c_{name}"] = {"$sum": f"$catalog.{name}"}
+        group[f"c_{name}"] = {"$sum": f"$source.{name}"}
     return group
 
 
@@ -148,7 +148,7 @@ def _utc(value: Any) -> dt.datetime | None:
 
 
 def lifetime_rate(row: JobRow, now: dt.datetime) -> float:
-    """Products per second from the job's creation to its end (or now, while it runs)."""
+    """Documents per second from the job's creation to its end (or now, while it runs)."""
     created = _utc(row.job.get("created_at"))
     if created is None:
         return 0.0
@@ -205,18 +205,18 @@ class JobMetrics(Collector):
         def counter(name: str, doc: str, extra: tuple[str, ...] = ()) -> CounterMetricFamily:
             return CounterMetricFamily(name, doc, labels=[*LABELS, *extra])
 
-        products = {
-            name: gauge(f"backfill_products_{name}", doc) for name, doc in PRODUCT_GAUGES.items()
+        documents = {
+            name: gauge(f"backfill_documents_{name}", doc) for name, doc in DOCUMENT_GAUGES.items()
         }
         batches = gauge("backfill_batches", "Batches per state", ("state",))
         planned_batches = gauge("backfill_batches_planned", "Batches planned so far")
         speed = gauge(
-            "backfill_products_per_second",
-            "Products processed per second: last minute while active, lifetime once ended",
+            "backfill_documents_per_second",
+            "Documents processed per second: last minute while active, lifetime once ended",
         )
         eta = gauge("backfill_eta_seconds", "Seconds left at the current rate (active jobs)")
         created = gauge("backfill_job_created_timestamp_seconds", "When the job was created")
-        rate_limit = gauge("backfill_rate_limit_per_second", "Configured catalog requests/s")
+        rate_limit = gauge("backfill_rate_limit_per_second", "Configured HTTP source requests/s")
         phases = counter(
             "backfill_batch_phase_seconds", "Seconds finished batches spent per phase", ("phase",)
         )
@@ -224,9 +224,9 @@ class JobMetrics(Collector):
             "backfill_rate_limit_wait_seconds", "Seconds batches waited for rate-limit tokens"
         )
         http = {
-            "requests": counter("backfill_catalog_requests", "Catalog HTTP requests made"),
-            "http_429": counter("backfill_catalog_http_429", "Catalog answers 429 (throttled)"),
-            "http_5xx": counter("backfill_catalog_http_5xx", "Catalog answers 5xx"),
+            "requests": counter("backfill_source_requests", "HTTP source requests made"),
+            "http_429": counter("backfill_source_http_429", "HTTP source answers 429 (throttled)"),
+            "http_5xx": counter("backfill_source_http_5xx", "HTTP source answers 5xx"),
         }
         throttled = gauge(
             "backfill_job_throttled",
@@ -244,7 +244,7 @@ class JobMetrics(Collector):
             planned = max(float(planning.get("products", 0) or 0), row.total("size"))
             processed = row.total("processed")
             values = {"planned": planned, "processed": processed, "quarantined": row.quarantined}
-            for name, family in products.items():
+            for name, family in documents.items():
                 family.add_metric(labels, values.get(name, row.total(name)))
             for state, n in row.batches.items():
                 batches.add_metric([*labels, state], n)
@@ -268,7 +268,7 @@ class JobMetrics(Collector):
             for kind in REASON_KINDS:  # one series per reason, so none appears or vanishes
                 held = view is not None and view.active and view.kind == kind
                 throttled.add_metric([*labels, kind], 1.0 if held else 0.0)
-        yield from products.values()
+        yield from documents.values()
         yield from (batches, planned_batches, speed, eta, created, rate_limit, throttled)
         yield from (phases, rate_wait, *http.values())
 

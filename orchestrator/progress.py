@@ -52,12 +52,12 @@ def summary_table(summary: JobSummary) -> Table:
     planning = job.get("planning", {})
     table.add_row(
         "planned",
-        f"{planning.get('batches', 0):,} batches / {planning.get('products', 0):,} products"
+        f"{planning.get('batches', 0):,} batches / {planning.get('products', 0):,} documents"
         + ("" if planning.get("done") else " (planning…)"),
     )
     table.add_row("batches", " · ".join(f"{k} {v}" for k, v in summary.batches.items() if v))
     table.add_row(
-        "products",
+        "documents",
         f"{summary.items.get('processed', 0):,} processed of {summary.items.get('size', 0):,}",
     )
     table.add_row("items", counters_line(summary.items, summary.quarantined))
@@ -77,7 +77,7 @@ class _JobProgress(Progress):
     """A progress bar framed by the job id above and its counters below.
 
     The id and the counters get lines of their own: squeezed into the bar's row they
-    were cut to `catalog-2024…` and `q 1,…` at 80 columns.
+    were cut to `name-2024…` and `q 1,…` at 80 columns.
     """
 
     header: Text = Text("")
@@ -90,7 +90,7 @@ class _JobProgress(Progress):
 
 
 class LiveProgress:
-    """A progress bar of products processed, with rate and ETA, refreshed on every tick."""
+    """A progress bar of documents processed, with rate and ETA, refreshed on every tick."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -125,7 +125,7 @@ class LiveProgress:
         elapsed = max(time.monotonic() - self.started, 1e-6)
         rate = (done - self.first_done) / elapsed
         status = str(summary.job["status"])
-        self.progress.header = Text(f"job {summary.job['_id']} · products", style="bold")
+        self.progress.header = Text(f"job {summary.job['_id']} · documents", style="bold")
         throttle = throttle_line(summary.job)
         footer = counters_line(items, summary.quarantined)
         self.progress.footer = Text(footer + (f"\n{throttle}" if throttle else ""))
@@ -141,10 +141,10 @@ def jobs_table(rows: list[dict[str, Any]]) -> Table:
     and already says both (`--json` has every field).
     """
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    table.add_column("job", no_wrap=True, min_width=len("catalog-20240405-120000-ab12"))
+    table.add_column("job", no_wrap=True, min_width=len("backfill-20240405-120000-ab12"))
     table.add_column("status", no_wrap=True, min_width=len("completed_with_errors"))
     table.add_column("batches", justify="right", no_wrap=True)
-    table.add_column("products", justify="right", no_wrap=True)
+    table.add_column("documents", justify="right", no_wrap=True)
     for job in rows:
         planning = job.get("planning", {})
         table.add_row(

@@ -56,7 +56,7 @@ def flower_auth_problem(address: str, basic_auth: str | None) -> str | None:
 def worker(app: AppContext, concurrency: int, pool: str, name: str | None) -> None:
     """Run a Celery worker for backfill batches (same as `celery -A workers.app worker`)."""
     s = app.resolved_settings()
-    if not s.catalog_url:
+    if not s.source_env.get("CATALOG_URL"):
         raise BackfillError("CATALOG_URL is not set: workers need the catalog API")
     env, argv = _celery(s, "worker")
     argv += [

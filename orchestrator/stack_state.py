@@ -88,7 +88,6 @@ def with_running_stack(settings: Settings, env: Mapping[str, str]) -> Settings:
         settings,
         mongo_url=settings.mongo_url or state.mongo_url,
         redis_url=settings.redis_url or state.redis_url,
-        catalog_url=settings.catalog_url or state.catalog_url,
         # The queue has a default, so only an unset variable defers to the stack's queue.
         queue=settings.queue if env.get("BACKFILL_QUEUE") else state.queue,
-    )
+    ).with_source_env(CATALOG_URL=settings.source_env.get("CATALOG_URL") or state.catalog_url)

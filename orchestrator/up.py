@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from backfill_engine.redact import redact_url
-from backfill_engine.states import PRODUCTS
+from migrations.versions._catalog import PRODUCTS
 from orchestrator.commands import METADATA_MIGRATION
 from orchestrator.context import AppContext
 from orchestrator.errors import StackError
@@ -85,12 +85,10 @@ def run_up(app: AppContext, opts: UpOptions, echo: Callable[[str], None]) -> Non
     metrics_server: MetricsServer | None = None
     try:
         _prepare_database(app, opts.products, echo)
-        if s.catalog_url is None:
+        if s.source_env.get("CATALOG_URL") is None:
             latency = ["--latency-ms", str(opts.catalog_latency_ms)]
-            s = replace(
-                s,
-                catalog_url=stack.add(start_catalog(log_dir=stack.log_dir, extra_args=latency)).url,
-            )
+            catalog = stack.add(start_catalog(log_dir=stack.log_dir, extra_args=latency))
+            s = s.with_source_env(CATALOG_URL=catalog.url)
         flower_line = ""
         flower_url = None
         if opts.flower:
@@ -117,12 +115,13 @@ def run_up(app: AppContext, opts: UpOptions, echo: Callable[[str], None]) -> Non
             metrics_server = serve_metrics(lambda: db, LOOPBACK, _port_or_free(opts.metrics_port))
             metrics_url = metrics_server.url
         app.settings = stack.settings = s
-        assert s.mongo_url and s.redis_url and s.catalog_url  # filled in by the stack above
+        catalog_url = s.source_env.get("CATALOG_URL")
+        assert s.mongo_url and s.redis_url and catalog_url  # filled in by the stack above
         state = RunningStack(
             pid=pid,
             mongo_url=s.mongo_url,
             redis_url=s.redis_url,
-            catalog_url=s.catalog_url,
+            catalog_url=catalog_url,
             queue=s.queue,
             flower_url=flower_url,
             metrics_url=metrics_url,
@@ -131,7 +130,7 @@ def run_up(app: AppContext, opts: UpOptions, echo: Callable[[str], None]) -> Non
         rows = [
             ("MongoDB", redact_url(s.mongo_url)),
             ("Redis", f"{redact_url(s.redis_url)}  (queue {s.queue})"),
-            ("catalog", f"{redact_url(s.catalog_url)}  (+{opts.catalog_latency_ms} ms)"),
+            ("catalog", f"{redact_url(catalog_url)}  (+{opts.catalog_latency_ms} ms)"),
             ("workers", f"{opts.workers} x {opts.concurrency}  (logs in {stack.log_dir})"),
         ]
         if flower_line:

@@ -23,7 +23,7 @@ VERIFY_READ_CHUNK = 100
 class VerifyReport:
     job_id: str
     batches_checked: int = 0
-    products_checked: int = 0
+    documents_checked: int = 0
     mismatched_batches: list[int] = field(default_factory=list)
     skipped_batches: int = 0  # not done (failed, cancelled, pending): nothing to compare
 
@@ -32,7 +32,7 @@ class VerifyReport:
         return not self.mismatched_batches
 
 
-def batch_hash_from_products(
+def batch_hash_from_documents(
     db: Database, batch: dict[str, Any], skip: set[Any], backfill: Backfill
 ) -> tuple[str | None, int]:
     """The payload hash a batch would have if it wrote exactly what the documents hold now."""
@@ -73,9 +73,9 @@ def verify(
         if batch["status"] != BatchStatus.DONE.value:
             report.skipped_batches += 1
             continue
-        recomputed, checked = batch_hash_from_products(db, batch, skip, backfill)
+        recomputed, checked = batch_hash_from_documents(db, batch, skip, backfill)
         report.batches_checked += 1
-        report.products_checked += checked
+        report.documents_checked += checked
         if recomputed != batch.get("payload_hash"):
             report.mismatched_batches.append(int(batch["batch_no"]))
     return report

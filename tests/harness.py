@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,8 @@ from pymongo.database import Database
 
 from backfill_engine.runtime import worker_definitions
 from backfill_engine.settings import Settings
-from backfill_engine.states import PRODUCTS
 from migrations import runner
+from migrations.versions._catalog import PRODUCTS
 from orchestrator.commands import Broker, RunOptions, launch, wait_for
 from orchestrator.jobs import JobSummary, summarize
 from orchestrator.stack import ManagedProcess, start_catalog, start_worker
@@ -27,8 +27,8 @@ FAST: dict[str, Any] = {
     "lease_seconds": 3.0,
     "redispatch_seconds": 6.0,
     "sweep_interval_seconds": 0.5,
-    "catalog_backoff_seconds": 0.05,
-    "catalog_read_timeout": 2.0,
+    "http_backoff_seconds": 0.05,
+    "http_read_timeout": 2.0,
     "rate_per_second": 2000.0,
     "max_in_flight": 4,
     "batch_size": 200,
@@ -60,7 +60,7 @@ class System:
         self.catalog = start_catalog(
             log_dir=self.log_dir, port=port, extra_args=list(args), token=token
         )
-        self.settings = replace(self.settings, catalog_url=self.catalog.url)
+        self.settings = self.settings.with_source_env(CATALOG_URL=self.catalog.url)
         return self.catalog
 
     def start_workers(
@@ -111,6 +111,7 @@ class System:
 
     def launch(self, **opts: Any) -> str:
         base = {
+            "backfill": "catalog",
             "batch_size": self.settings.batch_size,
             "max_in_flight": self.settings.max_in_flight,
             "rate_per_second": self.settings.rate_per_second,

@@ -12,7 +12,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from backfill_engine.payload import InvalidPayloadError, validate_item
+from backfill_engine.payload import InvalidPayloadError
 from catalog_service.cli import catalog_server
 from catalog_service.data import (
     HOSTILE_KINDS,
@@ -24,6 +24,7 @@ from catalog_service.data import (
 )
 from orchestrator.stack import start_catalog
 from tests.catalog.standin import StandIn, launch
+from tests.catalog_definition import validate_item
 
 
 def ids_param(ids: list[str]) -> str:

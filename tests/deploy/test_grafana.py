@@ -49,4 +49,4 @@ def test_dashboard_is_json_and_every_expression_names_an_exported_metric() -> No
             assert names <= known, f"{panel['title']}: unknown {names - known}"
             used |= names
     assert any(n.startswith("flower_") for n in used)  # Flower's view is on the dashboard
-    assert {"backfill_products_per_second", "backfill_eta_seconds"} <= used
+    assert {"backfill_documents_per_second", "backfill_eta_seconds"} <= used

@@ -9,9 +9,10 @@ import pytest
 from bson.objectid import ObjectId
 
 from backfill_engine.payload import typed_id
-from backfill_engine.states import BATCH_IDS, METADATA, PRODUCTS, QUARANTINE
+from backfill_engine.states import BATCH_IDS, METADATA, QUARANTINE
 from backfill_engine.store import load_batch_ids
 from catalog_service.data import expected_item
+from migrations.versions._catalog import PRODUCTS
 from orchestrator.verify import verify
 from tests.harness import System, seed_products
 
@@ -203,7 +204,7 @@ def test_verify_finds_no_mismatch_then_catches_a_hand_edit(system: System) -> No
     job_id = system.launch()
     system.wait(job_id)
     report = verify(system.db, job_id)
-    assert report.ok and report.products_checked == 600
+    assert report.ok and report.documents_checked == 600
     system.db[PRODUCTS].update_one({"_id": ids[450]}, {"$set": {"brand": "Edited By Hand"}})
     report = verify(system.db, job_id)
     assert not report.ok

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from backfill_engine.states import PRODUCTS
+from migrations.versions._catalog import PRODUCTS
 from tests.harness import System, seed_products
 
 pytestmark = pytest.mark.e2e
@@ -53,7 +53,7 @@ def test_dry_run_run_status_jobs_verify(system: System) -> None:
     assert human.returncode == 0 and "completed" in human.stdout and "written 700" in human.stdout
 
     verified = as_json(backfill(system, "verify", job_id, "--json"))
-    assert verified["ok"] is True and verified["products_checked"] == 700
+    assert verified["ok"] is True and verified["documents_checked"] == 700
 
     # A second run is a new job that writes nothing.
     again = as_json(backfill(system, "run", "catalog", "--wait", "--json"))

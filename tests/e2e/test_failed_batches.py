@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_batches_fail_after_max_attempts_and_retry_finishes_them(system: System) -> None:
-    system.settings = replace(system.settings, max_attempts=2, catalog_max_retries=1)
+    system.settings = replace(system.settings, max_attempts=2, http_max_retries=1)
     seed_products(system.db, 400)
     system.start_catalog("--error-rate", "1.0")  # every request answers 5xx
     system.start_workers(2)
@@ -24,7 +24,7 @@ def test_batches_fail_after_max_attempts_and_retry_finishes_them(system: System)
     assert summary.batches["failed"] == 4 and summary.items["written"] == 0
     for batch in system.db[METADATA].find({"job_id": job_id}):
         assert batch["attempts"] == 2
-        assert "CatalogUnavailableError" in batch["last_error"]
+        assert "SourceUnavailableError" in batch["last_error"]
 
     system.start_catalog()  # the provider recovers
     report = jobs.retry(

@@ -9,8 +9,9 @@ import sys
 import pytest
 from bson.objectid import ObjectId
 
-from backfill_engine.states import METADATA, PRODUCTS
+from backfill_engine.states import METADATA
 from migrations import runner
+from migrations.versions._catalog import PRODUCTS
 from tests.harness import System, seed_products
 
 pytestmark = pytest.mark.e2e

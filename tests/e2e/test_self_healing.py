@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from backfill_engine.states import METADATA, PRODUCTS
+from backfill_engine.states import METADATA
+from migrations.versions._catalog import PRODUCTS
 from tests.harness import System, seed_products
 
 pytestmark = pytest.mark.e2e

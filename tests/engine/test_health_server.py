@@ -17,7 +17,8 @@ from pymongo.database import Database
 
 from backfill_engine.health import HealthGate, majority_lag_seconds
 from backfill_engine.settings import Settings
-from backfill_engine.states import METADATA, PRODUCTS
+from backfill_engine.states import METADATA
+from migrations.versions._catalog import PRODUCTS
 
 WORKER_APP_NAME = "mongo-backfill-worker"
 BLOCK_MS = 300

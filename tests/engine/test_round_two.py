@@ -23,7 +23,8 @@ from backfill_engine.batch_run import process_batch
 from backfill_engine.planner import plan_job, start_or_join
 from backfill_engine.runtime import build_runtime
 from backfill_engine.settings import Settings
-from backfill_engine.states import BATCH_IDS, METADATA, PRODUCTS, QUARANTINE, BatchStatus, JobStatus
+from backfill_engine.states import BATCH_IDS, METADATA, QUARANTINE, BatchStatus, JobStatus
+from migrations.versions._catalog import PRODUCTS
 from orchestrator.stack import free_port
 from tests.harness import System
 from tests.orchestrator.test_planner import RecordingSender

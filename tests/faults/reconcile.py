@@ -19,11 +19,12 @@ from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from backfill_engine.payload import SYNCED_AT_FIELD
-from backfill_engine.states import BATCH_IDS, COUNTER_NAMES, METADATA, PRODUCTS, QUARANTINE
+from backfill_engine.states import BATCH_IDS, COUNTER_NAMES, METADATA, QUARANTINE
 from backfill_engine.store import load_batch_ids
 from catalog_service.data import expected_fields
+from migrations.versions._catalog import PRODUCTS
 from orchestrator.verify import verify
+from tests.catalog_definition import SYNCED_AT_FIELD
 from tests.harness import System
 
 FIELDS = ("brand", "category", "gtin", "weight_grams")

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from backfill_engine.states import PRODUCTS, QUARANTINE
+from backfill_engine.states import QUARANTINE
 from catalog_service.data import hostile_kind, is_hostile
+from migrations.versions._catalog import PRODUCTS
 from tests.faults.reconcile import FIELDS, reconcile
 from tests.faults.report import record
 from tests.harness import System, seed_products

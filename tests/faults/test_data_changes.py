@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from backfill_engine.states import BATCH_IDS, METADATA, PRODUCTS
+from backfill_engine.states import BATCH_IDS, METADATA
 from backfill_engine.store import load_batch_ids
+from migrations.versions._catalog import PRODUCTS
 from tests.faults.reconcile import reconcile, wait_sweeping
 from tests.faults.report import record
 from tests.harness import System, seed_products

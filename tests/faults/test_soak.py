@@ -17,7 +17,8 @@ from bson.objectid import ObjectId
 from pymongo.database import Database
 
 from backfill_engine.settings import Settings
-from backfill_engine.states import METADATA, PRODUCTS
+from backfill_engine.states import METADATA
+from migrations.versions._catalog import PRODUCTS
 from orchestrator.stack import ManagedProcess, start_redis
 from tests.faults.reconcile import reconcile, wait_sweeping
 from tests.faults.report import record

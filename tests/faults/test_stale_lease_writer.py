@@ -14,8 +14,9 @@ import time
 
 import pytest
 
-from backfill_engine.states import PRODUCTS, QUARANTINE
+from backfill_engine.states import QUARANTINE
 from catalog_service.data import expected_fields
+from migrations.versions._catalog import PRODUCTS
 from tests.faults.issue9 import batches, mongo_proxy, proxied_mongo_url, set_faults
 from tests.faults.reconcile import FIELDS, reconcile, wait_sweeping
 from tests.faults.report import record
@@ -47,7 +48,7 @@ def test_worker_that_lost_its_lease_during_a_slow_fetch_writes_nothing(system: S
             extra_env={
                 "MONGO_URL": proxied_mongo_url(proxy),
                 "BACKFILL_WORKER_SWEEP": "0",
-                "CATALOG_READ_TIMEOUT": "30",
+                "BACKFILL_HTTP_READ_TIMEOUT": "30",
             },
         )
         set_faults(system, latency_ms=SLOW_ANSWER_MS, missing_rate=0.2)

@@ -1,7 +1,7 @@
 """Issue 9 hole 5: a catalog that trickles its body must not hold a batch for ever.
 
-Each piece of a trickled body arrives well within CATALOG_READ_TIMEOUT (a per-receive
-timeout), the whole body takes far longer. With CATALOG_REQUEST_DEADLINE=2 (an overall
+Each piece of a trickled body arrives well within BACKFILL_HTTP_READ_TIMEOUT (a per-receive
+timeout), the whole body takes far longer. With BACKFILL_HTTP_REQUEST_DEADLINE=2 (an overall
 deadline per request) a `backfill pause` during a trickle must release the batch within
 seconds, and after `backfill resume` the job must complete (trickled requests time out
 and are retried).
@@ -34,8 +34,8 @@ def test_trickling_catalog_is_cut_by_a_request_deadline_and_pause_still_works(
     ids = seed_products(system.db, 400)
     set_faults(system, trickle_rate=1.0, trickle_seconds=TRICKLE_SECONDS)
     env = {
-        "CATALOG_READ_TIMEOUT": "1",
-        "CATALOG_REQUEST_DEADLINE": str(DEADLINE_SECONDS),
+        "BACKFILL_HTTP_READ_TIMEOUT": "1",
+        "BACKFILL_HTTP_REQUEST_DEADLINE": str(DEADLINE_SECONDS),
         "BACKFILL_SUBCHUNK_SIZE": "50",
     }
     system.start_workers(1, concurrency=2, extra_env=env)
@@ -53,7 +53,7 @@ def test_trickling_catalog_is_cut_by_a_request_deadline_and_pause_still_works(
         assert held < RELEASE_WITHIN_SECONDS, (
             f"{len(batches(system, job_id, status='running'))} batches still running "
             f"{held:.0f} s after `backfill pause` while the catalog trickles "
-            f"({TRICKLE_SECONDS:g} s bodies, CATALOG_REQUEST_DEADLINE={DEADLINE_SECONDS:g})"
+            f"({TRICKLE_SECONDS:g} s bodies, BACKFILL_HTTP_REQUEST_DEADLINE={DEADLINE_SECONDS:g})"
         )
         time.sleep(0.2)
     released = time.monotonic() - paused_at
@@ -70,7 +70,7 @@ def test_trickling_catalog_is_cut_by_a_request_deadline_and_pause_still_works(
         fault="catalog bodies trickle in 0.1 s pieces over 60 s (each piece inside the read "
         "timeout)",
         how=f"stand-in trickle_rate 1.0 then 0.3, trickle_seconds {TRICKLE_SECONDS:g}; "
-        f"CATALOG_READ_TIMEOUT=1, CATALOG_REQUEST_DEADLINE={DEADLINE_SECONDS:g}; "
+        f"BACKFILL_HTTP_READ_TIMEOUT=1, BACKFILL_HTTP_REQUEST_DEADLINE={DEADLINE_SECONDS:g}; "
         "`backfill pause` during a trickle, then `backfill resume`",
         outcome=f"batches released {released:.1f} s after the pause; {trickled} answers "
         "started, trickled ones cut at the deadline and retried; job completed",

@@ -29,8 +29,9 @@ from backfill_engine.batch_run import (
 from backfill_engine.planner import plan_job, start_or_join
 from backfill_engine.runtime import Runtime
 from backfill_engine.settings import Settings
-from backfill_engine.states import METADATA, PRODUCTS, QUARANTINE, BatchStatus, JobStatus
+from backfill_engine.states import METADATA, QUARANTINE, BatchStatus, JobStatus
 from backfill_engine.store import maybe_complete_job, read_job
+from migrations.versions._catalog import PRODUCTS
 from orchestrator.stack import free_port
 from tests.orchestrator.test_planner import RecordingSender
 

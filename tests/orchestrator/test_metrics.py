@@ -66,21 +66,21 @@ def test_metrics_match_the_job_documents(system: System, metrics_url: str) -> No
         return samples[(name, labels | frozenset(extra.items()))]
 
     assert samples[("backfill_mongo_up", frozenset())] == 1
-    assert value("backfill_products_planned") == job["planning"]["products"] == 500
-    assert value("backfill_products_processed") == items["processed"] == 500
+    assert value("backfill_documents_planned") == job["planning"]["products"] == 500
+    assert value("backfill_documents_processed") == items["processed"] == 500
     for name in ("written", "unchanged", "missing", "invalid", "deleted"):
-        assert value(f"backfill_products_{name}") == items[name], name
-    assert value("backfill_products_quarantined") == summary.quarantined
+        assert value(f"backfill_documents_{name}") == items[name], name
+    assert value("backfill_documents_quarantined") == summary.quarantined
     for state, n in summary.batches.items():
         assert value("backfill_batches", state=state) == n, state
     assert value("backfill_batches_planned") == job["planning"]["batches"] == 5
     seconds = (job["finished_at"] - job["created_at"]).total_seconds()
-    assert value("backfill_products_per_second") == pytest.approx(500 / seconds)
+    assert value("backfill_documents_per_second") == pytest.approx(500 / seconds)
     assert value("backfill_rate_limit_per_second") == job["rate_per_second"]
     catalog_seconds = sum(
-        b["timings"]["catalog_s"] for b in system.db.backfill_metadata.find({"job_id": job_id})
+        b["timings"]["source_s"] for b in system.db.backfill_metadata.find({"job_id": job_id})
     )
-    phase = value("backfill_batch_phase_seconds_total", phase="catalog")
+    phase = value("backfill_batch_phase_seconds_total", phase="source")
     assert phase == pytest.approx(catalog_seconds)
     # A finished job has no ETA; every exported name is one the dashboard may use.
     assert not any(name == "backfill_eta_seconds" for name, _ in samples)

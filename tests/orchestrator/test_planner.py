@@ -10,8 +10,9 @@ from bson.objectid import ObjectId
 from pymongo.database import Database
 
 from backfill_engine.planner import after_cursor, plan_job, start_or_join
-from backfill_engine.states import BATCH_IDS, METADATA, PRODUCTS
+from backfill_engine.states import BATCH_IDS, METADATA
 from backfill_engine.store import load_batch_ids
+from migrations.versions._catalog import PRODUCTS
 from orchestrator.errors import BackfillError
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from backfill_engine.payload import CATALOG_FIELDS
-from backfill_engine.states import PRODUCTS, QUARANTINE
+from backfill_engine.states import QUARANTINE
 from catalog_service.data import HOSTILE_KINDS, expected_fields, hostile_kind, is_hostile
+from migrations.versions._catalog import PRODUCTS
+from tests.catalog_definition import CATALOG_FIELDS
 from tests.harness import System, seed_products
 
 

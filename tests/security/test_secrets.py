@@ -74,9 +74,8 @@ def secured(
         **FAST,
         mongo_url=mongo_url,
         redis_url=rds.url,
-        catalog_token=CATALOG_TOKEN,
         flower_basic_auth=f"ops:{FLOWER_PASSWORD}",
-    )
+    ).with_source_env(CATALOG_TOKEN=CATALOG_TOKEN)
     client: pymongo.MongoClient = pymongo.MongoClient(mongo_url, serverSelectionTimeoutMS=5000)
     system = System(settings=s, db=client[s.mongo_db], log_dir=log_dir)
     flower: ManagedProcess | None = None
@@ -86,7 +85,7 @@ def secured(
             "--error-rate", "0.5", "--hostile-rate", "0.05", "--huge-chars", "20000",
             token=CATALOG_TOKEN,
         )  # fmt: skip
-        system.settings = replace(system.settings, catalog_token=CATALOG_TOKEN)
+        system.settings = system.settings.with_source_env(CATALOG_TOKEN=CATALOG_TOKEN)
         system.migrate()
         flower = start_flower(system.settings, log_dir=log_dir, port=free_port())
         yield system, flower

@@ -1,4 +1,4 @@
-"""HttpCatalogClient against the real catalog stand-in: mapping, retries, throttling, auth."""
+"""HttpSourceClient against the real catalog stand-in: mapping, retries, throttling, auth."""
 
 from __future__ import annotations
 
@@ -15,27 +15,30 @@ from typing import Any
 import pytest
 from bson import ObjectId
 
+from backfill_engine.errors import BackfillError
 from backfill_engine.http_client import (
     MAX_ID_CHARS,
     MAX_IDS_PER_REQUEST,
     MAX_RESPONSE_BYTES,
-    CatalogAuthError,
-    CatalogClient,
-    CatalogError,
-    CatalogProtocolError,
-    CatalogResult,
-    CatalogThrottledError,
-    CatalogUnavailableError,
-    HttpCatalogClient,
-    catalog_id,
+    FetchResult,
+    HttpSourceClient,
+    SourceAuthError,
+    SourceClient,
+    SourceError,
+    SourceProtocolError,
+    SourceThrottledError,
+    SourceUnavailableError,
+    id_string,
     parse_retry_after,
 )
 from backfill_engine.payload import MAX_PAYLOAD_BYTES
 from backfill_engine.ratelimit import RateLimiter
+from backfill_engine.runtime import http_client_for
 from backfill_engine.settings import Settings
 from catalog_service.data import expected_item, hostile_kind
 from orchestrator.stack import free_port
 from tests.catalog.standin import StandIn
+from tests.catalog_definition import CATALOG_PATH, CATALOG_SOURCE
 
 LimiterFactory = Callable[..., RateLimiter]
 
@@ -63,7 +66,7 @@ def rec() -> Recorder:
     return Recorder()
 
 
-def client_for(standin: StandIn, rec: Recorder, **kwargs: Any) -> HttpCatalogClient:
+def client_for(standin: StandIn, rec: Recorder, **kwargs: Any) -> HttpSourceClient:
     options: dict[str, Any] = {
         "max_retries": 3,
         "backoff_seconds": 0.1,
@@ -73,12 +76,13 @@ def client_for(standin: StandIn, rec: Recorder, **kwargs: Any) -> HttpCatalogCli
         "on_throttle": rec.on_throttle,
         **kwargs,
     }
-    return HttpCatalogClient(standin.url, options.pop("token", standin.token), **options)
+    token = options.pop("token", standin.token)
+    return HttpSourceClient(standin.url, token, path=CATALOG_PATH, **options)
 
 
 def test_it_satisfies_the_protocol(catalog: StandIn, rec: Recorder) -> None:
-    client: CatalogClient = client_for(catalog, rec)
-    assert isinstance(client.fetch([]), CatalogResult)
+    client: SourceClient = client_for(catalog, rec)
+    assert isinstance(client.fetch([]), FetchResult)
 
 
 def test_answers_map_back_to_original_ids(catalog: StandIn, rec: Recorder) -> None:
@@ -98,7 +102,7 @@ def test_answers_map_back_to_original_ids(catalog: StandIn, rec: Recorder) -> No
     [(ObjectId("65f0c0ffee0000000000abcd"), "65f0c0ffee0000000000abcd"), (7, "7"), ("a", "a")],
 )
 def test_id_string_forms(value: Any, text: str) -> None:
-    assert catalog_id(value) == text
+    assert id_string(value) == text
 
 
 def test_ids_sharing_a_string_form_are_fetched_once_and_all_answered(
@@ -169,7 +173,7 @@ def test_5xx_is_retried_with_backoff_until_it_succeeds(catalog: StandIn, rec: Re
 
 def test_it_gives_up_after_max_retries(catalog: StandIn, rec: Recorder) -> None:
     catalog.faults(error_rate=1.0)
-    with pytest.raises(CatalogUnavailableError) as exc:
+    with pytest.raises(SourceUnavailableError) as exc:
         client_for(catalog, rec, max_retries=2).fetch([1])
     assert exc.value.attempts == 3
     assert exc.value.status in (500, 502, 503)
@@ -180,7 +184,7 @@ def test_it_gives_up_after_max_retries(catalog: StandIn, rec: Recorder) -> None:
 def test_backoff_is_capped(catalog: StandIn, rec: Recorder) -> None:
     catalog.faults(error_rate=1.0)
     client = client_for(catalog, rec, max_retries=6, backoff_seconds=1.0, max_backoff_seconds=2.0)
-    with pytest.raises(CatalogUnavailableError):
+    with pytest.raises(SourceUnavailableError):
         client.fetch([1])
     assert len(rec.sleeps) == 6
     assert max(rec.sleeps) <= 2.0
@@ -205,7 +209,7 @@ def test_a_429_does_not_use_up_the_retry_budget(catalog: StandIn, rec: Recorder)
 
 def test_endless_429_gives_up(catalog: StandIn, rec: Recorder) -> None:
     catalog.faults(throttle_next=10)
-    with pytest.raises(CatalogThrottledError) as exc:
+    with pytest.raises(SourceThrottledError) as exc:
         client_for(catalog, rec, max_throttled=2).fetch(["a"])
     assert exc.value.status == 429
     assert catalog.stats()["requests"] == 3
@@ -246,7 +250,7 @@ def test_parse_retry_after_http_date() -> None:
 
 def test_401_raises_auth_error_without_retry(secured_catalog: StandIn, rec: Recorder) -> None:
     wrong = "wrong-token-value"
-    with pytest.raises(CatalogAuthError) as exc:
+    with pytest.raises(SourceAuthError) as exc:
         client_for(secured_catalog, rec, token=wrong).fetch(["a"])
     assert exc.value.status == 401
     assert wrong not in str(exc.value)
@@ -264,7 +268,7 @@ def test_the_token_never_reaches_errors_or_logs(
     assert secured_catalog.token
     secured_catalog.faults(error_rate=1.0)
     caplog.set_level(logging.DEBUG)
-    with pytest.raises(CatalogUnavailableError) as exc:
+    with pytest.raises(SourceUnavailableError) as exc:
         client_for(secured_catalog, rec, max_retries=2).fetch(["a"])
     assert secured_catalog.token not in str(exc.value)
     assert secured_catalog.token not in repr(exc.value.__dict__)
@@ -274,7 +278,7 @@ def test_the_token_never_reaches_errors_or_logs(
 
 def test_read_timeout_is_retried_then_reported(catalog: StandIn, rec: Recorder) -> None:
     catalog.faults(timeout_rate=1.0, stall_ms=1500)
-    with pytest.raises(CatalogUnavailableError) as exc:
+    with pytest.raises(SourceUnavailableError) as exc:
         client_for(catalog, rec, read_timeout=0.2, max_retries=1).fetch(["a"])
     assert "Timeout" in str(exc.value)
     assert exc.value.status is None
@@ -283,51 +287,48 @@ def test_read_timeout_is_retried_then_reported(catalog: StandIn, rec: Recorder) 
 
 def test_a_body_that_stays_broken_is_a_protocol_error(catalog: StandIn, rec: Recorder) -> None:
     catalog.faults(malformed_rate=1.0)
-    with pytest.raises(CatalogProtocolError) as exc:
+    with pytest.raises(SourceProtocolError) as exc:
         client_for(catalog, rec, max_retries=2).fetch(["a"])
     assert exc.value.attempts == 3
     assert catalog.stats()["requests"] == 3
 
 
 def test_unreachable_catalog_is_unavailable(rec: Recorder) -> None:
-    client = HttpCatalogClient(
+    client = HttpSourceClient(
         f"http://127.0.0.1:{free_port()}",
         max_retries=2,
         connect_timeout=0.5,
         sleep=rec.sleep,
         before_request=rec.before_request,
     )
-    with pytest.raises(CatalogUnavailableError, match="ConnectionError"):
+    with pytest.raises(SourceUnavailableError, match="ConnectionError"):
         client.fetch(["a"])
     assert rec.before == 3
 
 
 def test_credentials_in_the_url_are_redacted(rec: Recorder) -> None:
-    client = HttpCatalogClient(
+    client = HttpSourceClient(
         f"http://user:s3cr3t-pw@127.0.0.1:{free_port()}", max_retries=0, sleep=rec.sleep
     )
-    with pytest.raises(CatalogError) as exc:
+    with pytest.raises(SourceError) as exc:
         client.fetch(["a"])
     assert "s3cr3t-pw" not in str(exc.value) and "s3cr3t-pw" not in exc.value.url
 
 
-def test_client_from_settings_uses_url_token_and_budget(secured_catalog: StandIn) -> None:
-    settings = Settings(
-        catalog_url=secured_catalog.url,
-        catalog_token=secured_catalog.token,
-        catalog_max_retries=4,
-        catalog_read_timeout=1.5,
+def test_client_for_a_source_uses_its_url_token_and_the_budget(secured_catalog: StandIn) -> None:
+    settings = Settings(http_max_retries=4, http_read_timeout=1.5).with_source_env(
+        CATALOG_URL=secured_catalog.url, CATALOG_TOKEN=secured_catalog.token
     )
-    for client in (HttpCatalogClient(settings), HttpCatalogClient.from_settings(settings)):
-        assert client.max_retries == 4
-        assert client.timeout[1] == 1.5
-        assert set(client.fetch(["a"]).items) == {"a"}
-    with pytest.raises(CatalogError, match="CATALOG_URL"):
-        HttpCatalogClient(Settings())
+    client = http_client_for(CATALOG_SOURCE, settings)
+    assert client.max_retries == 4
+    assert client.timeout[1] == 1.5
+    assert set(client.fetch(["a"]).items) == {"a"}
+    with pytest.raises(BackfillError, match="CATALOG_URL is not set"):
+        http_client_for(CATALOG_SOURCE, Settings())
 
 
 def test_all_invalid_result_puts_every_id_in_error() -> None:
-    result = CatalogResult.all_invalid([1, "a"], "garbage", 200)
+    result = FetchResult.all_invalid([1, "a"], "garbage", 200)
     assert result.errors == {1: "garbage", "a": "garbage"}
     assert (result.items, result.missing, result.http_status) == ({}, [], 200)
 
@@ -335,7 +336,7 @@ def test_all_invalid_result_puts_every_id_in_error() -> None:
 def test_one_client_is_shared_by_many_threads(catalog: StandIn, rec: Recorder) -> None:
     catalog.faults(latency_ms=20)
     client = client_for(catalog, rec, pool_size=8)
-    results: dict[int, CatalogResult] = {}
+    results: dict[int, FetchResult] = {}
 
     def work(n: int) -> None:
         results[n] = client.fetch([f"t{n}-{i}" for i in range(100)])
@@ -357,7 +358,9 @@ def test_the_global_limiter_holds_the_observed_request_rate(
 ) -> None:
     rate = 10.0
     limiter = make_limiter(rate=rate)
-    client = HttpCatalogClient(catalog.url, before_request=lambda: limiter.acquire(max_wait=5))
+    client = HttpSourceClient(
+        catalog.url, path=CATALOG_PATH, before_request=lambda: limiter.acquire(max_wait=5)
+    )
     stop = time.monotonic() + 1.5
 
     def work() -> None:
@@ -396,7 +399,7 @@ def test_an_oversize_body_is_refused_while_streaming_then_a_protocol_error(
     client = client_for(catalog, rec, max_retries=1)
     tracemalloc.start()
     try:
-        with pytest.raises(CatalogProtocolError) as exc:
+        with pytest.raises(SourceProtocolError) as exc:
             client.fetch([_huge_string_id()])
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -413,7 +416,7 @@ def test_a_trickled_body_hits_the_request_deadline_and_counts_as_a_timeout(
     # Each piece arrives well within the read timeout; only the whole answer is late.
     catalog.faults(trickle_rate=1.0, trickle_seconds=20)
     client = client_for(catalog, rec, read_timeout=5.0, request_deadline=0.5, max_retries=1)
-    with pytest.raises(CatalogUnavailableError) as exc:
+    with pytest.raises(SourceUnavailableError) as exc:
         client.fetch(["a"])
     assert "RequestDeadlineExceeded" in str(exc.value)
     assert (exc.value.attempts, exc.value.status) == (2, None)
@@ -428,11 +431,15 @@ def test_a_trickled_body_within_the_deadline_arrives_whole(catalog: StandIn, rec
 
 def test_the_deadline_comes_from_settings(catalog: StandIn) -> None:
     settings = Settings.from_env(
-        {"CATALOG_URL": catalog.url, "CATALOG_REQUEST_DEADLINE": "0.25", "CATALOG_MAX_RETRIES": "0"}
+        {
+            "CATALOG_URL": catalog.url,
+            "BACKFILL_HTTP_REQUEST_DEADLINE": "0.25",
+            "BACKFILL_HTTP_MAX_RETRIES": "0",
+        }
     )
     catalog.faults(trickle_rate=1.0, trickle_seconds=20)
-    with pytest.raises(CatalogUnavailableError, match="RequestDeadlineExceeded"):
-        HttpCatalogClient.from_settings(settings).fetch(["a"])
+    with pytest.raises(SourceUnavailableError, match="RequestDeadlineExceeded"):
+        http_client_for(CATALOG_SOURCE, settings).fetch(["a"])
 
 
 class _Recording(http.server.BaseHTTPRequestHandler):
@@ -472,13 +479,13 @@ def test_a_redirect_to_another_host_is_refused_not_followed(rec: Recorder) -> No
     with _loopback_server(200, {"Content-Type": "application/json"}, answer) as elsewhere:
         target = f"http://127.0.0.1:{elsewhere.server_address[1]}/v1/products?ids=a"
         with _loopback_server(302, {"Location": target}, b"") as catalog:
-            client = HttpCatalogClient(
+            client = HttpSourceClient(
                 f"http://127.0.0.1:{catalog.server_address[1]}",
                 "tok-never-forwarded",
                 max_retries=2,
                 sleep=rec.sleep,
             )
-            with pytest.raises(CatalogProtocolError, match=r"redirect \(HTTP 302\)") as exc:
+            with pytest.raises(SourceProtocolError, match=r"redirect \(HTTP 302\)") as exc:
                 client.fetch(["a"])
     assert exc.value.status == 302
     assert len(catalog.paths) == 1, "a redirect is not retried"

@@ -11,13 +11,9 @@ import pytest
 from bson import ObjectId
 
 from backfill_engine.payload import (
-    CATALOG_BACKFILL,
-    CATALOG_FIELDS,
     CHAIN_START,
     MAX_PAYLOAD_BYTES,
     MAX_STRING_CHARS,
-    MAX_WEIGHT_GRAMS,
-    SYNCED_AT_FIELD,
     InvalidPayloadError,
     build_set,
     chain_hash,
@@ -26,6 +22,12 @@ from backfill_engine.payload import (
     item_digest,
     payload_snapshot,
     typed_id,
+)
+from tests.catalog_definition import (
+    CATALOG,
+    CATALOG_FIELDS,
+    MAX_WEIGHT_GRAMS,
+    SYNCED_AT_FIELD,
     validate_item,
 )
 
@@ -190,12 +192,15 @@ def test_diff_ignores_fields_outside_desired() -> None:
 
 def test_build_set_stamps_synced_at_only_when_something_changed() -> None:
     now = dt.datetime(2024, 4, 6, tzinfo=dt.UTC)
-    assert build_set({}, now) == {}
-    assert build_set({"brand": "Acme"}, now) == {"brand": "Acme", SYNCED_AT_FIELD: now}
+    assert build_set({}, now, SYNCED_AT_FIELD) == {}
+    assert build_set({"brand": "Acme"}, now, SYNCED_AT_FIELD) == {
+        "brand": "Acme",
+        SYNCED_AT_FIELD: now,
+    }
 
 
 def test_build_set_never_contains_operators_or_the_id() -> None:
-    out = build_set(validate_item(with_(name="x")), "now")
+    out = build_set(validate_item(with_(name="x")), "now", SYNCED_AT_FIELD)
     assert not any(k.startswith("$") or "." in k or k == "_id" for k in out)
 
 
@@ -286,12 +291,12 @@ def test_snapshot_of_deep_nesting_does_not_blow_the_stack() -> None:
     assert len(payload_snapshot(deep, limit=300)) <= 300
 
 
-def test_catalog_backfill_definition_maps_through_validation() -> None:
-    assert CATALOG_BACKFILL.name == "catalog"
-    assert set(CATALOG_BACKFILL.fields) == {"brand", "category", "gtin", "weight_grams"}
-    assert CATALOG_BACKFILL.map(GOOD) == FIELDS
+def test_catalog_backfill_definition_validates_through_the_whitelist() -> None:
+    assert CATALOG.name == "catalog"
+    assert set(CATALOG.writes) == {"brand", "category", "gtin", "weight_grams"}
+    assert validate_item(GOOD) == FIELDS
     with pytest.raises(InvalidPayloadError):
-        CATALOG_BACKFILL.map(with_(**{"$set": 1}))
+        validate_item(with_(**{"$set": 1}))
 
 
 @pytest.mark.parametrize(

@@ -182,10 +182,12 @@ def test_keys_expire(make_limiter: LimiterFactory, redis_client: redis.Redis) ->
     assert 120_000 < redis_client.pttl(limiter.key) <= 190_000
 
 
-def test_key_names_carry_the_queue(settings: Settings, redis_client: redis.Redis) -> None:
-    limiter = RateLimiter.from_settings(redis_client, settings)
-    assert limiter.key == f"{KEY_PREFIX}:{settings.queue}:catalog"
-    assert limiter.name == limiter_name(settings.queue)
+def test_key_names_carry_the_queue_and_the_bucket(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    limiter = RateLimiter.from_settings(redis_client, settings, "ratings-api")
+    assert limiter.key == f"{KEY_PREFIX}:{settings.queue}:ratings-api"
+    assert limiter.name == limiter_name(settings.queue, "ratings-api")
     assert limiter.rate == settings.rate_per_second
 
 

@@ -3,7 +3,7 @@ import pytest
 from backfill_engine.redact import redact_text, redact_url
 from backfill_engine.settings import (
     DEFAULT_BATCH_SIZE,
-    DEFAULT_CATALOG_REQUEST_DEADLINE,
+    DEFAULT_HTTP_REQUEST_DEADLINE,
     Settings,
     SettingsError,
 )
@@ -70,14 +70,14 @@ def test_to_env_round_trips() -> None:
 
 
 def test_catalog_request_deadline_is_validated_and_passed_on() -> None:
-    assert Settings.from_env({}).catalog_request_deadline == DEFAULT_CATALOG_REQUEST_DEADLINE == 30
-    s = Settings.from_env({"CATALOG_REQUEST_DEADLINE": "12.5"})
-    assert s.catalog_request_deadline == 12.5
-    assert s.to_env()["CATALOG_REQUEST_DEADLINE"] == "12.5"
+    assert Settings.from_env({}).http_request_deadline == DEFAULT_HTTP_REQUEST_DEADLINE == 30
+    s = Settings.from_env({"BACKFILL_HTTP_REQUEST_DEADLINE": "12.5"})
+    assert s.http_request_deadline == 12.5
+    assert s.to_env()["BACKFILL_HTTP_REQUEST_DEADLINE"] == "12.5"
     for bad, fragment in (
         ("0", "must be between"),
         ("-3", "must be between"),
         ("soon", "must be a number"),
     ):
-        with pytest.raises(SettingsError, match=f"CATALOG_REQUEST_DEADLINE {fragment}"):
-            Settings.from_env({"CATALOG_REQUEST_DEADLINE": bad})
+        with pytest.raises(SettingsError, match=f"BACKFILL_HTTP_REQUEST_DEADLINE {fragment}"):
+            Settings.from_env({"BACKFILL_HTTP_REQUEST_DEADLINE": bad})
