@@ -53,7 +53,7 @@ _NOTHING_PROCESSED = object()  # no sub-chunk ran in this delivery (e.g. resumed
 CHECKPOINT_IDLE_SECONDS = 2.0  # longest gap between checkpoints while nothing is written
 READ_PIECE_IDS = 25  # ids per `$in` when reading documents (see read_current)
 UNLEASED_RETRY_SECONDS = 2.0  # a task that could not even take its lease is re-sent after this
-UNKNOWN_RETRY_SECONDS = 30.0  # a batch of a backfill this worker does not know, sent on
+UNKNOWN_RETRY_SECONDS = 5.0  # a batch of a backfill this worker does not know, sent on
 # A running batch's LeaseKeeper re-reads the job's status this often, so a pause or cancel
 # stops the batch within about this long plus one sub-chunk. Every task still reads the
 # status itself before it takes its lease, so no batch starts after a pause.
@@ -349,6 +349,7 @@ class BatchRun:
         )
         self.pipe = CheckpointPipe()
         self._last_checkpoint = time.monotonic()
+        self._source_written: dict[str, float] = {}
         # A source call that retries for long (trickling answers, 5xx) stops retrying as
         # soon as the job is paused or the lease is lost; the loop then hands back.
         ctx.should_stop = self._stopping
@@ -487,7 +488,15 @@ class BatchRun:
             self.lease,
             **self.progress.as_doc(),
             lease_seconds=self.rt.settings.lease_seconds,
+            source_inc=self._source_delta(),
         )
+
+    def _source_delta(self) -> dict[str, float]:
+        """What the source calls cost since the last progress write (then marked written)."""
+        now = dict(self.ctx.stats)
+        delta = {k: round(v - self._source_written.get(k, 0), 4) for k, v in now.items()}
+        self._source_written = now
+        return delta
 
     def finish(self) -> None:
         """One update for the last checkpoint and the finish instead of two."""
@@ -495,8 +504,10 @@ class BatchRun:
         last = None if p.last_id is _NOTHING_PROCESSED else p.as_doc()
         with self.watch.phase("checkpoint"):
             self.pipe.settle()
+            timings = self.watch.as_doc()
+            delta = self._source_delta()
             done = store.finish_batch(
-                self.meta, self.lease, progress=last, timings=self.watch.as_doc()
+                self.meta, self.lease, progress=last, timings=timings, source_inc=delta
             )
         if not done:
             raise LeaseLost

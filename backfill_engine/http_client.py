@@ -129,6 +129,10 @@ class FetchResult:
             self.http_status = other.http_status
 
 
+def _add(stats: dict[str, float], key: str, amount: float) -> None:
+    stats[key] = stats.get(key, 0) + amount
+
+
 class SourceClient(Protocol):
     """Anything that fetches payloads for document ids."""
 
@@ -289,12 +293,17 @@ class HttpSourceClient:
         self.close()
 
     def fetch(
-        self, ids: Sequence[Any], should_stop: Callable[[], bool] | None = None
+        self,
+        ids: Sequence[Any],
+        should_stop: Callable[[], bool] | None = None,
+        stats: dict[str, float] | None = None,
     ) -> FetchResult:
         """Fetch `ids` in requests of at most 100; answers keyed by the original `_id`s.
 
         `should_stop()` is asked before every retry: a batch whose job was paused or
         whose lease was lost stops retrying (FetchInterrupted) instead of holding on.
+        `stats` (the caller's own dict) gains requests, http_429, http_5xx and rate_wait_s
+        as they happen, so a fetch that fails in the end still counts what it cost.
         """
         result = FetchResult()
         # Several originals may share one string form (5 and "5"): all get the answer.
@@ -310,7 +319,7 @@ class HttpSourceClient:
         unique = list(by_str)
         for start in range(0, len(unique), MAX_IDS_PER_REQUEST):
             chunk = unique[start : start + MAX_IDS_PER_REQUEST]
-            result.merge(self._fetch_chunk(chunk, by_str, should_stop))
+            result.merge(self._fetch_chunk(chunk, by_str, should_stop, stats))
         return result
 
     def _fetch_chunk(
@@ -318,11 +327,12 @@ class HttpSourceClient:
         chunk: list[str],
         by_str: dict[str, list[Any]],
         should_stop: Callable[[], bool] | None = None,
+        stats: dict[str, float] | None = None,
     ) -> FetchResult:
         result = FetchResult()
         query = ",".join(quote(s, safe="") for s in chunk)
         url = f"{self.base_url}{self.path}?ids={query}"
-        items, missing = self._request(url, result, should_stop)
+        items, missing = self._request(url, result, should_stop, stats)
         wanted = set(chunk)
         found: dict[str, dict[str, Any]] = {}
         problems: dict[str, str] = {}
@@ -354,16 +364,24 @@ class HttpSourceClient:
         return result
 
     def _request(
-        self, url: str, result: FetchResult, should_stop: Callable[[], bool] | None = None
+        self,
+        url: str,
+        result: FetchResult,
+        should_stop: Callable[[], bool] | None = None,
+        stats: dict[str, float] | None = None,
     ) -> tuple[list[Any], list[Any]]:
         """GET `url` under the retry policy; return the body's (items, missing)."""
+        tally: dict[str, float] = stats if stats is not None else {}
         failures = throttled = 0
         while True:
             if (failures or throttled) and should_stop is not None and should_stop():
                 raise FetchInterrupted(self.safe_url)
             if self.before_request is not None:
+                waited = time.monotonic()
                 self.before_request()
+                _add(tally, "rate_wait_s", time.monotonic() - waited)
             result.requests += 1
+            _add(tally, "requests", 1)
             status: int | None = None
             broken = False
             try:
@@ -394,9 +412,13 @@ class HttpSourceClient:
                     )
                 elif status == 429:
                     throttled += 1
+                    _add(tally, "http_429", 1)
+                    paused = time.monotonic()
                     self._throttle(throttled, retry_after, failures)
+                    _add(tally, "rate_wait_s", time.monotonic() - paused)
                     continue
                 elif status >= 500:
+                    _add(tally, "http_5xx", 1)
                     reason = f"HTTP {status}"
                 elif 300 <= status < 400:
                     raise SourceProtocolError(

@@ -42,6 +42,9 @@ class SourceContext:
     params: Mapping[str, Any]
     http: Any = None  # the per-process HTTP client of an HttpSource (engine-built)
     should_stop: Callable[[], bool] | None = None  # asked between retries of a slow call
+    # What HTTP calls cost this batch (requests, http_429, http_5xx, rate_wait_s); the
+    # batch run adds it to the batch document with each checkpoint, for metrics.
+    stats: dict[str, float] = field(default_factory=dict)
 
 
 class Source(Protocol):
@@ -149,7 +152,8 @@ class HttpSource:
     def fetch(self, docs: Sequence[Doc], ctx: SourceContext) -> SourceResult:
         if ctx.http is None:
             raise RuntimeError(f"no HTTP client was built for {self.url_env}")
-        answer = ctx.http.fetch([d["_id"] for d in docs], should_stop=ctx.should_stop)
+        ids = [d["_id"] for d in docs]
+        answer = ctx.http.fetch(ids, should_stop=ctx.should_stop, stats=ctx.stats)
         return SourceResult(
             items=answer.items,
             missing=list(answer.missing),

@@ -169,23 +169,32 @@ def checkpoint(
     payload_hash: str | None,
     counters: dict[str, int],
     lease_seconds: float,
+    source_inc: dict[str, float] | None = None,
 ) -> bool:
-    """Record progress after the data is written; False if the lease was lost meanwhile."""
+    """Record progress after the data is written; False if the lease was lost meanwhile.
+
+    `source_inc` adds what the source calls cost since the last write (requests, 429s,
+    5xx, rate-limit wait) to the batch's `source` totals, for metrics.
+    """
     now = now_utc()
-    res = coll.update_one(
-        lease.guard(),
-        {
-            "$set": {
-                "processed": processed,
-                "last_processed_id": last_processed_id,
-                "payload_hash": payload_hash,
-                "counters": counters,
-                "lease_expires_at": now + dt.timedelta(seconds=lease_seconds),
-                "updated_at": now,
-            }
-        },
-    )
+    update: dict[str, Any] = {
+        "$set": {
+            "processed": processed,
+            "last_processed_id": last_processed_id,
+            "payload_hash": payload_hash,
+            "counters": counters,
+            "lease_expires_at": now + dt.timedelta(seconds=lease_seconds),
+            "updated_at": now,
+        }
+    }
+    _add_source_inc(update, source_inc)
+    res = coll.update_one(lease.guard(), update)
     return res.matched_count == 1
+
+
+def _add_source_inc(update: dict[str, Any], source_inc: dict[str, float] | None) -> None:
+    if source_inc:
+        update["$inc"] = {f"source.{k}": v for k, v in source_inc.items() if v}
 
 
 def finish_batch(
@@ -194,6 +203,7 @@ def finish_batch(
     *,
     progress: dict[str, Any] | None = None,
     timings: dict[str, float] | None = None,
+    source_inc: dict[str, float] | None = None,
 ) -> bool:
     """Mark the batch done and free it.
 
@@ -211,7 +221,9 @@ def finish_batch(
     }
     if timings is not None:
         done["timings"] = timings
-    res = coll.update_one(lease.guard(), {"$set": done})
+    update: dict[str, Any] = {"$set": done}
+    _add_source_inc(update, source_inc)
+    res = coll.update_one(lease.guard(), update)
     return res.matched_count == 1
 
 

@@ -8,9 +8,9 @@ their quarantine entries.
 Fields read from batch documents with a default of 0 when absent (the engine records
 some of them only from a given version on):
 - `timings.<phase>_s` (lease, read, source, write, checkpoint, total): written on finish;
-- `timings.rate_wait_s`: seconds spent waiting for rate-limit tokens;
 - `source.requests`, `source.http_429`, `source.http_5xx`: HTTP source requests made
-  and answers of each kind;
+  and answers of each kind, and `source.rate_wait_s`: seconds spent waiting for
+  rate-limit tokens and 429 pauses (added with every checkpoint);
 - `timings.throttle_s`: seconds held back by the database health throttle.
 
 The job document's `throttle` record (backfill_engine.health) gives
@@ -100,8 +100,9 @@ def _batch_group() -> dict[str, Any]:
     }
     for name in COUNTER_NAMES:
         group[name] = {"$sum": f"$counters.{name}"}
-    for phase in (*PHASES, "rate_wait"):
+    for phase in PHASES:
         group[f"t_{phase}"] = {"$sum": f"$timings.{phase}_s"}  # $sum skips missing fields
+    group["t_rate_wait"] = {"$sum": "$source.rate_wait_s"}
     for name in HTTP_FIELDS:
         group[f"c_{name}"] = {"$sum": f"$source.{name}"}
     return group

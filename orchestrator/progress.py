@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from bson import json_util
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
@@ -61,6 +62,22 @@ def summary_table(summary: JobSummary) -> Table:
         f"{summary.items.get('processed', 0):,} processed of {summary.items.get('size', 0):,}",
     )
     table.add_row("items", counters_line(summary.items, summary.quarantined))
+    table.add_row("backfill", str(job.get("backfill", "?")))
+    params = {k: v for k, v in (job.get("params") or {}).items() if k not in ("ids", "replay_of")}
+    if params:
+        table.add_row("params", ", ".join(f"{k}={v!r}" for k, v in sorted(params.items())))
+    if job.get("scope") or job.get("limit"):
+        scope = json_util.dumps(job.get("scope") or {})
+        table.add_row("scope", scope + (f", limit {job['limit']:,}" if job.get("limit") else ""))
+    unknown = job.get("unknown_to_workers") or []
+    if unknown:
+        # A worker without the definition does not take the batches: say so, or the job
+        # would seem to stall for no reason.
+        table.add_row(
+            "not known to",
+            f"workers on {', '.join(sorted(unknown))}: backfill {job.get('backfill')!r} is "
+            "not in their BACKFILL_IMPORTS or migrations directory",
+        )
     throttle = throttle_line(job)
     if throttle:
         table.add_row("throttle", throttle)

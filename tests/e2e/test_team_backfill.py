@@ -106,3 +106,32 @@ def _definition(team: System, name: str):  # type: ignore[no-untyped-def]
     from backfill_engine.runtime import worker_definitions
 
     return worker_definitions(team.settings)[name]
+
+
+def test_a_worker_that_does_not_know_the_backfill_leaves_its_batches_and_says_so(
+    system: System, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.console import Console
+
+    from orchestrator.progress import summary_table
+
+    package_dir = tmp_path / "team_code"
+    package_dir.mkdir()
+    (package_dir / "team_backfills.py").write_text(textwrap.dedent(TEAM_MODULE))
+    monkeypatch.syspath_prepend(str(package_dir))
+    system.start_workers(1, concurrency=1)  # started without BACKFILL_IMPORTS
+    system.settings = replace(system.settings, imports=("team_backfills",))
+    system.db["items"].insert_many([{"_id": i, "price": 1.5} for i in range(10)])
+    job_id = system.launch(backfill="price-cents")
+    system.wait_until(
+        lambda: system.summary(job_id).job.get("unknown_to_workers"), 60, "the worker to say so"
+    )
+    batches = list(system.db.backfill_metadata.find({"job_id": job_id, "kind": "batch"}))
+    assert batches and all(b["attempts"] == 0 and b["lease_owner"] is None for b in batches)
+    console = Console(width=200, record=True)
+    console.print(summary_table(system.summary(job_id)))
+    assert "not in their BACKFILL_IMPORTS" in console.export_text()
+    # A worker that knows it takes the batches over.
+    system.start_workers(1, concurrency=1, extra_env={"PYTHONPATH": str(package_dir)})
+    summary = system.wait(job_id)
+    assert summary.job["status"] == "completed" and summary.items["written"] == 10

@@ -82,6 +82,9 @@ def test_metrics_match_the_job_documents(system: System, metrics_url: str) -> No
     )
     phase = value("backfill_batch_phase_seconds_total", phase="source")
     assert phase == pytest.approx(catalog_seconds)
+    # The engine records what its HTTP calls cost: every request the stand-in saw.
+    assert value("backfill_source_requests_total") == system.stats()["requests"] == 5
+    assert value("backfill_source_http_5xx_total") == 0
     # A finished job has no ETA; every exported name is one the dashboard may use.
     assert not any(name == "backfill_eta_seconds" for name, _ in samples)
     assert {name.removesuffix("_total") for name, _ in samples} <= {
