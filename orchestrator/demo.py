@@ -94,7 +94,7 @@ def run_demo(app: AppContext, opts: DemoOptions) -> None:
     for i in range(opts.workers):
         stack.add(
             start_worker(
-                s, log_dir=log_dir, name=f"demo-worker-{i + 1}", concurrency=opts.concurrency
+                s, log_dir=log_dir, name=f"worker-{i + 1}", concurrency=opts.concurrency
             )
         )
     console.print(
