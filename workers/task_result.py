@@ -68,9 +68,7 @@ def delivery_report(
     old = (before or {}).get("counters") or {}
     new = (after or {}).get("counters") or {}
     delta = {k: int(new.get(k, 0)) - int(old.get(k, 0)) for k in COUNTER_NAMES}
-    processed = int((after or {}).get("processed") or 0) - int(
-        (before or {}).get("processed") or 0
-    )
+    processed = int((after or {}).get("processed") or 0) - int((before or {}).get("processed") or 0)
     report: dict[str, Any] = {"outcome": outcome}
     report.update({k: delta[k] for k in SHOWN_COUNTERS})
     report["quarantined"] = delta["missing"] + delta["invalid"]

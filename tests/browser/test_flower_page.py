@@ -47,21 +47,23 @@ def test_tasks_page_shows_job_batch_and_counts(
         # Both workers answer Flower's broadcast under `worker-N@<host>`: Flower is
         # connected to the broker (and receiving events) before the first batch is sent.
         system.wait_until(
-            lambda: {
-                name.split("@")[0] for name in _api(flower, auth, "/api/workers", refresh=1)
-            }
-            >= {"worker-1", "worker-2"},
+            lambda: (
+                {name.split("@")[0] for name in _api(flower, auth, "/api/workers", refresh=1)}
+                >= {"worker-1", "worker-2"}
+            ),
             what="both workers in Flower",
         )
         job_id = system.launch(batch_size=100)
         assert system.wait(job_id).job["status"] == "completed"
         system.wait_until(
-            lambda: sum(
-                1
-                for t in _api(flower, auth, "/api/tasks").values()
-                if job_id in str(t.get("name")) and t.get("state") == "SUCCESS"
-            )
-            == 6,
+            lambda: (
+                sum(
+                    1
+                    for t in _api(flower, auth, "/api/tasks").values()
+                    if job_id in str(t.get("name")) and t.get("state") == "SUCCESS"
+                )
+                == 6
+            ),
             what="six succeeded batch tasks in Flower",
         )
 
