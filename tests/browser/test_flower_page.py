@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -35,12 +36,36 @@ def _api(flower: ManagedProcess, auth: tuple[str, str], path: str, **params: Any
     return answer.json()
 
 
+def _start_flower(system: System) -> tuple[ManagedProcess, tuple[str, str]]:
+    auth = ("ops", secrets.token_urlsafe(12))
+    fs = replace(system.settings, flower_basic_auth=":".join(auth), flower_address=LOOPBACK)
+    return start_flower(fs, log_dir=system.log_dir, port=free_port()), auth
+
+
+def _await_workers(system: System, flower: ManagedProcess, auth: tuple[str, str], n: int) -> None:
+    """Until every worker answers Flower's broadcast as `worker-N@<host>`.
+
+    Then Flower is connected to the broker (and receiving events) before the first batch.
+    """
+    wanted = {f"worker-{i + 1}" for i in range(n)}
+    system.wait_until(
+        lambda: (
+            {name.split("@")[0] for name in _api(flower, auth, "/api/workers", refresh=1)} >= wanted
+        ),
+        what="the workers in Flower",
+    )
+
+
+def _job_tasks(flower: ManagedProcess, auth: tuple[str, str], job_id: str) -> list[dict[str, Any]]:
+    # Flower hears every task event on this Redis (other tests' too): keep this job's.
+    tasks = _api(flower, auth, "/api/tasks").values()
+    return [t for t in tasks if str(t.get("name", "")).endswith(f" of {job_id}")]
+
+
 def test_tasks_page_shows_job_batch_and_counts(
     system: System, browser: str, tmp_path: Path
 ) -> None:
-    auth = ("ops", secrets.token_urlsafe(12))
-    fs = replace(system.settings, flower_basic_auth=":".join(auth), flower_address=LOOPBACK)
-    flower = start_flower(fs, log_dir=system.log_dir, port=free_port())
+    flower, auth = _start_flower(system)
     try:
         seed_products(system.db, 600)
         system.start_workers(2, concurrency=1)
@@ -83,5 +108,40 @@ def test_tasks_page_shows_job_batch_and_counts(
 
         if os.environ.get("CI", "").lower() not in ("1", "true"):
             chromium.screenshot(browser, url, tmp_path / "profile", SCREENSHOT)
+    finally:
+        flower.stop()
+
+
+def test_retried_and_failed_batches_show_a_one_line_reason_without_secrets(
+    system: System,
+) -> None:
+    password = secrets.token_urlsafe(12)
+    system.settings = replace(system.settings, max_attempts=2, catalog_max_retries=1)
+    system.start_catalog("--error-rate", "1.0")  # every request answers 5xx
+    assert system.settings.catalog_url
+    # Credentials in the catalog URL: the errors name the catalog, never the password.
+    system.settings = replace(
+        system.settings,
+        catalog_url=system.settings.catalog_url.replace("://", f"://ops:{password}@"),
+    )
+    flower, auth = _start_flower(system)
+    try:
+        seed_products(system.db, 200)
+        system.start_workers(1, concurrency=2)
+        _await_workers(system, flower, auth, 1)
+        job_id = system.launch(batch_size=100)
+        assert system.wait(job_id).job["status"] == "completed_with_errors"
+        system.wait_until(
+            lambda: (
+                sorted(t["state"] for t in _job_tasks(flower, auth, job_id))
+                == ["FAILURE", "FAILURE", "RETRY", "RETRY"]
+            ),
+            what="each batch retried once, then failed, in Flower",
+        )
+        for task in _job_tasks(flower, auth, job_id):
+            reason = str(task["exception"])
+            assert "\n" not in reason and "CatalogUnavailableError" in reason, reason
+            assert password not in reason, reason
+        assert password not in json.dumps(_api(flower, auth, "/api/tasks"))
     finally:
         flower.stop()
