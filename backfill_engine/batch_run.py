@@ -213,13 +213,30 @@ def _quarantine_ops(job_id: str, batch_no: int, entries: list[dict[str, Any]]) -
     ]
 
 
-def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, owner: str) -> str:
-    """Run one batch to completion (or to a pause/cancel/lease loss); return the outcome."""
+def process_batch(
+    rt: Runtime,
+    sender: TaskSender,
+    job_id: str,
+    batch_no: int,
+    owner: str,
+    report: dict[str, Any] | None = None,
+) -> str:
+    """Run one batch to completion (or to a pause/cancel/lease loss); return the outcome.
+
+    `report`, when given, receives the batch's progress `before` and `after` this delivery
+    ({"counters", "processed"}), so the task can say what it did without reading it back.
+    """
     blog = BatchLog(log, {"job_id": job_id, "batch_no": batch_no})
     started = _take(rt, sender, job_id, batch_no, owner, blog)
     if isinstance(started, str):
         return started
     run = started
+    if report is not None:
+        report["before"] = {
+            "counters": dict(run.doc["counters"]),
+            "processed": int(run.doc.get("processed") or 0),
+        }
+        report["after"] = run.progress  # read when the task builds its report
     try:
         outcome = run.run()
     except LeaseLost:

@@ -45,14 +45,35 @@ class TaskSender(Protocol):
     def send_task(self, name: str, args: Any = ..., **options: Any) -> Any: ...
 
 
+def task_title(job_id: str, batch_no: int, total: int | None = None) -> str:
+    """The name Flower shows for a batch task: `batch 12/40 of <job>` (1-based; `?` = planning)."""
+    return f"batch {batch_no + 1}/{'?' if total is None else total} of {job_id}"
+
+
 def send_batch(
-    app: TaskSender, queue: str, job_id: str, batch_no: int, countdown: float = 0
+    app: TaskSender,
+    queue: str,
+    job_id: str,
+    batch_no: int,
+    countdown: float = 0,
+    *,
+    total: int | None = None,
 ) -> None:
-    """Publish one batch task; only ids travel, never data or credentials."""
-    options: dict[str, Any] = {"queue": queue}
+    """Publish one batch task; only ids travel, never data or credentials.
+
+    `total` is the job's batch count once planning is done; the title Flower shows
+    (Celery's `shadow`) says `?` until then. Workers still run `backfill.batch`.
+    """
+    options: dict[str, Any] = {"queue": queue, "shadow": task_title(job_id, batch_no, total)}
     if countdown > 0:
         options["countdown"] = countdown
     app.send_task(BATCH_TASK_NAME, args=[job_id, batch_no], **options)
+
+
+def planned_total(job: dict[str, Any]) -> int | None:
+    """The job's batch count when planning has finished; None while batches are still cut."""
+    planning = job.get("planning") or {}
+    return int(planning["batches"]) if planning.get("done") else None
 
 
 def _take_dispatch_lock(coll: Collection, job_id: str, token: str) -> bool:
@@ -93,15 +114,16 @@ def fill_in_flight(coll: Collection, app: TaskSender, queue: str, job_id: str) -
         time.sleep(LOCK_RETRY_SLEEP)
     sent = 0
     try:
-        job = read_job(coll, job_id, ("status", "max_in_flight"))
+        job = read_job(coll, job_id, ("status", "max_in_flight", "planning"))
         if not job or job["status"] not in [s.value for s in DISPATCHABLE_JOB_STATES]:
             return 0
+        total = planned_total(job)
         free = int(job["max_in_flight"]) - count_in_flight(coll, job_id)
         while free > 0:
             batch = claim_pending(coll, job_id)
             if batch is None:
                 break
-            send_batch(app, queue, job_id, int(batch["batch_no"]))
+            send_batch(app, queue, job_id, int(batch["batch_no"]), total=total)
             sent += 1
             free -= 1
     finally:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from urllib.parse import urlsplit
 
+from backfill_engine.notify import safe_webhook, webhook_secrets
 from backfill_engine.redact import REDACTED, redact_url, url_secrets
 
 DEFAULT_MONGO_DB = "backfill"
@@ -99,6 +100,23 @@ def _url(env: Mapping[str, str], name: str, schemes: tuple[str, ...]) -> str | N
     return value
 
 
+def _webhook(env: Mapping[str, str], name: str) -> str | None:
+    """An http(s) URL with a host; errors show scheme and host only (the path may be a secret)."""
+    value = _text(env, name, None)
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError on a malformed port)
+    except ValueError:
+        raise SettingsError(f"{name} is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(
+            f"{name} must be an http:// or https:// URL with a host, got {safe_webhook(value)!r}"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob of mongo-backfill; see the README's settings table."""
@@ -135,6 +153,7 @@ class Settings:
     worker_sweep: bool = True  # workers re-send lost batches themselves (one per interval)
     max_write_latency_ms: float = DEFAULT_MAX_WRITE_LATENCY_MS
     max_replication_lag_seconds: float = DEFAULT_MAX_REPLICATION_LAG_SECONDS
+    notify_url: str | None = field(default=None, repr=False)  # job notices are POSTed here
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -204,6 +223,7 @@ class Settings:
                 0,
                 86_400,
             ),
+            notify_url=_webhook(e, "BACKFILL_NOTIFY_URL"),
         )
 
     @property
@@ -219,6 +239,7 @@ class Settings:
                 out.extend(url_secrets(value))
         if self.flower_basic_auth and ":" in self.flower_basic_auth:
             out.append(self.flower_basic_auth.split(":", 1)[1])
+        out.extend(webhook_secrets(self.notify_url))
         return tuple(s for s in out if s)
 
     def with_source_env(self, **values: str | None) -> Settings:
@@ -232,7 +253,9 @@ class Settings:
         shown = []
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name.endswith("_url"):
+            if f.name == "notify_url":
+                value = safe_webhook(value) or None
+            elif f.name.endswith("_url"):
                 value = redact_url(value) or None
             elif f.name == "flower_basic_auth" and value:
                 value = REDACTED
@@ -279,6 +302,7 @@ class Settings:
             **self.source_env,
             "FLOWER_BASIC_AUTH": self.flower_basic_auth,
             "BACKFILL_MIGRATIONS_DIR": self.migrations_dir,
+            "BACKFILL_NOTIFY_URL": self.notify_url,
         }
         env.update({k: v for k, v in optional.items() if v})
         return env

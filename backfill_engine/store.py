@@ -13,7 +13,7 @@ from typing import Any
 
 from pymongo.collection import Collection
 
-from backfill_engine import clock
+from backfill_engine import clock, notify
 from backfill_engine.states import (
     COUNTER_NAMES,
     IN_FLIGHT_BATCH_STATES,
@@ -436,6 +436,8 @@ def maybe_complete_job(
             "$unset": {"active_key": ""},
         },
     )
+    if res.modified_count:
+        notify.job_event(coll.database, job_id, notify.Event(final.value))
     return final if res.modified_count else None
 
 
@@ -446,4 +448,6 @@ def pause_job_for(coll: Collection, job_id: str, reason: str) -> bool:
         {"_id": job_id, "kind": "job", "status": {"$in": ["planning", "running"]}},
         {"$set": {"status": JobStatus.PAUSED.value, "pause_reason": reason, "updated_at": now}},
     )
+    if res.modified_count == 1:
+        notify.job_event(coll.database, job_id, notify.Event.PAUSED, reason=reason)
     return res.modified_count == 1

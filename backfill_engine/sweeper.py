@@ -16,7 +16,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from backfill_engine import store
-from backfill_engine.dispatch import TaskSender, fill_in_flight, send_batch
+from backfill_engine.dispatch import TaskSender, fill_in_flight, planned_total, send_batch
 from backfill_engine.states import METADATA, QUARANTINE, BatchStatus, JobStatus
 from backfill_engine.store import maybe_complete_job, now_utc
 
@@ -53,6 +53,7 @@ def _requeue(
     older_field: str,
     before: dt.datetime,
     guard_field: str,
+    total: int | None = None,
 ) -> int:
     """Re-send every `status` batch whose `older_field` is before `before`; return how many."""
     sent = 0
@@ -68,7 +69,7 @@ def _requeue(
             older_field: {"$lt": before},
         }
         if store.requeue_stale(meta, doc["_id"], expected):
-            send_batch(sender, queue, job_id, int(doc["batch_no"]))
+            send_batch(sender, queue, job_id, int(doc["batch_no"]), total=total)
             sent += 1
     return sent
 
@@ -85,13 +86,21 @@ def sweep_job(
     """One sweep of a job: requeue expired leases and lost messages, then top up in-flight."""
     meta = db[METADATA]
     report = SweepReport()
-    job = meta.find_one({"_id": job_id, "kind": "job"}, {"status": 1})
+    job = meta.find_one({"_id": job_id, "kind": "job"}, {"status": 1, "planning": 1})
     if job is None or job["status"] not in (JobStatus.PLANNING.value, JobStatus.RUNNING.value):
         return report
     now = now_utc()
     # A running batch whose lease expired: its worker died (guard: nobody leased it since).
     report.expired_leases = _requeue(
-        meta, sender, queue, job_id, BatchStatus.RUNNING, "lease_expires_at", now, "fencing_token"
+        meta,
+        sender,
+        queue,
+        job_id,
+        BatchStatus.RUNNING,
+        "lease_expires_at",
+        now,
+        "fencing_token",
+        planned_total(job),
     )
 
     queue_len = broker_queue_length(broker, queue)
@@ -109,6 +118,7 @@ def sweep_job(
         "dispatched_at",
         stale_before,
         "dispatched_at",
+        planned_total(job),
     )
 
     if report.expired_leases or report.resent:

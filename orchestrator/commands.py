@@ -12,8 +12,10 @@ from typing import Any
 import redis
 from pymongo.database import Database
 
+from backfill_engine import notify
 from backfill_engine.definition import Backfill
 from backfill_engine.dispatch import BROKER_OUTAGES, TaskSender
+from backfill_engine.notify import Event
 from backfill_engine.planner import plan_job, start_or_join
 from backfill_engine.registry import lookup
 from backfill_engine.scope import combine
@@ -22,6 +24,7 @@ from backfill_engine.states import METADATA, TERMINAL_JOB_STATES, JobStatus
 from backfill_engine.sweeper import sweep_job
 from orchestrator import jobs
 from orchestrator.errors import BackfillError
+from orchestrator.job_events import changed
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,20 @@ class RunOptions:
     scope: tuple[tuple[str, Any], ...] = ()  # --filter, as items of the query
     limit: int | None = None
     params: tuple[tuple[str, Any], ...] = ()  # typed values of the backfill's declared params
+
+    def audited(self) -> dict[str, Any]:
+        """The options as the audit trail keeps them: an id list only by its length."""
+        return {
+            "backfill": self.backfill,
+            "batch_size": self.batch_size,
+            "max_in_flight": self.max_in_flight,
+            "rate_per_second": self.rate_per_second,
+            "ids": None if self.ids is None else len(self.ids),
+            "source_job": self.source_job,
+            "scope": dict(self.scope),
+            "limit": self.limit,
+            "params": dict(self.params),
+        }
 
 
 def validate_run_options(opts: RunOptions, definitions: dict[str, Backfill] | None = None) -> None:
@@ -148,6 +165,8 @@ def launch(
         limit=opts.limit,
         string_keyed=backfill.source.keyed_by_string,
     )
+    if created:
+        changed(db, job["_id"], "run", opts.audited(), event=Event.STARTED)
     if job["status"] in (JobStatus.PLANNING.value, JobStatus.RUNNING.value):
         plan_job(db, broker.sender, broker.queue, job["_id"], on_batch=on_batch)
     return jobs.get_job(db, job["_id"]), created
@@ -190,6 +209,7 @@ def wait_for(
                     if outage is None:
                         log.warning("broker unreachable (%s); still watching", type(exc).__name__)
                     outage = type(exc).__name__
+            notify.deliver_due(db, settings.notify_url, settings.secrets)
             last_sweep = now
         summary = jobs.summarize(db, job_id)
         if on_tick:

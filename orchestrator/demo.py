@@ -93,9 +93,7 @@ def run_demo(app: AppContext, opts: DemoOptions) -> None:
     stack.settings = s
     for i in range(opts.workers):
         stack.add(
-            start_worker(
-                s, log_dir=log_dir, name=f"demo-worker-{i + 1}", concurrency=opts.concurrency
-            )
+            start_worker(s, log_dir=log_dir, name=f"worker-{i + 1}", concurrency=opts.concurrency)
         )
     console.print(
         f"stack: MongoDB {s.mongo_url} · Redis {s.redis_url} · "

@@ -16,6 +16,7 @@ from backfill_engine.scope import combine, parse_filter, parse_ids
 from backfill_engine.settings import Settings
 from backfill_engine.sources import HttpSource, SourceContext
 from orchestrator import jobs
+from orchestrator.audit import recent_lines
 from orchestrator.commands import (
     Broker,
     RunOptions,
@@ -252,6 +253,8 @@ def status(app: AppContext, job_id: str, as_json: bool, watch: bool) -> None:
         summary = jobs.summarize(db, job_id)
         if not as_json:
             console.print(summary_table(summary))
+            for line in recent_lines(summary.job):  # the last changes; --json has them all
+                console.print(line, markup=False, highlight=False)
     if as_json:
         _json(summary.as_dict())
 

@@ -9,9 +9,11 @@ import pymongo.errors
 from pymongo.database import Database
 
 from backfill_engine.dispatch import TaskSender, fill_in_flight
+from backfill_engine.notify import Event
 from backfill_engine.states import METADATA, QUARANTINE, BatchStatus, JobStatus
 from backfill_engine.store import batch_summary, now_utc
 from orchestrator.errors import BackfillError, JobNotFoundError, JobStateError
+from orchestrator.job_events import changed
 
 
 def get_job(db: Database, job_id: str) -> dict[str, Any]:
@@ -25,7 +27,7 @@ def list_jobs(db: Database, limit: int = 20) -> list[dict[str, Any]]:
     """Newest jobs first."""
     return list(
         db[METADATA]
-        .find({"kind": "job"}, {"dispatch_lock": 0, "params.ids": 0})
+        .find({"kind": "job"}, {"dispatch_lock": 0, "params.ids": 0, "audit": 0})
         .sort("created_at", -1)
         .limit(limit)
     )
@@ -78,13 +80,15 @@ def _transition(
 
 def pause(db: Database, job_id: str) -> dict[str, Any]:
     """No new batches start; running ones stop at their next sub-chunk and keep their checkpoint."""
-    return _transition(
+    job = _transition(
         db,
         job_id,
         "pause",
         (JobStatus.PLANNING, JobStatus.RUNNING),
         {"$set": {"status": JobStatus.PAUSED.value, "pause_reason": "paused by operator"}},
     )
+    changed(db, job_id, "pause", event=Event.PAUSED, reason="paused by operator")
+    return job
 
 
 def resume(db: Database, sender: TaskSender, queue: str, job_id: str) -> dict[str, Any]:
@@ -98,6 +102,7 @@ def resume(db: Database, sender: TaskSender, queue: str, job_id: str) -> dict[st
         (JobStatus.PAUSED,),
         {"$set": {"status": target.value}, "$unset": {"pause_reason": ""}},
     )
+    changed(db, job_id, "resume", event=Event.RESUMED)
     # Batches a paused worker handed back are pending again; queued ones keep their message.
     fill_in_flight(db[METADATA], sender, queue, job_id)
     return job
@@ -122,6 +127,7 @@ def cancel(db: Database, job_id: str) -> dict[str, Any]:
         },
         {"$set": {"status": BatchStatus.CANCELLED.value, "updated_at": now_utc()}},
     )
+    changed(db, job_id, "cancel", event=Event.CANCELLED)
     return job
 
 
@@ -193,6 +199,9 @@ def retry(
         )
     if not failed and not ids:
         raise BackfillError(f"job {job_id} has no failed batches and no quarantined items to retry")
+    changed(
+        db, job_id, "retry", {"batches_reset": failed, "replay_job": replay_id, "items": len(ids)}
+    )
     return RetryReport(job_id, failed, replay_id, len(ids))
 
 

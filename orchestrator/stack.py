@@ -24,6 +24,9 @@ from orchestrator.errors import StackError
 STARTUP_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
 LOOPBACK = "127.0.0.1"
+# Flower's tasks page: who (the `batch 12/40 of <job>` title), how it ended, what it did
+# (the result JSON or the one-line reason), how long, where — readable without clicking.
+FLOWER_TASK_COLUMNS = "name,state,result,exception,runtime,worker,received"
 
 
 def free_port() -> int:
@@ -284,7 +287,11 @@ def start_worker(
     pool: str = "prefork",
     extra_env: dict[str, str] | None = None,
 ) -> ManagedProcess:
-    """Start one Celery worker process (`celery -A workers.app worker`)."""
+    """Start one Celery worker process (`celery -A workers.app worker`).
+
+    Its node name is `<name>@<host>` (e.g. `worker-2@db-backfill-3`), so Flower tells
+    workers on different hosts apart.
+    """
     argv = celery_argv("worker")
     argv += ["--loglevel", "INFO", "--concurrency", str(concurrency), "--pool", pool]
     argv += ["--hostname", f"{name}@%h", "--queues", settings.queue]
@@ -298,6 +305,7 @@ def start_flower(settings: Settings, *, log_dir: Path, port: int | None = None) 
     port = port or settings.flower_port
     argv = celery_argv("flower")
     argv += [f"--address={settings.flower_address}", f"--port={port}"]
+    argv.append(f"--tasks_columns={FLOWER_TASK_COLUMNS}")
     env = settings.to_env()
     if settings.flower_basic_auth:
         # Passed through the environment, never on the command line where `ps` shows it.

@@ -13,7 +13,7 @@ from backfill_engine.settings import Settings
 from orchestrator.context import AppContext
 from orchestrator.errors import BackfillError
 from orchestrator.metrics import DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT
-from orchestrator.stack import celery_argv
+from orchestrator.stack import FLOWER_TASK_COLUMNS, celery_argv
 
 
 def _is_loopback(address: str) -> bool:
@@ -103,6 +103,7 @@ def flower(app: AppContext, address: str | None, port: int | None) -> None:
     argv += [
         f"--address={address}",
         f"--port={port or s.flower_port}",
+        f"--tasks_columns={FLOWER_TASK_COLUMNS}",
     ]
     # Flower reads FLOWER_BASIC_AUTH from the environment: the password never shows in `ps`.
     os.execvpe(argv[0], argv, env)

@@ -101,7 +101,7 @@ def run_up(app: AppContext, opts: UpOptions, echo: Callable[[str], None]) -> Non
                 start_worker(
                     s,
                     log_dir=stack.log_dir,
-                    name=f"up-worker-{i + 1}",
+                    name=f"worker-{i + 1}",
                     concurrency=opts.concurrency,
                 )
             )
@@ -162,7 +162,7 @@ def _keep_running(children: list[ManagedProcess], echo: Callable[[str], None]) -
         for child in children:
             if child.alive() or child.pid in reported:
                 continue
-            if child.name.startswith("up-worker-"):
+            if child.name.startswith("worker-"):
                 # The others carry on and the sweeper re-sends its batches; say so once.
                 reported.add(child.pid)
                 echo(f"warning: {child.name} exited: {child.log_tail(2)}")

@@ -76,7 +76,7 @@ class System:
             start_worker(
                 self.settings,
                 log_dir=self.log_dir,
-                name=f"w{start + i}",
+                name=f"worker-{start + i + 1}",
                 concurrency=concurrency,
                 pool=pool,
                 extra_env=extra_env,

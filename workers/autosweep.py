@@ -15,7 +15,7 @@ import pymongo
 import pymongo.errors
 import redis
 
-from backfill_engine import clock
+from backfill_engine import clock, notify
 from backfill_engine.dispatch import SERVER_OUTAGES, TaskSender
 from backfill_engine.planner import plan_job
 from backfill_engine.settings import Settings
@@ -57,6 +57,9 @@ def sweep_once(
             broker=rds,
         )
         swept += 1
+    # Job notices go out from here, never from a batch: a slow or dead receiver delays
+    # this thread by at most a few short timeouts and no batch at all.
+    notify.deliver_due(db, settings.notify_url, settings.secrets)
     return swept
 
 

@@ -5,14 +5,39 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from typing import Any
 
+import pymongo.errors
 from celery import shared_task
+from celery.exceptions import Retry
 
 from backfill_engine.batch_run import process_batch
+from backfill_engine.states import METADATA
+from backfill_engine.store import batch_id
 from workers.runtime import get_runtime
+from workers.task_result import (
+    BatchFailed,
+    BatchRetry,
+    TaskReport,
+    delivery_report,
+    last_error,
+    one_line,
+)
 
 log = logging.getLogger(__name__)
+
+# What run_batch reads of the batch document around a delivery, to report what it did.
+REPORT_FIELDS = {"counters": 1, "processed": 1, "errors": {"$slice": -1}, "last_error": 1}
+
+
+def _read_report_fields(meta: Any, bid: str) -> dict[str, Any] | None:
+    # Only for the report: a database hiccup here must not fail a batch the engine handled.
+    try:
+        doc: dict[str, Any] | None = meta.find_one({"_id": bid}, REPORT_FIELDS)
+    except pymongo.errors.PyMongoError:
+        return None
+    return doc
 
 
 def worker_identity(task_id: str | None) -> str:
@@ -20,13 +45,41 @@ def worker_identity(task_id: str | None) -> str:
 
 
 @shared_task(
-    name="backfill.batch", bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True
+    name="backfill.batch",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    # Expected ends of a batch, raised only so Flower shows FAILURE/RETRY: no traceback.
+    throws=(BatchFailed, BatchRetry),
 )
-def run_batch(self: Any, job_id: str, batch_no: int) -> str:
-    """Process one batch of a backfill job."""
+def run_batch(self: Any, job_id: str, batch_no: int) -> TaskReport:
+    """Process one batch of a backfill job; report its counters (Flower shows them)."""
     if not isinstance(job_id, str) or not isinstance(batch_no, int) or isinstance(batch_no, bool):
         log.error("rejecting malformed task arguments")
-        return "bad-args"
-    return process_batch(
-        get_runtime(), self.app, job_id, batch_no, worker_identity(self.request.id)
+        return TaskReport({"outcome": "bad-args"})
+    rt = get_runtime()
+    progress: dict[str, Any] = {}
+    started = time.perf_counter()
+    outcome = process_batch(
+        rt, self.app, job_id, batch_no, worker_identity(self.request.id), report=progress
     )
+    seconds = time.perf_counter() - started
+    before = progress.get("before")
+    after = progress["after"].as_doc() if "after" in progress else None
+    reason = ""
+    if outcome in ("failed", "retry", "auth-paused"):
+        # Rare paths: read the reason the engine recorded (one small read).
+        bid = batch_id(job_id, batch_no)
+        reason = one_line(
+            last_error(_read_report_fields(rt.db[METADATA], bid)), rt.settings.secrets
+        )
+    if outcome == "failed":
+        raise BatchFailed(reason or "gave up after its last attempt")
+    if outcome == "retry":
+        # The engine already re-sent the batch with backoff: this only marks the state.
+        raise Retry(reason or "re-sent", exc=BatchRetry(reason or "re-sent"))
+    report = delivery_report(outcome, before, after, seconds)
+    if outcome == "auth-paused" and reason:
+        report["reason"] = reason
+    return TaskReport(report)
