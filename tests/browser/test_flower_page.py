@@ -116,13 +116,12 @@ def test_retried_and_failed_batches_show_a_one_line_reason_without_secrets(
     system: System,
 ) -> None:
     password = secrets.token_urlsafe(12)
-    system.settings = replace(system.settings, max_attempts=2, catalog_max_retries=1)
+    system.settings = replace(system.settings, max_attempts=2, http_max_retries=1)
     system.start_catalog("--error-rate", "1.0")  # every request answers 5xx
-    assert system.settings.catalog_url
-    # Credentials in the catalog URL: the errors name the catalog, never the password.
-    system.settings = replace(
-        system.settings,
-        catalog_url=system.settings.catalog_url.replace("://", f"://ops:{password}@"),
+    url = system.settings.source_env["CATALOG_URL"]
+    # Credentials in the catalog URL: the errors name the API, never the password.
+    system.settings = system.settings.with_source_env(
+        CATALOG_URL=url.replace("://", f"://ops:{password}@")
     )
     flower, auth = _start_flower(system)
     try:

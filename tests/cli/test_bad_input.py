@@ -198,7 +198,7 @@ def test_unreachable_catalog_is_one_line_and_no_job(
     before = snapshot(db)
     url = f"http://reader:{CATALOG_TOKEN}@127.0.0.1:{free_port()}"
     proc = run_cli({**env, "CATALOG_URL": url}, *args)
-    assert_one_line_refusal(proc, mentions="catalog at http://reader:***@127.0.0.1")
+    assert_one_line_refusal(proc, mentions="API at http://reader:***@127.0.0.1")
     assert_nothing_written(before, db, settings)
 
 

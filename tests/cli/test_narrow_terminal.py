@@ -14,7 +14,7 @@ from orchestrator.progress import LiveProgress
 from tests.harness import System, seed_products
 
 WIDTH = 80
-JOBS_HEADERS = ("job", "status", "batches", "products")
+JOBS_HEADERS = ("job", "status", "batches", "documents")
 
 
 def backfill(system: System, *args: str) -> str:
@@ -49,7 +49,7 @@ def test_jobs_and_status_fit_80_columns_with_every_header_whole(system: System) 
 
     status = backfill(system, "status", job_id)
     assert_fits(status)
-    for label in ("job", "status", "planned", "batches", "products", "items"):
+    for label in ("job", "status", "planned", "batches", "documents", "items"):
         assert any(line.split()[:1] == [label] for line in status.splitlines()), label
     assert job_id in status and "quarantined 0" in status
 

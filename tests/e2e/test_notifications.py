@@ -75,9 +75,8 @@ def test_one_notice_per_transition_with_several_workers(
     system.start_catalog(token=token)
     system.settings = replace(
         system.settings,
-        catalog_token=token,
         notify_url=f"{flaky_receiver.url}/services/T0/B0/{hook_secret}",
-    )
+    ).with_source_env(CATALOG_TOKEN=token)
     seed_products(system.db, 1200)
     # A stale token first: the catalog answers 401 and the job pauses with that reason.
     stale = system.start_workers(3, concurrency=1, extra_env={"CATALOG_TOKEN": f"stale-{token}"})

@@ -34,11 +34,11 @@ def test_unset_settings_come_from_the_running_stack_and_set_ones_win(tmp_path: P
     env = {"BACKFILL_DATA_DIR": str(tmp_path)}
     found = with_running_stack(Settings.from_env(env), env)
     assert found.mongo_url == _state(0).mongo_url and found.redis_url == _state(0).redis_url
-    assert found.catalog_url == "http://127.0.0.1:8799" and found.queue == "up-queue"
+    assert found.source_env["CATALOG_URL"] == "http://127.0.0.1:8799" and found.queue == "up-queue"
 
     env = {**env, "CATALOG_URL": "http://127.0.0.1:9000", "BACKFILL_QUEUE": "mine"}
     mixed = with_running_stack(Settings.from_env(env), env)
-    assert mixed.catalog_url == "http://127.0.0.1:9000" and mixed.queue == "mine"
+    assert mixed.source_env["CATALOG_URL"] == "http://127.0.0.1:9000" and mixed.queue == "mine"
     assert mixed.mongo_url == _state(0).mongo_url
 
 
