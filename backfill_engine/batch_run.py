@@ -219,7 +219,9 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
     watch = Stopwatch()
 
     try:
-        job = read_job(meta, job_id, ("status", "rate_per_second", "backfill", "params"))
+        job = read_job(
+            meta, job_id, ("status", "rate_per_second", "rate_auto", "backfill", "params")
+        )
         if job is None:
             blog.warning("job not found; dropping task")
             return "no-job"
@@ -234,6 +236,7 @@ def process_batch(rt: Runtime, sender: TaskSender, job_id: str, batch_no: int, o
             blog.info("job is %s; batch left pending", job["status"])
             return "job-" + job["status"]
         rt.rate = float(job.get("rate_per_second") or s.rate_per_second)
+        rt.rate_auto = bool(job.get("rate_auto"))  # `--rate auto`: see rate_control.py
 
         with watch.phase("lease"):
             bid = store.batch_id(job_id, batch_no)

@@ -19,6 +19,7 @@ DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_REDISPATCH_SECONDS = 120.0  # a queued batch nobody leased for this long is resent
 DEFAULT_SWEEP_INTERVAL_SECONDS = 5.0
+DEFAULT_RATE_CONTROL_INTERVAL_SECONDS = 1.0  # `--rate auto`: one control step per bucket per tick
 DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 7200  # Redis redelivers unacked tasks after this
 DEFAULT_CATALOG_CONNECT_TIMEOUT = 3.0
 DEFAULT_CATALOG_READ_TIMEOUT = 10.0
@@ -117,6 +118,8 @@ class Settings:
     flower_basic_auth: str | None = field(default=None, repr=False)
     log_json: bool = False
     worker_sweep: bool = True  # workers re-send lost batches themselves (one per interval)
+    # `--rate auto` controller tick; 0: this worker runs no controller
+    rate_control_interval_seconds: float = DEFAULT_RATE_CONTROL_INTERVAL_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -177,6 +180,9 @@ class Settings:
             log_json=(_text(e, "BACKFILL_LOG_JSON", "0") or "0").lower() in ("1", "true", "yes"),
             worker_sweep=(_text(e, "BACKFILL_WORKER_SWEEP", "1") or "1").lower()
             in ("1", "true", "yes"),
+            rate_control_interval_seconds=_float(
+                e, "BACKFILL_RATE_CONTROL_INTERVAL", DEFAULT_RATE_CONTROL_INTERVAL_SECONDS, 0, 60
+            ),
         )
 
     @property
@@ -226,6 +232,7 @@ class Settings:
             "FLOWER_PORT": str(self.flower_port),
             "BACKFILL_LOG_JSON": "1" if self.log_json else "0",
             "BACKFILL_WORKER_SWEEP": "1" if self.worker_sweep else "0",
+            "BACKFILL_RATE_CONTROL_INTERVAL": str(self.rate_control_interval_seconds),
             "BACKFILL_IMPORTS": ",".join(self.imports),
         }
         optional = {
