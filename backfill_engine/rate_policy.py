@@ -6,10 +6,12 @@ what every worker observed and stores what it returns.
 
 - **Start.** Until the API first pushes back, the rate grows by START_FACTOR per tick
   (TCP's slow start), so a start ten times too low is corrected within seconds.
-- **Cut.** On a 429 the rate becomes CUT_FACTOR x the mean rate of good answers since
-  the last cut (what the API really sustained, pauses included) — never above the current
-  rate. A latency rise cuts by LATENCY_CUT_FACTOR. For HOLD_SECONDS after a cut nothing
-  changes: answers to requests sent before it are echoes of the same overshoot.
+- **Cut.** On a 429 the rate becomes CUT_FACTOR x what the API sustained since the last
+  cut: the mean rate of good answers (pauses included), or PEAK_SHARE x the best tick's if
+  that is higher (after a fast start from far below, the mean is dragged down by the slow
+  early ticks) — never above the current rate. A latency rise cuts by LATENCY_CUT_FACTOR.
+  For HOLD_SECONDS after a cut nothing changes: answers to requests sent before it are
+  echoes of the same overshoot.
 - **Approach, then probe.** Below APPROACH x the knee (the sustained rate at the last
   cut) the rate closes half the gap per tick; above it, it creeps up by PROBE_SHARE per
   tick, so the next 429 comes late and the time spent below the limit is short.
@@ -24,6 +26,7 @@ from dataclasses import dataclass, replace
 
 START_FACTOR = 1.5  # per tick, until the first cut
 CUT_FACTOR = 0.9  # x the sustained rate, on 429
+PEAK_SHARE = 0.9  # the best tick's good-answer rate counts at this share as "sustained"
 LATENCY_CUT_FACTOR = 0.8  # x the current rate, on a latency rise
 APPROACH = 0.95  # fast climb up to this share of the knee...
 PROBE_SHARE = 0.01  # ...then this share of the rate per tick
@@ -67,6 +70,7 @@ class ControlState:
     hold_until: float = 0.0  # server time (s) before which nothing changes
     ok_since_cut: int = 0
     seconds_since_cut: float = 0.0
+    peak_ok: float = 0.0  # the best tick's good answers/s since the last cut
     reason: str = "start"
     changed_at: float = 0.0
 
@@ -87,11 +91,14 @@ def decide(state: ControlState, window: Window, now: float) -> Decision:
     """The bucket's next state after `window`, observed up to server time `now`."""
     ok_since = state.ok_since_cut + window.ok
     seconds_since = state.seconds_since_cut + max(window.seconds, 0.0)
-    state = replace(state, ok_since_cut=ok_since, seconds_since_cut=seconds_since)
+    ok_rate = window.ok / window.seconds if window.seconds > 0 else 0.0
+    peak = max(state.peak_ok, ok_rate)
+    state = replace(state, ok_since_cut=ok_since, seconds_since_cut=seconds_since, peak_ok=peak)
     held = now < state.hold_until
 
     if window.throttled and not held:
-        sustained = ok_since / seconds_since if seconds_since > 0 else state.rate
+        mean = ok_since / seconds_since if seconds_since > 0 else state.rate
+        sustained = max(mean, PEAK_SHARE * peak)
         base = min(state.rate, sustained) if sustained > 0 else state.rate
         reason = f"429 on {window.throttled} of {window.answers} requests"
         return _cut(state, base * CUT_FACTOR, max(sustained, MIN_RATE), reason, now)
@@ -159,6 +166,7 @@ def _cut(state: ControlState, target: float, knee: float, reason: str, now: floa
         hold_until=now + HOLD_SECONDS,
         ok_since_cut=0,
         seconds_since_cut=0.0,
+        peak_ok=0.0,
         reason=reason,
         changed_at=now,
     )

@@ -76,3 +76,14 @@ def test_the_ceiling_is_never_exceeded() -> None:
     assert state.rate == 50.0 and state.reason.startswith("at ceiling")
     lowered = with_ceiling(replace(state), 20.0, now=30.0)
     assert lowered.changed and lowered.state.rate == 20.0
+
+
+def test_a_cut_after_a_fast_start_from_far_below_lands_near_the_limit() -> None:
+    # 2/s grows fast past a 20/s API; the slow early ticks must not drag the cut down.
+    state = ControlState(rate=2.0)
+    t = 0.0
+    while state.rate < 30:
+        state = decide(state, busy(min(state.rate, 20.0)), now=t).state
+        t += 1
+    cut = decide(state, Window(seconds=1.0, ok=20, throttled=2), now=t).state
+    assert 16.0 <= cut.rate <= 20.0, cut
