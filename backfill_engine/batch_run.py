@@ -270,7 +270,9 @@ def _take(
     meta: Collection = rt.db[METADATA]
     watch = Stopwatch()
     try:
-        job = read_job(meta, job_id, ("status", "rate_per_second", "backfill", "params"))
+        job = read_job(
+            meta, job_id, ("status", "rate_per_second", "rate_auto", "backfill", "params")
+        )
         if job is None:
             blog.warning("job not found; dropping task")
             return "no-job"
@@ -282,6 +284,8 @@ def _take(
             blog.info("job is %s; batch left pending", job["status"])
             return "job-" + job["status"]
         rt.rate = float(job.get("rate_per_second") or s.rate_per_second)
+        rt.rate_auto = bool(job.get("rate_auto"))  # `--rate auto`: see rate_control.py
+
         with watch.phase("lease"):
             taken = store.lease_batch(
                 meta, store.batch_id(job_id, batch_no), owner, s.lease_seconds

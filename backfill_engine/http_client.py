@@ -14,7 +14,8 @@ Retry policy, per HTTP request:
 - 401/403 raise SourceAuthError at once; a redirect is never followed (it could carry the
   token and ids to another host) and, like any other status, raises SourceProtocolError.
 `before_request()` (the global limiter's acquire) runs before every HTTP request, retries
-included. The token never appears in an exception or a log line.
+included; `on_response(status, seconds)` after every answer (status 0 when none came), so a
+rate controller can watch the API's health. The token never appears in an exception or a log line.
 """
 
 from __future__ import annotations
@@ -246,6 +247,7 @@ class HttpSourceClient:
         pool_size: int = DEFAULT_POOL_SIZE,
         before_request: Callable[[], None] | None = None,
         on_throttle: Callable[[float], None] | None = None,
+        on_response: Callable[[int, float], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
@@ -271,6 +273,7 @@ class HttpSourceClient:
         self.max_retry_after = max_retry_after
         self.before_request = before_request
         self.on_throttle = on_throttle
+        self.on_response = on_response
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._secrets = (token,) if token else ()
@@ -385,7 +388,7 @@ class HttpSourceClient:
             status: int | None = None
             broken = False
             try:
-                status, raw, retry_after = self._get(url)
+                status, raw, retry_after = self._timed_get(url)
             except _OversizeBody as exc:
                 status = result.http_status = 200
                 reason, broken = str(exc), True
@@ -457,6 +460,20 @@ class HttpSourceClient:
                 delay,
             )
             self._sleep(delay)
+
+    def _timed_get(self, url: str) -> tuple[int, bytes, str | None]:
+        """`_get`, reporting the answer's status (0: none) and duration to `on_response`."""
+        if self.on_response is None:
+            return self._get(url)
+        start, status = time.monotonic(), 0
+        try:
+            status, raw, retry_after = self._get(url)
+        except _OversizeBody:
+            status = 200
+            raise
+        finally:
+            self.on_response(status, time.monotonic() - start)
+        return status, raw, retry_after
 
     def _get(self, url: str) -> tuple[int, bytes, str | None]:
         """One GET with a bounded body and an overall deadline; (status, body, Retry-After)."""

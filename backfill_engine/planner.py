@@ -120,6 +120,7 @@ def start_or_join(
     scope: dict[str, Any] | None = None,
     limit: int | None = None,
     string_keyed: bool = True,
+    rate_auto: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Create a job, or return the active one for the same backfill; (job, created)."""
     meta = db[METADATA]
@@ -134,6 +135,7 @@ def start_or_join(
         "batch_size": batch_size,
         "max_in_flight": max_in_flight,
         "rate_per_second": float(rate_per_second),
+        "rate_auto": rate_auto,  # `--rate auto`: followed and filled by rate_control.py
         "params": params or {},
         "collection": collection,
         "scope": scope or {},
@@ -163,6 +165,7 @@ def start_or_join(
                 scope=scope,
                 limit=limit,
                 string_keyed=string_keyed,
+                rate_auto=rate_auto,
             )
         return existing, False
 
@@ -203,11 +206,12 @@ def _id_stream(
         yield doc["_id"]
 
 
-def _chunks(ids: Iterable[Any], size: int) -> Iterator[list[Any]]:
+def _chunks(ids: Iterable[Any], size: Callable[[], int]) -> Iterator[list[Any]]:
+    """Cut `ids` into batches of `size()` ids, asked anew for every batch (`backfill set`)."""
     chunk: list[Any] = []
     for i in ids:
         chunk.append(i)
-        if len(chunk) == size:
+        if len(chunk) >= size():
             yield chunk
             chunk = []
     if chunk:
@@ -283,7 +287,9 @@ def plan_job(
     if limit is not None:
         # `--limit N`: the first N ids of the scope in `_id` order, whatever was planned before.
         stream = itertools.islice(stream, max(0, int(limit) - planned_docs))
-    for done_now, ids in enumerate(_chunks(stream, int(job["batch_size"])), start=1):
+    # `backfill set --batch-size` applies from the next cut: re-read with the status below.
+    batch_size = [int(job["batch_size"])]
+    for done_now, ids in enumerate(_chunks(stream, lambda: batch_size[0]), start=1):
         try:
             check_ids(job_id, ids)
         except UnsupportedIdError:
@@ -322,9 +328,11 @@ def plan_job(
             on_batch(next_no, planned_docs)
         if stop_after is not None and done_now >= stop_after:
             return True
-        status = meta.find_one({"_id": job_id}, {"status": 1})
+        status = meta.find_one({"_id": job_id}, {"status": 1, "batch_size": 1})
         if status and status["status"] == JobStatus.CANCELLED.value:
             return True
+        if status and status.get("batch_size"):
+            batch_size[0] = int(status["batch_size"])
     now = now_utc()
     meta.find_one_and_update(
         {"_id": job_id, "planner": owner},

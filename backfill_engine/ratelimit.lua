@@ -8,6 +8,10 @@
 -- ARGV[2]  rate, tokens per second (> 0)
 -- ARGV[3]  burst, the bucket's capacity in tokens (>= 1)
 -- ARGV[4]  acquire: tokens wanted; pause: seconds to pause; peek: ignored
+-- KEYS[2]  optional: the bucket's rate controller hash (rate_control.py); when ARGV[5] is
+--          "1" and it holds a `rate`, that rate replaces ARGV[2], so every worker follows
+--          the controller at once. It lives apart from KEYS[1] because KEYS[1] expires
+--          whenever the bucket is full, and the controller's rate must not go with it.
 --
 -- acquire -> 0 when the tokens were taken, else the microseconds to wait before trying
 --            again (nothing is taken then, so a caller may give up without leaking tokens)
@@ -23,6 +27,12 @@ local op = ARGV[1]
 local rate = tonumber(ARGV[2])
 local burst = tonumber(ARGV[3])
 local arg = tonumber(ARGV[4])
+if ARGV[5] == '1' and KEYS[2] then
+  local live = tonumber(redis.call('HGET', KEYS[2], 'rate'))
+  if live and live > 0 then
+    rate = live
+  end
+end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])

@@ -47,6 +47,11 @@ def limiter_name(queue: str, resource: str) -> str:
     return f"{queue}:{resource}"
 
 
+def control_key(name: str) -> str:
+    """The Redis hash where bucket `name`'s rate controller keeps its rate and reasoning."""
+    return f"{KEY_PREFIX}:{name}:auto"
+
+
 class RateLimiter:
     """Token bucket `name` in Redis: `rate` tokens/s up to `burst` (default max(1, rate))."""
 
@@ -59,11 +64,15 @@ class RateLimiter:
         *,
         max_wait: float = DEFAULT_MAX_WAIT_SECONDS,
         sleep: Callable[[float], None] = time.sleep,
+        follow_controller: bool = False,
     ) -> None:
         if not rate > 0:
             raise ValueError(f"rate must be > 0 tokens/s, got {rate!r}")
         self.name = name
         self.key = f"{KEY_PREFIX}:{name}"
+        # `--rate auto`: the rate stored by the bucket's controller wins over `rate`.
+        self.control_key = control_key(name)
+        self.follow_controller = follow_controller
         self.rate = float(rate)
         self.burst = float(burst) if burst is not None else max(1.0, self.rate)
         if self.burst < 1:
@@ -79,7 +88,10 @@ class RateLimiter:
         return cls(client, limiter_name(settings.queue, bucket), settings.rate_per_second)
 
     def _call(self, op: str, arg: float) -> float:
-        micros = self._script(keys=[self.key], args=[op, self.rate, self.burst, arg])
+        follow = "1" if self.follow_controller else "0"
+        micros = self._script(
+            keys=[self.key, self.control_key], args=[op, self.rate, self.burst, arg, follow]
+        )
         return int(micros) / 1_000_000
 
     def try_acquire(self, tokens: float = 1) -> float:

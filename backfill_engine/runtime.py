@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from backfill_engine.definition import Backfill
 from backfill_engine.errors import BackfillError
 from backfill_engine.health import HealthGate
 from backfill_engine.http_client import HttpSourceClient
+from backfill_engine.rate_control import record_answer
 from backfill_engine.ratelimit import RateLimiter, limiter_name
 from backfill_engine.registry import load_definitions
 from backfill_engine.settings import Settings
@@ -25,17 +27,20 @@ from backfill_engine.sources import HttpSource
 
 WORKER_MONGO_TIMEOUT_MS = 10_000
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Runtime:
-    """What a worker process talks to; `rate` is set per job before each batch."""
+    """What a worker process talks to; `rate` and `rate_auto` are set per job before each batch."""
 
     settings: Settings
     db: Database
     redis: redis.Redis
     definitions: dict[str, Backfill] = field(default_factory=dict)
     rate: float = 0.0
-    _limiters: dict[tuple[str, float], RateLimiter] = field(default_factory=dict)
+    rate_auto: bool = False  # the job runs `--rate auto`: follow and feed the bucket's controller
+    _limiters: dict[tuple[str, float, bool], RateLimiter] = field(default_factory=dict)
     _http: dict[tuple[str, str | None, str], HttpSourceClient] = field(default_factory=dict)
     # One thread that dispatches the next batches once a slot is free (workers/tasks.py);
     # per runtime, so a forked child gets its own with its own runtime.
@@ -51,14 +56,20 @@ class Runtime:
     def limiter(self, bucket: str) -> RateLimiter:
         """The shared token bucket of an API, at the current job's rate."""
         rate = self.rate or self.settings.rate_per_second
-        key = (bucket, rate)
-        if key not in self._limiters:
+        # An auto bucket's rate moves every tick: one limiter per bucket, its fallback rate
+        # updated, rather than one per rate ever seen.
+        key = (bucket, 0.0 if self.rate_auto else rate, self.rate_auto)
+        if key in self._limiters:
+            self._limiters[key].rate = rate
+        else:
             # Burst of one token: requests are spaced evenly, so no window of any length
             # sees more than the configured rate (plus the one request at its edge).
             # Named by the source's bucket (within this deployment's queue namespace): jobs
             # calling one API share its bucket, jobs calling different APIs do not.
             name = limiter_name(self.settings.queue, bucket)
-            self._limiters[key] = RateLimiter(self.redis, name=name, rate=rate, burst=1)
+            self._limiters[key] = RateLimiter(
+                self.redis, name=name, rate=rate, burst=1, follow_controller=self.rate_auto
+            )
         return self._limiters[key]
 
     def http_for(self, source: HttpSource) -> HttpSourceClient:
@@ -75,11 +86,26 @@ class Runtime:
                 if bucket is not None:
                     self.limiter(bucket).pause(seconds)
 
+            def answered(status: int, seconds: float) -> None:
+                if bucket is not None and self.rate_auto:
+                    self._report(bucket, status, seconds)
+
             client = http_client_for(
-                source, self.settings, before_request=acquire, on_throttle=pause
+                source,
+                self.settings,
+                before_request=acquire,
+                on_throttle=pause,
+                on_response=answered,
             )
             self._http[key] = client
         return self._http[key]
+
+    def _report(self, bucket: str, status: int, seconds: float) -> None:
+        """Tell the bucket's controller about one answer; never fail the request for it."""
+        try:
+            record_answer(self.redis, limiter_name(self.settings.queue, bucket), status, seconds)
+        except redis.RedisError as exc:
+            log.debug("answer not reported to the rate controller: %s", type(exc).__name__)
 
 
 def http_client_for(
@@ -88,6 +114,7 @@ def http_client_for(
     *,
     before_request: Callable[[], None] | None = None,
     on_throttle: Callable[[float], None] | None = None,
+    on_response: Callable[[int, float], None] | None = None,
 ) -> HttpSourceClient:
     """A pooled HTTP client for `source`, with the settings' timeouts and retry budget."""
     # The settings' own variables first (a test or the stack may set them in code), then
@@ -109,6 +136,7 @@ def http_client_for(
         request_deadline=settings.http_request_deadline,
         before_request=before_request,
         on_throttle=on_throttle,
+        on_response=on_response,
     )
     return client
 

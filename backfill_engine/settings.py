@@ -20,6 +20,7 @@ DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_REDISPATCH_SECONDS = 120.0  # a queued batch nobody leased for this long is resent
 DEFAULT_SWEEP_INTERVAL_SECONDS = 5.0
+DEFAULT_RATE_CONTROL_INTERVAL_SECONDS = 1.0  # `--rate auto`: one control step per bucket per tick
 DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 7200  # Redis redelivers unacked tasks after this
 DEFAULT_HTTP_CONNECT_TIMEOUT = 3.0
 DEFAULT_HTTP_READ_TIMEOUT = 10.0
@@ -154,6 +155,8 @@ class Settings:
     max_write_latency_ms: float = DEFAULT_MAX_WRITE_LATENCY_MS
     max_replication_lag_seconds: float = DEFAULT_MAX_REPLICATION_LAG_SECONDS
     notify_url: str | None = field(default=None, repr=False)  # job notices are POSTed here
+    # `--rate auto` controller tick; 0: this worker runs no controller
+    rate_control_interval_seconds: float = DEFAULT_RATE_CONTROL_INTERVAL_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -224,6 +227,9 @@ class Settings:
                 86_400,
             ),
             notify_url=_webhook(e, "BACKFILL_NOTIFY_URL"),
+            rate_control_interval_seconds=_float(
+                e, "BACKFILL_RATE_CONTROL_INTERVAL", DEFAULT_RATE_CONTROL_INTERVAL_SECONDS, 0, 60
+            ),
         )
 
     @property
@@ -292,6 +298,7 @@ class Settings:
             "FLOWER_PORT": str(self.flower_port),
             "BACKFILL_LOG_JSON": "1" if self.log_json else "0",
             "BACKFILL_WORKER_SWEEP": "1" if self.worker_sweep else "0",
+            "BACKFILL_RATE_CONTROL_INTERVAL": str(self.rate_control_interval_seconds),
             "BACKFILL_IMPORTS": ",".join(self.imports),
             "BACKFILL_MAX_WRITE_LATENCY_MS": str(self.max_write_latency_ms),
             "BACKFILL_MAX_REPLICATION_LAG_SECONDS": str(self.max_replication_lag_seconds),

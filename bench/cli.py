@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import report, scaling
+from bench import auto_rate, report, scaling
 from bench.data import product_docs
 from bench.scenarios import Bench, Row, SystemConfig, ceiling, describe, naive, system, with_ratios
 from bench.servers import start_servers
@@ -52,6 +52,8 @@ class Options:
     scaling_per_process: dict[str, int] = field(
         default_factory=lambda: dict(scaling.DEFAULT_SLOTS_PER_PROCESS)
     )
+    # The `--rate auto` series (issue 12 part 2): about 2.5 minutes.
+    with_auto_rate: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +72,7 @@ class Options:
             "scaling_slots": list(self.scaling_slots),
             "scaling_pools": list(self.scaling_pools),
             "scaling_slots_per_process": dict(self.scaling_per_process),
+            "auto_rate": self.with_auto_rate,
         }
 
 
@@ -159,6 +162,9 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         default=dict(scaling.DEFAULT_SLOTS_PER_PROCESS),
         help="most pool slots per worker process, per pool, e.g. prefork=2,threads=8",
     )
+    p.add_argument(
+        "--no-auto-rate", action="store_true", help="skip the `--rate auto` series (~2.5 min)"
+    )
     a = p.parse_args(argv)
     if a.products < 1 or a.naive_products < 1 or a.scaling_products < 1:
         p.error("--products, --naive-products and --scaling-products must be at least 1")
@@ -187,6 +193,7 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         scaling_slots=tuple(sorted(set(a.scaling_slots))),
         scaling_pools=tuple(x.strip() for x in a.scaling_pools.split(",") if x.strip()),
         scaling_per_process=a.scaling_slots_per_process,
+        with_auto_rate=not a.no_auto_rate,
     )
 
 
@@ -245,6 +252,11 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
                 opts.scaling_per_process,
             )
             scaling_seconds = round(time.monotonic() - t_scaling, 1)
+        auto_rows: list[dict[str, Any]] = []
+        if opts.with_auto_rate:
+            auto_rows = auto_rate.run_all(
+                servers.mongo.url, servers.redis_proc.url, log_dir, say=say
+            )
         rows = with_ratios(rows)
         memory = with_ratios(memory)
         scaled = with_ratios(scaled)
@@ -257,6 +269,8 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
         servers.close()
     env["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     env["bench_seconds"] = round(time.monotonic() - t_start, 1)
+    if auto_rows:
+        env["auto_rate"] = auto_rows  # kept in the JSON results with the rest
     if opts.with_scaling:
         env["scaling_seconds"] = scaling_seconds
         env["scaling_bound_seconds"] = round(
@@ -282,6 +296,8 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
             scaling_rel = os.path.relpath(scaling_chart, opts.doc.parent)
         block = report.generated_block(rows, memory, env, args, rel, scaled, scaling_rel)
         report.write_doc(opts.doc, block)
+        if auto_rows:
+            auto_rate.write_section(opts.doc, auto_rows)
         if opts.readme is not None:
             report.write_readme(opts.readme, rows, memory, scaled, args)
     say(report.table(rows))

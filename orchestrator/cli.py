@@ -43,9 +43,10 @@ def _register_commands() -> None:
     from orchestrator.job_cli import JOB_COMMANDS
     from orchestrator.migrate_cli import migrate
     from orchestrator.stack_cli import STACK_COMMANDS
+    from orchestrator.tune_cli import TUNE_COMMANDS
 
     cli.add_command(migrate)
-    for command in (*JOB_COMMANDS, *STACK_COMMANDS):
+    for command in (*JOB_COMMANDS, *TUNE_COMMANDS, *STACK_COMMANDS):
         cli.add_command(command)
 
 

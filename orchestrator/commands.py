@@ -21,10 +21,12 @@ from backfill_engine.registry import lookup
 from backfill_engine.scope import combine
 from backfill_engine.settings import MAX_BATCH_SIZE, Settings
 from backfill_engine.states import METADATA, TERMINAL_JOB_STATES, JobStatus
+from backfill_engine.store import now_utc
 from backfill_engine.sweeper import sweep_job
 from orchestrator import jobs
 from orchestrator.errors import BackfillError
 from orchestrator.job_events import changed
+from orchestrator.rates import RateSpec
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,9 @@ class RunOptions:
     backfill: str = ""  # the backfill definition's name; required
     batch_size: int = 500
     max_in_flight: int = 8
-    rate_per_second: float = 50.0
+    rate_per_second: float = 50.0  # fixed, or the start of `--rate auto`
+    rate_auto: bool = False  # the bucket's controller moves the rate (rate_control.py)
+    rate_ceiling: float | None = None  # `--rate auto:CEIL`
     ids: tuple[Any, ...] | None = None  # an explicit id list: --ids-file, or a replay
     source_job: str | None = None  # set for a replay of that job's quarantined items
     scope: tuple[tuple[str, Any], ...] = ()  # --filter, as items of the query
@@ -106,6 +110,17 @@ def validate_run_options(opts: RunOptions, definitions: dict[str, Backfill] | No
         )
     if not opts.rate_per_second > 0:
         raise BackfillError(f"--rate must be above 0 requests/s, got {opts.rate_per_second:g}")
+    if opts.rate_auto and definitions is not None:
+        auto_bucket(lookup(definitions, opts.backfill))
+
+
+def auto_bucket(definition: Backfill) -> str:
+    """The rate bucket `--rate auto` controls; refused for a backfill that calls no API."""
+    if definition.rate_bucket is None:
+        raise BackfillError(
+            f"--rate auto needs an API to watch; backfill {definition.name!r} calls none"
+        )
+    return definition.rate_bucket
 
 
 def require_metadata(db: Database) -> None:
@@ -164,12 +179,20 @@ def launch(
         scope=combine(backfill.query, dict(opts.scope)),
         limit=opts.limit,
         string_keyed=backfill.source.keyed_by_string,
+        rate_auto=_rate_auto(opts, backfill),
     )
     if created:
         changed(db, job["_id"], "run", opts.audited(), event=Event.STARTED)
     if job["status"] in (JobStatus.PLANNING.value, JobStatus.RUNNING.value):
         plan_job(db, broker.sender, broker.queue, job["_id"], on_batch=on_batch)
     return jobs.get_job(db, job["_id"]), created
+
+
+def _rate_auto(opts: RunOptions, backfill: Backfill) -> dict[str, Any] | None:
+    if not opts.rate_auto:
+        return None
+    spec = RateSpec(auto=True, ceiling=opts.rate_ceiling)
+    return spec.auto_doc(auto_bucket(backfill), opts.rate_per_second, "start", now_utc())
 
 
 def wait_for(
@@ -236,6 +259,8 @@ def replay_starter(
             batch_size=int(source["batch_size"]),
             max_in_flight=int(source["max_in_flight"]),
             rate_per_second=float(source["rate_per_second"]),
+            rate_auto=bool(source.get("rate_auto")),
+            rate_ceiling=(source.get("rate_auto") or {}).get("ceiling"),
             ids=tuple(ids),
             source_job=source_job,
         )

@@ -26,7 +26,9 @@ from orchestrator.commands import (
     wait_for,
 )
 from orchestrator.context import AppContext, check_source
+from orchestrator.errors import BackfillError
 from orchestrator.progress import LiveProgress, counters_line, jobs_table, summary_table
+from orchestrator.rates import RateSpec, parse_rate
 from orchestrator.verify import verify as verify_job
 
 console = Console()
@@ -43,21 +45,12 @@ def _broker(app: AppContext) -> Broker:
     return Broker.from_settings(app.resolved_settings())
 
 
-def _rate(value: str) -> float:
-    """Parse `50`, `50/s` or `3000/m` into requests per second."""
-    text = value.strip().lower()
-    per = 1.0
-    for suffix, seconds in (("/s", 1.0), ("/m", 60.0), ("/h", 3600.0)):
-        if text.endswith(suffix):
-            text, per = text[: -len(suffix)], seconds
-            break
+def _rate(value: str) -> RateSpec:
+    """Parse `50`, `50/s`, `3000/m`, `auto` or `auto:200/s` (orchestrator/rates.py)."""
     try:
-        rate = float(text) / per
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a rate like 50/s") from None
-    if not rate > 0 or rate != rate or rate == float("inf"):
-        raise click.BadParameter(f"rate must be above 0, got {value!r}")
-    return rate
+        return parse_rate(value)
+    except BackfillError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command()
@@ -70,7 +63,7 @@ def _rate(value: str) -> float:
     "--rate",
     "rate_text",
     default=None,
-    help="HTTP source requests per second across all workers, e.g. 50/s.",
+    help="HTTP source requests per second across all workers, e.g. 50/s; auto[:CEIL] finds it.",
 )
 @click.option("--dry-run", is_flag=True, help="Decide a sample as workers would; write nothing.")
 @click.option(
@@ -132,11 +125,14 @@ def run(
         if not sep or not key.strip():
             raise click.BadParameter(f"{text!r} is not KEY=VALUE", param_hint="--param")
         raw_params[key.strip()] = value
+    rate = RateSpec(fixed=s.rate_per_second) if rate_text is None else _rate(rate_text)
     opts = RunOptions(
         backfill=backfill,
         batch_size=s.batch_size if batch_size is None else batch_size,
         max_in_flight=s.max_in_flight if max_in_flight is None else max_in_flight,
-        rate_per_second=s.rate_per_second if rate_text is None else _rate(rate_text),
+        rate_per_second=rate.start(s.rate_per_second),
+        rate_auto=rate.auto,
+        rate_ceiling=rate.ceiling,
         ids=None if ids_file is None else tuple(parse_ids(ids_file)),
         scope=tuple(parse_filter(filter_text).items()) if filter_text else (),
         limit=limit,

@@ -1,7 +1,10 @@
-"""Job control verbs: list, describe, pause, resume, cancel, retry. Each is one guarded update."""
+"""Job control verbs: list, describe, pause, resume, cancel, retry, set; each one guarded update."""
 
 from __future__ import annotations
 
+import getpass
+import socket
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +17,10 @@ from backfill_engine.states import METADATA, QUARANTINE, BatchStatus, JobStatus
 from backfill_engine.store import batch_summary, now_utc
 from orchestrator.errors import BackfillError, JobNotFoundError, JobStateError
 from orchestrator.job_events import changed
+from orchestrator.tuning import tuning_update
+
+AUDIT_KEPT = 200  # the job's `audit` list keeps this many newest entries
+TUNABLE_JOB_STATES = (JobStatus.PLANNING, JobStatus.RUNNING, JobStatus.PAUSED)
 
 
 def get_job(db: Database, job_id: str) -> dict[str, Any]:
@@ -210,3 +217,46 @@ def quarantined_items(db: Database, job_id: str, limit: int = 50) -> list[dict[s
     return list(
         db[QUARANTINE].find({"job_id": job_id}, {"_id": 0}).sort("product_id", 1).limit(limit)
     )
+
+
+def record_change(db: Database, job_id: str, what: dict[str, Any]) -> dict[str, Any]:
+    """Append who changed what to the job's `audit` list (newest AUDIT_KEPT kept); the entry."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        user = "unknown"
+    entry = {
+        "at": now_utc(),
+        "user": user,
+        "host": socket.gethostname(),
+        "argv": list(sys.argv),
+        "changes": what,
+    }
+    db[METADATA].update_one(
+        {"_id": job_id, "kind": "job"},
+        {"$push": {"audit": {"$each": [entry], "$slice": -AUDIT_KEPT}}},
+    )
+    return entry
+
+
+def set_job(
+    db: Database,
+    job_id: str,
+    *,
+    rate: str | float | None = None,
+    max_in_flight: int | None = None,
+    batch_size: int | None = None,
+    definitions: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Change a running or paused job's rate (`50/s`, `auto`, `auto:200/s`), cap or batch size.
+
+    Workers pick each up as they next read the job: dispatch reads the cap on every fill,
+    a batch reads the rate when it starts, the planner the batch size at every cut.
+    """
+    job = get_job(db, job_id)
+    update, changes = tuning_update(
+        job, rate=rate, max_in_flight=max_in_flight, batch_size=batch_size, definitions=definitions
+    )
+    _transition(db, job_id, "set", TUNABLE_JOB_STATES, update)
+    record_change(db, job_id, changes)
+    return get_job(db, job_id)

@@ -17,6 +17,30 @@ from rich.text import Text
 from backfill_engine.health import throttle_view
 from backfill_engine.store import now_utc
 from orchestrator.jobs import JobSummary
+from orchestrator.tuning import describe_rate
+
+SHOWN_CHANGES = 3  # `status` lists this many of the newest `backfill set` changes
+
+
+def rate_line(job: dict[str, Any]) -> str:
+    """`50/s`, or `auto 37.2/s (ceiling 200/s) — 429 on 2 of 41 requests, 12:00:03 UTC`."""
+    auto = job.get("rate_auto")
+    if not auto:
+        return describe_rate(job)
+    ceiling = auto.get("ceiling")
+    line = f"auto {float(auto.get('current') or 0):.1f}/s"
+    line += "" if ceiling is None else f" (ceiling {ceiling:g}/s)"
+    when = auto.get("changed_at")
+    stamp = f", {when:%H:%M:%S} UTC" if hasattr(when, "strftime") else ""
+    return f"{line} — {auto.get('reason', '')}{stamp}"
+
+
+def change_line(entry: dict[str, Any]) -> str:
+    """One `backfill set`: when, who, what."""
+    what = ", ".join(f"{k} {v.get('from')} → {v.get('to')}" for k, v in entry["changes"].items())
+    when = entry.get("at")
+    stamp = f"{when:%Y-%m-%d %H:%M:%S}" if hasattr(when, "strftime") else ""
+    return f"{stamp} {entry.get('user', '?')}@{entry.get('host', '?')}: {what}"
 
 
 def counters_line(items: dict[str, int], quarantined: int) -> str:
@@ -81,6 +105,10 @@ def summary_table(summary: JobSummary) -> Table:
     throttle = throttle_line(job)
     if throttle:
         table.add_row("throttle", throttle)
+    table.add_row("rate", rate_line(job))
+    for entry in job.get("audit", [])[-SHOWN_CHANGES:]:
+        if entry.get("changes"):
+            table.add_row("changed", change_line(entry), end_section=False)
     if job.get("times_interrupted") or job.get("messages_resent"):
         table.add_row(
             "recovered",

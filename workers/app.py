@@ -60,6 +60,11 @@ def _start_autosweep(sender: Any = None, **_: Any) -> None:
     settings = Settings.from_env()
     if settings.worker_sweep and settings.mongo_url:
         AutoSweeper(settings, app).start()
+    if settings.rate_control_interval_seconds > 0 and settings.mongo_url:
+        # `--rate auto`: every worker runs one; per bucket a Redis lock lets one of them act.
+        from workers.ratecontrol import RateControlThread
+
+        RateControlThread(settings).start()
 
 
 @signals.after_setup_logger.connect

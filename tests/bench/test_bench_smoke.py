@@ -32,6 +32,7 @@ def test_bench_harness_produces_rows(tmp_path: Path) -> None:
             "--chart", str(tmp_path / "benchmarks.png"),
             "--readme", str(readme),
             "--log-dir", str(tmp_path / "logs"),
+            "--no-auto-rate",
         ]
     )  # fmt: skip
     result = run(opts, say=lambda line: None)
@@ -81,6 +82,7 @@ def test_bench_scaling_series_reports_curve_and_targets(tmp_path: Path) -> None:
             "--chart", str(tmp_path / "benchmarks.png"),
             "--readme", str(readme),
             "--log-dir", str(tmp_path / "logs"),
+            "--no-auto-rate",
         ]
     )  # fmt: skip
     result = run(opts, say=lambda line: None)

@@ -139,7 +139,7 @@ def test_retried_and_failed_batches_show_a_one_line_reason_without_secrets(
         )
         for task in _job_tasks(flower, auth, job_id):
             reason = str(task["exception"])
-            assert "\n" not in reason and "CatalogUnavailableError" in reason, reason
+            assert "\n" not in reason and "SourceUnavailableError" in reason, reason
             assert password not in reason, reason
         assert password not in json.dumps(_api(flower, auth, "/api/tasks"))
     finally:

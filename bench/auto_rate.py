@@ -1,0 +1,218 @@
+"""The `--rate auto` series: does the controller find an API's rate that nobody told it?
+
+A catalog stand-in of its own answers 429 above LIMIT requests/s. A job with `--rate auto`
+starts ten times too high, then ten times too low; each runs RUN_SECONDS from the moment
+its workers are ready. The stand-in's own counters (/_stats) over [SETTLE_SECONDS,
+RUN_SECONDS] give the sustained rate of good answers and the share answered 429.
+Target: >= TARGET_SHARE x LIMIT with <= TARGET_429_SHARE answered 429, within 60 s.
+
+`python -m bench.auto_rate` runs only this series and rewrites its part of the doc.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pymongo
+import requests
+
+from backfill_engine.settings import Settings
+from bench.data import product_docs, seed
+from migrations import runner
+from orchestrator import jobs
+from orchestrator.commands import Broker, RunOptions, launch
+from orchestrator.stack import ManagedProcess, start_catalog, start_worker
+
+LIMIT = 20.0  # the stand-in's requests/s (`--rate-limit`); never told to the job
+STARTS = (10 * LIMIT, LIMIT / 10)  # ten times too high, ten times too low
+RUN_SECONDS = 60.0  # per start, from the workers being ready
+SETTLE_SECONDS = 20.0  # measured from here to RUN_SECONDS: converged within this
+TARGET_SHARE = 0.9
+TARGET_429_SHARE = 0.01
+# 10 ids per request: 20/s is 200 products/s, which SecantusDB absorbs (4 slots did ~28
+# requests/s here): the API, not the database, binds.
+SUBCHUNK = 10
+PROCESSES, CONCURRENCY = 2, 2
+PRODUCTS = 15_000  # more than RUN_SECONDS x LIMIT x SUBCHUNK: the job outlasts the run
+METADATA_VERSION = "20240405_create_backfill_metadata"
+BEGIN = "<!-- bench:auto-rate:begin (written by `make bench` or `python -m bench.auto_rate`) -->"
+END = "<!-- bench:auto-rate:end -->"
+
+
+def _stats(catalog: ManagedProcess) -> dict[str, Any]:
+    resp = requests.get(f"{catalog.url}/_stats", params={"id_counts": "0"}, timeout=10)
+    resp.raise_for_status()
+    result: dict[str, Any] = resp.json()
+    return result
+
+
+def one_start(
+    mongo_url: str,
+    redis_url: str,
+    log_dir: Path,
+    start: float,
+    run_no: int,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """One job starting at `start` requests/s against a stand-in limited to LIMIT."""
+    catalog = start_catalog(log_dir=log_dir, extra_args=["--rate-limit", f"{LIMIT:g}"])
+    client: pymongo.MongoClient = pymongo.MongoClient(mongo_url, serverSelectionTimeoutMS=10_000)
+    db = client[f"bench_auto_{run_no}"]
+    client.drop_database(db.name)
+    workers: list[ManagedProcess] = []
+    try:
+        seed(db, product_docs(PRODUCTS))
+        settings = Settings(
+            mongo_url=mongo_url,
+            mongo_db=db.name,
+            redis_url=redis_url,
+            catalog_url=catalog.url,
+            queue=f"bench-auto-{run_no}",
+            subchunk_size=SUBCHUNK,
+            rate_per_second=start,
+            data_dir=str(log_dir),
+        )
+        runner.up(
+            db, runner.RunnerConfig.from_settings(settings, log=lambda m: None), to=METADATA_VERSION
+        )
+        broker = Broker.from_settings(settings)
+        opts = RunOptions(batch_size=100, max_in_flight=8, rate_per_second=start, rate_auto=True)
+        job, _ = launch(db, broker, opts)  # planned before any worker starts
+        for i in range(PROCESSES):
+            workers.append(
+                start_worker(
+                    settings, log_dir=log_dir, name=f"auto{run_no}-w{i}", concurrency=CONCURRENCY
+                )
+            )
+        _wait_ready(broker, PROCESSES)
+        requests.post(f"{catalog.url}/_stats/reset", timeout=10).raise_for_status()
+        t0 = time.monotonic()
+        time.sleep(SETTLE_SECONDS)
+        settled = _stats(catalog)
+        time.sleep(RUN_SECONDS - SETTLE_SECONDS)
+        end = _stats(catalog)
+        seconds = time.monotonic() - t0 - SETTLE_SECONDS
+        job = jobs.get_job(db, str(job["_id"]))
+        jobs.cancel(db, str(job["_id"]))
+    finally:
+        for w in workers:
+            w.stop()
+        catalog.stop()
+        client.drop_database(db.name)
+        client.close()
+    row = measure(start, settled, end, seconds, job.get("rate_auto") or {})
+    say(
+        f"  auto from {start:g}/s: {row['ok_per_s']:.1f}/s ok ({row['x_limit']:.2f} x {LIMIT:g}), "
+        f"429 {row['share_429'] * 100:.2f} %, controller at {row['final_rate']:.1f}/s "
+        f"({row['reason']}): {'met' if row['met'] else 'missed'}"
+    )
+    return row
+
+
+def measure(
+    start: float,
+    settled: dict[str, Any],
+    end: dict[str, Any],
+    seconds: float,
+    auto: dict[str, Any],
+) -> dict[str, Any]:
+    """The window's numbers from two /_stats snapshots (pure)."""
+
+    def count(stats: dict[str, Any], status: str) -> int:
+        return int(stats["by_status"].get(status, 0))
+
+    ok = count(end, "200") - count(settled, "200")
+    throttled = count(end, "429") - count(settled, "429")
+    answered = int(end["requests"]) - int(settled["requests"])
+    ok_per_s = ok / seconds if seconds > 0 else 0.0
+    share = throttled / answered if answered else 0.0
+    return {
+        "start_per_s": start,
+        "limit_per_s": LIMIT,
+        "window_s": [SETTLE_SECONDS, RUN_SECONDS],
+        "ok_per_s": round(ok_per_s, 2),
+        "x_limit": round(ok_per_s / LIMIT, 3),
+        "requests": answered,
+        "answered_429": throttled,
+        "share_429": round(share, 4),
+        "final_rate": float(auto.get("current") or 0.0),
+        "reason": str(auto.get("reason", "")),
+        "met": ok_per_s >= TARGET_SHARE * LIMIT and share <= TARGET_429_SHARE,
+    }
+
+
+def run_all(
+    mongo_url: str, redis_url: str, log_dir: Path, say: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
+    say(f"--rate auto against a stand-in limited to {LIMIT:g}/s")
+    return [
+        one_start(mongo_url, redis_url, log_dir, start, i, say) for i, start in enumerate(STARTS)
+    ]
+
+
+def section(rows: list[dict[str, Any]]) -> str:
+    """The doc's `--rate auto` section, between its own markers."""
+    lines = [
+        "## `--rate auto` finds the API's rate",
+        "",
+        f"The stand-in answers 429 (with `Retry-After`) above {LIMIT:g} requests/s; the job is "
+        f"not told. {PROCESSES} worker processes x {CONCURRENCY} slots, {SUBCHUNK} ids per "
+        f"request. Measured by the stand-in over {SETTLE_SECONDS:g}-{RUN_SECONDS:g} s after the "
+        f"workers were ready. Target: >= {TARGET_SHARE:g} x {LIMIT:g} good answers/s with "
+        f"<= {TARGET_429_SHARE * 100:g} % answered 429, within 60 s.",
+        "",
+        "| start | good answers/s | x limit | 429 share | requests | controller rate at end "
+        "| last reason | target |",
+        "|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['start_per_s']:g}/s | {r['ok_per_s']:.1f} | {r['x_limit']:.2f} | "
+            f"{r['share_429'] * 100:.2f} % ({r['answered_429']}) | {r['requests']:,} | "
+            f"{r['final_rate']:.1f}/s | {r['reason']} | {'met' if r['met'] else 'missed'} |"
+        )
+    return BEGIN + "\n\n" + "\n".join(lines) + "\n\n" + END
+
+
+def write_section(doc: Path, rows: list[dict[str, Any]]) -> None:
+    """Replace the section in `doc` (or append it) without touching anything else."""
+    text = doc.read_text() if doc.exists() else ""
+    block = section(rows)
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    doc.write_text(text)
+
+
+def _wait_ready(broker: Broker, expected: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        replies = broker.sender.control.ping(timeout=1.0)  # type: ignore[attr-defined]
+        if len(replies or []) >= expected:
+            return
+    raise RuntimeError(f"only some of {expected} workers answered within {timeout:g}s")
+
+
+def main() -> int:
+    import datetime as dt
+
+    from bench.servers import start_servers
+
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M%S")
+    log_dir = Path(".backfill/bench") / f"auto-{stamp}"
+    servers = start_servers(log_dir)
+    try:
+        rows = run_all(servers.mongo.url, servers.redis_proc.url, log_dir)
+    finally:
+        servers.close()
+    write_section(Path("docs/benchmarks.md"), rows)
+    return 0 if all(r["met"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
