@@ -47,6 +47,7 @@ def _job(db: Database, **kw: Any) -> str:
     job, _ = start_or_join(
         db,
         backfill="catalog",
+        collection="products",
         batch_size=kw.get("batch_size", 4),
         max_in_flight=2,
         rate_per_second=10,

@@ -40,6 +40,7 @@ def _job(db: Database, *, batch_size: int = 4, max_in_flight: int = 2) -> str:
     job, _ = start_or_join(
         db,
         backfill="catalog",
+        collection="products",
         batch_size=batch_size,
         max_in_flight=max_in_flight,
         rate_per_second=10,

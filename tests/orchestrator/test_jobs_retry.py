@@ -15,7 +15,12 @@ from tests.orchestrator.test_planner import RecordingSender
 
 def _finished_job(db: Database) -> str:
     job, _ = start_or_join(
-        db, backfill="catalog", batch_size=10, max_in_flight=2, rate_per_second=10
+        db,
+        backfill="catalog",
+        collection="products",
+        batch_size=10,
+        max_in_flight=2,
+        rate_per_second=10,
     )
     db[METADATA].update_one(
         {"_id": job["_id"]},

@@ -57,7 +57,12 @@ def test_after_cursor_reaches_every_later_type(db: Database) -> None:
 
 def _job(db: Database, batch_size: int = 4) -> str:
     job, created = start_or_join(
-        db, backfill="catalog", batch_size=batch_size, max_in_flight=2, rate_per_second=10
+        db,
+        backfill="catalog",
+        collection="products",
+        batch_size=batch_size,
+        max_in_flight=2,
+        rate_per_second=10,
     )
     assert created
     return str(job["_id"])
@@ -93,7 +98,12 @@ def test_dispatch_never_exceeds_max_in_flight(db: Database) -> None:
 def test_second_run_joins_the_active_job(db: Database) -> None:
     job_id = _job(db)
     job, created = start_or_join(
-        db, backfill="catalog", batch_size=4, max_in_flight=2, rate_per_second=10
+        db,
+        backfill="catalog",
+        collection="products",
+        batch_size=4,
+        max_in_flight=2,
+        rate_per_second=10,
     )
     assert not created and job["_id"] == job_id
 
