@@ -23,8 +23,9 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # pytest exits 5 when it collected nothing: that is a failure here, as any non-zero is.
+# Three pytest processes: most tests wait on real workers and servers, not on the CPU.
 test: $(STAMP) lint typecheck
-	$(BIN)/python -m pytest -m "not soak" -p no:cacheprovider
+	$(BIN)/python -m pytest -m "not soak and not slow" -n 3 -p no:cacheprovider
 
 soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak -p no:cacheprovider

@@ -96,8 +96,8 @@ def test_one_notice_per_transition_with_several_workers(
     events = sorted(b["event"] for b in flaky_receiver.bodies)
     assert events == ["completed", "paused", "resumed", "started"]  # each exactly once
     assert flaky_receiver.attempts == 6  # two refused, then one delivery per notice
-    first = min(_notices(system), key=lambda n: n["created_at"])
-    assert first["event"] == "started" and first["attempts"] == 3
+    # The two refusals fell on whichever notices were out first: six attempts in all.
+    assert sum(n["attempts"] for n in _notices(system)) == 6
     by_event = {b["event"]: b for b in flaky_receiver.bodies}
     assert by_event["paused"]["reason"] and "HTTP 401" in by_event["paused"]["reason"]
     assert by_event["paused"]["text"].startswith(f"mongo-backfill: job {job_id} paused: ")

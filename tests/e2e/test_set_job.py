@@ -83,7 +83,7 @@ def test_set_batch_size_applies_to_batches_planned_after_it(system: System) -> N
             assert job is not None
             set_job(system.db, str(job["_id"]), batch_size=50)
 
-    opts = RunOptions(batch_size=100, max_in_flight=4, rate_per_second=2000.0)
+    opts = RunOptions(backfill="catalog", batch_size=100, max_in_flight=4, rate_per_second=2000.0)
     definitions = worker_definitions(system.settings)
     job, _ = launch(system.db, system.broker, opts, on_batch=on_batch, definitions=definitions)
     assert system.wait(str(job["_id"])).job["status"] == "completed"
@@ -127,7 +127,8 @@ def test_set_refuses_bad_values_and_finished_jobs_in_one_line(
         assert proc.returncode == code, (args, proc.stderr)
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, proc.stderr)
         assert mentions.lower() in lines[0].lower(), (args, lines[0])
-    assert "audit" not in system.summary(job_id).job
+    audit = system.summary(job_id).job.get("audit", [])
+    assert not [e for e in audit if e.get("changes")]  # `run` is audited; no refused `set` is
     proc = _cli(system, tmp_path, "set", "no-such-job", "--rate", "5/s")
     assert proc.returncode == 1 and "no backfill job" in proc.stderr
 

@@ -12,7 +12,8 @@ from tests.faults.reconcile import reconcile
 from tests.faults.report import record
 from tests.harness import System, seed_products
 
-pytestmark = pytest.mark.e2e
+# Two minutes each (a planner lease must lapse): `make reliability` runs them, `make test` not.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_orchestrator_killed_while_planning_resumes_from_its_cursor(system: System) -> None:

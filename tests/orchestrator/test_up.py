@@ -16,6 +16,7 @@ import pymongo
 import pytest
 import requests
 
+from backfill_engine.settings import DEFAULT_MONGO_DB
 from orchestrator.stack_state import STATE_FILE
 
 pytestmark = pytest.mark.e2e
@@ -84,7 +85,10 @@ def test_up_serves_a_run_from_another_terminal_and_stops_every_child(tmp_path: P
         assert done["job"]["status"] == "completed"
         assert done["items"]["written"] == 700
         with pymongo.MongoClient(state["mongo_url"]) as client:
-            assert client.catalog.products.count_documents({"brand": {"$exists": True}}) == 700
+            assert (
+                client[DEFAULT_MONGO_DB].products.count_documents({"brand": {"$exists": True}})
+                == 700
+            )
 
         up.send_signal(signal.SIGINT)
         out, _ = up.communicate(timeout=60)
