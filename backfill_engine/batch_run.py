@@ -60,6 +60,13 @@ UNKNOWN_RETRY_SECONDS = 5.0  # a batch of a backfill this worker does not know, 
 STATUS_RECHECK_SECONDS = 1.0
 
 STOPPING_JOB_STATES = (JobStatus.PAUSED, JobStatus.CANCELLED, JobStatus.FAILED)
+MIN_WRITE_MARGIN_SECONDS = 10.0  # clock-offset error between hosts plus one write, with room
+
+
+def write_margin(lease_seconds: float) -> float:
+    """How much of the lease must be left for a write to go without re-proving the lease."""
+    return max(MIN_WRITE_MARGIN_SECONDS, lease_seconds / 3)
+
 
 # Errors after which the same batch may well succeed later.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -101,12 +108,28 @@ class LeaseKeeper:
         job_id: str,
         job_state: str,
         recheck_seconds: float = STATUS_RECHECK_SECONDS,
+        leased_at: float | None = None,
     ) -> None:
         self.coll, self.lease, self.lease_seconds = coll, lease, lease_seconds
         self.job_id, self.job_state, self.recheck_seconds = job_id, job_state, recheck_seconds
         self.lost = threading.Event()
+        # Until when (monotonic) the lease is surely ours: set from the send time of the last
+        # update that extended it (lease, renewal, checkpoint), so it errs on the early side.
+        self.valid_until = (time.monotonic() if leased_at is None else leased_at) + lease_seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="lease-keeper")
+
+    def extended(self, sent: float) -> None:
+        """An update sent at `sent` (monotonic) extended the lease by a full lease period."""
+        self.valid_until = max(self.valid_until, sent + self.lease_seconds)
+
+    def surely_ours(self, margin: float) -> bool:
+        """True while the lease cannot have expired for at least `margin` more seconds.
+
+        Nobody can take a batch before its lease expires, so within that window a write
+        needs no round trip to prove the lease is still ours.
+        """
+        return not self.lost.is_set() and time.monotonic() + margin < self.valid_until
 
     def __enter__(self) -> LeaseKeeper:
         self._thread.start()
@@ -129,9 +152,11 @@ class LeaseKeeper:
                     self.job_state = job["status"] if job else JobStatus.CANCELLED.value
                 if now >= next_renew:
                     next_renew = now + renew_every
+                    sent = time.monotonic()
                     if not store.renew_lease(self.coll, self.lease, self.lease_seconds):
                         self.lost.set()
                         return
+                    self.extended(sent)
             except pymongo.errors.PyMongoError:
                 continue  # the next round, the checkpoint or the finish will tell
 
@@ -288,6 +313,7 @@ def _take(
         rt.rate = float(job.get("rate_per_second") or s.rate_per_second)
         rt.rate_auto = bool(job.get("rate_auto"))  # `--rate auto`: see rate_control.py
 
+        leased_at = time.monotonic()  # the lease runs from no later than this
         with watch.phase("lease"):
             taken = store.lease_batch(
                 meta, store.batch_id(job_id, batch_no), owner, s.lease_seconds
@@ -319,7 +345,9 @@ def _take(
             ctx.http = rt.http_for(backfill.source)
     except TRANSIENT_ERRORS as exc:
         return _after_failure(rt, sender, meta, lease, doc, job_id, batch_no, exc, blog)
-    return BatchRun(rt, backfill, ctx, job, lease, doc, ids, set(ambiguous), blog, watch)
+    run = BatchRun(rt, backfill, ctx, job, lease, doc, ids, set(ambiguous), blog, watch)
+    run.keeper.valid_until = leased_at + s.lease_seconds
+    return run
 
 
 class Progress:
@@ -478,10 +506,15 @@ class BatchRun:
         """Write the sub-chunk, only while the lease is ours (renewed right before)."""
         if not (ops or held):
             return
-        if not store.renew_lease(self.meta, self.lease, self.rt.settings.lease_seconds):
+        lease_seconds = self.rt.settings.lease_seconds
+        if not self.keeper.surely_ours(write_margin(lease_seconds)):
             # The source call may have waited longer than the lease (rate-limit waits, 429
-            # pauses, retries): never write over what the worker that took the batch wrote.
-            raise LeaseLost
+            # pauses, retries, a stalled link): prove the lease is still ours right before
+            # writing, never over what the worker that took the batch over wrote.
+            sent = time.monotonic()
+            if not store.renew_lease(self.meta, self.lease, lease_seconds):
+                raise LeaseLost
+            self.keeper.extended(sent)
         c = self.progress.counters
         if ops:
             # Filter on _id, never upsert: a document deleted meanwhile stays deleted.
@@ -506,13 +539,19 @@ class BatchRun:
             return
         self._last_checkpoint = time.monotonic()
         self.pipe.submit(
-            store.checkpoint,
-            self.meta,
-            self.lease,
+            self._checkpoint,
             **self.progress.as_doc(),
             lease_seconds=self.rt.settings.lease_seconds,
             source_inc=self._source_delta(),
         )
+
+    def _checkpoint(self, **fields: Any) -> bool:
+        """store.checkpoint, which also extends the lease (on the pipe's thread)."""
+        sent = time.monotonic()
+        ok = store.checkpoint(self.meta, self.lease, **fields)
+        if ok:
+            self.keeper.extended(sent)
+        return ok
 
     def _source_delta(self) -> dict[str, float]:
         """What the source calls cost since the last progress write (then marked written)."""

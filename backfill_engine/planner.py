@@ -218,6 +218,19 @@ def _chunks(ids: Iterable[Any], size: Callable[[], int]) -> Iterator[list[Any]]:
         yield chunk
 
 
+def mixes_id_types(coll: Collection) -> bool:
+    """Whether `coll` holds `_id`s of more than one sort class (numbers, strings, ObjectIds...).
+
+    `_id`s sort by BSON type first, so the two ends of the `_id` index tell: two reads.
+    """
+    ends = [
+        d["_id"]
+        for direction in (1, -1)
+        for d in coll.find({}, {"_id": 1}).sort("_id", direction).hint([("_id", 1)]).limit(1)
+    ]
+    return len(ends) == 2 and _type_rank(ends[0]) != _type_rank(ends[1])
+
+
 def find_ambiguous(coll: Collection, ids: list[Any]) -> list[Any]:
     """The ids among `ids` whose string form another document's `_id` in `coll` shares.
 
@@ -283,6 +296,9 @@ def plan_job(
     # Fill free slots after every cut until the cap is reached; from then on finishing
     # workers hand out the next batches, and the planner only tops up now and then.
     filling, last_fill = True, time.monotonic()
+    # Ids can share a string form only if the collection mixes `_id` types; most hold one
+    # type, and then no batch needs the per-batch twin query.
+    twins_possible = job.get("string_keyed", True) and mixes_id_types(coll)
     stream = _id_stream(coll, cursor, explicit, job.get("scope") or {})
     if limit is not None:
         # `--limit N`: the first N ids of the scope in `_id` order, whatever was planned before.
@@ -296,7 +312,7 @@ def plan_job(
             # Nothing of this batch is written: after the data is fixed, planning resumes here.
             meta.update_one({"_id": job_id, "planner": owner}, {"$set": {"planner": None}})
             raise
-        ambiguous = find_ambiguous(coll, ids) if job.get("string_keyed", True) else []
+        ambiguous = find_ambiguous(coll, ids) if twins_possible else []
         try:
             id_lists.insert_one(batch_ids_doc(job_id, next_no, ids, ambiguous))
         except pymongo.errors.DuplicateKeyError:

@@ -177,3 +177,41 @@ def test_worker_sweeper_outlives_a_broker_outage(
     assert "sweep skipped" in caplog.text
     assert alive
     assert caplog.text.count("sweep skipped") == 1  # logged once per outage, not every tick
+
+
+def test_a_write_skips_the_lease_round_trip_only_while_the_lease_surely_holds(
+    meta_db: Database,
+) -> None:
+    from backfill_engine.batch_run import LeaseKeeper, write_margin
+
+    meta = meta_db[METADATA]
+    job_id = _job(meta_db)
+    meta.insert_one(store.new_batch(job_id, 0, [1]))
+    taken = store.lease_batch(meta, store.batch_id(job_id, 0), "w", 60)
+    assert taken is not None
+    fresh = LeaseKeeper(meta, taken[0], 60, job_id=job_id, job_state="running")
+    assert fresh.surely_ours(write_margin(60))
+    # Leased 45 s ago and not renewed since (a stalled link): 15 s left is too little.
+    stale = LeaseKeeper(
+        meta, taken[0], 60, job_id=job_id, job_state="running", leased_at=time.monotonic() - 45
+    )
+    assert not stale.surely_ours(write_margin(60))
+    stale.extended(time.monotonic())  # a renewal that went through
+    assert stale.surely_ours(write_margin(60))
+    stale.lost.set()
+    assert not stale.surely_ours(write_margin(60))
+    # A short lease (as in the fault tests) is always proven before a write.
+    assert not LeaseKeeper(meta, taken[0], 3, job_id=job_id, job_state="running").surely_ours(
+        write_margin(3)
+    )
+
+
+def test_the_twin_query_runs_only_when_the_collection_mixes_id_types(meta_db: Database) -> None:
+    from backfill_engine.planner import mixes_id_types
+
+    coll = meta_db["only_oids"]
+    coll.insert_many([{"_id": ObjectId()} for _ in range(5)])
+    assert not mixes_id_types(coll)
+    coll.insert_one({"_id": "65f0c0ffee0000000000abcd"})
+    assert mixes_id_types(coll)
+    assert not mixes_id_types(meta_db["empty"])
