@@ -69,17 +69,18 @@ def one_start(
             mongo_url=mongo_url,
             mongo_db=db.name,
             redis_url=redis_url,
-            catalog_url=catalog.url,
             queue=f"bench-auto-{run_no}",
             subchunk_size=SUBCHUNK,
             rate_per_second=start,
             data_dir=str(log_dir),
-        )
+        ).with_source_env(CATALOG_URL=catalog.url)
         runner.up(
             db, runner.RunnerConfig.from_settings(settings, log=lambda m: None), to=METADATA_VERSION
         )
         broker = Broker.from_settings(settings)
-        opts = RunOptions(batch_size=100, max_in_flight=8, rate_per_second=start, rate_auto=True)
+        opts = RunOptions(
+            backfill="catalog", batch_size=100, max_in_flight=8, rate_per_second=start, rate_auto=True
+        )
         job, _ = launch(db, broker, opts)  # planned before any worker starts
         for i in range(PROCESSES):
             workers.append(
