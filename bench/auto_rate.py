@@ -79,7 +79,11 @@ def one_start(
         )
         broker = Broker.from_settings(settings)
         opts = RunOptions(
-            backfill="catalog", batch_size=100, max_in_flight=8, rate_per_second=start, rate_auto=True
+            backfill="catalog",
+            batch_size=100,
+            max_in_flight=8,
+            rate_per_second=start,
+            rate_auto=True,
         )
         job, _ = launch(db, broker, opts)  # planned before any worker starts
         for i in range(PROCESSES):
