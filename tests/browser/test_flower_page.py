@@ -17,7 +17,8 @@ from orchestrator.stack import LOOPBACK, ManagedProcess, free_port, start_flower
 from tests.browser import chromium
 from tests.harness import System, seed_products
 
-pytestmark = pytest.mark.e2e
+# Timing-sensitive under load: `make test` runs these after the parallel phase, alone.
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "flower.png"
 

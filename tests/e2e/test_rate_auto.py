@@ -13,7 +13,8 @@ from backfill_engine.rate_control import actors_key, read_control
 from backfill_engine.ratelimit import limiter_name
 from tests.harness import System, seed_products
 
-pytestmark = pytest.mark.e2e
+# Timing-sensitive under load: `make test` runs these after the parallel phase, alone.
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 LIMIT = 20.0  # the stand-in's requests/s; the job never hears of it
 SUBCHUNK = {"BACKFILL_SUBCHUNK_SIZE": "10"}  # 10 ids per request: many requests per product

@@ -6,7 +6,8 @@ import pytest
 
 from tests.harness import System, seed_products
 
-pytestmark = pytest.mark.e2e
+# Timing-sensitive under load: `make test` runs these after the parallel phase, alone.
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 RATE = 8.0  # requests per second, for all workers together
 

@@ -14,7 +14,8 @@ from orchestrator.commands import RunOptions, launch
 from orchestrator.jobs import set_job
 from tests.harness import System, seed_products
 
-pytestmark = pytest.mark.e2e
+# Timing-sensitive under load: `make test` runs these after the parallel phase, alone.
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 SLOW = {"BACKFILL_SUBCHUNK_SIZE": "10"}
 

@@ -13,7 +13,8 @@ from tests.faults.reconcile import FIELDS, reconcile
 from tests.faults.report import record
 from tests.harness import System, seed_products
 
-pytestmark = pytest.mark.e2e
+# Timing-sensitive under load: `make test` runs these after the parallel phase, alone.
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 
 def _final_status(system: System, job_id: str) -> str:

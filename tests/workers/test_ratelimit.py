@@ -99,13 +99,14 @@ print(json.dumps(grants))
 """
 
 
+@pytest.mark.serial
 def test_two_processes_share_one_bucket(
     make_limiter: LimiterFactory, settings: Settings, tmp_path: Path
 ) -> None:
     rate = 10.0
     limiter = make_limiter(rate=rate)  # registers the key for cleanup
     assert settings.redis_url
-    start_at = time.time() + 1.0  # both children start asking at the same moment
+    start_at = time.time() + 5.0  # both children start asking at the same moment
     stop_at = start_at + WINDOW_SECONDS
     argv = [sys.executable, "-c", _CHILD, settings.redis_url, limiter.name, str(rate)]
     argv += [str(start_at), str(stop_at)]
