@@ -35,7 +35,9 @@ def _actors(system: System) -> dict[bytes, bytes]:
 @pytest.mark.parametrize("start", [10 * LIMIT, LIMIT / 10], ids=["from-above", "from-below"])
 def test_auto_rate_converges_to_the_apis_limit(system: System, start: float) -> None:
     system.start_catalog("--rate-limit", str(LIMIT))
-    seed_products(system.db, 4000)
+    # Enough work that plenty of it is left after the first correction, however fast the
+    # workers reach it (8 000 products: 800 requests, ~40 s at the limit).
+    seed_products(system.db, 8000)
     # Three worker processes, each running a controller thread: one of them acts.
     system.start_workers(3, concurrency=2, extra_env=SUBCHUNK)
     job_id = system.launch(batch_size=100, max_in_flight=6, rate_per_second=start, rate_auto=True)
