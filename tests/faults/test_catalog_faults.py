@@ -14,7 +14,7 @@ from tests.faults.report import record
 from tests.harness import System, seed_products
 
 # Timing-sensitive under load: `make test` runs these after the parallel phase, alone.
-pytestmark = [pytest.mark.e2e, pytest.mark.serial]
+pytestmark = [pytest.mark.e2e, pytest.mark.serial, pytest.mark.slow]
 
 
 def _final_status(system: System, job_id: str) -> str:
