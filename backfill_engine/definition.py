@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backfill_engine.errors import BackfillError
+from backfill_engine.settings import DEFAULT_SUBCHUNK_SIZE, MAX_SUBCHUNK_SIZE
 from backfill_engine.sources import Source
 
-DEFAULT_SUBCHUNK_SIZE = 100  # documents per source call, write and checkpoint
 DEFAULT_SYNCED_FIELD = "backfill_synced_at"
 PARAM_TYPES: tuple[type, ...] = (str, int, float, bool)
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
@@ -71,8 +71,10 @@ class Backfill:
         for name, kind in self.params.items():
             if kind not in PARAM_TYPES:
                 raise DefinitionError(self.name, f"param {name!r} must be str, int, float or bool")
-        if not 1 <= self.subchunk_size <= 1000:
-            raise DefinitionError(self.name, "subchunk_size must be between 1 and 1000")
+        if not 1 <= self.subchunk_size <= MAX_SUBCHUNK_SIZE:
+            raise DefinitionError(
+                self.name, f"subchunk_size must be between 1 and {MAX_SUBCHUNK_SIZE}"
+            )
 
     @property
     def projection(self) -> dict[str, int]:

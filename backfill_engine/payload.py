@@ -23,7 +23,7 @@ from typing import Any
 from bson import ObjectId
 
 MAX_STRING_CHARS = 512  # per whitelisted string value
-MAX_PAYLOAD_BYTES = 16 * 1024  # whole payload as compact JSON, unknown keys included
+MAX_PAYLOAD_BYTES = 16 * 1024  # whole payload encoded as BSON, unknown keys included
 MAX_DEPTH = 16  # nesting levels scanned for hostile keys; deeper is itself rejected
 BSON_INT_MIN, BSON_INT_MAX = -(2**63), 2**63 - 1  # the widest integer BSON stores
 SNAPSHOT_LIMIT = 2048  # characters of a payload kept in quarantine
@@ -40,7 +40,7 @@ class InvalidPayloadError(ValueError):
         super().__init__(reason)
 
 
-def _hostile_key(key: object) -> str | None:
+def _hostile_key(key: object, *, check_utf8: bool = True) -> str | None:
     """Why `key` may not reach MongoDB, or None when it is harmless."""
     if not isinstance(key, str):
         return f"non-string key {type(key).__name__}"
@@ -52,7 +52,7 @@ def _hostile_key(key: object) -> str | None:
         return "key '_id'"
     if "\x00" in key:
         return "key with NUL byte"
-    if not _utf8(key):
+    if check_utf8 and not _utf8(key):
         return "key that is not valid UTF-8 (lone surrogate)"
     return None
 
@@ -81,24 +81,37 @@ def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _scan_keys(payload: Mapping[Any, Any]) -> None:
-    """Reject hostile keys and values BSON cannot store, at any depth (one bad value would
-    fail the whole batch's bulk write); iterative so a deep payload cannot exhaust the stack."""
+_PLAIN_LEAVES = frozenset((str, int, float, bool, type(None)))
+
+
+def scan_payload(payload: Mapping[Any, Any], *, leaves: bool = True) -> None:
+    """Reject hostile keys and nesting deeper than MAX_DEPTH; with `leaves`, also the first
+    value BSON cannot store, named by its top-level field. Iterative, so a deep payload
+    cannot exhaust the stack.
+
+    `leaves=False` is the cheap pass run on every payload before it is encoded; encoding
+    then finds what BSON cannot store, and only a payload that fails it pays for the full
+    pass that names the field (backfill_engine.validate).
+    """
     # Each entry carries the top-level key it sits under, to name the field in the reason.
     stack: list[tuple[Any, int, str | None]] = [(payload, 0, None)]
     while stack:
         value, depth, top = stack.pop()
+        if not leaves and type(value) in _PLAIN_LEAVES:
+            continue  # the common case, without the slower ABC checks below
         if depth > MAX_DEPTH:
             raise InvalidPayloadError(f"payload nested deeper than {MAX_DEPTH} levels")
         if isinstance(value, Mapping):
             for key, child in value.items():
-                why = _hostile_key(key)
+                why = _hostile_key(key, check_utf8=leaves)
                 if why:
                     raise InvalidPayloadError(f"hostile payload: {why}")
                 stack.append((child, depth + 1, top or key))
         elif isinstance(value, list | tuple):
             stack.extend((child, depth + 1, top) for child in value)
-        elif why := _unstorable_value(value):
+        elif leaves and isinstance(value, str | int) and (why := _unstorable_value(value)):
+            # Other BSON types (dates, ObjectIds, ...) a pure-function source may hand
+            # over are left to the encoder.
             where = _short(top) if top else "payload"
             raise InvalidPayloadError(f"{where} not storable in MongoDB: {why}", top)
 
@@ -139,11 +152,15 @@ def typed_id(value: Any) -> str:
     return f"{type(value).__name__}:{value}"
 
 
+# Built once: json.dumps with any non-default argument builds a new encoder per call.
+# Values that JSON cannot carry (datetime, Decimal128, ...) hash by their typed form.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=typed_id
+)
+
+
 def _canonical(value: Any) -> str:
-    # Values that JSON cannot carry (datetime, Decimal128, ...) hash by their typed form.
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=typed_id
-    )
+    return _CANONICAL.encode(value)
 
 
 def item_digest(doc_id: Any, fields: Mapping[str, Any]) -> str:

@@ -13,7 +13,7 @@ from backfill_engine.redact import REDACTED, redact_url, url_secrets
 DEFAULT_MONGO_DB = "backfill"
 DEFAULT_QUEUE = "backfill"
 DEFAULT_BATCH_SIZE = 500
-DEFAULT_SUBCHUNK_SIZE = 100  # ids per source call, write and checkpoint
+DEFAULT_SUBCHUNK_SIZE = 200  # ids per source read, write and checkpoint (docs/benchmarks.md)
 DEFAULT_MAX_IN_FLIGHT = 8  # batches queued or running per job
 DEFAULT_RATE_PER_SECOND = 50.0  # HTTP source requests per second, across every worker
 DEFAULT_LEASE_SECONDS = 60.0
@@ -40,7 +40,7 @@ DEFAULT_MAX_WRITE_LATENCY_MS = 500.0  # p95 of a process's recent document write
 DEFAULT_MAX_REPLICATION_LAG_SECONDS = 10.0  # the write majority behind the primary; 0: off
 
 MAX_BATCH_SIZE = 100_000
-MAX_SUBCHUNK_SIZE = 100
+MAX_SUBCHUNK_SIZE = 1000
 
 
 class SettingsError(ValueError):

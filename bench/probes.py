@@ -86,9 +86,8 @@ def cpu_seconds(roots: Iterable[int], *, tree: bool = True) -> float:
 class CpuMeter:
     """CPU seconds per named group of process trees between `start()` and `stop()`."""
 
-    def __init__(self, groups: dict[str, list[int]], *, alone: tuple[str, ...] = ()) -> None:
+    def __init__(self, groups: dict[str, list[int]]) -> None:
         self.groups = groups
-        self.alone = alone  # groups counted without their child processes
         self._before: dict[str, float] = {}
         self.used: dict[str, float] = {}
 
@@ -102,4 +101,4 @@ class CpuMeter:
         return self.used
 
     def _read(self, name: str) -> float:
-        return cpu_seconds(self.groups[name], tree=name not in self.alone)
+        return cpu_seconds(self.groups[name])

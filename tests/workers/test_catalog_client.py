@@ -490,3 +490,23 @@ def test_a_redirect_to_another_host_is_refused_not_followed(rec: Recorder) -> No
     assert exc.value.status == 302
     assert len(catalog.paths) == 1, "a redirect is not retried"
     assert elsewhere.paths == [], "the redirect was followed"
+
+
+def test_proxy_environment_is_read_once_when_the_client_is_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Per-request environment lookups are off (they cost an eighth of a call's CPU), so
+    # the proxy a worker was started with must be taken when its client is built.
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.invalid")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/extra-ca.pem")
+    outside = HttpSourceClient("https://api.example.invalid", path="/v1/items")
+    inside = HttpSourceClient("https://catalog.internal.invalid", path="/v1/items")
+    try:
+        assert outside.session.trust_env is False
+        assert outside.session.proxies.get("https") == "http://proxy.invalid:3128"
+        assert outside.session.verify == "/etc/ssl/certs/extra-ca.pem"
+        assert "https" not in inside.session.proxies  # NO_PROXY still honoured
+    finally:
+        outside.close()
+        inside.close()

@@ -13,7 +13,7 @@ def test_defaults_when_environment_is_empty() -> None:
     s = Settings.from_env({})
     assert s.mongo_url is None and s.redis_url is None
     assert s.batch_size == DEFAULT_BATCH_SIZE
-    assert s.subchunk_size == 100
+    assert s.subchunk_size == 200
 
 
 @pytest.mark.parametrize(
@@ -24,7 +24,7 @@ def test_defaults_when_environment_is_empty() -> None:
         ("BACKFILL_BATCH_SIZE", "1000000000", "BACKFILL_BATCH_SIZE must be between"),
         ("BACKFILL_BATCH_SIZE", "ten", "BACKFILL_BATCH_SIZE must be an integer"),
         ("BACKFILL_RATE", "0", "BACKFILL_RATE must be between"),
-        ("BACKFILL_SUBCHUNK_SIZE", "101", "BACKFILL_SUBCHUNK_SIZE must be between"),
+        ("BACKFILL_SUBCHUNK_SIZE", "1001", "BACKFILL_SUBCHUNK_SIZE must be between"),
         ("MONGO_URL", "http://x", "MONGO_URL must start with mongodb://"),
         ("REDIS_URL", "mongodb://x", "REDIS_URL must start with"),
     ],
