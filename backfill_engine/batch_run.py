@@ -34,6 +34,7 @@ from backfill_engine.http_client import (
     SourceProtocolError,
     SourceUnavailableError,
 )
+from backfill_engine.item_names import ensure_item_names
 from backfill_engine.payload import (
     CHAIN_START,
     build_set,
@@ -227,7 +228,7 @@ def _quarantine_ops(job_id: str, batch_no: int, entries: list[dict[str, Any]]) -
     now = now_utc()
     return [
         UpdateOne(
-            {"job_id": job_id, "product_id": e["product_id"]},
+            {"job_id": job_id, "item_id": e["item_id"]},
             {
                 "$set": {**e, "job_id": job_id, "batch_no": batch_no, "updated_at": now},
                 "$setOnInsert": {"created_at": now, "replayed": False},
@@ -523,6 +524,7 @@ class BatchRun:
             c["unchanged"] += res.matched_count - res.modified_count
             c["deleted"] += len(ops) - res.matched_count
         if held:
+            ensure_item_names(self.rt.db)  # once per process: a job planned by a first release
             entries = _quarantine_ops(self.job_id, self.batch_no, held)
             self.quarantine.bulk_write(entries, ordered=False)
 

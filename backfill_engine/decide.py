@@ -41,7 +41,7 @@ class Decision:
     def quarantine_entry(self, pid: Any, http_status: int | None) -> dict[str, Any]:
         """The backfill_quarantine record for a held decision."""
         return {
-            "product_id": pid,
+            "item_id": pid,
             "reason": self.outcome.value,
             "error_class": self.error_class,
             "error": (self.error or "")[:500],

@@ -26,6 +26,7 @@ from pymongo.database import Database
 from backfill_engine.dispatch import TaskSender, fill_in_flight
 from backfill_engine.errors import BackfillError
 from backfill_engine.ids import string_twins
+from backfill_engine.item_names import ensure_item_names
 from backfill_engine.scope import combine
 from backfill_engine.states import BATCH_IDS, METADATA, JobStatus
 from backfill_engine.store import batch_id, batch_ids_doc, new_batch, now_utc
@@ -123,6 +124,7 @@ def start_or_join(
     rate_auto: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Create a job, or return the active one for the same backfill; (job, created)."""
+    ensure_item_names(db)
     meta = db[METADATA]
     key = exclusive_key or backfill
     now = now_utc()
@@ -141,7 +143,7 @@ def start_or_join(
         "scope": scope or {},
         "limit": limit,
         "string_keyed": string_keyed,
-        "planning": {"cursor": None, "batches": 0, "products": 0, "done": False},
+        "planning": {"cursor": None, "batches": 0, "items": 0, "done": False},
         "dispatch_lock": None,
         "created_at": now,
         "updated_at": now,
@@ -327,7 +329,7 @@ def plan_job(
                 "$set": {
                     "planning.cursor": ids[-1],
                     "planning.batches": next_no + 1,
-                    "planning.products": planned_docs,
+                    "planning.items": planned_docs,
                     "planner_until": now + dt.timedelta(seconds=PLANNER_LEASE_SECONDS),
                     "updated_at": now,
                 }
@@ -356,7 +358,7 @@ def plan_job(
             "$set": {
                 "planning.done": True,
                 "planning.batches": next_no,
-                "planning.products": planned_docs,
+                "planning.items": planned_docs,
                 "planner": None,
                 "updated_at": now,
             }

@@ -67,7 +67,7 @@ def run_backfill(
     job_id = str(job["_id"])
     log(
         f"{'started' if created else 'joined'} backfill job {job_id}: "
-        f"{job['planning']['products']:,} documents in {job['planning']['batches']:,} batches"
+        f"{job['planning']['items']:,} documents in {job['planning']['batches']:,} batches"
     )
     if job["status"] == JobStatus.PAUSED.value:
         raise BackfillJobFailedError(job_id, "paused", "resume it with `backfill resume JOB`")

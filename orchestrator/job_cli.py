@@ -152,7 +152,7 @@ def run(
         verb = "started" if created else "joined running"
         console.print(
             f"{verb} job [bold]{job['_id']}[/] ({job['planning']['batches']:,} batches, "
-            f"{job['planning']['products']:,} documents)"
+            f"{job['planning']['items']:,} documents)"
         )
     if wait:
         summary = _watch(app, broker, str(job["_id"]), quiet=as_json)
@@ -358,7 +358,7 @@ def quarantine(app: AppContext, job_id: str, limit: int, as_json: bool) -> None:
         return
     for item in items:
         console.print(
-            f"{item['product_id']}  {item['reason']}  {item.get('error_class')}  "
+            f"{item['item_id']}  {item['reason']}  {item.get('error_class')}  "
             f"{item.get('error', '')[:80]}",
             markup=False,
         )

@@ -190,9 +190,9 @@ def retry(
 
     quarantine = db[QUARANTINE]
     ids = [
-        d["product_id"]
-        for d in quarantine.find({"job_id": job_id, "replayed": False}, {"product_id": 1}).sort(
-            "product_id", 1
+        d["item_id"]
+        for d in quarantine.find({"job_id": job_id, "replayed": False}, {"item_id": 1}).sort(
+            "item_id", 1
         )
     ]
     replay_id = None
@@ -201,7 +201,7 @@ def retry(
         # Exactly the ids the replay job got: an item quarantined since the read above is
         # not in it, and must stay unreplayed for the next retry.
         quarantine.update_many(
-            {"job_id": job_id, "product_id": {"$in": ids}, "replayed": False},
+            {"job_id": job_id, "item_id": {"$in": ids}, "replayed": False},
             {"$set": {"replayed": True, "replay_job_id": replay_id, "updated_at": now_utc()}},
         )
     if not failed and not ids:
@@ -215,7 +215,7 @@ def retry(
 def quarantined_items(db: Database, job_id: str, limit: int = 50) -> list[dict[str, Any]]:
     get_job(db, job_id)
     return list(
-        db[QUARANTINE].find({"job_id": job_id}, {"_id": 0}).sort("product_id", 1).limit(limit)
+        db[QUARANTINE].find({"job_id": job_id}, {"_id": 0}).sort("item_id", 1).limit(limit)
     )
 
 

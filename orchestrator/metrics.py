@@ -242,7 +242,7 @@ class JobMetrics(Collector):
             job = row.job
             labels = [str(job["_id"]), str(job.get("backfill", "")), str(job.get("status", ""))]
             planning = job.get("planning") or {}
-            planned = max(float(planning.get("products", 0) or 0), row.total("size"))
+            planned = max(float(planning.get("items", 0) or 0), row.total("size"))
             processed = row.total("processed")
             values = {"planned": planned, "processed": processed, "quarantined": row.quarantined}
             for name, family in documents.items():

@@ -77,7 +77,7 @@ def summary_table(summary: JobSummary) -> Table:
     planning = job.get("planning", {})
     table.add_row(
         "planned",
-        f"{planning.get('batches', 0):,} batches / {planning.get('products', 0):,} documents"
+        f"{planning.get('batches', 0):,} batches / {planning.get('items', 0):,} documents"
         + ("" if planning.get("done") else " (planning…)"),
     )
     table.add_row("batches", " · ".join(f"{k} {v}" for k, v in summary.batches.items() if v))
@@ -164,7 +164,7 @@ class LiveProgress:
     def update(self, summary: JobSummary) -> None:
         items = summary.items
         done = items.get("processed", 0)
-        total = max(items.get("size", 0), summary.job.get("planning", {}).get("products", 0), 1)
+        total = max(items.get("size", 0), summary.job.get("planning", {}).get("items", 0), 1)
         if self.first_done is None:
             self.first_done = done
         elapsed = max(time.monotonic() - self.started, 1e-6)
@@ -196,7 +196,7 @@ def jobs_table(rows: list[dict[str, Any]]) -> Table:
             str(job["_id"]),
             job["status"],
             f"{planning.get('batches', 0):,}",
-            f"{planning.get('products', 0):,}",
+            f"{planning.get('items', 0):,}",
         )
     return table
 

@@ -68,7 +68,7 @@ def verify(
         definitions = worker_definitions(Settings.from_env())
     backfill = lookup(definitions, str(get_job(db, job_id)["backfill"]))
     report = VerifyReport(job_id)
-    skip = {d["product_id"] for d in db[QUARANTINE].find({"job_id": job_id}, {"product_id": 1})}
+    skip = {d["item_id"] for d in db[QUARANTINE].find({"job_id": job_id}, {"item_id": 1})}
     for batch in db[METADATA].find({"job_id": job_id}).sort("batch_no", 1):
         if batch["status"] != BatchStatus.DONE.value:
             report.skipped_batches += 1

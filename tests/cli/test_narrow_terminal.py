@@ -58,7 +58,7 @@ def test_the_watch_progress_keeps_id_counts_and_counters_whole_at_80_columns() -
     # The renderer is pure: it draws whatever summary it is given.
     job_id = "catalog-20240405-120000-ab12"
     summary = JobSummary(
-        job={"_id": job_id, "status": "running", "planning": {"products": 10_000_000}},
+        job={"_id": job_id, "status": "running", "planning": {"items": 10_000_000}},
         batches={"running": 8, "done": 18_000},
         items={"size": 10_000_000, "processed": 9_050_000, "written": 9_000_000},
         quarantined=1_000,

@@ -37,8 +37,9 @@ def test_down_removes_validator_and_enriched_fields(system: System) -> None:
     system.migrate(to=None)
     config = runner.RunnerConfig.from_settings(system.settings, log=lambda _m: None)
     assert system.db[PRODUCTS].count_documents({"gtin14": {"$exists": True}}) == 300
-    result = runner.down(system.db, config, steps=3)
+    result = runner.down(system.db, config, steps=4)
     assert [s.version for s in result.done] == [
+        "20240409_generic_item_names",
         "20240408_backfill_gtin14",
         "20240407_enforce_catalog_fields",
         "20240406_backfill_products_from_catalog",

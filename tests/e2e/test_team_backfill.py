@@ -77,7 +77,7 @@ def test_a_team_module_runs_end_to_end_with_real_workers(team: System) -> None:
         assert items.find_one({"_id": i})["price_cents"] == round((i + 0.25) * 200)
     assert "price_cents" not in items.find_one({"_id": 99})  # out of scope: no price
     held = team.db[QUARANTINE].find_one({"job_id": job_id})
-    assert held["product_id"] == 100 and held["reason"] == "invalid"
+    assert held["item_id"] == 100 and held["reason"] == "invalid"
     assert summary.job["status"] == "completed_with_errors"
     assert verify(team.db, job_id, {"price-cents": _definition(team, "price-cents")}).ok
 

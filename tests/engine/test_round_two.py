@@ -139,7 +139,7 @@ def test_ambiguous_ids_are_quarantined_and_never_written(system: System) -> None
     system.start_workers()
     job_id = system.launch()
     summary = system.wait(job_id)
-    held = {d["product_id"]: d for d in system.db[QUARANTINE].find({"job_id": job_id})}
+    held = {d["item_id"]: d for d in system.db[QUARANTINE].find({"job_id": job_id})}
     assert {repr(k) for k in held} == {repr(v) for v in (5, "5", oid, str(oid))}
     assert all(d["reason"] == "ambiguous" for d in held.values())
     written = {d["_id"] for d in system.db[PRODUCTS].find({"catalog_synced_at": {"$exists": True}})}

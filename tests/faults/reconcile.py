@@ -94,7 +94,7 @@ def reconcile(
         f"planned {len(set(planned))} ids, expected {len(ids)}: "
         f"{len(set(ids) - set(planned))} missed, {len(set(planned) - set(ids))} extra"
     )
-    assert job["planning"]["done"] and job["planning"]["products"] == len(ids)
+    assert job["planning"]["done"] and job["planning"]["items"] == len(ids)
 
     totals = dict.fromkeys(COUNTER_NAMES, 0)
     given_up: set[Any] = set()
@@ -111,7 +111,7 @@ def reconcile(
         for name in COUNTER_NAMES:
             totals[name] += int(b["counters"][name])
 
-    held = {d["product_id"] for d in db[QUARANTINE].find({"job_id": job_id}, {"product_id": 1})}
+    held = {d["item_id"] for d in db[QUARANTINE].find({"job_id": job_id}, {"item_id": 1})}
     held -= given_up
     gone = set(deleted)
     assert held <= set(ids), "quarantine holds ids outside the job"

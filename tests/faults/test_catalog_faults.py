@@ -106,7 +106,7 @@ def test_malformed_json_bodies_are_retried_or_quarantined_never_written(system: 
     job_id = system.launch()
     system.wait(job_id)
     rec = reconcile(system, job_id, ids, status=_final_status(system, job_id))
-    held = [d["product_id"] for d in system.db[QUARANTINE].find({"job_id": job_id})]
+    held = [d["item_id"] for d in system.db[QUARANTINE].find({"job_id": job_id})]
     assert system.db[PRODUCTS].count_documents({"_id": {"$in": held}, "brand": {"$exists": 1}}) == 0
     record(
         "6d",
@@ -133,7 +133,7 @@ def test_wrong_types_and_hostile_payloads_are_quarantined_never_written(system: 
     job_id = system.launch()
     system.wait(job_id)
     rec = reconcile(system, job_id, ids, status="completed_with_errors")
-    held = {d["product_id"] for d in system.db[QUARANTINE].find({"job_id": job_id})}
+    held = {d["item_id"] for d in system.db[QUARANTINE].find({"job_id": job_id})}
     assert held == hostile, "quarantine must hold exactly the hostile ids"
     for doc in system.db[PRODUCTS].find({"_id": {"$in": list(hostile)}}):
         assert set(doc) == {"_id", "sku"}, f"a hostile payload reached {doc['_id']}"

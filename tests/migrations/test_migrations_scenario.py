@@ -16,6 +16,7 @@ from tests.migrations.mig_helpers import MigrationDir
 
 METADATA = "20240405_create_backfill_metadata"
 ENFORCE = "20240407_enforce_catalog_fields"
+ITEM_NAMES = "20240409_generic_item_names"
 NOW = dt.datetime(2024, 4, 5, 12, 0)
 
 
@@ -105,11 +106,49 @@ def test_metadata_indexes_enforce_uniqueness_where_the_design_needs_it(db: Datab
     names = set(meta.index_information())
     assert {"job_batch_no_unique", "job_status", "kind_status", "active_key_unique"} <= names
 
+    migration(ITEM_NAMES).up(db)
     q = db.backfill_quarantine
-    q.insert_one({"job_id": "job-1", "product_id": 7, "replayed": False})
+    q.insert_one({"job_id": "job-1", "item_id": 7, "replayed": False})
     with pytest.raises(DuplicateKeyError):
-        q.insert_one({"job_id": "job-1", "product_id": 7, "replayed": True})
-    assert {"job_product_unique", "job_replayed"} <= set(q.index_information())
+        q.insert_one({"job_id": "job-1", "item_id": 7, "replayed": True})
+    assert {"job_item_unique", "job_replayed"} <= set(q.index_information())
+
+
+def test_a_first_release_database_gets_generic_item_names_and_can_go_back(db: Database) -> None:
+    migration(METADATA).up(db)  # as the first release left it: entries keyed by product_id
+    q, meta = db.backfill_quarantine, db.backfill_metadata
+    q.insert_many([{"job_id": "job-1", "product_id": i, "replayed": False} for i in (1, 2, 3)])
+    meta.insert_one(job(planning={"batches": 1, "products": 3, "done": True}))
+
+    migration(ITEM_NAMES).up(db)
+    assert sorted(d["item_id"] for d in q.find()) == [1, 2, 3]
+    assert q.count_documents({"product_id": {"$exists": True}}) == 0
+    assert meta.find_one({"_id": "job-1"})["planning"] == {"batches": 1, "items": 3, "done": True}
+    indexes = set(q.index_information())
+    assert "job_item_unique" in indexes and "job_product_unique" not in indexes
+    with pytest.raises(DuplicateKeyError):
+        q.insert_one({"job_id": "job-1", "item_id": 2, "replayed": False})
+    migration(ITEM_NAMES).up(db)  # again: nothing left to rename, nothing broken
+    assert q.count_documents({"item_id": {"$exists": True}}) == 3
+
+    migration(ITEM_NAMES).down(db)
+    assert sorted(d["product_id"] for d in q.find()) == [1, 2, 3]
+    assert meta.find_one({"_id": "job-1"})["planning"]["products"] == 3
+    assert "job_product_unique" in set(q.index_information())
+
+
+def test_a_job_started_before_the_rename_migration_finds_the_new_names(db: Database) -> None:
+    # 20240406 runs the catalog backfill before 20240409 on a new database: starting
+    # the job renames first, or two quarantined items would collide on product_id.
+    from backfill_engine.planner import start_or_join
+
+    migration(METADATA).up(db)
+    start_or_join(
+        db, backfill="b", collection="c", batch_size=10, max_in_flight=1, rate_per_second=1.0
+    )
+    q = db.backfill_quarantine
+    q.insert_many([{"job_id": "j", "item_id": i, "replayed": False} for i in (1, 2)])
+    assert "job_item_unique" in set(q.index_information())
 
 
 def test_metadata_down_drops_both_collections(db: Database) -> None:

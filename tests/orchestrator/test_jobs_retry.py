@@ -29,18 +29,18 @@ def _finished_job(db: Database) -> str:
     return str(job["_id"])
 
 
-def _quarantine(db: Database, job_id: str, *product_ids: Any) -> None:
+def _quarantine(db: Database, job_id: str, *item_ids: Any) -> None:
     """Quarantine items as a worker does, with the worker's own update."""
     entries = [
         {
-            "product_id": pid,
+            "item_id": pid,
             "reason": "invalid",
             "error_class": "InvalidPayloadError",
             "error": "missing field gtin",
             "http_status": 200,
             "payload_snapshot": None,
         }
-        for pid in product_ids
+        for pid in item_ids
     ]
     db[QUARANTINE].bulk_write(_quarantine_ops(job_id, 0, entries), ordered=False)
 
@@ -61,7 +61,7 @@ class RacingReplay:
 
 
 def _unreplayed(db: Database, job_id: str) -> set[Any]:
-    return {d["product_id"] for d in db[QUARANTINE].find({"job_id": job_id, "replayed": False})}
+    return {d["item_id"] for d in db[QUARANTINE].find({"job_id": job_id, "replayed": False})}
 
 
 def test_items_quarantined_during_a_retry_stay_unreplayed(db: Database) -> None:
@@ -75,7 +75,7 @@ def test_items_quarantined_during_a_retry_stay_unreplayed(db: Database) -> None:
     assert report.replayed_items == 3
     assert _unreplayed(db, job_id) == {4}, "an item quarantined after the read was dropped"
     marked = db[QUARANTINE].find({"job_id": job_id, "replay_job_id": "replay-1"})
-    assert {d["product_id"] for d in marked} == {1, 2, 3}
+    assert {d["item_id"] for d in marked} == {1, 2, 3}
 
 
 def test_two_retries_in_a_row_replay_every_item_exactly_once(db: Database) -> None:

@@ -66,7 +66,7 @@ def test_metrics_match_the_job_documents(system: System, metrics_url: str) -> No
         return samples[(name, labels | frozenset(extra.items()))]
 
     assert samples[("backfill_mongo_up", frozenset())] == 1
-    assert value("backfill_documents_planned") == job["planning"]["products"] == 500
+    assert value("backfill_documents_planned") == job["planning"]["items"] == 500
     assert value("backfill_documents_processed") == items["processed"] == 500
     for name in ("written", "unchanged", "missing", "invalid", "deleted"):
         assert value(f"backfill_documents_{name}") == items[name], name

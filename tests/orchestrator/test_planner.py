@@ -82,7 +82,7 @@ def test_interrupted_planning_resumes_without_duplicates_or_gaps(db: Database) -
     assert planned == expected
     assert [b["batch_no"] for b in batches] == list(range(len(batches)))
     job = db[METADATA].find_one({"_id": job_id})
-    assert job["planning"]["done"] and job["planning"]["products"] == len(expected)
+    assert job["planning"]["done"] and job["planning"]["items"] == len(expected)
     assert job["status"] == "running"
 
 

@@ -33,7 +33,7 @@ def test_fully_hostile_catalog_changes_no_product_and_quarantines_everything(
     assert products.count_documents({"_id": "evil"}) == 0
     assert products.count_documents({}) == len(ids)
 
-    held = {d["product_id"]: d for d in system.db[QUARANTINE].find({"job_id": summary.job["_id"]})}
+    held = {d["item_id"]: d for d in system.db[QUARANTINE].find({"job_id": summary.job["_id"]})}
     assert set(held) == set(ids)
     assert {d["reason"] for d in held.values()} == {"invalid"}
     by_kind = {hostile_kind(str(pid)): d["error"] for pid, d in held.items()}
@@ -66,7 +66,7 @@ def test_a_value_bson_cannot_store_is_quarantined_and_its_neighbours_written(
     summary = system.wait(system.launch())
 
     assert summary.job["status"] == "completed_with_errors"
-    held = {d["product_id"]: d for d in system.db[QUARANTINE].find({"job_id": summary.job["_id"]})}
+    held = {d["item_id"]: d for d in system.db[QUARANTINE].find({"job_id": summary.job["_id"]})}
     assert set(held) == hostile
     for pid in surrogates:
         assert "not valid UTF-8" in held[pid]["error"]
