@@ -214,9 +214,7 @@ def retry(
 
 def quarantined_items(db: Database, job_id: str, limit: int = 50) -> list[dict[str, Any]]:
     get_job(db, job_id)
-    return list(
-        db[QUARANTINE].find({"job_id": job_id}, {"_id": 0}).sort("item_id", 1).limit(limit)
-    )
+    return list(db[QUARANTINE].find({"job_id": job_id}, {"_id": 0}).sort("item_id", 1).limit(limit))
 
 
 def record_change(db: Database, job_id: str, what: dict[str, Any]) -> dict[str, Any]:
