@@ -4,8 +4,9 @@ Lease, lock and dispatch expiries are written by one host and judged by another.
 each host's own clock, a host running minutes ahead steals live leases and one running
 behind keeps dead ones. So `now()` is this host's clock corrected by the offset to the
 MongoDB server's clock (`hello.localTime`, measured around one round trip and refreshed
-every REFRESH_SECONDS). A filter cannot use `$$NOW` instead: SecantusDB matches nothing
-with it inside `$expr`, and a filter is where an expiry is judged.
+every REFRESH_SECONDS). The same clock stamps the expiries that filters later compare
+with, so expiry is judged by one clock whichever host writes or reads it; `$$NOW`
+inside `$expr` is not supported by every wire-compatible server (docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -77,8 +77,8 @@ def planned_total(job: dict[str, Any]) -> int | None:
 
 
 def _take_dispatch_lock(coll: Collection, job_id: str, token: str) -> bool:
-    # Free means `dispatch_lock_until` null or past (the drop clears it). Not a top-level
-    # `$or`: SecantusDB answers that with a collection scan, this stays on the `_id` index.
+    # Free means `dispatch_lock_until` null or past (the drop clears it), said as one
+    # `$not` on that field: an `_id` equality plus one condition, no top-level `$or`.
     now = now_utc()
     res = coll.update_one(
         {"_id": job_id, "kind": "job", "dispatch_lock_until": {"$not": {"$gte": now}}},

@@ -82,8 +82,7 @@ def load_batch_ids(coll: Collection, bid: str) -> list[Any]:
 
 def load_batch(coll: Collection, bid: str) -> tuple[list[Any], list[Any]]:
     """The ids of batch `bid` and the ambiguous ones among them."""
-    # No projection: the document is only `_id`, `job_id` and `ids`, and on SecantusDB
-    # projecting a 500-id array rebuilds it (1.73 vs 0.37 ms of server time).
+    # No projection: the document is only `_id`, `job_id` and `ids`.
     doc = coll.find_one({"_id": bid})
     if doc is None:
         raise LookupError(f"batch {bid} has no id list")
@@ -107,9 +106,8 @@ def lease_batch(
 ) -> tuple[Lease, dict[str, Any]] | None:
     """Take the batch if it is unfinished and nobody holds a live lease; None otherwise.
 
-    A guarded update_one, then a read of what it wrote: findAndModify and a top-level
-    `$or` both scan the whole collection on SecantusDB (12-20 ms per lease at 800
-    batches, growing with the job), while this stays on the `_id` index. "No live lease"
+    A guarded update_one on `_id`, then a read of what it wrote (docs/benchmarks.md says
+    why not findAndModify on the stand-in). "No live lease"
     is `lease_expires_at` null or past: every transition sets or clears owner and expiry
     together. The read matches our own owner and expiry, so if the lease had already
     expired and moved on we see nothing and back off.
@@ -285,9 +283,9 @@ CLAIM_ATTEMPTS = 5
 def claim_pending(coll: Collection, job_id: str) -> dict[str, Any] | None:
     """Move the lowest-numbered pending batch to queued, returning `_id`, `batch_no`, `status`.
 
-    Find, then a guarded update_one: findAndModify scans the collection on SecantusDB.
-    Callers hold the job's dispatch lock; the guard still loses cleanly to a concurrent
-    cancel, and the next candidate is tried.
+    Find, then a guarded update_one on `_id`, as for a lease. Callers hold the job's
+    dispatch lock; the guard still loses cleanly to a concurrent cancel, and the next
+    candidate is tried.
     """
     pending = {"job_id": job_id, "status": BatchStatus.PENDING.value}
     for _ in range(CLAIM_ATTEMPTS):
@@ -340,9 +338,8 @@ def read_job(
 ) -> dict[str, Any] | None:
     """The job document `job_id` (only `fields` if given); None if there is no such job.
 
-    Filters on `_id` alone and checks `kind` here: on SecantusDB a second equality in the
-    filter triples the cost of the read (0.75 vs 0.25 ms), and workers read the job
-    around every batch.
+    Filters on `_id` alone and checks `kind` here: workers read the job around every
+    batch, and an exact `_id` lookup is the cheapest read there is.
     """
     projection = None if fields is None else dict.fromkeys((*fields, "kind"), 1)
     doc = coll.find_one({"_id": job_id}, projection)
@@ -390,8 +387,8 @@ def item_totals(coll: Collection, job_id: str) -> dict[str, int]:
 def batch_summary(coll: Collection, job_id: str) -> tuple[dict[str, int], dict[str, int]]:
     """`batch_counts` and `item_totals` from one aggregation (progress polls this every tick).
 
-    One pass over the job's batch documents instead of two: on SecantusDB each pass
-    decodes every batch document, which is most of what a poll costs the database.
+    One pass over the job's batch documents instead of two: each pass reads every batch
+    document of the job, which is most of what a poll costs the database.
     """
     group: dict[str, Any] = {
         "_id": "$status",
@@ -417,8 +414,8 @@ def maybe_complete_job(
     job = read_job(coll, job_id, ("status", "planning"))
     if not job or job["status"] != JobStatus.RUNNING.value or not job["planning"].get("done"):
         return None
-    # `$in` the unfinished states rather than `$nin` the finished ones: the former stays on
-    # the (job_id, status) index (0.55 vs 2.35 ms on SecantusDB at 60 batches).
+    # `$in` the unfinished states rather than `$nin` the finished ones: `$in` gives the
+    # (job_id, status) index exact bounds, `$nin` does not.
     unfinished = coll.count_documents(
         {"job_id": job_id, "status": {"$in": [s.value for s in UNFINISHED_BATCH_STATES]}},
         limit=1,

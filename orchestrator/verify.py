@@ -10,13 +10,13 @@ from pymongo.database import Database
 from backfill_engine.definition import Backfill
 from backfill_engine.payload import CHAIN_START, chain_hash, item_digest
 from backfill_engine.registry import lookup
+from backfill_engine.settings import DEFAULT_SUBCHUNK_SIZE
 from backfill_engine.states import BATCH_IDS, METADATA, QUARANTINE, BatchStatus
 from backfill_engine.store import load_batch_ids
 from orchestrator.jobs import get_job
 
-# Ids per `$in`: SecantusDB answers a long `$in` in superlinear time (500 ids ~17x the
-# cost of 100), so verify reads in the same 100-id chunks the workers use.
-VERIFY_READ_CHUNK = 100
+# Ids per `$in`: the sub-chunk the workers read by default.
+VERIFY_READ_CHUNK = DEFAULT_SUBCHUNK_SIZE
 
 
 @dataclass

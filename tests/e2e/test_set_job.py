@@ -15,7 +15,7 @@ from orchestrator.jobs import set_job
 from tests.harness import System, seed_products
 
 # Timing-sensitive under load: `make test` runs these after the parallel phase, alone.
-pytestmark = [pytest.mark.e2e, pytest.mark.serial, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 SLOW = {"BACKFILL_SUBCHUNK_SIZE": "10"}
 
