@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from backfill_engine.notify import safe_webhook, webhook_secrets
@@ -13,7 +14,7 @@ from backfill_engine.redact import REDACTED, redact_url, url_secrets
 DEFAULT_MONGO_DB = "backfill"
 DEFAULT_QUEUE = "backfill"
 DEFAULT_BATCH_SIZE = 500
-DEFAULT_SUBCHUNK_SIZE = 200  # ids per source read, write and checkpoint (docs/benchmarks.md)
+DEFAULT_SUBCHUNK_SIZE = 100  # ids per read, source call, write and checkpoint
 DEFAULT_MAX_IN_FLIGHT = 8  # batches queued or running per job
 DEFAULT_RATE_PER_SECOND = 50.0  # HTTP source requests per second, across every worker
 DEFAULT_LEASE_SECONDS = 60.0
@@ -52,30 +53,30 @@ def _text(env: Mapping[str, str], name: str, default: str | None) -> str | None:
     return value if value not in (None, "") else default
 
 
-def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+N = TypeVar("N", int, float)
+
+
+def _number(
+    env: Mapping[str, str], name: str, default: N, lo: N, hi: N, kind: Callable[[str], N], what: str
+) -> N:
     raw = env.get(name)
-    if raw in (None, ""):
+    if raw is None or raw == "":
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+        raise SettingsError(f"{name} must be {what}, got {raw!r}") from None
     if not lo <= value <= hi:
         raise SettingsError(f"{name} must be between {lo} and {hi}, got {value}")
     return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    return _number(env, name, default, lo, hi, int, "an integer")
 
 
 def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if not lo <= value <= hi:
-        raise SettingsError(f"{name} must be between {lo} and {hi}, got {value}")
-    return value
+    return _number(env, name, default, lo, hi, float, "a number")
 
 
 def _source_env(env: Mapping[str, str]) -> dict[str, str]:

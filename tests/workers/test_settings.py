@@ -13,7 +13,7 @@ def test_defaults_when_environment_is_empty() -> None:
     s = Settings.from_env({})
     assert s.mongo_url is None and s.redis_url is None
     assert s.batch_size == DEFAULT_BATCH_SIZE
-    assert s.subchunk_size == 200
+    assert s.subchunk_size == 100
 
 
 @pytest.mark.parametrize(
