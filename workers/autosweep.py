@@ -7,22 +7,18 @@ lost, and closes finished jobs.
 
 from __future__ import annotations
 
-import logging
-import threading
 import uuid
 
-import pymongo
-import pymongo.errors
 import redis
+from pymongo.database import Database
 
-from backfill_engine import clock, notify
-from backfill_engine.dispatch import SERVER_OUTAGES, TaskSender
+from backfill_engine import notify
+from backfill_engine.dispatch import TaskSender
 from backfill_engine.planner import plan_job
 from backfill_engine.settings import Settings
 from backfill_engine.states import DISPATCHABLE_JOB_STATES, METADATA
 from backfill_engine.sweeper import sweep_job
-
-log = logging.getLogger(__name__)
+from workers.background import ServerLoop
 
 MIN_INTERVAL_SECONDS = 1.0
 
@@ -31,9 +27,7 @@ def sweep_lock_key(queue: str) -> str:
     return f"backfill:sweep:{queue}"
 
 
-def sweep_once(
-    db: pymongo.database.Database, rds: redis.Redis, sender: TaskSender, settings: Settings
-) -> int:
+def sweep_once(db: Database, rds: redis.Redis, sender: TaskSender, settings: Settings) -> int:
     """If no other worker swept this interval, sweep every active job; return jobs swept."""
     interval_ms = int(max(settings.sweep_interval_seconds, MIN_INTERVAL_SECONDS) * 1000)
     # Expiring just before the next tick: whoever ticks first next time takes it.
@@ -63,43 +57,13 @@ def sweep_once(
     return swept
 
 
-class AutoSweeper:
-    """A daemon thread in the worker's main process that calls `sweep_once` every interval."""
+class AutoSweeper(ServerLoop):
+    """The worker's sweeper thread: `sweep_once` every sweep interval."""
 
     def __init__(self, settings: Settings, sender: TaskSender) -> None:
-        self.settings, self.sender = settings, sender
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="backfill-autosweep")
+        interval = max(settings.sweep_interval_seconds, MIN_INTERVAL_SECONDS)
+        super().__init__(settings, name="backfill-autosweep", what="sweep", interval=interval)
+        self.sender = sender
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        s = self.settings
-        client: pymongo.MongoClient = pymongo.MongoClient(
-            s.mongo_url, serverSelectionTimeoutMS=5000, appname="mongo-backfill-sweeper"
-        )
-        clock.attach(client)
-        rds = redis.Redis.from_url(s.redis_url or "redis://127.0.0.1:6379/0")
-        interval = max(s.sweep_interval_seconds, MIN_INTERVAL_SECONDS)
-        outage: str | None = None  # what is down, so an outage is logged once, not every tick
-        while not self._stop.wait(interval):
-            try:
-                sweep_once(client[s.mongo_db], rds, self.sender, s)
-            except SERVER_OUTAGES as exc:
-                # The servers come back; the next tick tries again. Celery's send_task raises
-                # kombu's OperationalError (not a RedisError) while the broker is down.
-                if outage != type(exc).__name__:
-                    outage = type(exc).__name__
-                    log.warning("sweep skipped until the servers answer: %s", outage)
-                continue
-            except Exception:
-                # Never let the thread die: it is what recovers lost work when nobody watches.
-                log.exception("sweep failed unexpectedly; trying again next interval")
-                continue
-            if outage is not None:
-                log.warning("sweeping again: servers answer")
-                outage = None
+    def tick(self, db: Database, rds: redis.Redis) -> object:
+        return sweep_once(db, rds, self.sender, self.settings)
