@@ -108,6 +108,20 @@ class Runtime:
             log.debug("answer not reported to the rate controller: %s", type(exc).__name__)
 
 
+def missing_source_urls(
+    settings: Settings, definitions: dict[str, Backfill] | None = None
+) -> list[tuple[str, str]]:
+    """(URL variable, backfill) for every HTTP source the backfills need but is not set."""
+    env = {**os.environ, **settings.to_env()}
+    if definitions is None:
+        definitions = worker_definitions(settings)
+    return [
+        (d.source.url_env, name)
+        for name, d in sorted(definitions.items())
+        if isinstance(d.source, HttpSource) and not env.get(d.source.url_env)
+    ]
+
+
 def http_client_for(
     source: HttpSource,
     settings: Settings,

@@ -21,10 +21,11 @@ import requests
 
 from backfill_engine.settings import Settings
 from bench.data import product_docs, seed
+from catalog_service.scenario import start_catalog
 from migrations import runner
 from orchestrator import jobs
 from orchestrator.commands import Broker, RunOptions, launch
-from orchestrator.stack import ManagedProcess, start_catalog, start_worker
+from orchestrator.stack import ManagedProcess, start_worker
 
 LIMIT = 20.0  # the stand-in's requests/s (`--rate-limit`); never told to the job
 STARTS = (10 * LIMIT, LIMIT / 10)  # ten times too high, ten times too low

@@ -10,7 +10,8 @@ import pymongo
 import redis
 import requests
 
-from orchestrator.stack import ManagedProcess, start_catalog, start_mongo, start_redis
+from catalog_service.scenario import start_catalog
+from orchestrator.stack import ManagedProcess, start_mongo, start_redis
 
 HTTP_TIMEOUT_SECONDS = 10.0
 

@@ -1,4 +1,5 @@
-"""The embedded local stack: SecantusDB, Redis, the catalog stand-in, workers and Flower.
+"""The embedded local stack: SecantusDB, Redis, workers and Flower (a scenario adds its
+API stand-ins, orchestrator/scenario.py).
 
 `make demo` and the test fixtures start servers through this one module, so tests
 run against exactly what the demo runs.
@@ -119,7 +120,9 @@ def spawn(
     return ManagedProcess(name=name, popen=popen, log_path=log_path)
 
 
-def _wait_for_port(proc: ManagedProcess, port: int, timeout: float) -> None:
+def wait_for_port(
+    proc: ManagedProcess, port: int, timeout: float = STARTUP_TIMEOUT_SECONDS
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not proc.alive():
@@ -131,7 +134,7 @@ def _wait_for_port(proc: ManagedProcess, port: int, timeout: float) -> None:
     raise StackError(f"{proc.name} did not listen on port {port} within {timeout:.0f}s")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -151,7 +154,7 @@ def claim_data_dir(path: Path) -> tuple[Path, str | None]:
             pid = int(pidfile.read_text().split()[0])
         except (ValueError, IndexError):
             pid = -1
-        if pid > 0 and _pid_alive(pid):
+        if pid > 0 and pid_alive(pid):
             raise StackError(
                 f"data directory {path} is in use by another stack (pid {pid}); "
                 "stop it or point BACKFILL_DATA_DIR elsewhere"
@@ -169,7 +172,7 @@ def running_embedded_mongo(data_dir: Path) -> str | None:
         pid, port = int(pid_text), int(port_text)
     except (OSError, ValueError):
         return None
-    if _pid_alive(pid) and _port_open(port):
+    if pid_alive(pid) and _port_open(port):
         return f"mongodb://{LOOPBACK}:{port}/?directConnection=true"
     return None
 
@@ -198,7 +201,7 @@ def start_mongo(
         pidfile.write_text(f"{proc.pid} {port}\n")
         proc.pidfile = pidfile
     try:
-        _wait_for_port(proc, port, STARTUP_TIMEOUT_SECONDS)
+        wait_for_port(proc, port, STARTUP_TIMEOUT_SECONDS)
     except StackError as exc:
         if "busy" in str(exc).lower():
             raise StackError(
@@ -249,27 +252,9 @@ def start_redis(
     if password:
         argv += ["--requirepass", password]
     proc = spawn("Redis", argv, log_dir / f"redis-{port}.log")
-    _wait_for_port(proc, port, STARTUP_TIMEOUT_SECONDS)
+    wait_for_port(proc, port, STARTUP_TIMEOUT_SECONDS)
     auth = f":{password}@" if password else ""
     proc.url = f"redis://{auth}{LOOPBACK}:{port}/0"
-    return proc
-
-
-def start_catalog(
-    *,
-    log_dir: Path,
-    port: int | None = None,
-    extra_args: Sequence[str] = (),
-    token: str | None = None,
-) -> ManagedProcess:
-    """Start the catalog stand-in (`python -m catalog_service`) on loopback."""
-    port = port or free_port()
-    argv = [sys.executable, "-m", "catalog_service", "--host", LOOPBACK, "--port", str(port)]
-    argv += list(extra_args)
-    env = {"CATALOG_TOKEN": token} if token else {}
-    proc = spawn("catalog", argv, log_dir / f"catalog-{port}.log", env=env)
-    _wait_for_port(proc, port, STARTUP_TIMEOUT_SECONDS)
-    proc.url = f"http://{LOOPBACK}:{port}"
     return proc
 
 
@@ -311,7 +296,7 @@ def start_flower(settings: Settings, *, log_dir: Path, port: int | None = None) 
         # Passed through the environment, never on the command line where `ps` shows it.
         env["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth
     proc = spawn("Flower", argv, log_dir / f"flower-{port}.log", env=env)
-    _wait_for_port(proc, port, STARTUP_TIMEOUT_SECONDS)
+    wait_for_port(proc, port, STARTUP_TIMEOUT_SECONDS)
     proc.url = f"http://{settings.flower_address}:{port}"
     return proc
 

@@ -1,4 +1,4 @@
-"""CLI verbs that run processes: worker, flower, demo (and the catalog stand-in)."""
+"""CLI verbs that run processes: worker, flower, demo, up, metrics (and the scenario's)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import time
 
 import click
 
+from backfill_engine.runtime import missing_source_urls
 from backfill_engine.settings import Settings
 from orchestrator.context import AppContext
 from orchestrator.errors import BackfillError
 from orchestrator.metrics import DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT
+from orchestrator.scenario import scenario_commands
 from orchestrator.stack import FLOWER_TASK_COLUMNS, celery_argv
 
 
@@ -56,8 +58,9 @@ def flower_auth_problem(address: str, basic_auth: str | None) -> str | None:
 def worker(app: AppContext, concurrency: int, pool: str, name: str | None) -> None:
     """Run a Celery worker for backfill batches (same as `celery -A workers.app worker`)."""
     s = app.resolved_settings()
-    if not s.source_env.get("CATALOG_URL"):
-        raise BackfillError("CATALOG_URL is not set: workers need the catalog API")
+    unset = missing_source_urls(s)
+    if unset:
+        raise BackfillError(f"{unset[0][0]} is not set: backfill {unset[0][1]!r} calls that API")
     env, argv = _celery(s, "worker")
     argv += [
         "--loglevel",
@@ -110,7 +113,13 @@ def flower(app: AppContext, address: str | None, port: int | None) -> None:
 
 
 @click.command()
-@click.option("--products", type=click.IntRange(1, 10_000_000), default=100_000, show_default=True)
+@click.option(
+    "--seed",
+    type=click.IntRange(1, 10_000_000),
+    default=100_000,
+    show_default=True,
+    help="Documents in the local scenario's collection.",
+)
 @click.option("--workers", "n_workers", type=click.IntRange(1, 64), default=2, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1, 64), default=2, show_default=True)
 @click.option("--latency-ms", type=click.IntRange(0, 60_000), default=10, show_default=True)
@@ -118,19 +127,19 @@ def flower(app: AppContext, address: str | None, port: int | None) -> None:
 @click.pass_obj
 def demo(
     app: AppContext,
-    products: int,
+    seed: int,
     n_workers: int,
     concurrency: int,
     latency_ms: int,
     no_flower: bool,
 ) -> None:
-    """Embedded stack, seed products, `migrate up` with real workers, print a summary."""
+    """Embedded stack, seed documents, `migrate up` with real workers, print a summary."""
     from orchestrator.demo import DemoOptions, run_demo
 
     run_demo(
         app,
         DemoOptions(
-            products=products,
+            seed=seed,
             workers=n_workers,
             concurrency=concurrency,
             latency_ms=latency_ms,
@@ -143,19 +152,19 @@ def demo(
 @click.option("--workers", "n_workers", type=click.IntRange(0, 64), default=2, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1, 64), default=2, show_default=True)
 @click.option(
-    "--catalog-latency-ms",
+    "--source-latency-ms",
     type=click.IntRange(0, 60_000),
     default=10,
     show_default=True,
-    help="Latency of the catalog stand-in (when CATALOG_URL is unset).",
+    help="Latency of the scenario's API stand-ins (those whose URL is unset).",
 )
 @click.option("--no-flower", is_flag=True, help="Do not start Flower.")
 @click.option(
-    "--products",
+    "--seed",
     type=click.IntRange(0, 10_000_000),
     default=0,
     show_default=True,
-    help="Seed catalog-less products up to this many.",
+    help="Seed the local scenario's collection up to this many documents.",
 )
 @click.option(
     "--metrics-port",
@@ -169,20 +178,20 @@ def up(
     app: AppContext,
     n_workers: int,
     concurrency: int,
-    catalog_latency_ms: int,
+    source_latency_ms: int,
     no_flower: bool,
-    products: int,
+    seed: int,
     metrics_port: int,
 ) -> None:
-    """Run the local stack (MongoDB, Redis, catalog, workers, Flower) until Ctrl-C."""
+    """Run the local stack (MongoDB, Redis, API stand-ins, workers, Flower) until Ctrl-C."""
     from orchestrator.up import UpOptions, run_up
 
     opts = UpOptions(
         workers=n_workers,
         concurrency=concurrency,
-        catalog_latency_ms=catalog_latency_ms,
+        source_latency_ms=source_latency_ms,
         flower=not no_flower,
-        products=products,
+        seed=seed,
         metrics_port=metrics_port,
     )
     run_up(app, opts, echo=lambda line: click.echo(line))
@@ -210,12 +219,4 @@ def metrics(app: AppContext, address: str, port: int) -> None:
         server.shutdown()
 
 
-def _catalog_server() -> list[click.Command]:
-    try:
-        from catalog_service.cli import catalog_server
-    except ImportError:  # pragma: no cover - the stand-in ships with the package
-        return []
-    return [catalog_server]
-
-
-STACK_COMMANDS: list[click.Command] = [worker, flower, demo, up, metrics, *_catalog_server()]
+STACK_COMMANDS: list[click.Command] = [worker, flower, demo, up, metrics, *scenario_commands()]

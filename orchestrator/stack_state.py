@@ -2,8 +2,8 @@
 
 `backfill up` writes `<BACKFILL_DATA_DIR>/stack.json` once its servers answer and
 removes it on exit. Every other command started with the same data directory reads it
-when MONGO_URL, REDIS_URL, CATALOG_URL or BACKFILL_QUEUE are unset, so `backfill run
-catalog` in a second terminal needs no settings typed. A file whose writer is gone
+when MONGO_URL, REDIS_URL, BACKFILL_QUEUE or a stand-in's URL variable are unset, so
+`backfill run NAME` in a second terminal needs no settings typed. A file whose writer is gone
 (killed with SIGKILL) is ignored: the pid it names no longer runs.
 """
 
@@ -13,10 +13,11 @@ import contextlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from backfill_engine.settings import Settings
+from orchestrator.stack import pid_alive
 
 STATE_FILE = "stack.json"
 
@@ -28,24 +29,14 @@ class RunningStack:
     pid: int
     mongo_url: str
     redis_url: str
-    catalog_url: str
     queue: str
+    source_urls: dict[str, str] = field(default_factory=dict)  # stand-ins, by URL variable
     flower_url: str | None = None
     metrics_url: str | None = None
 
 
 def state_path(data_dir: str | Path) -> Path:
     return Path(data_dir) / STATE_FILE
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def write_state(data_dir: str | Path, state: RunningStack) -> Path:
@@ -68,7 +59,7 @@ def read_state(data_dir: str | Path) -> RunningStack | None:
         state = RunningStack(**{k: v for k, v in raw.items() if k in known})
     except (OSError, ValueError, TypeError):
         return None
-    return state if isinstance(state.pid, int) and _pid_alive(state.pid) else None
+    return state if isinstance(state.pid, int) and pid_alive(state.pid) else None
 
 
 def remove_state(data_dir: str | Path, pid: int) -> None:
@@ -90,4 +81,6 @@ def with_running_stack(settings: Settings, env: Mapping[str, str]) -> Settings:
         redis_url=settings.redis_url or state.redis_url,
         # The queue has a default, so only an unset variable defers to the stack's queue.
         queue=settings.queue if env.get("BACKFILL_QUEUE") else state.queue,
-    ).with_source_env(CATALOG_URL=settings.source_env.get("CATALOG_URL") or state.catalog_url)
+    ).with_source_env(
+        **{name: settings.source_env.get(name) or url for name, url in state.source_urls.items()}
+    )

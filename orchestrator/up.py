@@ -1,7 +1,8 @@
 """`backfill up`: the whole local stack, kept running until Ctrl-C or SIGTERM.
 
 Other terminals find it through `stack_state` (the data directory's `stack.json`), so
-`backfill run catalog`, `status --watch`, `pause` and `resume` need no settings typed.
+`backfill run NAME`, `status --watch`, `pause` and `resume` need no settings typed. What
+runs besides the servers (API stand-ins, seed documents) is the local scenario's.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backfill_engine.redact import redact_url
-from migrations.versions._catalog import PRODUCTS
 from orchestrator.commands import METADATA_MIGRATION
 from orchestrator.context import AppContext
 from orchestrator.errors import StackError
 from orchestrator.local_flower import start_local_flower
 from orchestrator.metrics import DEFAULT_METRICS_PORT, MetricsServer, serve_metrics
-from orchestrator.stack import LOOPBACK, ManagedProcess, free_port, start_catalog, start_worker
+from orchestrator.scenario import LocalScenario, load_scenario
+from orchestrator.stack import LOOPBACK, ManagedProcess, free_port, start_worker
 from orchestrator.stack_state import RunningStack, read_state, remove_state, write_state
 
 WORKER_READY = " ready."  # what a Celery worker logs once it consumes from its queue
@@ -31,9 +32,9 @@ POLL_SECONDS = 0.5
 class UpOptions:
     workers: int = 2
     concurrency: int = 2
-    catalog_latency_ms: int = 10
+    source_latency_ms: int = 10  # of the scenario's API stand-ins
     flower: bool = True
-    products: int = 0  # seed catalog-less products up to this many (0: leave the data alone)
+    seed: int = 0  # seed the scenario's collection up to this many (0: leave the data alone)
     metrics_port: int | None = DEFAULT_METRICS_PORT  # None: no metrics endpoint
 
 
@@ -48,17 +49,19 @@ def _wait_until_ready(worker: ManagedProcess, timeout: float) -> None:
     raise StackError(f"{worker.name} was not ready within {timeout:.0f}s (log {worker.log_path})")
 
 
-def _prepare_database(app: AppContext, products: int, echo: Callable[[str], None]) -> None:
-    """Create the backfill collections, so `backfill run catalog` works at once; seed if asked."""
+def _prepare_database(
+    app: AppContext, scenario: LocalScenario, seed: int, echo: Callable[[str], None]
+) -> None:
+    """Create the backfill collections, so `backfill run NAME` works at once; seed if asked."""
     from migrations import runner
-    from orchestrator.demo import seed_products
 
     db = app.db()
     config = runner.RunnerConfig.from_settings(app.settings, log=lambda _line: None)
     runner.up(db, config, to=METADATA_MIGRATION)
-    if products:
-        added = seed_products(db, products)
-        echo(f"products: {db[PRODUCTS].estimated_document_count():,} ({added:,} seeded now)")
+    if seed:
+        added = scenario.seed(db, seed)
+        total = db[scenario.collection].estimated_document_count()
+        echo(f"{scenario.collection}: {total:,} ({added:,} seeded now)")
 
 
 def _port_or_free(port: int) -> int:
@@ -77,6 +80,7 @@ def run_up(app: AppContext, opts: UpOptions, echo: Callable[[str], None]) -> Non
             f"a stack is already up on {data_dir} (pid {live.pid}); "
             "use it, or stop it first, or point BACKFILL_DATA_DIR elsewhere"
         )
+    scenario = load_scenario(os.environ)
     stack = app.stack()
     s = stack.settings
     for note in stack.notes:
@@ -84,11 +88,13 @@ def run_up(app: AppContext, opts: UpOptions, echo: Callable[[str], None]) -> Non
     pid = os.getpid()
     metrics_server: MetricsServer | None = None
     try:
-        _prepare_database(app, opts.products, echo)
-        if s.source_env.get("CATALOG_URL") is None:
-            latency = ["--latency-ms", str(opts.catalog_latency_ms)]
-            catalog = stack.add(start_catalog(log_dir=stack.log_dir, extra_args=latency))
-            s = s.with_source_env(CATALOG_URL=catalog.url)
+        _prepare_database(app, scenario, opts.seed, echo)
+        urls, stand_ins = scenario.start_stand_ins(
+            s.source_env, stack.log_dir, opts.source_latency_ms
+        )
+        for proc in stand_ins:
+            stack.add(proc)
+        s = s.with_source_env(**urls)
         flower_line = ""
         flower_url = None
         if opts.flower:
@@ -115,13 +121,14 @@ def run_up(app: AppContext, opts: UpOptions, echo: Callable[[str], None]) -> Non
             metrics_server = serve_metrics(lambda: db, LOOPBACK, _port_or_free(opts.metrics_port))
             metrics_url = metrics_server.url
         app.settings = stack.settings = s
-        catalog_url = s.source_env.get("CATALOG_URL")
-        assert s.mongo_url and s.redis_url and catalog_url  # filled in by the stack above
+        assert s.mongo_url and s.redis_url  # filled in by the stack above
+        # Started here or given by the environment: other terminals need them either way.
+        apis = {x.url_env: s.source_env[x.url_env] for x in scenario.stand_ins}
         state = RunningStack(
             pid=pid,
             mongo_url=s.mongo_url,
             redis_url=s.redis_url,
-            catalog_url=catalog_url,
+            source_urls=apis,
             queue=s.queue,
             flower_url=flower_url,
             metrics_url=metrics_url,
@@ -130,7 +137,14 @@ def run_up(app: AppContext, opts: UpOptions, echo: Callable[[str], None]) -> Non
         rows = [
             ("MongoDB", redact_url(s.mongo_url)),
             ("Redis", f"{redact_url(s.redis_url)}  (queue {s.queue})"),
-            ("catalog", f"{redact_url(catalog_url)}  (+{opts.catalog_latency_ms} ms)"),
+            *(
+                (
+                    x.label,
+                    redact_url(apis[x.url_env])
+                    + (f"  (+{opts.source_latency_ms} ms)" if x.url_env in urls else ""),
+                )
+                for x in scenario.stand_ins
+            ),
             ("workers", f"{opts.workers} x {opts.concurrency}  (logs in {stack.log_dir})"),
         ]
         if flower_line:
@@ -141,7 +155,10 @@ def run_up(app: AppContext, opts: UpOptions, echo: Callable[[str], None]) -> Non
         for name, value in rows:
             echo(f"  {name:<8} {value}")
         echo(f"Other terminals with BACKFILL_DATA_DIR={data_dir} find it through {state_file}:")
-        echo("  backfill run catalog · backfill jobs · backfill status JOB --watch · pause/resume")
+        echo(
+            f"  backfill run {scenario.backfill} · backfill jobs · "
+            "backfill status JOB --watch · pause/resume"
+        )
         echo("ready; Ctrl-C stops everything")
         _keep_running(stack.children, echo)
     except KeyboardInterrupt:

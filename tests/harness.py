@@ -13,11 +13,12 @@ from pymongo.database import Database
 
 from backfill_engine.runtime import worker_definitions
 from backfill_engine.settings import Settings
+from catalog_service.scenario import start_catalog
 from migrations import runner
 from migrations.versions._catalog import PRODUCTS
 from orchestrator.commands import Broker, RunOptions, launch, wait_for
 from orchestrator.jobs import JobSummary, summarize
-from orchestrator.stack import ManagedProcess, start_catalog, start_worker
+from orchestrator.stack import ManagedProcess, start_worker
 
 METADATA_VERSION = "20240405_create_backfill_metadata"
 DEFAULT_TIMEOUT = 180.0

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import requests
 
-from orchestrator.stack import ManagedProcess, start_catalog
+from catalog_service.scenario import start_catalog
+from orchestrator.stack import ManagedProcess
 
 HUGE_CHARS = 4096  # tests need the "huge" hostile value over the limits, not 10 MB of it
 DRAIN_SECONDS = 10.0

@@ -22,7 +22,7 @@ from catalog_service.data import (
     hostile_kind,
     is_missing,
 )
-from orchestrator.stack import start_catalog
+from catalog_service.scenario import start_catalog
 from tests.catalog.standin import StandIn, launch
 from tests.catalog_definition import validate_item
 

@@ -19,8 +19,9 @@ import redis
 from pymongo.database import Database
 
 from backfill_engine.settings import Settings
+from catalog_service.scenario import start_catalog
 from migrations import runner
-from orchestrator.stack import ManagedProcess, free_port, start_catalog
+from orchestrator.stack import ManagedProcess, free_port
 from tests.harness import METADATA_VERSION, seed_products
 
 CATALOG_TOKEN = "tok-Very-Secret-4711"

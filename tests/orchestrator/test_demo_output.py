@@ -22,7 +22,7 @@ def test_demo_summary_names_no_dead_url_and_ends_with_how_to_watch(tmp_path: Pat
     }
     env.update(BACKFILL_DATA_DIR=str(tmp_path / "data"), COLUMNS="120")
     done = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "demo", "--products", "300", "--workers", "1"],
+        [sys.executable, "-m", "orchestrator.cli", "demo", "--seed", "300", "--workers", "1"],
         env=env,
         capture_output=True,
         text=True,

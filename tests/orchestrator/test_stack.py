@@ -54,7 +54,7 @@ def test_interrupted_demo_stops_every_child(tmp_path: Path, sig: signal.Signals)
             "-m",
             "orchestrator.cli",
             "demo",
-            "--products",
+            "--seed",
             "3000",
             "--workers",
             "1",

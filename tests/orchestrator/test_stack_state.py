@@ -23,7 +23,7 @@ def _state(pid: int) -> RunningStack:
         pid=pid,
         mongo_url="mongodb://127.0.0.1:27999/?directConnection=true",
         redis_url="redis://127.0.0.1:6399/0",
-        catalog_url="http://127.0.0.1:8799",
+        source_urls={"CATALOG_URL": "http://127.0.0.1:8799"},
         queue="up-queue",
     )
 

@@ -52,7 +52,7 @@ def test_up_serves_a_run_from_another_terminal_and_stops_every_child(tmp_path: P
     queue = f"test-up-{uuid.uuid4().hex[:8]}"  # never the default queue of a real stack
     up_env = {**_bare_env(data_dir), "BACKFILL_QUEUE": queue}
     up = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "up", "--workers", "1", "--products", "700"],
+        [sys.executable, "-m", "orchestrator.cli", "up", "--workers", "1", "--seed", "700"],
         env=up_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -113,7 +113,7 @@ def test_a_second_up_on_the_same_data_dir_is_refused_in_one_line(tmp_path: Path)
                 "pid": os.getpid(),
                 "mongo_url": "mongodb://127.0.0.1:1/?directConnection=true",
                 "redis_url": "redis://127.0.0.1:1/0",
-                "catalog_url": "http://127.0.0.1:1",
+                "source_urls": {"CATALOG_URL": "http://127.0.0.1:1"},
                 "queue": "nobody",
             }
         )
