@@ -14,8 +14,7 @@ from orchestrator.commands import RunOptions, launch
 from orchestrator.jobs import set_job
 from tests.harness import System, seed_products
 
-# Timing-sensitive under load: `make test` runs these after the parallel phase, alone.
-pytestmark = [pytest.mark.e2e, pytest.mark.serial]
+pytestmark = pytest.mark.e2e
 
 SLOW = {"BACKFILL_SUBCHUNK_SIZE": "10"}
 
@@ -45,6 +44,7 @@ def test_set_max_in_flight_caps_batches_thereafter(system: System) -> None:
     assert change["user"] and change["host"] and change["argv"]
 
 
+@pytest.mark.serial  # an observed rate: alone, so load does not bend it
 def test_set_rate_changes_the_observed_request_rate(system: System) -> None:
     seed_products(system.db, 3000)  # 300 requests: several seconds at the first rate
     # Planned before any worker starts: launch plans to the end, and must not race the job.
