@@ -605,8 +605,9 @@ def read_current(
 ) -> dict[Any, dict[str, Any]]:
     """The documents among `ids` that exist, with only `fields`, keyed by `_id` (one query)."""
     projection = dict.fromkeys(fields, 1)
-    # batch_size: the whole sub-chunk in the first reply, no getMore round trip.
-    found = coll.find({"_id": {"$in": ids}}, projection, batch_size=max(len(ids), 1))
+    # One more than can match: the first reply then holds every document and closes the
+    # cursor; with exactly len(ids) the server cannot tell it is done, and a getMore follows.
+    found = coll.find({"_id": {"$in": ids}}, projection, batch_size=len(ids) + 1)
     return {d["_id"]: d for d in found}
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from pymongo.database import Database
 
+from backfill_engine.batch_run import read_current
 from backfill_engine.definition import Backfill
 from backfill_engine.payload import CHAIN_START, chain_hash, item_digest
 from backfill_engine.registry import lookup
@@ -42,12 +43,7 @@ def batch_hash_from_documents(
     checked = 0
     for start in range(0, len(ids), VERIFY_READ_CHUNK):
         chunk = ids[start : start + VERIFY_READ_CHUNK]
-        current = {
-            d["_id"]: d
-            for d in db[backfill.collection].find(
-                {"_id": {"$in": chunk}}, dict.fromkeys(backfill.writes, 1)
-            )
-        }
+        current = read_current(db[backfill.collection], chunk, backfill.writes)
         for pid in chunk:
             if pid in skip or pid not in current:
                 continue
