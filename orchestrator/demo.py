@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rich.console import Console
@@ -19,6 +19,7 @@ from orchestrator.scenario import LocalScenario, load_scenario
 from orchestrator.stack import start_worker
 
 console = Console(soft_wrap=True)
+DEMO_LOCK_SECONDS = 1800.0  # the migration lock's lease on the embedded server
 
 
 def watch_hint(backfill: str) -> str:
@@ -55,6 +56,10 @@ def run_demo(app: AppContext, opts: DemoOptions) -> None:
     scenario: LocalScenario = load_scenario(os.environ)
     stack = app.stack()
     s: Settings = stack.settings
+    if not app.settings.mongo_url:
+        # The embedded server answers no client while it builds an index (docs/benchmarks.md):
+        # the demo's only migration runner must not lose its lock to that.
+        s = replace(s, migration_lock_seconds=max(s.migration_lock_seconds, DEMO_LOCK_SECONDS))
     for note in stack.notes:
         console.print(f"[yellow]{note}[/]")
     log_dir = stack.log_dir
