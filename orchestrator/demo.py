@@ -54,9 +54,10 @@ def run_demo(app: AppContext, opts: DemoOptions) -> None:
 
     started = time.monotonic()
     scenario: LocalScenario = load_scenario(os.environ)
+    embedded = app.settings.mongo_url is None  # app.stack() fills it in
     stack = app.stack()
     s: Settings = stack.settings
-    if not app.settings.mongo_url:
+    if embedded:
         # The embedded server answers no client while it builds an index (docs/benchmarks.md):
         # the demo's only migration runner must not lose its lock to that.
         s = replace(s, migration_lock_seconds=max(s.migration_lock_seconds, DEMO_LOCK_SECONDS))
