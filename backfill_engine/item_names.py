@@ -16,6 +16,7 @@ import threading
 from pymongo.database import Database
 
 from backfill_engine.states import METADATA, QUARANTINE
+from migrations.indexes import drop_indexes
 
 ITEM_FIELD = "item_id"  # a quarantine entry's document id
 ITEM_INDEX = "job_item_unique"  # one entry per (job, document)
@@ -29,39 +30,45 @@ _lock = threading.Lock()
 def ensure_item_names(db: Database, *, force: bool = False) -> bool:
     """Rename first-release metadata in `db`; True if anything had to change.
 
-    Does nothing before the metadata migration (20240405) created the quarantine.
+    Does nothing until the metadata migration (20240405) has given the quarantine its
+    unique index, and asks again next time: a `migrate up` may be creating it right now.
     """
     key = (id(db.client), db.name)
     with _lock:
         if key in _checked and not force:
             return False
-        if QUARANTINE not in db.list_collection_names(filter={"name": QUARANTINE}):
+        names = {ix["name"] for ix in db[QUARANTINE].list_indexes()}  # none: no quarantine yet
+        if not names & {OLD_INDEX, ITEM_INDEX}:
             return False
-        quarantine = db[QUARANTINE]
-        names = {ix["name"] for ix in quarantine.list_indexes()}
         changed = OLD_INDEX in names or ITEM_INDEX not in names
         if changed:
-            # The old unique index first: renamed entries would collide on its missing key.
-            if OLD_INDEX in names:
-                quarantine.drop_index(OLD_INDEX)
-            quarantine.update_many(
-                {OLD_FIELD: {"$exists": True}}, {"$rename": {OLD_FIELD: ITEM_FIELD}}
-            )
-            db[METADATA].update_many(
-                {"kind": "job", OLD_PLANNED: {"$exists": True}},
-                {"$rename": {OLD_PLANNED: PLANNED}},
-            )
-            quarantine.create_index([("job_id", 1), (ITEM_FIELD, 1)], name=ITEM_INDEX, unique=True)
+            _rename(db, names)
         _checked.add(key)
         return changed
+
+
+def _rename(db: Database, seen: set[str]) -> None:
+    """Rename to the generic names, given the quarantine indexes listed a moment ago.
+
+    Other processes of this release may be renaming at the same time: every step is
+    idempotent, and an old index another one dropped since `seen` was listed is no error.
+    """
+    quarantine = db[QUARANTINE]
+    # The old unique index first: renamed entries would collide on its missing key.
+    if OLD_INDEX in seen:
+        drop_indexes(quarantine, OLD_INDEX)
+    quarantine.update_many({OLD_FIELD: {"$exists": True}}, {"$rename": {OLD_FIELD: ITEM_FIELD}})
+    db[METADATA].update_many(
+        {"kind": "job", OLD_PLANNED: {"$exists": True}}, {"$rename": {OLD_PLANNED: PLANNED}}
+    )
+    quarantine.create_index([("job_id", 1), (ITEM_FIELD, 1)], name=ITEM_INDEX, unique=True)
 
 
 def restore_first_release_names(db: Database) -> None:
     """The way back (migration 20240409 down), for a rollback to a first-release build."""
     quarantine = db[QUARANTINE]
     with _lock:
-        if ITEM_INDEX in {ix["name"] for ix in quarantine.list_indexes()}:
-            quarantine.drop_index(ITEM_INDEX)
+        drop_indexes(quarantine, ITEM_INDEX)
         quarantine.update_many(
             {ITEM_FIELD: {"$exists": True}}, {"$rename": {ITEM_FIELD: OLD_FIELD}}
         )

@@ -151,6 +151,35 @@ def test_a_job_started_before_the_rename_migration_finds_the_new_names(db: Datab
     assert "job_item_unique" in set(q.index_information())
 
 
+def test_renaming_waits_for_the_metadata_migration_to_finish_the_quarantine(
+    db: Database,
+) -> None:
+    # `backfill run` can start while `migrate up` is between creating the quarantine and
+    # its unique index: renaming then would leave both unique indexes behind.
+    from backfill_engine.item_names import ensure_item_names
+
+    db.create_collection("backfill_quarantine")
+    assert ensure_item_names(db) is False
+    assert set(db.backfill_quarantine.index_information()) == {"_id_"}
+    migration(METADATA).up(db)
+    assert ensure_item_names(db) is True  # asked again, since nothing was done the first time
+    indexes = set(db.backfill_quarantine.index_information())
+    assert "job_item_unique" in indexes and "job_product_unique" not in indexes
+
+
+def test_a_renamer_another_process_beat_to_the_old_index_still_finishes(db: Database) -> None:
+    from backfill_engine import item_names
+
+    migration(METADATA).up(db)
+    q = db.backfill_quarantine
+    q.insert_many([{"job_id": "job-1", "product_id": i, "replayed": False} for i in (1, 2)])
+    seen = set(q.index_information())  # listed, then another process dropped the index
+    q.drop_index("job_product_unique")
+    item_names._rename(db, seen)
+    assert sorted(d["item_id"] for d in q.find()) == [1, 2]
+    assert "job_item_unique" in set(q.index_information())
+
+
 def test_metadata_down_drops_both_collections(db: Database) -> None:
     m = migration(METADATA)
     m.up(db)
