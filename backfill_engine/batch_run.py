@@ -455,7 +455,9 @@ class BatchRun:
         p, watch = self.progress, self.watch
         chunk = self.ids[p.processed : p.processed + self.subchunk]
         with watch.phase("read"):
-            current = read_current(self.docs, chunk, self.backfill.projection)
+            current = read_current(
+                self.docs, chunk, self.backfill.projection, per_read=self.rt.settings.read_ids
+            )
         present = [current[i] for i in chunk if i in current and i not in self.ambiguous]
         with watch.phase("checkpoint"):
             # The last checkpoint must stand before we ask the source again: if it
@@ -601,14 +603,24 @@ def _after_batch(
 
 
 def read_current(
-    coll: Collection, ids: list[Any], fields: Iterable[str]
+    coll: Collection, ids: list[Any], fields: Iterable[str], *, per_read: int = 0
 ) -> dict[Any, dict[str, Any]]:
-    """The documents among `ids` that exist, with only `fields`, keyed by `_id` (one query)."""
+    """The documents among `ids` that exist, with only `fields`, keyed by `_id`.
+
+    One query, or one per `per_read` ids when that is set (BACKFILL_READ_IDS): some
+    servers charge more than linearly for a long `$in` list.
+    """
     projection = dict.fromkeys(fields, 1)
-    # One more than can match: the first reply then holds every document and closes the
-    # cursor; with exactly len(ids) the server cannot tell it is done, and a getMore follows.
-    found = coll.find({"_id": {"$in": ids}}, projection, batch_size=len(ids) + 1)
-    return {d["_id"]: d for d in found}
+    step = per_read if per_read > 0 else max(len(ids), 1)
+    found: dict[Any, dict[str, Any]] = {}
+    for start in range(0, len(ids), step):
+        piece = ids[start : start + step]
+        # One more than can match: the first reply then holds every document and closes
+        # the cursor; with exactly len(piece) the server cannot tell it is done, and a
+        # getMore follows.
+        for d in coll.find({"_id": {"$in": piece}}, projection, batch_size=len(piece) + 1):
+            found[d["_id"]] = d
+    return found
 
 
 # Which batch counter a quarantined outcome counts under (ambiguous ids are refused input).

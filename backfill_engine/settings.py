@@ -136,6 +136,7 @@ class Settings:
     queue: str = DEFAULT_QUEUE
     batch_size: int = DEFAULT_BATCH_SIZE
     subchunk_size: int = DEFAULT_SUBCHUNK_SIZE
+    read_ids: int = 0  # most ids one `$in` read names; 0: a sub-chunk is one read
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     rate_per_second: float = DEFAULT_RATE_PER_SECOND
     lease_seconds: float = DEFAULT_LEASE_SECONDS
@@ -186,6 +187,7 @@ class Settings:
             subchunk_size=_int(
                 e, "BACKFILL_SUBCHUNK_SIZE", DEFAULT_SUBCHUNK_SIZE, 1, MAX_SUBCHUNK_SIZE
             ),
+            read_ids=_int(e, "BACKFILL_READ_IDS", 0, 0, MAX_SUBCHUNK_SIZE),
             max_in_flight=_int(e, "BACKFILL_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT, 1, 10_000),
             rate_per_second=_float(e, "BACKFILL_RATE", DEFAULT_RATE_PER_SECOND, 0.001, 1_000_000),
             lease_seconds=_float(e, "BACKFILL_LEASE_SECONDS", DEFAULT_LEASE_SECONDS, 1, 86_400),
@@ -280,6 +282,7 @@ class Settings:
             "BACKFILL_QUEUE": self.queue,
             "BACKFILL_BATCH_SIZE": str(self.batch_size),
             "BACKFILL_SUBCHUNK_SIZE": str(self.subchunk_size),
+            "BACKFILL_READ_IDS": str(self.read_ids),
             "BACKFILL_MAX_IN_FLIGHT": str(self.max_in_flight),
             "BACKFILL_RATE": str(self.rate_per_second),
             "BACKFILL_LEASE_SECONDS": str(self.lease_seconds),

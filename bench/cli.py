@@ -16,6 +16,7 @@ from bench import auto_rate, report, scaling
 from bench.data import product_docs
 from bench.scenarios import Bench, Row, SystemConfig, ceiling, describe, naive, system, with_ratios
 from bench.servers import start_servers
+from orchestrator.stack import EMBEDDED_READ_IDS
 
 DEFAULT_PRODUCTS = 15_000
 DEFAULT_NAIVE_PRODUCTS = 300
@@ -36,6 +37,7 @@ class Options:
     single_slot: bool = True
     rate: float = DEFAULT_RATE
     batch_size: int = 500
+    read_ids: int = EMBEDDED_READ_IDS  # BACKFILL_READ_IDS of the workers
     rerun: bool = True
     memory_check: bool = True
     results_dir: Path = Path("bench/results")
@@ -66,6 +68,7 @@ class Options:
             "single_slot": self.single_slot,
             "rate_per_second": self.rate,
             "batch_size": self.batch_size,
+            "read_ids": self.read_ids,
             "scaling": self.with_scaling,
             "scaling_products": self.scaling_products,
             "scaling_latencies_ms": list(self.scaling_latencies),
@@ -125,6 +128,12 @@ def parse(argv: Sequence[str] | None = None) -> Options:
     )
     p.add_argument("--rate", type=float, default=DEFAULT_RATE, help="global catalog requests/s")
     p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument(
+        "--read-ids",
+        type=int,
+        default=EMBEDDED_READ_IDS,
+        help="ids per $in read (BACKFILL_READ_IDS; 0: one read per sub-chunk)",
+    )
     p.add_argument("--no-rerun", action="store_true", help="skip the rerun of each job")
     p.add_argument("--no-memory-check", action="store_true", help="skip the second-size run")
     p.add_argument("--results-dir", type=Path, default=Path("bench/results"))
@@ -180,6 +189,7 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         single_slot=not a.no_single_slot,
         rate=a.rate,
         batch_size=a.batch_size,
+        read_ids=a.read_ids,
         rerun=not a.no_rerun,
         memory_check=not a.no_memory_check,
         results_dir=a.results_dir,
@@ -207,7 +217,15 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
     try:
         say(f"servers up: {servers.mongo.url} {servers.redis_proc.url} {servers.catalog.url}")
         biggest = max(opts.products, opts.naive_products, opts.scaling_products)
-        bench = Bench(servers, product_docs(biggest), log_dir, opts.rate, opts.batch_size, say=say)
+        bench = Bench(
+            servers,
+            product_docs(biggest),
+            log_dir,
+            opts.rate,
+            opts.batch_size,
+            read_ids=opts.read_ids,
+            say=say,
+        )
         rows: list[Row] = [ceiling(bench, opts.products)]
         say(describe(rows[-1]))
         for latency in opts.latencies:

@@ -124,6 +124,7 @@ class Bench:
     log_dir: Path
     rate_per_second: float
     batch_size: int
+    read_ids: int = 0
     say: Callable[[str], None] = print
     _runs: int = 0
 
@@ -335,6 +336,7 @@ def system(
         redis_url=bench.servers.redis_proc.url,
         queue=f"bench-{run_no:03d}",
         batch_size=bench.batch_size,
+        read_ids=bench.read_ids,
         rate_per_second=bench.rate_per_second,
         data_dir=str(bench.log_dir),
         # The engine's own throughput is measured, as in earlier runs: the database health

@@ -320,6 +320,11 @@ class Stack:
             self.children.pop().stop()
 
 
+# Ids per `$in` read (BACKFILL_READ_IDS) where the settings leave it at 0 and the embedded
+# server is ours: it charges more than linearly for a long `$in` list (docs/benchmarks.md).
+EMBEDDED_READ_IDS = 25
+
+
 def ensure_servers(
     settings: Settings, *, persistent: bool = True, test_commands: bool = False
 ) -> Stack:
@@ -333,6 +338,7 @@ def ensure_servers(
         if settings.mongo_url is None and shared:
             # Another command (e.g. a running demo) owns the embedded server: share it.
             settings = replace(settings, mongo_url=shared)
+            settings = tuned_for_embedded(settings)
         elif settings.mongo_url is None:
             mongo, note = start_mongo(
                 data_dir / "mongo" if persistent else None,
@@ -342,7 +348,7 @@ def ensure_servers(
             stack.add(mongo)
             if note:
                 stack.notes.append(note)
-            settings = replace(settings, mongo_url=mongo.url)
+            settings = tuned_for_embedded(replace(settings, mongo_url=mongo.url))
         if settings.redis_url is None:
             machine_redis = f"redis://{LOOPBACK}:6379/0"
             if redis_answers(machine_redis):
@@ -354,6 +360,11 @@ def ensure_servers(
         raise
     stack.settings = settings
     return stack
+
+
+def tuned_for_embedded(settings: Settings) -> Settings:
+    """`settings` for the embedded server: short `$in` reads unless BACKFILL_READ_IDS is set."""
+    return replace(settings, read_ids=settings.read_ids or EMBEDDED_READ_IDS)
 
 
 @contextlib.contextmanager

@@ -7,13 +7,21 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
 import pytest
 
+from backfill_engine.settings import Settings
 from orchestrator.errors import StackError
-from orchestrator.stack import running_embedded_mongo, start_mongo
+from orchestrator.stack import (
+    EMBEDDED_READ_IDS,
+    Stack,
+    running_embedded_mongo,
+    start_mongo,
+    tuned_for_embedded,
+)
 
 
 def test_live_data_dir_is_refused_and_a_killed_runs_lock_is_cleared(tmp_path: Path) -> None:
@@ -82,3 +90,11 @@ def test_interrupted_demo_stops_every_child(tmp_path: Path, sig: signal.Signals)
     assert "Traceback" not in err
     _gone, alive = psutil.wait_procs(list(tracked.values()), timeout=30)
     assert not alive, f"left running: {[p.pid for p in alive]}"
+
+
+def test_the_embedded_server_reads_in_short_in_lists_unless_told_otherwise(stack: Stack) -> None:
+    # The session's servers came from ensure_servers with BACKFILL_READ_IDS unset.
+    assert Settings.from_env({}).read_ids == 0
+    assert stack.settings.read_ids == EMBEDDED_READ_IDS
+    told = replace(stack.settings, read_ids=7)
+    assert tuned_for_embedded(told).read_ids == 7

@@ -25,6 +25,7 @@ def test_defaults_when_environment_is_empty() -> None:
         ("BACKFILL_BATCH_SIZE", "ten", "BACKFILL_BATCH_SIZE must be an integer"),
         ("BACKFILL_RATE", "0", "BACKFILL_RATE must be between"),
         ("BACKFILL_SUBCHUNK_SIZE", "1001", "BACKFILL_SUBCHUNK_SIZE must be between"),
+        ("BACKFILL_READ_IDS", "-1", "BACKFILL_READ_IDS must be between"),
         ("MONGO_URL", "http://x", "MONGO_URL must start with mongodb://"),
         ("REDIS_URL", "mongodb://x", "REDIS_URL must start with"),
     ],
@@ -64,8 +65,14 @@ def test_redaction_of_urls_and_free_text() -> None:
 
 def test_to_env_round_trips() -> None:
     s = Settings.from_env(
-        {"MONGO_URL": "mongodb://h:1/", "BACKFILL_LEASE_SECONDS": "7", "CATALOG_TOKEN": "t0ken"}
+        {
+            "MONGO_URL": "mongodb://h:1/",
+            "BACKFILL_LEASE_SECONDS": "7",
+            "BACKFILL_READ_IDS": "25",
+            "CATALOG_TOKEN": "t0ken",
+        }
     )
+    assert s.read_ids == 25
     assert Settings.from_env(s.to_env()) == s
 
 
