@@ -319,7 +319,7 @@ def retry(app: AppContext, job_id: str, wait: bool) -> None:
 @click.pass_obj
 def verify(app: AppContext, job_id: str, as_json: bool) -> None:
     """Recompute every batch's payload hash from its documents; exit 1 on any mismatch."""
-    report = verify_job(app.db(), job_id)
+    report = verify_job(app.db(), job_id, per_read=app.resolved_settings().read_ids)
     if as_json:
         _json(
             {

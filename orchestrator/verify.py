@@ -34,7 +34,7 @@ class VerifyReport:
 
 
 def batch_hash_from_documents(
-    db: Database, batch: dict[str, Any], skip: set[Any], backfill: Backfill
+    db: Database, batch: dict[str, Any], skip: set[Any], backfill: Backfill, per_read: int = 0
 ) -> tuple[str | None, int]:
     """The payload hash a batch would have if it wrote exactly what the documents hold now."""
     all_ids = load_batch_ids(db[BATCH_IDS], batch["_id"])
@@ -43,7 +43,7 @@ def batch_hash_from_documents(
     checked = 0
     for start in range(0, len(ids), VERIFY_READ_CHUNK):
         chunk = ids[start : start + VERIFY_READ_CHUNK]
-        current = read_current(db[backfill.collection], chunk, backfill.writes)
+        current = read_current(db[backfill.collection], chunk, backfill.writes, per_read=per_read)
         for pid in chunk:
             if pid in skip or pid not in current:
                 continue
@@ -54,9 +54,16 @@ def batch_hash_from_documents(
 
 
 def verify(
-    db: Database, job_id: str, definitions: dict[str, Backfill] | None = None
+    db: Database,
+    job_id: str,
+    definitions: dict[str, Backfill] | None = None,
+    *,
+    per_read: int = 0,
 ) -> VerifyReport:
-    """Compare every done batch's recorded hash with one recomputed from the documents."""
+    """Compare every done batch's recorded hash with one recomputed from the documents.
+
+    `per_read` is BACKFILL_READ_IDS: the most ids one read of the documents names.
+    """
     if definitions is None:
         from backfill_engine.runtime import worker_definitions
         from backfill_engine.settings import Settings
@@ -69,7 +76,7 @@ def verify(
         if batch["status"] != BatchStatus.DONE.value:
             report.skipped_batches += 1
             continue
-        recomputed, checked = batch_hash_from_documents(db, batch, skip, backfill)
+        recomputed, checked = batch_hash_from_documents(db, batch, skip, backfill, per_read)
         report.batches_checked += 1
         report.documents_checked += checked
         if recomputed != batch.get("payload_hash"):

@@ -213,3 +213,7 @@ def test_verify_finds_no_mismatch_then_catches_a_hand_edit(system: System) -> No
     assert not report.ok
     edited_batch = system.db[BATCH_IDS].find_one({"job_id": job_id, "ids": ids[450]})
     assert report.mismatched_batches == [int(edited_batch["_id"].rsplit(":", 1)[1])]
+    # Shorter reads (BACKFILL_READ_IDS) check the same documents and find the same batch.
+    short = verify(system.db, job_id, per_read=7)
+    assert short.documents_checked == 600
+    assert short.mismatched_batches == report.mismatched_batches
