@@ -272,9 +272,7 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
             scaling_seconds = round(time.monotonic() - t_scaling, 1)
         auto_rows: list[dict[str, Any]] = []
         if opts.with_auto_rate:
-            auto_rows = auto_rate.run_all(
-                servers.mongo.url, servers.redis_proc.url, log_dir, say=say
-            )
+            auto_rows = auto_rate.run_on_fresh_servers(log_dir / "auto-rate", say=say)
         rows = with_ratios(rows)
         memory = with_ratios(memory)
         scaled = with_ratios(scaled)
