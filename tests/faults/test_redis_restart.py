@@ -50,8 +50,20 @@ def test_redis_restarted_empty_mid_job_loses_no_batch(
         def count(status: str) -> int:
             return meta.count_documents({"job_id": job_id, "kind": "batch", "status": status})
 
-        wait_sweeping(system, job_id, lambda: count("done") >= 3, what="3 done batches")
-        queued = redis.Redis.from_url(first.url).llen(system.settings.queue)
+        broker = redis.Redis.from_url(first.url)
+
+        def waiting() -> int:
+            return int(broker.llen(system.settings.queue))  # type: ignore[arg-type]
+
+        # Killed while messages wait in Redis, or the restart loses nothing to recover: the
+        # 4 slots hold one prefetched message each, so with 6 in flight about 2 wait there.
+        wait_sweeping(
+            system,
+            job_id,
+            lambda: count("done") >= 3 and waiting() >= 1,
+            what="3 done batches and a message waiting in Redis",
+        )
+        queued = waiting()
         in_flight = count("queued") + count("running")
         first.kill()  # SIGKILL, no persistence: every queued and unacked message is gone
         own_redis.append(start_redis(port=port, log_dir=tmp_path / "redis"))
