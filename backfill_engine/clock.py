@@ -4,7 +4,9 @@ Lease, lock and dispatch expiries are written by one host and judged by another.
 each host's own clock, a host running minutes ahead steals live leases and one running
 behind keeps dead ones. So `now()` is this host's clock corrected by the offset to the
 MongoDB server's clock (`hello.localTime`, measured around one round trip and refreshed
-every REFRESH_SECONDS). The same clock stamps the expiries that filters later compare
+every REFRESH_SECONDS). The offset is kept against this host's monotonic clock, not its
+wall clock: a wall-clock step (a VM resumed, an NTP step) must not move this host's idea
+of server time until the next refresh, or it could take live leases or write dead ones. The same clock stamps the expiries that filters later compare
 with, so expiry is judged by one clock whichever host writes or reads it; `$$NOW`
 inside `$expr` is not supported by every wire-compatible server (docs/benchmarks.md).
 """
@@ -27,8 +29,18 @@ MAX_TRUSTED_RTT_SECONDS = 1.0  # a slower round trip says little about the serve
 
 _lock = threading.Lock()
 _client: Any = None
-_offset_seconds = 0.0
+# Server time = monotonic time + this. Until a first measurement, this host's wall clock.
+_mono_offset: float | None = None
 _next_refresh = 0.0
+
+
+def _wall() -> float:
+    return time.time()
+
+
+def _mono() -> float:
+    return time.monotonic()
+
 
 
 def attach(client: Any) -> None:
@@ -39,15 +51,17 @@ def attach(client: Any) -> None:
 
 
 def offset_seconds() -> float:
-    """Server clock minus this host's clock, as last measured (0 before any measurement)."""
-    return _offset_seconds
+    """Server clock minus this host's wall clock now (0 before any measurement)."""
+    if _mono_offset is None:
+        return 0.0
+    return _mono() + _mono_offset - _wall()
 
 
 def measure(client: Any) -> float:
-    """One measurement of server time minus local time, in seconds."""
-    t0 = time.time()
+    """One measurement of server time minus this host's monotonic clock, in seconds."""
+    t0 = _mono()
     reply = client.admin.command("hello")
-    t1 = time.time()
+    t1 = _mono()
     server = reply.get("localTime")
     if not isinstance(server, dt.datetime):
         raise LookupError("server did not report localTime")
@@ -59,22 +73,23 @@ def measure(client: Any) -> float:
 
 
 def _refresh() -> None:
-    global _offset_seconds, _next_refresh
-    if _client is None or time.monotonic() < _next_refresh:
+    global _mono_offset, _next_refresh
+    if _client is None or _mono() < _next_refresh:
         return
     with _lock:
-        if time.monotonic() < _next_refresh:
+        if _mono() < _next_refresh:
             return
         try:
-            _offset_seconds = measure(_client)
-            _next_refresh = time.monotonic() + REFRESH_SECONDS
+            _mono_offset = measure(_client)
+            _next_refresh = _mono() + REFRESH_SECONDS
         except (pymongo.errors.PyMongoError, LookupError, TimeoutError) as exc:
             log.debug("server clock not measured (%s); keeping offset", type(exc).__name__)
-            _next_refresh = time.monotonic() + RETRY_SECONDS
+            _next_refresh = _mono() + RETRY_SECONDS
 
 
 def now() -> dt.datetime:
     """The server's current time (UTC, millisecond precision, as BSON stores it)."""
     _refresh()
-    t = dt.datetime.fromtimestamp(time.time() + _offset_seconds, dt.UTC)
+    seconds = _wall() if _mono_offset is None else _mono() + _mono_offset
+    t = dt.datetime.fromtimestamp(seconds, dt.UTC)
     return t.replace(microsecond=t.microsecond // 1000 * 1000)

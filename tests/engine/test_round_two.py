@@ -104,6 +104,23 @@ def test_clock_follows_the_server_not_a_host_running_ahead(
         clock.now()
 
 
+def test_a_wall_clock_step_does_not_move_server_time(
+    mongo_client: pymongo.MongoClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock.attach(mongo_client)
+    clock.now()  # measured against the host as it is
+    real_time = time.time
+    # A VM resumed or an NTP step: the wall clock jumps a lease and more, before any refresh.
+    monkeypatch.setattr(time, "time", lambda: real_time() + 3600)
+    try:
+        server = mongo_client.admin.command("hello")["localTime"].timestamp()
+        assert abs(clock.now().timestamp() - server) < 5  # not 3600
+    finally:
+        monkeypatch.undo()
+        clock.attach(mongo_client)
+        clock.now()
+
+
 def test_a_batch_leased_past_max_attempts_fails_and_says_why(system: System) -> None:
     db, s = system.db, replace(system.settings, max_attempts=2)
     meta = db[METADATA]
