@@ -7,10 +7,13 @@ untrusted: the engine validates them against the backfill's whitelist before any
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import bson
+from bson.regex import Regex
 from pymongo.database import Database
 
 Doc = Mapping[str, Any]
@@ -107,30 +110,56 @@ class CollectionSource:
 
     def fetch(self, docs: Sequence[Doc], ctx: SourceContext) -> SourceResult:
         result = SourceResult()
-        wanted: dict[Any, list[Any]] = {}
+        wanted: dict[bytes, list[Any]] = {}
+        values: dict[bytes, Any] = {}
         for doc in docs:
             value = doc.get(self.local)
             if value is None:
                 result.missing.append(doc["_id"])
-            else:
-                wanted.setdefault(value, []).append(doc["_id"])
+                continue
+            refused = _unusable_key(value)
+            if refused:
+                result.errors[doc["_id"]] = f"{self.local} is {refused}: cannot be looked up"
+                continue
+            k = _exact_key(value)
+            values[k] = value
+            wanted.setdefault(k, []).append(doc["_id"])
         projection = {**dict.fromkeys(self.fields, 1), self.key: 1} if self.fields else None
-        found: dict[Any, Any] = {}
-        twice: set[Any] = set()
-        for other in ctx.db[self.collection].find({self.key: {"$in": list(wanted)}}, projection):
-            k = other.get(self.key)
+        found: dict[bytes, Any] = {}
+        twice: set[bytes] = set()
+        query = {self.key: {"$in": list(values.values())}}
+        for other in ctx.db[self.collection].find(query, projection) if values else ():
+            k = _exact_key(other.get(self.key))
+            if k not in wanted:
+                continue  # matched by the server's looser equality (1 == 1.0, array elements)
             if k in found:
                 twice.add(k)
             found[k] = {f: v for f, v in other.items() if f not in ("_id", self.key)}
-        for value, ids in wanted.items():
+        for k, ids in wanted.items():
             for pid in ids:
-                if value in twice:
+                if k in twice:
                     result.errors[pid] = f"{self.collection}.{self.key} matches more than once"
-                elif value in found:
-                    result.items[pid] = found[value]
+                elif k in found:
+                    result.items[pid] = found[k]
                 else:
                     result.missing.append(pid)
         return result
+
+
+def _unusable_key(value: Any) -> str | None:
+    """Why `value` cannot be a lookup key, or None. `$in` matches an array's elements and
+    a pattern's matches, never the value itself, so either would pick a wrong document."""
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, re.Pattern | Regex):
+        return "a regular expression"
+    return None
+
+
+def _exact_key(value: Any) -> bytes:
+    """A key equal only for values of the same BSON type and value: Python's `True == 1`
+    (and hash) would let a document get another key's answer."""
+    return bson.encode({"k": value})
 
 
 @dataclass(frozen=True)
