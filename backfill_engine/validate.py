@@ -8,6 +8,7 @@ backfill_engine.payload.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -62,5 +63,21 @@ def _typed(name: str, expected: type, value: Any) -> Any:
             raise InvalidPayloadError(
                 f"{name} is {len(value)} characters, limit {MAX_STRING_CHARS}", name
             )
+    if isinstance(value, float | Mapping | list):
+        _finite(name, value)
     # Text that is not UTF-8 and integers beyond 64 bits failed the encoding above.
     return value
+
+
+def _finite(name: str, value: Any) -> None:
+    """Refuse NaN and infinities anywhere in the value: NaN equals nothing, itself included,
+    so the diff would rewrite it on every run, and neither is a catalog fact."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            raise InvalidPayloadError(f"{name} is {v!r}, not a finite number", name)
+        if isinstance(v, Mapping):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)

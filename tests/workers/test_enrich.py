@@ -23,6 +23,7 @@ from backfill_engine.payload import (
     payload_snapshot,
     typed_id,
 )
+from backfill_engine.validate import validate_payload
 from tests.catalog_definition import (
     CATALOG,
     CATALOG_FIELDS,
@@ -333,3 +334,24 @@ def test_every_accepted_payload_encodes_as_bson() -> None:
     for payload in (GOOD, with_(extra={"a": [1, 2**62, "x", None, {"b": 1.5}]})):
         validate_item(payload)
         bson.encode(dict(payload))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"score": float("nan"), "dims": {}},
+        {"score": float("inf"), "dims": {}},
+        {"score": float("-inf"), "dims": {}},
+        {"score": 1.5, "dims": {"w": [1.0, float("nan")]}},
+    ],
+)
+def test_nan_and_infinity_are_refused_not_rewritten_every_run(payload: dict[str, Any]) -> None:
+    # NaN equals nothing, itself included: accepted, it would differ from itself on every run.
+    with pytest.raises(InvalidPayloadError) as exc:
+        validate_payload(payload, {"score": float, "dims": dict})
+    assert "finite" in exc.value.reason
+
+
+def test_finite_floats_and_nested_numbers_are_accepted() -> None:
+    payload = {"score": 1.5, "dims": {"w": [1.0, 2]}}
+    assert validate_payload(payload, {"score": float, "dims": dict}) == payload
