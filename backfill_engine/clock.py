@@ -6,9 +6,10 @@ behind keeps dead ones. So `now()` is this host's clock corrected by the offset 
 MongoDB server's clock (`hello.localTime`, measured around one round trip and refreshed
 every REFRESH_SECONDS). The offset is kept against this host's monotonic clock, not its
 wall clock: a wall-clock step (a VM resumed, an NTP step) must not move this host's idea
-of server time until the next refresh, or it could take live leases or write dead ones. The same clock stamps the expiries that filters later compare
-with, so expiry is judged by one clock whichever host writes or reads it; `$$NOW`
-inside `$expr` is not supported by every wire-compatible server (docs/benchmarks.md).
+of server time until the next refresh, or it could take live leases or write dead ones.
+The same clock stamps the expiries that filters later compare with, so expiry is judged
+by one clock whichever host writes or reads it; `$$NOW` inside `$expr` is not supported
+by every wire-compatible server (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ def _wall() -> float:
 
 def _mono() -> float:
     return time.monotonic()
-
 
 
 def attach(client: Any) -> None:
