@@ -53,6 +53,19 @@ def _text(env: Mapping[str, str], name: str, default: str | None) -> str | None:
     return value if value not in (None, "") else default
 
 
+def _flower_auth(env: Mapping[str, str]) -> str | None:
+    """FLOWER_BASIC_AUTH as one `user:password`; never echoed, since it is a secret."""
+    value = _text(env, "FLOWER_BASIC_AUTH", None)
+    if value is not None and "," in value:
+        # Flower splits this setting on commas into several users: "admin:Tr0ub,4dor"
+        # would also let in a user named "4dor" with an empty password.
+        raise SettingsError(
+            "FLOWER_BASIC_AUTH must be one user:password without a comma "
+            "(Flower reads each comma as another user)"
+        )
+    return value
+
+
 N = TypeVar("N", int, float)
 
 
@@ -215,7 +228,7 @@ class Settings:
                 m.strip() for m in (_text(e, "BACKFILL_IMPORTS", "") or "").split(",") if m.strip()
             ),
             migrations_dir=_text(e, "BACKFILL_MIGRATIONS_DIR", None),
-            flower_basic_auth=_text(e, "FLOWER_BASIC_AUTH", None),
+            flower_basic_auth=_flower_auth(e),
             log_json=(_text(e, "BACKFILL_LOG_JSON", "0") or "0").lower() in ("1", "true", "yes"),
             worker_sweep=(_text(e, "BACKFILL_WORKER_SWEEP", "1") or "1").lower()
             in ("1", "true", "yes"),

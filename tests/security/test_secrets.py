@@ -285,3 +285,21 @@ def test_backfill_debug_traceback_is_redacted(
     assert "Traceback" in err and "RuntimeError" in err, "BACKFILL_DEBUG shows the traceback"
     for secret in (USER_AS_SECRET, QUERY_TOKEN, CATALOG_TOKEN):
         assert secret not in err, f"{secret!r} leaked in a BACKFILL_DEBUG traceback"
+
+
+def test_flower_refuses_credentials_it_would_split_on_a_comma(tmp_path: Path) -> None:
+    # Flower reads "admin:Tr0ub,4dor" as two users, the second "4dor" with no password.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKFILL_", "FLOWER_"))}
+    secret = "admin:Tr0ub,4dor"
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "flower", "--address", "0.0.0.0"],
+        env={**env, "BACKFILL_DATA_DIR": str(tmp_path), "FLOWER_BASIC_AUTH": secret},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and "FLOWER_BASIC_AUTH" in lines[0] and "comma" in lines[0]
+    assert "Tr0ub" not in proc.stderr + proc.stdout
+    assert not list(tmp_path.iterdir()), "nothing may be started before refusing"
