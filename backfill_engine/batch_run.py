@@ -310,8 +310,7 @@ def _take(
             store.unqueue_batch(meta, store.batch_id(job_id, batch_no))
             blog.info("job is %s; batch left pending", job["status"])
             return "job-" + job["status"]
-        rt.rate = float(job.get("rate_per_second") or s.rate_per_second)
-        rt.rate_auto = bool(job.get("rate_auto"))  # `--rate auto`: see rate_control.py
+        rt.for_job(job.get("rate_per_second") or s.rate_per_second, bool(job.get("rate_auto")))
 
         leased_at = time.monotonic()  # the lease runs from no later than this
         with watch.phase("lease"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,14 +33,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Runtime:
-    """What a worker process talks to; `rate` and `rate_auto` are set per job before each batch."""
+    """What a worker process talks to, shared by its batch threads.
+
+    The job's rate is per batch, not per process: `for_job` sets it for the calling
+    thread only (a batch runs its source calls on its own thread), so under `--pool
+    threads` two jobs' batches in one process each keep their own rate.
+    """
 
     settings: Settings
     db: Database
     redis: redis.Redis
     definitions: dict[str, Backfill] = field(default_factory=dict)
-    rate: float = 0.0
-    rate_auto: bool = False  # the job runs `--rate auto`: follow and feed the bucket's controller
+    _job: threading.local = field(default_factory=threading.local)
     _limiters: dict[tuple[str, float, bool], RateLimiter] = field(default_factory=dict)
     _http: dict[tuple[str, str | None, str], HttpSourceClient] = field(default_factory=dict)
     # One thread that dispatches the next batches once a slot is free (workers/tasks.py);
@@ -52,6 +57,20 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.health = HealthGate(self.db, self.settings)
+
+    def for_job(self, rate: float, rate_auto: bool) -> None:
+        """The rate of the job whose batch this thread runs next (`--rate auto`: follow and
+        feed the bucket's controller)."""
+        self._job.rate, self._job.rate_auto = float(rate), bool(rate_auto)
+
+    @property
+    def rate(self) -> float:
+        """This thread's job rate (0: the settings' default)."""
+        return float(getattr(self._job, "rate", 0.0))
+
+    @property
+    def rate_auto(self) -> bool:
+        return bool(getattr(self._job, "rate_auto", False))
 
     def limiter(self, bucket: str) -> RateLimiter:
         """The shared token bucket of an API, at the current job's rate."""
