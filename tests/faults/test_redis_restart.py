@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -28,6 +32,16 @@ def own_redis(tmp_path: Path) -> Iterator[list[ManagedProcess]]:
     yield procs
     for p in procs:
         p.stop()
+
+
+def waiting_batches(broker: redis.Redis, queue: str) -> list[int]:
+    """The batch numbers of the task messages waiting in the broker's list for `queue`."""
+    found = []
+    for raw in broker.lrange(queue, 0, -1):  # type: ignore[union-attr]
+        message = json.loads(raw)
+        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        found.append(int(args[1]))
+    return found
 
 
 def test_redis_restarted_empty_mid_job_loses_no_batch(
@@ -63,17 +77,33 @@ def test_redis_restarted_empty_mid_job_loses_no_batch(
             lambda: count("done") >= 3 and waiting() >= 1,
             what="3 done batches and a message waiting in Redis",
         )
-        queued = waiting()
-        in_flight = count("queued") + count("running")
-        first.kill()  # SIGKILL, no persistence: every queued and unacked message is gone
-        own_redis.append(start_redis(port=port, log_dir=tmp_path / "redis"))
+        # Freeze the workers, so no slot takes a waiting message between reading the queue
+        # and the kill: exactly the messages read here are the ones the kill loses.
+        for w in system.workers:
+            os.killpg(w.pid, signal.SIGSTOP)
+        try:
+            lost = waiting_batches(broker, system.settings.queue)
+            in_flight = count("queued") + count("running")
+            first.kill()  # SIGKILL, no persistence: every queued and unacked message is gone
+            own_redis.append(start_redis(port=port, log_dir=tmp_path / "redis"))
+        finally:
+            for w in system.workers:
+                os.killpg(w.pid, signal.SIGCONT)
+        assert lost, "no message waited in Redis at the kill: nothing was tested"
         assert count("done") < 20, "the job ended before Redis died: nothing was tested"
 
         system.wait(job_id)
         rec = reconcile(system, job_id, ids)
         job = meta.find_one({"_id": job_id}) or {}
+        # Each lost message's batch came back through the sweeper and finished ...
+        for batch_no in lost:
+            batch = meta.find_one({"job_id": job_id, "batch_no": batch_no}) or {}
+            assert batch.get("status") == "done", (batch_no, batch.get("status"))
+            assert int(batch.get("times_recovered", 0)) >= 1, f"batch {batch_no} not re-sent"
+        # ... and the job counts every re-send, so status and metrics tell the truth.
         recovered = int(job.get("messages_resent", 0)) + int(job.get("times_interrupted", 0))
-        assert recovered >= 1, "nothing was re-sent: the restart lost nothing to recover"
+        assert recovered >= len(lost), (recovered, lost)
+        queued = len(lost)
         record(
             "4",
             title="Redis restarted empty",
