@@ -24,7 +24,7 @@ import redis
 from pymongo import UpdateOne
 from pymongo.collection import Collection
 
-from backfill_engine import store
+from backfill_engine import journal, store
 from backfill_engine.decide import QUARANTINED, Outcome, decide
 from backfill_engine.definition import Backfill
 from backfill_engine.dispatch import SERVER_OUTAGES, TaskSender, fill_in_flight, send_batch
@@ -454,9 +454,9 @@ class BatchRun:
         p, watch = self.progress, self.watch
         chunk = self.ids[p.processed : p.processed + self.subchunk]
         with watch.phase("read"):
-            current = read_current(
-                self.docs, chunk, self.backfill.projection, per_read=self.rt.settings.read_ids
-            )
+            # The synced stamp too: the journal keeps its before-image like the fields'.
+            fields = (*self.backfill.projection, self.backfill.synced_field)
+            current = read_current(self.docs, chunk, fields, per_read=self.rt.settings.read_ids)
         present = [current[i] for i in chunk if i in current and i not in self.ambiguous]
         with watch.phase("checkpoint"):
             # The last checkpoint must stand before we ask the source again: if it
@@ -467,9 +467,9 @@ class BatchRun:
                 answer = _fetch(self.backfill, self.ctx, present, self.blog)
             except FetchInterrupted:
                 return  # nothing written for this sub-chunk; the loop sees why and stops
-        ops, held = self.apply_decisions(chunk, current, answer)
+        ops, held, before = self.apply_decisions(chunk, current, answer)
         with watch.phase("write"):
-            self.write(ops, held)
+            self.write(ops, held, before)
         p.processed += len(chunk)
         p.last_id = chunk[-1]
         if p.processed < len(self.ids):
@@ -477,11 +477,13 @@ class BatchRun:
 
     def apply_decisions(
         self, chunk: list[Any], current: dict[Any, dict[str, Any]], answer: SourceResult
-    ) -> tuple[list[UpdateOne], list[dict[str, Any]]]:
-        """The sub-chunk's document updates and quarantine entries; counts and hashes the rest."""
+    ) -> tuple[list[UpdateOne], list[dict[str, Any]], list[dict[str, Any]]]:
+        """The sub-chunk's document updates, quarantine entries and the updates' before-images
+        (backfill_engine.journal); counts and hashes the rest."""
         p = self.progress
         ops: list[UpdateOne] = []
         held: list[dict[str, Any]] = []
+        before: list[dict[str, Any]] = []
         now = now_utc()
         for pid in chunk:
             decision = decide(
@@ -497,13 +499,16 @@ class BatchRun:
                 digest = item_digest(pid, decision.fields)
                 p.payload_hash = chain_hash(p.payload_hash or CHAIN_START, digest)
                 if outcome is Outcome.WRITE:
-                    update = {"$set": build_set(decision.diff, now, self.backfill.synced_field)}
-                    ops.append(UpdateOne({"_id": pid}, update))
+                    written = build_set(decision.diff, now, self.backfill.synced_field)
+                    ops.append(UpdateOne({"_id": pid}, {"$set": written}))
+                    before.append(journal.before_image(pid, current[pid], written))
                 else:
                     p.counters["unchanged"] += 1
-        return ops, held
+        return ops, held, before
 
-    def write(self, ops: list[UpdateOne], held: list[dict[str, Any]]) -> None:
+    def write(
+        self, ops: list[UpdateOne], held: list[dict[str, Any]], before: list[dict[str, Any]]
+    ) -> None:
         """Write the sub-chunk, only while the lease is ours (renewed right before)."""
         if not (ops or held):
             return
@@ -518,6 +523,13 @@ class BatchRun:
             self.keeper.extended(sent)
         c = self.progress.counters
         if ops:
+            # Before-images first, under the same proven lease: a crash in between leaves a
+            # journal entry for a write that never landed (undo compares, so harmless), never
+            # a written document without its before-image.
+            days = self.rt.settings.journal_days
+            journal.record(
+                self.rt.db, self.job_id, self.batch_no, self.lease.token, before, days=days
+            )
             # Filter on _id, never upsert: a document deleted meanwhile stays deleted.
             with self.rt.health.timed_write():  # feeds the write-latency throttle
                 res = self.docs.bulk_write(ops, ordered=False)

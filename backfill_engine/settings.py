@@ -39,6 +39,8 @@ DEFAULT_FLOWER_ADDRESS = "127.0.0.1"
 DEFAULT_FLOWER_PORT = 5555
 DEFAULT_MAX_WRITE_LATENCY_MS = 500.0  # p95 of a process's recent document writes; 0: off
 DEFAULT_MAX_REPLICATION_LAG_SECONDS = 10.0  # the write majority behind the primary; 0: off
+DEFAULT_JOURNAL_DAYS = 30  # before-images kept this long (TTL index), so a job can be undone
+MAX_JOURNAL_DAYS = 36_500
 
 MAX_BATCH_SIZE = 100_000
 MAX_SUBCHUNK_SIZE = 1000
@@ -172,6 +174,7 @@ class Settings:
     notify_url: str | None = field(default=None, repr=False)  # job notices are POSTed here
     # `--rate auto` controller tick; 0: this worker runs no controller
     rate_control_interval_seconds: float = DEFAULT_RATE_CONTROL_INTERVAL_SECONDS
+    journal_days: int = DEFAULT_JOURNAL_DAYS  # before-image retention (backfill_engine.journal)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -246,6 +249,9 @@ class Settings:
             rate_control_interval_seconds=_float(
                 e, "BACKFILL_RATE_CONTROL_INTERVAL", DEFAULT_RATE_CONTROL_INTERVAL_SECONDS, 0, 60
             ),
+            journal_days=_int(
+                e, "BACKFILL_JOURNAL_DAYS", DEFAULT_JOURNAL_DAYS, 1, MAX_JOURNAL_DAYS
+            ),
         )
 
     @property
@@ -319,6 +325,7 @@ class Settings:
             "BACKFILL_IMPORTS": ",".join(self.imports),
             "BACKFILL_MAX_WRITE_LATENCY_MS": str(self.max_write_latency_ms),
             "BACKFILL_MAX_REPLICATION_LAG_SECONDS": str(self.max_replication_lag_seconds),
+            "BACKFILL_JOURNAL_DAYS": str(self.journal_days),
         }
         optional = {
             "MONGO_URL": self.mongo_url,

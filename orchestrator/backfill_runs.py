@@ -7,21 +7,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from pymongo import UpdateMany
 from pymongo.database import Database
 
 from backfill_engine.definition import Backfill
+from backfill_engine.journal import RevertCounts, has_journal, revert_job
 from backfill_engine.settings import Settings
-from backfill_engine.states import JobStatus
+from backfill_engine.states import METADATA, JobStatus
+from backfill_engine.store import item_totals
+from backfill_engine.unjournaled import recomputable, undo_recomputed
 from orchestrator.commands import Broker, RunOptions, launch, wait_for
 from orchestrator.errors import BackfillError
 from orchestrator.jobs import JobSummary
 from orchestrator.progress import counters_line
 
 PROGRESS_EVERY_SECONDS = 5.0
-UNSET_CHUNK = 5000
 
 
 class BackfillJobFailedError(BackfillError):
@@ -108,24 +110,105 @@ def _definitions(backfill: Backfill | str, settings: Settings) -> dict[str, Back
     return found
 
 
-def undo_backfill(db: Database, backfill: Backfill, ctx: Any = None) -> int:
-    """Undo a backfill: unset its written fields and its stamp where it stamped, in chunks."""
-    log: Callable[[str], None] = (getattr(ctx, "log", None) if ctx else None) or print
-    fields: dict[str, Any] = {name: "" for name in (*backfill.writes, backfill.synced_field)}
-    coll = db[backfill.collection]
-    changed = 0
-    stamped = coll.find({backfill.synced_field: {"$exists": True}}, {"_id": 1})
-    chunk: list[Any] = []
-    for doc in stamped.batch_size(UNSET_CHUNK):
-        chunk.append(doc["_id"])
-        if len(chunk) == UNSET_CHUNK:
-            changed += coll.bulk_write(
-                [UpdateMany({"_id": {"$in": chunk}}, {"$unset": fields})]
-            ).modified_count
-            chunk = []
-    if chunk:
-        changed += coll.bulk_write(
-            [UpdateMany({"_id": {"$in": chunk}}, {"$unset": fields})]
-        ).modified_count
-    log(f"removed {backfill.name} fields from {changed:,} documents")
-    return changed
+@dataclass
+class UndoReport:
+    """What `undo_backfill` did, in field values, and the jobs it could not undo."""
+
+    backfill: str
+    written: tuple[str, ...] = ()  # the fields the backfill writes
+    jobs: list[str] = field(default_factory=list)  # undone from their journal, newest first
+    counts: RevertCounts = field(default_factory=RevertCounts)
+    jobs_without_journal: list[str] = field(default_factory=list)
+    # Jobs without a journal undone by recomputing their values (backfill_engine.unjournaled).
+    recomputed: dict[str, RevertCounts] = field(default_factory=dict)
+
+    @property
+    def restored(self) -> int:
+        return self.counts.restored
+
+    @property
+    def already(self) -> int:
+        return self.counts.already
+
+    @property
+    def conflicts(self) -> int:
+        return self.counts.conflicts
+
+    def lines(self) -> list[str]:
+        """What `migrate down` prints: one line of totals, one per job it could not undo."""
+        c = self.counts
+        out = [
+            f"undid {len(self.jobs)} {self.backfill} job(s): restored {c.restored:,} field "
+            f"values, {c.conflicts:,} kept (changed since the backfill wrote them), "
+            f"{c.already:,} already as before"
+        ]
+        if c.unrestorable:
+            out.append(
+                f"  {c.unrestorable:,} field values kept: their previous value was too large "
+                "to journal"
+            )
+        written = ", ".join(self.written)
+        out.extend(
+            f"  job {job_id}: no journal; unset {c.restored:,} {written} values that still equal "
+            f"what its pure-function source computes, kept {c.conflicts:,}"
+            for job_id, c in self.recomputed.items()
+        )
+        out.extend(
+            f"  job {job_id}: no journal (run before journaling, or older than "
+            "BACKFILL_JOURNAL_DAYS): unset nothing, its values stay"
+            for job_id in self.jobs_without_journal
+        )
+        return out
+
+
+class UndoRefusedError(BackfillError):
+    def __init__(self, job_id: str, status: str) -> None:
+        self.job_id, self.status = job_id, status
+        super().__init__(
+            f"backfill job {job_id} is still {status}; cancel it (`backfill cancel {job_id}`) "
+            "or let it finish before undoing it"
+        )
+
+
+def undo_backfill(
+    db: Database,
+    backfill: Backfill,
+    ctx: Any = None,
+    *,
+    log: Callable[[str], None] | None = None,
+) -> UndoReport:
+    """Undo a backfill's jobs, newest first, from their before-image journal.
+
+    A field goes back to what it held before a job only while it still holds what that job
+    wrote; a value the job did not write (already right, or changed since) is never touched.
+    What a migration's `down` calls: `undo_backfill(db, MY_BACKFILL, ctx)`.
+    """
+    log = log or (getattr(ctx, "log", None) if ctx else None) or print
+    check_lock: Callable[[], None] | None = getattr(ctx, "check_lock", None) if ctx else None
+    meta = db[METADATA]
+    jobs = list(
+        meta.find(
+            {"kind": "job", "backfill": backfill.name},
+            {"status": 1, "created_at": 1, "finished_at": 1, "params": 1},
+        ).sort([("created_at", -1), ("_id", -1)])
+    )
+    for job in jobs:
+        if job["status"] in (JobStatus.PLANNING.value, JobStatus.RUNNING.value):
+            raise UndoRefusedError(str(job["_id"]), job["status"])
+    report = UndoReport(backfill.name, tuple(backfill.writes))
+    for job in jobs:
+        job_id = str(job["_id"])
+        if not has_journal(db, job_id):
+            if not item_totals(meta, job_id)["written"]:
+                continue  # it changed nothing: nothing to undo
+            if recomputable(backfill):
+                report.recomputed[job_id] = undo_recomputed(db, backfill, job)
+            else:
+                report.jobs_without_journal.append(job_id)
+            continue
+        counts = revert_job(db, backfill.collection, job_id, on_batch=check_lock)
+        report.counts.add(counts)
+        report.jobs.append(job_id)
+    for line in report.lines():
+        log(line)
+    return report

@@ -1,0 +1,332 @@
+"""The before-image journal: what each write of a job replaced, so the job can be undone.
+
+Before a batch run writes a sub-chunk, it records one journal document (split only if it
+would grow past JOURNAL_DOC_BYTES) holding, for every document it is about to change, the
+previous value of exactly the fields its `$set` changes (or that the field was absent) and
+what it writes. The order makes a crash harmless: a journal entry for a write that did not
+land only names values the documents do not hold, and undo compares before it restores.
+
+Journal documents expire after BACKFILL_JOURNAL_DAYS (a TTL index on `created_at`).
+
+`revert_job` undoes one job from its journal: a field goes back to its before-image only
+while it still holds, type-exact, what the job wrote, with an update guarded on that value;
+anything changed since is left and counted as a conflict.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import bson
+import pymongo.errors
+from pymongo import UpdateOne
+from pymongo.collection import Collection
+from pymongo.database import Database
+
+from backfill_engine.settings import DEFAULT_JOURNAL_DAYS
+from backfill_engine.store import now_utc
+
+JOURNAL = "backfill_journal"
+TTL_INDEX = "journal_ttl"  # created_at + expireAfterSeconds
+JOB_INDEX = "journal_job_batch"  # a job's entries, batch by batch, in delivery order
+SECONDS_PER_DAY = 86_400
+# Entries per journal document are packed up to this many bytes, far under MongoDB's
+# 16 MiB document limit; a sub-chunk is at most 1000 documents of capped written values,
+# so only large before-images (values the application stored) ever cause a split.
+JOURNAL_DOC_BYTES = 8 * 1024 * 1024
+# One entry alone above this cannot be stored with its envelope: it keeps what was written
+# and no before-image, and undo leaves those fields alone (counted as unrestorable).
+MAX_ENTRY_BYTES = 15 * 1024 * 1024
+REVERT_READ_IDS = 1000  # documents per read and per guarded bulk write while reverting
+
+_ensured: set[tuple[int, str, int]] = set()  # (client, database, days) this process set up
+_lock = threading.Lock()
+
+
+def ensure_journal(db: Database, days: int = DEFAULT_JOURNAL_DAYS, *, force: bool = False) -> None:
+    """Create the journal's indexes (TTL of `days`, per-job order); idempotent, once per process."""
+    key = (id(db.client), db.name, days)
+    with _lock:
+        if key in _ensured and not force:
+            return
+        coll = db[JOURNAL]
+        seconds = days * SECONDS_PER_DAY
+        existing = {ix["name"]: ix for ix in coll.list_indexes()}
+        ttl = existing.get(TTL_INDEX)
+        if ttl is None:
+            try:
+                coll.create_index([("created_at", 1)], name=TTL_INDEX, expireAfterSeconds=seconds)
+            except pymongo.errors.OperationFailure:
+                # Another process created it meanwhile, maybe with another retention.
+                _set_retention(db, seconds)
+        elif ttl.get("expireAfterSeconds") != seconds:
+            _set_retention(db, seconds)
+        if JOB_INDEX not in existing:
+            coll.create_index(
+                [("job_id", 1), ("batch_no", 1), ("token", 1), ("part", 1)], name=JOB_INDEX
+            )
+        _ensured.add(key)
+
+
+def _set_retention(db: Database, seconds: int) -> None:
+    db.command("collMod", JOURNAL, index={"name": TTL_INDEX, "expireAfterSeconds": seconds})
+
+
+# --- writing ---------------------------------------------------------------------------
+
+
+def before_image(
+    pid: Any, current: Mapping[str, Any], written: Mapping[str, Any]
+) -> dict[str, Any]:
+    """One journal entry: the document's previous values of exactly the fields written.
+
+    A field that held null is in `before` as null; one that was absent is named in `absent`.
+    """
+    return {
+        "_id": pid,
+        "before": {f: current[f] for f in written if f in current},
+        "absent": [f for f in written if f not in current],
+        "wrote": dict(written),
+    }
+
+
+def journal_docs(
+    job_id: str, batch_no: int, token: int, entries: list[dict[str, Any]], now: Any
+) -> list[dict[str, Any]]:
+    """The journal documents for one sub-chunk's entries: one, unless they are too big for it."""
+    docs: list[dict[str, Any]] = []
+    piece: list[dict[str, Any]] = []
+    size = 0
+    for e in entries:
+        n = len(bson.encode(e))
+        if n > MAX_ENTRY_BYTES:
+            e = {"_id": e["_id"], "before": {}, "absent": [], "wrote": e["wrote"], "lost": True}
+            n = len(bson.encode(e))
+        if piece and size + n > JOURNAL_DOC_BYTES:
+            docs.append(piece_doc(job_id, batch_no, token, len(docs), piece, now))
+            piece, size = [], 0
+        piece.append(e)
+        size += n
+    if piece:
+        docs.append(piece_doc(job_id, batch_no, token, len(docs), piece, now))
+    return docs
+
+
+def piece_doc(
+    job_id: str, batch_no: int, token: int, part: int, entries: list[dict[str, Any]], now: Any
+) -> dict[str, Any]:
+    """A journal document; `token` (the lease's fencing token) orders re-deliveries."""
+    return {
+        "job_id": job_id,
+        "batch_no": batch_no,
+        "token": token,
+        "part": part,
+        "created_at": now,
+        "docs": entries,
+    }
+
+
+def record(
+    db: Database,
+    job_id: str,
+    batch_no: int,
+    token: int,
+    entries: list[dict[str, Any]],
+    *,
+    days: int = DEFAULT_JOURNAL_DAYS,
+) -> None:
+    """Insert a sub-chunk's before-images; the caller writes the documents only after this."""
+    if not entries:
+        return
+    ensure_journal(db, days)
+    db[JOURNAL].insert_many(journal_docs(job_id, batch_no, token, entries, now_utc()))
+
+
+# --- reading and reverting -------------------------------------------------------------
+
+
+def same(a: Any, b: Any) -> bool:
+    """Type-exact equality as BSON stores it: 5 is not 5.0, null is not absent, key order counts."""
+    return bson.encode({"v": a}) == bson.encode({"v": b})
+
+
+@dataclass
+class Change:
+    """What one job did to one field of one document, over all its deliveries."""
+
+    had: bool  # the field existed before the job wrote it
+    before: Any
+    wrote: Any
+    lost: bool = False  # the before-image was too large to journal
+
+
+def merge(entries: Iterable[Mapping[str, Any]]) -> dict[Any, dict[str, Change]]:
+    """Per document and field, the job's before-image and its last written value.
+
+    `entries` come in delivery order. A later entry whose before-image is what the earlier
+    one wrote continues it (keep the earliest before-image); one whose before-image is
+    something else means the earlier write never landed, or the value changed between
+    deliveries: that later before-image is what the job overwrote, so it wins.
+    """
+    out: dict[Any, dict[str, Change]] = {}
+    for e in entries:
+        fields = out.setdefault(e["_id"], {})
+        absent = set(e.get("absent") or ())
+        before = e.get("before") or {}
+        for f, value in e["wrote"].items():
+            had = f in before
+            prev = fields.get(f)
+            lost = bool(e.get("lost"))
+            if prev is not None and not lost and had and same(before[f], prev.wrote):
+                prev.wrote = value
+                continue
+            if not had and f not in absent:
+                lost = True  # neither a value nor "absent": nothing safe to restore
+            fields[f] = Change(had, before.get(f), value, lost)
+    return out
+
+
+def job_batches(db: Database, job_id: str) -> Iterator[tuple[int, dict[Any, dict[str, Change]]]]:
+    """The job's changes, one batch at a time (a document belongs to one batch of a job)."""
+    cursor = db[JOURNAL].find({"job_id": job_id}).sort([("batch_no", 1), ("token", 1), ("part", 1)])
+    batch_no: int | None = None
+    entries: list[Mapping[str, Any]] = []
+    for doc in cursor:
+        if batch_no is not None and doc["batch_no"] != batch_no:
+            yield batch_no, merge(entries)
+            entries = []
+        batch_no = int(doc["batch_no"])
+        entries.extend(doc["docs"])
+    if batch_no is not None:
+        yield batch_no, merge(entries)
+
+
+def has_journal(db: Database, job_id: str) -> bool:
+    return db[JOURNAL].find_one({"job_id": job_id}, {"_id": 1}) is not None
+
+
+@dataclass
+class RevertCounts:
+    """Field values: put back, found already put back, left because they changed since."""
+
+    restored: int = 0
+    already: int = 0
+    conflicts: int = 0
+    unrestorable: int = 0  # before-image too large to have been journaled
+
+    def add(self, other: RevertCounts) -> None:
+        self.restored += other.restored
+        self.already += other.already
+        self.conflicts += other.conflicts
+        self.unrestorable += other.unrestorable
+
+
+def plan_restore(
+    pid: Any, current: Mapping[str, Any] | None, changes: Mapping[str, Change], counts: RevertCounts
+) -> UpdateOne | None:
+    """The guarded update that puts back the fields still holding what the job wrote.
+
+    The filter names each such field's written value and its BSON type, so an application
+    write that lands between our read and this update makes it match nothing.
+    """
+    guard: dict[str, Any] = {"_id": pid}
+    sets: dict[str, Any] = {}
+    unsets: dict[str, Any] = {}
+    doc = current or {}
+    for f, c in changes.items():
+        if c.lost:
+            counts.unrestorable += 1
+        elif f in doc and same(doc[f], c.wrote):
+            guard[f] = {"$eq": c.wrote, "$type": bson_type(c.wrote)}
+            if c.had:
+                sets[f] = c.before
+            else:
+                unsets[f] = ""
+        elif current is not None and _holds_before(doc, f, c):
+            counts.already += 1
+        else:
+            counts.conflicts += 1  # changed since, or the document is gone
+    if not (sets or unsets):
+        return None
+    update: dict[str, Any] = {}
+    if sets:
+        update["$set"] = sets
+    if unsets:
+        update["$unset"] = unsets
+    return UpdateOne(guard, update)
+
+
+def bson_type(value: Any) -> int:
+    """The BSON type number `value` is stored as (for a `$type` guard)."""
+    return bson.encode({"v": value})[4]
+
+
+def revert_job(
+    db: Database,
+    collection: str,
+    job_id: str,
+    *,
+    on_batch: Callable[[], None] | None = None,
+) -> RevertCounts:
+    """Put back what job `job_id` changed in `collection` and nothing else; count each field."""
+    coll = db[collection]
+    total = RevertCounts()
+    for _batch_no, changes in job_batches(db, job_id):
+        if on_batch is not None:
+            on_batch()
+        ids = list(changes)
+        for start in range(0, len(ids), REVERT_READ_IDS):
+            piece = {pid: changes[pid] for pid in ids[start : start + REVERT_READ_IDS]}
+            total.add(_revert_piece(coll, piece))
+    return total
+
+
+def _revert_piece(coll: Collection, changes: dict[Any, dict[str, Change]]) -> RevertCounts:
+    fields = {f for per_doc in changes.values() for f in per_doc}
+    current = _read(coll, list(changes), fields)
+    counts = RevertCounts()
+    planned: dict[Any, UpdateOne] = {}
+    for pid, per_doc in changes.items():
+        op = plan_restore(pid, current.get(pid), per_doc, counts)
+        if op is not None:
+            planned[pid] = op
+    if not planned:
+        return counts
+    res = coll.bulk_write(list(planned.values()), ordered=False)
+    if res.matched_count == len(planned):
+        counts.restored += sum(_restoring(changes[p], current.get(p)) for p in planned)
+        return counts
+    # An application write beat some guarded updates: find out, field by field, which ones
+    # were put back (they hold their before-image now) and which were left.
+    after = _read(coll, list(planned), fields)
+    for pid in planned:
+        doc = after.get(pid)
+        for f, c in changes[pid].items():
+            if not _was_restoring(f, c, current.get(pid)):
+                continue
+            if doc is not None and _holds_before(doc, f, c):
+                counts.restored += 1
+            else:
+                counts.conflicts += 1
+    return counts
+
+
+def _holds_before(doc: Mapping[str, Any], f: str, c: Change) -> bool:
+    """Whether field `f` of `doc` is as it was before the job (the value, or absent)."""
+    return same(doc[f], c.before) if c.had and f in doc else not c.had and f not in doc
+
+
+def _was_restoring(f: str, c: Change, current: Mapping[str, Any] | None) -> bool:
+    return not c.lost and current is not None and f in current and same(current[f], c.wrote)
+
+
+def _restoring(per_doc: Mapping[str, Change], current: Mapping[str, Any] | None) -> int:
+    return sum(1 for f, c in per_doc.items() if _was_restoring(f, c, current))
+
+
+def _read(coll: Collection, ids: list[Any], fields: set[str]) -> dict[Any, dict[str, Any]]:
+    projection = dict.fromkeys(fields, 1) or {"_id": 1}
+    return {d["_id"]: d for d in coll.find({"_id": {"$in": ids}}, projection)}
