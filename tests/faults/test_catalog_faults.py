@@ -14,7 +14,9 @@ from tests.faults.report import record
 from tests.harness import System, seed_products
 
 # Timing-sensitive under load: `make test` runs these after the parallel phase, alone.
-pytestmark = [pytest.mark.e2e, pytest.mark.serial, pytest.mark.slow]
+# Minutes of fault scenarios: `make reliability` runs the module; the global-rate one also
+# runs in `make test` (serial phase), since a rate regression must show on every change.
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 
 def _final_status(system: System, job_id: str) -> str:
@@ -22,6 +24,7 @@ def _final_status(system: System, job_id: str) -> str:
     return "completed_with_errors" if held else "completed"
 
 
+@pytest.mark.slow
 def test_thirty_percent_server_errors_are_retried_to_completion(system: System) -> None:
     started = time.monotonic()
     system.start_catalog("--error-rate", "0.3")
@@ -45,6 +48,7 @@ def test_thirty_percent_server_errors_are_retried_to_completion(system: System) 
     )
 
 
+@pytest.mark.slow
 def test_read_timeouts_are_retried_to_completion(system: System) -> None:
     started = time.monotonic()
     # A stalled answer takes longer than the workers' 2 s read timeout.
@@ -98,6 +102,7 @@ def test_429_storm_never_exceeds_the_global_rate(system: System) -> None:
     )
 
 
+@pytest.mark.slow
 def test_malformed_json_bodies_are_retried_or_quarantined_never_written(system: System) -> None:
     started = time.monotonic()
     system.start_catalog("--malformed-rate", "0.3")
@@ -120,6 +125,7 @@ def test_malformed_json_bodies_are_retried_or_quarantined_never_written(system: 
     )
 
 
+@pytest.mark.slow
 def test_wrong_types_and_hostile_payloads_are_quarantined_never_written(system: System) -> None:
     started = time.monotonic()
     # A 100 kB huge_string: over the payload limit, under the response cap. A 10 MB one

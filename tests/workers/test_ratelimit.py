@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from backfill_engine.ratelimit import KEY_PREFIX, RateLimiter, RateLimitTimeoutError, limiter_name
+from backfill_engine.ratelimit import (
+    KEY_PREFIX,
+    RateLimiter,
+    RateLimitTimeoutError,
+    control_key,
+    limiter_name,
+)
 from backfill_engine.settings import Settings
 
 LimiterFactory = Callable[..., RateLimiter]
@@ -203,3 +209,21 @@ def test_bad_rate_or_burst_is_refused(
 def test_more_tokens_than_the_burst_is_refused(make_limiter: LimiterFactory) -> None:
     with pytest.raises(ValueError):
         make_limiter(rate=2).try_acquire(3)
+
+
+def test_a_fixed_rate_bucket_ignores_an_auto_controllers_rate(
+    make_limiter: LimiterFactory, redis_client: redis.Redis
+) -> None:
+    # The suspected interaction behind two rate tests that failed once: a `--rate auto`
+    # controller's live rate (KEYS[2]) must bend only limiters that follow it.
+    fixed = make_limiter(rate=2, burst=1)
+    redis_client.hset(control_key(fixed.name), "rate", 1000)
+    try:
+        assert fixed.try_acquire() == 0
+        wait = fixed.try_acquire()
+        assert 0.4 < wait <= 0.5 + 0.01  # 1/2 s at the fixed rate, not 1/1000 s
+        follower = RateLimiter(redis_client, fixed.name, 2, 1, follow_controller=True)
+        time.sleep(0.01)
+        assert follower.try_acquire() == 0  # it follows the controller's 1000/s
+    finally:
+        redis_client.delete(control_key(fixed.name))
