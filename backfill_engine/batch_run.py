@@ -305,7 +305,8 @@ def _take(
             return "no-job"
         backfill = rt.definitions.get(str(job.get("backfill")))
         if backfill is None:
-            return _not_mine(rt, sender, meta, job_id, batch_no, str(job.get("backfill")), blog)
+            name = str(job.get("backfill"))
+            return _not_mine(rt, sender, meta, job_id, batch_no, name, blog, rt.lacking.get(name))
         if job["status"] not in (JobStatus.PLANNING, JobStatus.RUNNING):
             store.unqueue_batch(meta, store.batch_id(job_id, batch_no))
             blog.info("job is %s; batch left pending", job["status"])
@@ -668,18 +669,23 @@ def _not_mine(
     batch_no: int,
     name: str,
     blog: BatchLog,
+    unmet: list[str] | None = None,
 ) -> str:
-    """A batch of a backfill this worker does not know: leave it to a worker that does.
+    """A batch of a backfill this worker does not know, or knows but lacks settings for
+    (`unmet`): leave it to a worker that can run it.
 
-    Not leased, re-sent later; the job records which workers lack the definition, so
-    `status` can say so instead of the job silently stalling.
+    Not leased, re-sent later; the job records which workers lack the definition or which
+    setting, so `status` can say so instead of the job silently stalling.
     """
-    blog.error("backfill %r is not known to this worker (BACKFILL_IMPORTS); not taken", name)
+    host = socket.gethostname()
+    if unmet:
+        blog.error("backfill %r needs %s, not set on this worker; not taken", name, unmet)
+        record = {"workers_lacking_settings": f"{host}: {', '.join(unmet)}"}
+    else:
+        blog.error("backfill %r is not known to this worker (BACKFILL_IMPORTS); not taken", name)
+        record = {"unknown_to_workers": host}
     try:
-        meta.update_one(
-            {"_id": job_id, "kind": "job"},
-            {"$addToSet": {"unknown_to_workers": socket.gethostname()}},
-        )
+        meta.update_one({"_id": job_id, "kind": "job"}, {"$addToSet": record})
         send_batch(sender, rt.settings.queue, job_id, batch_no, countdown=UNKNOWN_RETRY_SECONDS)
     except SERVER_OUTAGES as exc:
         blog.warning("could not re-send (%s); left to the sweeper", type(exc).__name__)

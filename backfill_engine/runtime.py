@@ -44,6 +44,8 @@ class Runtime:
     db: Database
     redis: redis.Redis
     definitions: dict[str, Backfill] = field(default_factory=dict)
+    # Backfills this process knows but cannot run, with the settings each lacks.
+    lacking: dict[str, list[str]] = field(default_factory=dict)
     _job: threading.local = field(default_factory=threading.local)
     _limiters: dict[tuple[str, float, bool], RateLimiter] = field(default_factory=dict)
     _http: dict[tuple[str, str | None, str], HttpSourceClient] = field(default_factory=dict)
@@ -127,18 +129,44 @@ class Runtime:
             log.debug("answer not reported to the rate controller: %s", type(exc).__name__)
 
 
+def unmet_settings(backfill: Backfill, env: dict[str, str]) -> list[str]:
+    """The variables `backfill`'s source needs that `env` lacks: an HTTP source's URL. (Its
+    token may rightly be unset for an API that needs none; a refused one pauses the job.)"""
+    source = backfill.source
+    if not isinstance(source, HttpSource):
+        return []
+    return [source.url_env] if not env.get(source.url_env) else []
+
+
 def missing_source_urls(
     settings: Settings, definitions: dict[str, Backfill] | None = None
 ) -> list[tuple[str, str]]:
-    """(URL variable, backfill) for every HTTP source the backfills need but is not set."""
+    """(variable, backfill) for every setting a known backfill needs but is not set."""
     env = {**os.environ, **settings.to_env()}
     if definitions is None:
         definitions = worker_definitions(settings)
     return [
-        (d.source.url_env, name)
+        (variable, name)
         for name, d in sorted(definitions.items())
-        if isinstance(d.source, HttpSource) and not env.get(d.source.url_env)
+        for variable in unmet_settings(d, env)
     ]
+
+
+def runnable(
+    settings: Settings, definitions: dict[str, Backfill]
+) -> tuple[dict[str, Backfill], dict[str, list[str]]]:
+    """Split `definitions` into those this process can run and, for the others, what they
+    lack: a worker starts with what it has and leaves the rest to workers that can."""
+    env = {**os.environ, **settings.to_env()}
+    can: dict[str, Backfill] = {}
+    lacking: dict[str, list[str]] = {}
+    for name, d in definitions.items():
+        unmet = unmet_settings(d, env)
+        if unmet:
+            lacking[name] = unmet
+        else:
+            can[name] = d
+    return can, lacking
 
 
 def http_client_for(
@@ -187,7 +215,8 @@ def build_runtime(settings: Settings, definitions: dict[str, Any] | None = None)
     rds = redis.Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0")
     if definitions is None:
         definitions = worker_definitions(settings)
-    return Runtime(settings, client[settings.mongo_db], rds, definitions)
+    can, lacking = runnable(settings, definitions)
+    return Runtime(settings, client[settings.mongo_db], rds, can, lacking)
 
 
 def worker_definitions(settings: Settings) -> dict[str, Backfill]:

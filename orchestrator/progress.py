@@ -102,6 +102,13 @@ def summary_table(summary: JobSummary) -> Table:
             f"workers on {', '.join(sorted(unknown))}: backfill {job.get('backfill')!r} is "
             "not in their BACKFILL_IMPORTS or migrations directory",
         )
+    lacking = job.get("workers_lacking_settings") or []
+    if lacking:
+        table.add_row(
+            "not taken by",
+            f"workers lacking settings ({'; '.join(sorted(lacking))}): backfill "
+            f"{job.get('backfill')!r} needs them; workers that have them take its batches",
+        )
     throttle = throttle_line(job)
     if throttle:
         table.add_row("throttle", throttle)

@@ -67,6 +67,23 @@ def _start_autosweep(sender: Any = None, **_: Any) -> None:
         RateControlThread(settings).start()
 
 
+@signals.worker_ready.connect
+def _say_what_cannot_run(sender: Any = None, **_: Any) -> None:
+    """One line per setting a known backfill lacks here: its batches are left to others."""
+    from backfill_engine.runtime import missing_source_urls
+
+    settings = Settings.from_env()
+    try:
+        unset = missing_source_urls(settings)
+    except Exception as exc:  # a definition that fails to load is reported when used
+        logging.getLogger(__name__).warning("backfills not checked: %s", exc)
+        return
+    for variable, backfill in unset:
+        logging.getLogger(__name__).warning(
+            "%s is not set: this worker will not take batches of backfill %r", variable, backfill
+        )
+
+
 @signals.after_setup_logger.connect
 @signals.after_setup_task_logger.connect
 def _scrub_worker_logs(logger: logging.Logger, **_: Any) -> None:
