@@ -378,20 +378,17 @@ def plan_job(
     simulate a planner killed halfway).
     """
     meta = db[METADATA]
+    job = meta.find_one({"_id": job_id, "kind": "job"})
+    if job is None or job["status"] in [s.value for s in TERMINAL_JOB_STATES]:
+        return True  # failed or cancelled: nothing is cut for it any more
     try:
-        job = meta.find_one({"_id": job_id, "kind": "job"})
-        if job and job["status"] in [s.value for s in TERMINAL_JOB_STATES]:
-            return True  # failed or cancelled: nothing is cut for it any more
-        if job and _scans_from_the_start(job):
+        if _scans_from_the_start(job):
             refuse_uncarried_ids(db[job["collection"]], job_id, job.get("scope") or {})
         return _cut_batches(db, sender, queue, job_id, on_batch=on_batch, stop_after=stop_after)
     except UnsupportedIdError as exc:
         store.fail_job(meta, job_id, str(exc))
         raise
     except pymongo.errors.OperationFailure:
-        job = meta.find_one({"_id": job_id, "kind": "job"}, {"collection": 1, "scope": 1})
-        if job is None:
-            raise
         try:
             # Asked again on its own: the error was the scope's only if the scope alone fails.
             check_filter(
