@@ -180,9 +180,7 @@ def refuse_uncarried_ids(coll: Collection, job_id: str, scope: dict[str, Any]) -
         for direction in (1, -1)
         for d in coll.find({}, {"_id": 1}).sort("_id", direction).hint([("_id", 1)]).limit(1)
     ]
-    for end in ends:
-        if not carried(end):
-            raise UnsupportedIdError(job_id, end)
+    # The ends are the collection's; only what the scope holds is refused (asked below).
     ranks = [r for r in map(_type_rank, ends) if r is not None]
     if not ranks:
         return

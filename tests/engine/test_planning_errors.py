@@ -70,3 +70,21 @@ def test_the_server_check_of_a_filter_names_what_it_rejects(db: Database) -> Non
     with pytest.raises(ScopeError) as exc:
         check_filter(db[PRODUCTS], {"name": {"$regex": "("}})
     assert str(exc.value).startswith("--filter is rejected by the server: Regular expression")
+
+
+def test_an_uncarried_id_outside_the_scope_does_not_fail_the_job(db: Database) -> None:
+    db[PRODUCTS].insert_many(
+        [{"_id": i, "name": f"n{i}"} for i in range(6)] + [{"_id": {"k": 1}, "name": "other"}]
+    )
+    job, _ = start_or_join(
+        db,
+        backfill="catalog",
+        collection=PRODUCTS,
+        batch_size=2,
+        max_in_flight=2,
+        rate_per_second=10,
+        scope={"name": {"$regex": "^n"}},
+    )
+    assert plan_job(db, RecordingSender(), "q", str(job["_id"]))
+    planned = db[METADATA].find_one({"_id": job["_id"]})
+    assert planned["status"] == JobStatus.RUNNING.value and planned["planning"]["items"] == 6
