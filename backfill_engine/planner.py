@@ -10,61 +10,116 @@ import contextlib
 import datetime as dt
 import itertools
 import logging
+import math
+import re
 import secrets
 import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pymongo.errors
-from bson.int64 import Int64
-from bson.objectid import ObjectId
+from bson import Code, Decimal128, MaxKey, MinKey, ObjectId, Regex, Timestamp
+from bson.datetime_ms import DatetimeMS
+from bson.dbref import DBRef
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.database import Database
 
+from backfill_engine import store
 from backfill_engine.dispatch import TaskSender, fill_in_flight
 from backfill_engine.errors import BackfillError
 from backfill_engine.ids import string_twins
 from backfill_engine.item_names import ensure_item_names
-from backfill_engine.scope import combine
-from backfill_engine.states import BATCH_IDS, METADATA, JobStatus
+from backfill_engine.scope import ScopeError, check_filter, combine
+from backfill_engine.states import BATCH_IDS, METADATA, TERMINAL_JOB_STATES, JobStatus
 from backfill_engine.store import batch_id, batch_ids_doc, new_batch, now_utc
 
 log = logging.getLogger(__name__)
 
 PLANNER_LEASE_SECONDS = 30.0
 PLANNER_FILL_SECONDS = 0.25  # once the cap is reached, top up slots at most this often
-
-# BSON sort order of the types an _id can have (arrays cannot be an _id). A `$gt` on
-# `_id` only matches values of the cursor's own type, so resuming must also take every
-# type that sorts after it.
-_TYPE_ORDER: list[tuple[tuple[type, ...], list[str]]] = [
-    ((type(None),), ["null"]),
-    ((int, float, Int64), ["int", "long", "double", "decimal"]),
-    ((str,), ["string", "symbol"]),
-    ((dict,), ["object"]),
-    ((bytes,), ["binData"]),
-    ((ObjectId,), ["objectId"]),
-    ((bool,), ["bool"]),
-    ((dt.datetime,), ["date"]),
-]
+# Where planning starts when no batch is cut yet: not None, which is an `_id` like any other.
+FROM_THE_START: Any = object()
 
 
-def _type_rank(value: Any) -> int:
-    for rank, (types, _) in enumerate(_TYPE_ORDER):
-        if isinstance(value, bool):
-            return 6
-        if isinstance(value, types):
+@dataclass(frozen=True)
+class _BsonGroup:
+    """Types that sort together: their `$type` names and what pymongo decodes them to."""
+
+    aliases: tuple[str, ...]
+    python: tuple[type, ...]
+    name: str = ""  # how an error names a refused `_id` of this group ("" = its Python type)
+    carried: bool = True
+    single: bool = False  # one value only (so one such `_id` at most): no `$gt` within it
+
+
+# MongoDB's BSON comparison order, lowest first, and whether a batch can carry such an
+# `_id` (a worker keys documents and answers by `_id`; see `check_ids`). A `$gt` on `_id`
+# only matches values of the cursor's own group, so resuming must also ask for every
+# group that sorts after it, carried or not: a later id nobody asks for would be skipped
+# without a word, while one that is asked for and cannot be carried is refused.
+_BSON_ORDER: tuple[_BsonGroup, ...] = (
+    _BsonGroup(("minKey",), (MinKey,), single=True),
+    _BsonGroup(("null",), (type(None),), single=True),
+    # Decimal128 sorts among the numbers, but it is no Python dict key: refused by check_ids.
+    _BsonGroup(("int", "long", "double", "decimal"), (int, float, Decimal128)),
+    _BsonGroup(("string", "symbol"), (str,)),
+    _BsonGroup(("object",), (Mapping, DBRef), "embedded document", carried=False),
+    _BsonGroup(("array",), (list, tuple), "array", carried=False),
+    _BsonGroup(("binData",), (bytes,)),
+    _BsonGroup(("objectId",), (ObjectId,)),
+    _BsonGroup(("bool",), (bool,)),
+    _BsonGroup(("date",), (dt.datetime, DatetimeMS)),
+    _BsonGroup(("timestamp",), (Timestamp,)),
+    # In a `$in` or an equality a regex matches by pattern: a write could reach other documents.
+    _BsonGroup(("regex",), (Regex, re.Pattern), "regex", carried=False),
+    _BsonGroup(
+        ("dbPointer", "javascript", "javascriptWithScope"), (Code,), "javascript", carried=False
+    ),
+    _BsonGroup(("maxKey",), (MaxKey,), single=True),
+)
+_ALIAS_RANK = {alias: rank for rank, g in enumerate(_BSON_ORDER) for alias in g.aliases}
+# Tried first: each subclasses a type of an earlier group (a bool is an int, Code a str).
+_SUBCLASS_RANKS = ((bool, _ALIAS_RANK["bool"]), (Code, _ALIAS_RANK["javascript"]))
+CARRIED_ID_TYPES = (
+    "ObjectId, string, int, long, double, date, timestamp, binData, bool, null, MinKey, MaxKey"
+)
+
+
+def _type_rank(value: Any) -> int | None:
+    """The place of `value`'s type in MongoDB's BSON comparison order; None if not a BSON type."""
+    for kind, rank in _SUBCLASS_RANKS:
+        if isinstance(value, kind):
             return rank
-    return len(_TYPE_ORDER)
+    for rank, group in enumerate(_BSON_ORDER):
+        if isinstance(value, group.python):
+            return rank
+    return None
 
 
 def after_cursor(cursor: Any) -> dict[str, Any]:
     """Filter for every `_id` that sorts after `cursor`, whatever its BSON type."""
-    later = [alias for _, aliases in _TYPE_ORDER[_type_rank(cursor) + 1 :] for alias in aliases]
-    same_type = {"_id": {"$gt": cursor}}
-    return {"$or": [same_type, {"_id": {"$type": later}}]} if later else same_type
+    rank = _type_rank(cursor)
+    if rank is None:
+        raise ValueError(f"no BSON type sorts {type(cursor).__name__!r}")
+    group = _BSON_ORDER[rank]
+    later = [alias for g in _BSON_ORDER[rank + 1 :] for alias in g.aliases]
+    clauses: list[dict[str, Any]] = []
+    if isinstance(cursor, float) and math.isnan(cursor):
+        # NaN sorts below every number but no `$gt` matches after it.
+        clauses.append({"_id": {"$gte": -math.inf}})
+    elif isinstance(cursor, Regex | re.Pattern):
+        # A server refuses a regex as a `$gt` bound; the expression compares in BSON order.
+        clauses.append({"$expr": {"$gt": ["$_id", {"$literal": cursor}]}})
+    elif not group.single:
+        clauses.append({"_id": {"$gt": cursor}})
+    if later:
+        clauses.append({"_id": {"$type": later}})
+    if not clauses:
+        return {"_id": {"$in": []}}  # nothing sorts after MaxKey
+    return clauses[0] if len(clauses) == 1 else {"$or": clauses}
 
 
 class UnsupportedIdError(BackfillError):
@@ -73,30 +128,74 @@ class UnsupportedIdError(BackfillError):
     def __init__(self, job_id: str, value: Any) -> None:
         self.job_id, self.id_type = job_id, _id_type_name(value)
         super().__init__(
-            f"job {job_id}: the collection holds an _id of type {self.id_type}; only scalar _ids "
-            "(ObjectId, string, number, date, ...) can be backfilled; fix or exclude it, "
-            "then run again"
+            f"job {job_id}: the collection holds an _id of type {self.id_type}; only _ids of "
+            f"type {CARRIED_ID_TYPES} can be backfilled; fix or exclude it, then run again"
         )
 
 
 def _id_type_name(value: Any) -> str:
-    if isinstance(value, Mapping):
-        return "embedded document"
-    if isinstance(value, list | tuple):
-        return "array"
-    return type(value).__name__
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    rank = _type_rank(value)
+    return (_BSON_ORDER[rank].name if rank is not None else "") or type(value).__name__
+
+
+def carried(value: Any) -> bool:
+    """Whether a batch can carry `value` as an `_id`: a known BSON type, a usable dict key."""
+    rank = _type_rank(value)
+    if rank is None or not _BSON_ORDER[rank].carried:
+        return False
+    if isinstance(value, float) and math.isnan(value):
+        return False  # NaN equals nothing, not even itself: no answer could be matched to it
+    try:
+        hash(value)
+    except TypeError:
+        return False  # Decimal128
+    return True
 
 
 def check_ids(job_id: str, ids: Iterable[Any]) -> None:
     """Raise UnsupportedIdError for an `_id` a batch could not round-trip: the worker keys
     documents and answers by `_id`, so an embedded document (unhashable) crashes it."""
     for value in ids:
-        if isinstance(value, Mapping | list | tuple):
+        if not carried(value):
             raise UnsupportedIdError(job_id, value)
-        try:
-            hash(value)
-        except TypeError:
-            raise UnsupportedIdError(job_id, value) from None
+
+
+# The `$type` names of the `_id`s check_ids refuses, and where each sorts.
+_REFUSED_ALIASES = [("decimal", _ALIAS_RANK["decimal"])] + [
+    (alias, rank) for rank, g in enumerate(_BSON_ORDER) if not g.carried for alias in g.aliases
+]
+
+
+def refuse_uncarried_ids(coll: Collection, job_id: str, scope: dict[str, Any]) -> None:
+    """Raise UnsupportedIdError if the scope holds an `_id` no batch can carry.
+
+    Asked before the first batch is cut, so such a job fails before any of it runs. `_id`s
+    sort by type first, so the two ends of the `_id` index bound which types can occur:
+    a collection of one carried type (the usual ObjectIds) costs two index reads.
+    """
+    ends = [
+        d["_id"]
+        for direction in (1, -1)
+        for d in coll.find({}, {"_id": 1}).sort("_id", direction).hint([("_id", 1)]).limit(1)
+    ]
+    # The ends are the collection's; only what the scope holds is refused (asked below).
+    ranks = [r for r in map(_type_rank, ends) if r is not None]
+    if not ranks:
+        return
+    low, high = min(ranks), max(ranks)
+    asks: list[dict[str, Any]] = []
+    between = [alias for alias, rank in _REFUSED_ALIASES if low <= rank <= high]
+    if between:
+        asks.append({"_id": {"$type": between}})
+    if low <= _ALIAS_RANK["double"] <= high:
+        asks.append({"_id": {"$in": [math.nan]}})
+    if not asks:
+        return
+    found = coll.find_one(combine(scope, asks[0] if len(asks) == 1 else {"$or": asks}), {"_id": 1})
+    if found is not None:
+        raise UnsupportedIdError(job_id, found["_id"])
 
 
 class PlanningConflictError(BackfillError):
@@ -196,11 +295,11 @@ def _id_stream(
 ) -> Iterator[Any]:
     if explicit is not None:
         ids = explicit
-        if cursor is not None:
+        if cursor is not FROM_THE_START:
             ids = ids[ids.index(cursor) + 1 :] if cursor in ids else ids
         yield from ids
         return
-    query = combine(scope, after_cursor(cursor) if cursor is not None else None)
+    query = combine(scope, None if cursor is FROM_THE_START else after_cursor(cursor))
     # The hint keeps the walk on the `_id` index even when a scope filter would tempt the
     # planner towards another index and an in-memory sort.
     scan = coll.find(query, {"_id": 1}).sort("_id", 1).hint([("_id", 1)])
@@ -270,9 +369,52 @@ def plan_job(
 ) -> bool:
     """Cut and dispatch the job's remaining batches; False if another planner holds it.
 
+    A job that can never be planned (an `_id` no batch can carry, a scope the server
+    rejects) ends `failed` with the reason, which is raised; any other error is raised and
+    leaves the job to the next planner (a server that does not answer may answer later).
     `stop_after` plans at most that many batches in this call (tests use it to
     simulate a planner killed halfway).
     """
+    meta = db[METADATA]
+    job = meta.find_one({"_id": job_id, "kind": "job"})
+    if job is None or job["status"] in [s.value for s in TERMINAL_JOB_STATES]:
+        return True  # failed or cancelled: nothing is cut for it any more
+    try:
+        if _scans_from_the_start(job):
+            refuse_uncarried_ids(db[job["collection"]], job_id, job.get("scope") or {})
+        return _cut_batches(db, sender, queue, job_id, on_batch=on_batch, stop_after=stop_after)
+    except UnsupportedIdError as exc:
+        store.fail_job(meta, job_id, str(exc))
+        raise
+    except pymongo.errors.OperationFailure:
+        try:
+            # Asked again on its own: the error was the scope's only if the scope alone fails.
+            check_filter(
+                db[job["collection"]], job.get("scope") or {}, what=f"job {job_id}: its filter"
+            )
+        except ScopeError as rejected:
+            store.fail_job(meta, job_id, str(rejected))
+            raise rejected from None
+        raise
+
+
+def _scans_from_the_start(job: dict[str, Any]) -> bool:
+    """Whether no batch is cut yet and the job walks its whole scope (no id list, no limit)."""
+    planning = job["planning"]
+    explicit = job.get("ids") or job["params"].get("ids")
+    fresh = not planning.get("done") and not planning.get("batches")
+    return fresh and not explicit and job.get("limit") is None
+
+
+def _cut_batches(
+    db: Database,
+    sender: TaskSender,
+    queue: str,
+    job_id: str,
+    *,
+    on_batch: Callable[[int, int], None] | None,
+    stop_after: int | None,
+) -> bool:
     meta, id_lists = db[METADATA], db[BATCH_IDS]
     owner = f"{socket.gethostname()}:{secrets.token_hex(4)}"
     job = meta.find_one({"_id": job_id, "kind": "job"})
@@ -285,7 +427,7 @@ def plan_job(
     # then the batch document are written first, so after a crash they are the truth.
     last = meta.find_one({"job_id": job_id}, {"last_id": 1, "batch_no": 1}, sort=[("batch_no", -1)])
     next_no = int(last["batch_no"]) + 1 if last else 0
-    cursor = last["last_id"] if last else None
+    cursor = last["last_id"] if last else FROM_THE_START
     planned_docs = sum(d["size"] for d in meta.find({"job_id": job_id}, {"size": 1}))
     orphan = id_lists.find_one({"_id": batch_id(job_id, next_no)})
     if orphan is not None:

@@ -1,4 +1,5 @@
-"""Scoping a run: a read-only `--filter`, an `--ids-file`, a `--limit` (all pure parsing).
+"""Scoping a run: a read-only `--filter`, an `--ids-file`, a `--limit` (pure parsing), and
+the one server check a filter needs (whether the server accepts it).
 
 Careful teams run a small slice first, then the rest; these make the slice exact.
 """
@@ -9,7 +10,9 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import pymongo.errors
 from bson import ObjectId, json_util
+from pymongo.collection import Collection
 
 from backfill_engine.errors import BackfillError
 
@@ -103,3 +106,44 @@ def combine(*queries: Mapping[str, Any] | None) -> dict[str, Any]:
     if not parts:
         return {}
     return parts[0] if len(parts) == 1 else {"$and": parts}
+
+
+# Server errors that say a query could not run now, not that it is wrong: a rejection
+# is any other error to a query (BadValue, an invalid regex, a type mismatch, ...).
+TRANSIENT_QUERY_CODES = frozenset(
+    {
+        6, 7, 24, 43, 46, 50, 89, 91, 112, 133, 134, 175, 189, 202, 262, 9001, 10107,
+        11600, 11601, 11602, 13388, 13435, 13436,
+    }
+)  # fmt: skip
+
+
+def is_transient(exc: pymongo.errors.OperationFailure) -> bool:
+    """Whether the server failed a query for a passing reason (shutdown, step-down, timeout)."""
+    labelled = any(
+        exc.has_error_label(label) for label in ("RetryableWriteError", "TransientTransactionError")
+    )
+    return (
+        labelled
+        or isinstance(exc, pymongo.errors.ExecutionTimeout)
+        or exc.code in TRANSIENT_QUERY_CODES
+    )
+
+
+def check_filter(coll: Collection, query: Mapping[str, Any], *, what: str = "--filter") -> None:
+    """Raise ScopeError if the server rejects `query` on `coll` (an invalid `$regex`, ...).
+
+    The server parses the whole filter before it plans; the `$in: []` on `_id` then
+    leaves nothing to read, so the check costs no scan however large the collection.
+    A connection failure or a transient server error is raised as it is.
+    """
+    if not query:
+        return
+    probe = {"$and": [dict(query), {"_id": {"$in": []}}]}
+    try:
+        list(coll.find(probe, {"_id": 1}).limit(1))
+    except pymongo.errors.OperationFailure as exc:
+        if is_transient(exc):
+            raise
+        detail = str(exc.details.get("errmsg") if exc.details else exc).splitlines()[0][:200]
+        raise ScopeError(f"{what} is rejected by the server: {detail}") from None

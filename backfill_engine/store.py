@@ -15,6 +15,7 @@ from pymongo.collection import Collection
 
 from backfill_engine import clock, notify
 from backfill_engine.states import (
+    ACTIVE_JOB_STATES,
     COUNTER_NAMES,
     IN_FLIGHT_BATCH_STATES,
     LEASABLE_BATCH_STATES,
@@ -448,3 +449,36 @@ def pause_job_for(coll: Collection, job_id: str, reason: str) -> bool:
     if res.modified_count == 1:
         notify.job_event(coll.database, job_id, notify.Event.PAUSED, reason=reason)
     return res.modified_count == 1
+
+
+def fail_job(coll: Collection, job_id: str, reason: str) -> bool:
+    """End an active job `failed` with `reason`: it can never go on (e.g. it cannot be planned).
+
+    Batches not yet taken are cancelled; running ones stop at their next sub-chunk, as on a
+    cancel. The `active_key` goes, so a corrected run can start beside the failed one.
+    """
+    now = now_utc()
+    res = coll.update_one(
+        {"_id": job_id, "kind": "job", "status": {"$in": [s.value for s in ACTIVE_JOB_STATES]}},
+        {
+            "$set": {
+                "status": JobStatus.FAILED.value,
+                "fail_reason": reason,
+                "planner": None,
+                "finished_at": now,
+                "updated_at": now,
+            },
+            "$unset": {"active_key": ""},
+        },
+    )
+    if res.modified_count != 1:
+        return False
+    coll.update_many(
+        {
+            "job_id": job_id,
+            "status": {"$in": [BatchStatus.PENDING.value, BatchStatus.QUEUED.value]},
+        },
+        {"$set": {"status": BatchStatus.CANCELLED.value, "updated_at": now}},
+    )
+    notify.job_event(coll.database, job_id, notify.Event.FAILED, reason=reason)
+    return True

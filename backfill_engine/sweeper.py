@@ -3,24 +3,56 @@
 Redis may restart without persistence and workers may die with messages unacked; the
 batch documents in MongoDB are the truth, so anything they say is in flight but that no
 live worker holds is sent again. A duplicate delivery is harmless: the lease decides.
+
+Each job is swept on its own: one job whose planning or sweep raises (a scope the server
+rejects, an `_id` no batch can carry, a document we did not foresee) is logged and never
+keeps the other jobs' leases, lost messages and notices waiting.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
+import kombu.exceptions
+import pymongo.errors
 import redis
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from backfill_engine import store
+from backfill_engine import notify, store
 from backfill_engine.dispatch import TaskSender, fill_in_flight, planned_total, send_batch
-from backfill_engine.states import METADATA, QUARANTINE, BatchStatus, JobStatus
+from backfill_engine.errors import BackfillError
+from backfill_engine.planner import plan_job
+from backfill_engine.redact import redact_text
+from backfill_engine.states import (
+    DISPATCHABLE_JOB_STATES,
+    METADATA,
+    QUARANTINE,
+    BatchStatus,
+    JobStatus,
+)
 from backfill_engine.store import maybe_complete_job, now_utc
 
 log = logging.getLogger(__name__)
+
+# The servers themselves do not answer: every job would fail alike, so the round ends and
+# the caller (workers.background) logs the outage once.
+SERVER_OUTAGES: tuple[type[BaseException], ...] = (
+    pymongo.errors.ConnectionFailure,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    kombu.exceptions.OperationalError,
+    ConnectionError,
+)
+BROKER_OUTAGES: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    kombu.exceptions.OperationalError,
+)
 
 # A queued batch whose message is gone is resent this soon when the broker queue is empty.
 EMPTY_QUEUE_GRACE_SECONDS = 5.0
@@ -140,3 +172,86 @@ def sweep_job(
     report.dispatched = fill_in_flight(meta, sender, queue, job_id)
     report.final_status = maybe_complete_job(meta, db[QUARANTINE], job_id)
     return report
+
+
+class SweepFailures:
+    """What each job's sweep last failed with, so a failure that repeats is logged once."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], str] = {}
+
+    def failed(self, job_id: str, step: str, exc: Exception) -> None:
+        what = type(exc).__name__
+        if self._last.get((job_id, step)) == what:
+            return
+        self._last[(job_id, step)] = what
+        if isinstance(exc, BackfillError | pymongo.errors.PyMongoError):
+            detail = redact_text(str(exc).splitlines()[0][:300]) if str(exc) else ""
+            log.warning("job %s: %s failed (%s: %s); other jobs go on", job_id, step, what, detail)
+        else:
+            log.exception("job %s: %s failed unexpectedly; other jobs go on", job_id, step)
+
+    def succeeded(self, job_id: str, step: str) -> None:
+        if self._last.pop((job_id, step), None) is not None:
+            log.warning("job %s: %s works again", job_id, step)
+
+
+def sweep_jobs(
+    db: Database,
+    sender: TaskSender,
+    queue: str,
+    *,
+    redispatch_seconds: float,
+    broker: redis.Redis | None = None,
+    notify_url: str | None = None,
+    secrets: tuple[str, ...] = (),
+    failures: SweepFailures | None = None,
+) -> int:
+    """Plan on and sweep every planning or running job, then send due notices; jobs swept.
+
+    A job whose planner died carries on from its planning cursor (a live planner keeps
+    its lease and `plan_job` returns at once). A job's error is its own (`failures` logs it
+    once while it repeats); a server outage ends the round and is raised, after the
+    notices when only the broker is down (they need none).
+    """
+    failures = failures or SweepFailures()
+    swept = 0
+    try:
+        for job in db[METADATA].find(
+            {"kind": "job", "status": {"$in": [s.value for s in DISPATCHABLE_JOB_STATES]}},
+            {"_id": 1, "planning.done": 1},
+        ):
+            job_id = str(job["_id"])
+            if not job.get("planning", {}).get("done"):
+                plan = partial(plan_job, db, sender, queue, job_id)
+                _isolated(failures, job_id, "planning", plan)
+            sweep = partial(
+                sweep_job,
+                db,
+                sender,
+                queue,
+                job_id,
+                redispatch_seconds=redispatch_seconds,
+                broker=broker,
+            )
+            swept += _isolated(failures, job_id, "sweep", sweep)
+    except BROKER_OUTAGES:
+        notify.deliver_due(db, notify_url, secrets)
+        raise
+    # Job notices go out from here, never from a batch: a slow or dead receiver delays
+    # this sweep by at most a few short timeouts and no batch at all.
+    notify.deliver_due(db, notify_url, secrets)
+    return swept
+
+
+def _isolated(failures: SweepFailures, job_id: str, step: str, call: Callable[[], object]) -> bool:
+    """Run one job's `step`; its error is logged (server outages pass), True if it went."""
+    try:
+        call()
+    except SERVER_OUTAGES:
+        raise
+    except Exception as exc:
+        failures.failed(job_id, step, exc)
+        return False
+    failures.succeeded(job_id, step)
+    return True

@@ -18,7 +18,7 @@ from backfill_engine.dispatch import BROKER_OUTAGES, TaskSender
 from backfill_engine.notify import Event
 from backfill_engine.planner import plan_job, start_or_join
 from backfill_engine.registry import lookup
-from backfill_engine.scope import combine
+from backfill_engine.scope import check_filter, combine
 from backfill_engine.settings import MAX_BATCH_SIZE, Settings
 from backfill_engine.states import METADATA, TERMINAL_JOB_STATES, JobStatus
 from backfill_engine.store import now_utc
@@ -167,6 +167,7 @@ def launch(
     elif opts.scope or opts.limit is not None:
         # A slice runs beside the backfill's main job, never joins it (nor it the slice).
         exclusive = f"{opts.backfill}:slice:{uuid.uuid4().hex[:8]}"
+    check_filter(db[backfill.collection], combine(backfill.query, dict(opts.scope)))
     job, created = start_or_join(
         db,
         backfill=opts.backfill,

@@ -147,8 +147,15 @@ def test_an_embedded_document_id_is_refused_by_the_planner_naming_its_type(
     ]
     assert {"region": "eu", "n": 1} not in planned, "the bad id reached a batch"
 
-    # Once the operator fixes the data, planning resumes where it stopped.
+    # The job can never be planned: it ends failed with the reason, and stays so.
+    job = db[METADATA].find_one({"_id": job_id})
+    assert job["status"] == "failed" and job["fail_reason"] == message
     db[PRODUCTS].delete_one({"_id": {"region": "eu", "n": 1}})
+    assert plan_job(db, sender, "q", job_id)
+    assert db[METADATA].find_one({"_id": job_id})["status"] == "failed"
+    assert db[METADATA].count_documents({"kind": "batch", "job_id": job_id}) == 0
+    # Once the operator fixes the data, a new run plans it all.
+    job_id = _job(db, batch_size=4)
     assert plan_job(db, sender, "q", job_id)
     batches = list(db[METADATA].find({"kind": "batch", "job_id": job_id}).sort("batch_no", 1))
     planned = [i for b in batches for i in load_batch_ids(db[BATCH_IDS], b["_id"])]
