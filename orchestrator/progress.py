@@ -72,7 +72,9 @@ def summary_table(summary: JobSummary) -> Table:
     table.add_row("job", str(job["_id"]))
     table.add_row(
         "status",
-        str(job["status"]) + (f" ({job['pause_reason']})" if job.get("pause_reason") else ""),
+        str(job["status"])
+        + (f" ({job['pause_reason']})" if job.get("pause_reason") else "")
+        + (f" ({job['fail_reason']})" if job.get("fail_reason") else ""),
     )
     planning = job.get("planning", {})
     table.add_row(

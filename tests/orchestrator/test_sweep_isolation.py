@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import redis
 from pymongo.database import Database
+from rich.console import Console
 
 from backfill_engine import store
 from backfill_engine.notify import NOTIFICATIONS
@@ -22,6 +23,8 @@ from backfill_engine.settings import Settings
 from backfill_engine.states import METADATA, BatchStatus, JobStatus
 from backfill_engine.sweeper import SweepFailures, sweep_jobs
 from migrations.versions._catalog import PRODUCTS
+from orchestrator.jobs import summarize
+from orchestrator.progress import summary_table
 from tests.orchestrator.test_planner import RecordingSender
 from workers.autosweep import sweep_lock_key, sweep_once
 
@@ -81,6 +84,9 @@ def test_a_job_whose_filter_the_server_rejects_fails_and_the_others_are_swept(
     notice = db[NOTIFICATIONS].find_one({"job_id": bad, "event": "failed"})
     assert notice is not None and notice["reason"] == job["fail_reason"]
     assert meta.count_documents({"job_id": bad}) == 0, "a batch was cut for the bad job"
+    console = Console(width=200, record=True)
+    console.print(summary_table(summarize(db, bad)))
+    assert "regular expression is invalid" in console.export_text().lower(), "status says why"
 
     # Failed for good: the next sweeps leave it alone.
     _sweep(db, redis_client, settings, sender)
