@@ -6,9 +6,10 @@ as its string form (ObjectId hex, int in decimal, str as is, anything else `str(
 answers are mapped back to the original `_id` values.
 
 Retry policy, per HTTP request:
-- connection errors, timeouts, 5xx and unparseable/wrong-shape 200 bodies are retried up to
-  `max_retries` times with exponential backoff and full jitter, then raise
-  SourceUnavailableError (SourceProtocolError for a body that stayed broken);
+- connection errors, timeouts, 5xx, the request deadline (connect to last byte, see
+  http_deadline) and unparseable/wrong-shape 200 bodies are retried up to `max_retries`
+  times with exponential backoff and full jitter, then raise SourceUnavailableError
+  (SourceProtocolError for a body that stayed broken);
 - 429 waits `Retry-After` (capped), calls `on_throttle(seconds)` so the global limiter
   pauses every worker, and does not use up `max_retries` (a separate `max_throttled` bounds it);
 - 401/403 raise SourceAuthError at once; a redirect is never followed (it could carry the
@@ -34,8 +35,8 @@ from urllib.parse import quote
 import requests
 import urllib3.exceptions
 from bson import ObjectId
-from requests.adapters import HTTPAdapter
 
+from backfill_engine.http_deadline import deadline_session, within
 from backfill_engine.payload import MAX_PAYLOAD_BYTES
 from backfill_engine.redact import redact_text, redact_url
 from backfill_engine.settings import (
@@ -204,16 +205,6 @@ def _parse_body(raw: bytes) -> tuple[list[Any], list[Any]]:
     return items, missing
 
 
-def _bound_next_receive(resp: requests.Response, deadline: float, read_timeout: float) -> bool:
-    """Let the next receive wait no longer than the deadline leaves (nor the read timeout);
-    True when the deadline is the tighter bound, so a timeout then means the deadline."""
-    left = deadline - time.monotonic()
-    sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
-    if sock is not None:
-        sock.settimeout(max(0.001, min(read_timeout, left)))
-    return left <= read_timeout
-
-
 def _receive(resp: requests.Response) -> bytes:
     """Whatever part of the body has arrived (b"" at its end), decoded; requests' errors."""
     # read1, not iter_content: iter_content waits for a whole chunk, so a trickled body
@@ -292,11 +283,8 @@ class HttpSourceClient:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._secrets = (token,) if token else ()
-        self.session = requests.Session()
         # Our own retry loop decides; urllib3 must not retry behind its back.
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self.session = deadline_session(pool_size)
         self.session.headers.update({"Accept": "application/json", "User-Agent": "mongo-backfill"})
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
@@ -492,40 +480,37 @@ class HttpSourceClient:
         return status, raw, retry_after
 
     def _get(self, url: str) -> tuple[int, bytes, str | None]:
-        """One GET with a bounded body and an overall deadline; (status, body, Retry-After)."""
-        deadline = time.monotonic() + self.request_deadline
-        # requests' timeouts bound each receive, not the whole answer: cap both by the
-        # deadline here, and check it again after every receive of the body.
+        """One GET with a bounded body, connect to last byte within the request deadline;
+        (status, body, Retry-After)."""
         connect, read = (min(t, self.request_deadline) for t in self.timeout)
-        # Never follow a redirect: it could send the request, token and ids to another host.
-        with self.session.get(
-            url, timeout=(connect, read), stream=True, allow_redirects=False
-        ) as resp:
-            retry_after = resp.headers.get("Retry-After")
-            if resp.status_code != 200:
-                return resp.status_code, b"", retry_after
-            return 200, self._read_body(resp, deadline), retry_after
+        with within(self.request_deadline) as deadline:
+            try:
+                # Never follow a redirect: it could send the request, token and ids elsewhere.
+                with self.session.get(
+                    url, timeout=(connect, read), stream=True, allow_redirects=False
+                ) as resp:
+                    retry_after = resp.headers.get("Retry-After")
+                    if resp.status_code != 200:
+                        return resp.status_code, b"", retry_after
+                    return 200, self._read_body(resp), retry_after
+            except requests.RequestException:
+                if deadline.expired:
+                    raise self._deadline_exceeded() from None
+                raise
 
-    def _read_body(self, resp: requests.Response, deadline: float) -> bytes:
-        """The body, read as it arrives: refused past MAX_RESPONSE_BYTES or past `deadline`."""
+    def _read_body(self, resp: requests.Response) -> bytes:
+        """The body, read as it arrives: refused past MAX_RESPONSE_BYTES (the deadline is
+        the connection's, see http_deadline)."""
         chunks: list[bytes] = []
         size = 0
         while True:
-            bound_by_deadline = _bound_next_receive(resp, deadline, self.timeout[1])
-            try:
-                chunk = _receive(resp)
-            except requests.exceptions.ReadTimeout:
-                if bound_by_deadline:
-                    raise self._deadline_exceeded() from None
-                raise
+            chunk = _receive(resp)
             if not chunk:
                 return b"".join(chunks)
             size += len(chunk)
             if size > MAX_RESPONSE_BYTES:
                 raise _OversizeBody(f"body over {MAX_RESPONSE_BYTES} bytes")
             chunks.append(chunk)
-            if time.monotonic() > deadline:
-                raise self._deadline_exceeded()
 
     def _deadline_exceeded(self) -> RequestDeadlineExceeded:
         return RequestDeadlineExceeded(f"no whole answer within {self.request_deadline:g}s")
