@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +28,7 @@ from backfill_engine.http_client import (
     HttpSourceClient,
     SourceUnavailableError,
 )
+from backfill_engine.http_deadline import deadline_session, within
 from backfill_engine.runtime import http_client_for
 from backfill_engine.settings import Settings
 from catalog_service.data import expected_item
@@ -122,8 +127,10 @@ def _big_body(conn: socket.socket) -> None:
 
 
 @contextlib.contextmanager
-def receiver(answer: Callable[[socket.socket], None]) -> Iterator[str]:
-    """A loopback webhook that reads each request's head and then answers with `answer`."""
+def receiver(
+    answer: Callable[[socket.socket], None], tls: ssl.SSLContext | None = None
+) -> Iterator[str]:
+    """A loopback server that reads each request's head and then answers with `answer`."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.2)
     stop = threading.Event()
@@ -132,6 +139,8 @@ def receiver(answer: Callable[[socket.socket], None]) -> Iterator[str]:
         with conn:
             conn.settimeout(10)
             with contextlib.suppress(OSError):
+                if tls is not None:
+                    conn = tls.wrap_socket(conn, server_side=True)
                 received = b""
                 while b"\r\n\r\n" not in received:
                     received += conn.recv(65536)
@@ -150,7 +159,8 @@ def receiver(answer: Callable[[socket.socket], None]) -> Iterator[str]:
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}/hook/secret"
+        scheme = "https" if tls is not None else "http"
+        yield f"{scheme}://127.0.0.1:{listener.getsockname()[1]}/hook/secret"
     finally:
         stop.set()
         thread.join(timeout=5)
@@ -213,3 +223,58 @@ def test_a_receiver_answering_at_once_still_gets_its_notice(db: Database) -> Non
         assert notify.deliver_due(db, url, deadline=DEADLINE, limit=1) == 1
     notice = db[notify.NOTIFICATIONS].find_one({"_id": notice_id})
     assert notice is not None and notice["state"] == notify.NoticeState.DELIVERED.value
+
+
+# --- TLS: the deadline holds on an SSL socket too -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (made with the openssl CLI)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    where = tmp_path_factory.mktemp("tls")
+    cert, key = where / "cert.pem", where / "key.pem"
+    argv = [
+        *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+        *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+        *("-addext", "subjectAltName=IP:127.0.0.1"),
+    ]
+    subprocess.run(
+        argv,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+def _tls(tls_files: tuple[Path, Path]) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*tls_files)
+    return context
+
+
+@pytest.mark.timeout(HANG_GUARD_SECONDS)
+def test_a_status_line_trickled_over_tls_hits_the_deadline(
+    tls_files: tuple[Path, Path],
+) -> None:
+    with receiver(_trickle_status, _tls(tls_files)) as url:
+        base = url.rsplit("/hook", 1)[0]
+        source = HttpSourceClient(
+            base, max_retries=1, read_timeout=5.0, request_deadline=DEADLINE, sleep=lambda s: None
+        )
+        source.session.verify = str(tls_files[0])
+        with pytest.raises(SourceUnavailableError, match="RequestDeadlineExceeded") as exc:
+            source.fetch(["a"])
+    assert exc.value.attempts == 2
+
+
+@pytest.mark.timeout(HANG_GUARD_SECONDS)
+def test_a_tls_answer_within_the_deadline_arrives(tls_files: tuple[Path, Path]) -> None:
+    def ok(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    with receiver(ok, _tls(tls_files)) as url, deadline_session() as session, within(30):
+        answer = session.get(url, verify=str(tls_files[0]), timeout=5)
+    assert (answer.status_code, answer.content) == (200, b"ok")
