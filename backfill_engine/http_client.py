@@ -12,7 +12,8 @@ Retry policy, per HTTP request:
 - 429 waits `Retry-After` (capped), calls `on_throttle(seconds)` so the global limiter
   pauses every worker, and does not use up `max_retries` (a separate `max_throttled` bounds it);
 - 401 raises SourceAuthError at once; a redirect is never followed (it could carry the
-  token and ids to another host) and, like any status but 200/4xx, raises SourceProtocolError.
+  token and ids to another host) and, like any status not named here (a 204, a 407),
+  raises SourceProtocolError.
 
 Failures some ids' content can cause are split, not retried whole: an oversize or broken
 200 body, or a 4xx other than 401/407/429 (a 403 from a WAF, 404, 408, 413, 414, ...).
