@@ -650,14 +650,19 @@ def _status_of(outcome: Outcome, result: SourceResult) -> int | None:
 def _fetch(
     backfill: Backfill, ctx: SourceContext, docs: list[dict[str, Any]], blog: BatchLog
 ) -> SourceResult:
-    """Ask the source for a sub-chunk; an answer that is not valid JSON quarantines it."""
+    """Ask the source for a sub-chunk; quarantine it whole only when no id got an answer.
+
+    An HttpSource splits a request that fails for some ids' content and reports only
+    those ids in error; SourceProtocolError means every part, each id alone too, came
+    back broken or refused (or the API broke its contract: a redirect, an odd status).
+    """
     if not docs:
         return SourceResult.empty()
     try:
         return backfill.source.fetch(docs, ctx)
     except SourceProtocolError as exc:
         ids = [d["_id"] for d in docs]
-        blog.warning("source answered garbage for %d ids: %s", len(ids), exc)
+        blog.warning("source gave no usable answer for %d ids: %s", len(ids), exc)
         return SourceResult.all_invalid(ids, f"{type(exc).__name__}: {exc}", exc.status)
 
 

@@ -6,16 +6,31 @@ as its string form (ObjectId hex, int in decimal, str as is, anything else `str(
 answers are mapped back to the original `_id` values.
 
 Retry policy, per HTTP request:
-- connection errors, timeouts, 5xx and unparseable/wrong-shape 200 bodies are retried up to
-  `max_retries` times with exponential backoff and full jitter, then raise
-  SourceUnavailableError (SourceProtocolError for a body that stayed broken);
+- connection errors, timeouts, 5xx and the request deadline (connect to last byte, see
+  http_deadline) are retried up to `max_retries` times with exponential backoff and full
+  jitter, then raise SourceUnavailableError;
 - 429 waits `Retry-After` (capped), calls `on_throttle(seconds)` so the global limiter
   pauses every worker, and does not use up `max_retries` (a separate `max_throttled` bounds it);
-- 401/403 raise SourceAuthError at once; a redirect is never followed (it could carry the
-  token and ids to another host) and, like any other status, raises SourceProtocolError.
+- 401 raises SourceAuthError at once; a redirect is never followed (it could carry the
+  token and ids to another host) and, like any status not named here (a 204, a 407),
+  raises SourceProtocolError.
+
+Failures some ids' content can cause are split, not retried whole: an oversize or broken
+200 body, or a 4xx other than 401/407/429 (a 403 from a WAF, 404, 408, 413, 414, ...).
+The request's ids are asked again in halves, recursively down to single ids, so only ids
+refused on their own end up in `FetchResult.errors` (reason naming the status or cause) and
+every other id is answered. A bad id costs at most two requests per level of halving, about
+2*log2(n); a single id's broken body gets the usual retries (a proxy may have cut it), a
+refused one none. If no request of the whole fetch was answered, the source refuses
+everything, not some ids: every refusal a 403 raises SourceAuthError (its credentials;
+the job pauses), anything else SourceProtocolError. So a 403 pauses only when no id is
+accepted, which costs 2n-1 requests for n ids; a fetch of a single refused id cannot tell
+the two apart and pauses.
+
 `before_request()` (the global limiter's acquire) runs before every HTTP request, retries
-included; `on_response(status, seconds)` after every answer (status 0 when none came), so a
-rate controller can watch the API's health. The token never appears in an exception or a log line.
+and split parts included; `on_response(status, seconds)` after every answer (status 0 when
+none came), so a rate controller can watch the API's health. The token never appears in
+an exception or a log line.
 """
 
 from __future__ import annotations
@@ -34,8 +49,8 @@ from urllib.parse import quote
 import requests
 import urllib3.exceptions
 from bson import ObjectId
-from requests.adapters import HTTPAdapter
 
+from backfill_engine.http_deadline import deadline_session, within
 from backfill_engine.payload import MAX_PAYLOAD_BYTES
 from backfill_engine.redact import redact_text, redact_url
 from backfill_engine.settings import (
@@ -69,9 +84,16 @@ class SourceError(Exception):
     """Base of HTTP source client errors; `url` is redacted and carries no ids or token."""
 
     def __init__(
-        self, message: str, *, url: str = "", status: int | None = None, attempts: int = 0
+        self,
+        message: str,
+        *,
+        url: str = "",
+        status: int | None = None,
+        attempts: int = 0,
+        cause: str = "",
     ) -> None:
         self.url, self.status, self.attempts = url, status, attempts
+        self.cause = cause  # the last failure's reason alone, e.g. "HTTP 503"
         super().__init__(message)
 
 
@@ -84,7 +106,7 @@ class SourceThrottledError(SourceUnavailableError):
 
 
 class SourceAuthError(SourceError):
-    """401/403: the token is missing or wrong; retrying cannot help."""
+    """401, or 403 for every id: the token is missing or wrong; retrying cannot help."""
 
 
 class FetchInterrupted(SourceError):
@@ -129,6 +151,10 @@ class FetchResult:
         self.requests += other.requests
         if other.http_status is not None:
             self.http_status = other.http_status
+
+
+def _all_403(probe: _Probe) -> bool:
+    return all(r.status == 403 for r in probe.refused.values())
 
 
 def _add(stats: dict[str, float], key: str, amount: float) -> None:
@@ -191,6 +217,29 @@ class _OversizeBody(_BrokenBody):
     """A 200 whose body outgrew MAX_RESPONSE_BYTES; the rest is never read."""
 
 
+# 4xx answers to a whole request that some of its ids can cause (a WAF refusing content,
+# a 404 for the request, a request line too long...): split, never retried whole. 401 and
+# 407 are about our credentials, 429 about our rate.
+_NOT_CONTENT_4XX = (401, 407, 429)
+
+
+class _Refused(Exception):
+    """A whole request failed in a way its ids' content can cause; its halves may not."""
+
+    def __init__(self, reason: str, status: int | None) -> None:
+        self.reason, self.status = reason, status
+        super().__init__(reason)
+
+
+@dataclass
+class _Probe:
+    """What the requests of one fetch found while splitting."""
+
+    answered: bool = False  # some request was answered: the source takes our credentials
+    refused: dict[str, _Refused] = field(default_factory=dict)  # ids refused on their own
+    last: SourceProtocolError | None = None  # a lone id's body that stayed broken
+
+
 def _parse_body(raw: bytes) -> tuple[list[Any], list[Any]]:
     try:
         body = json.loads(raw)
@@ -202,16 +251,6 @@ def _parse_body(raw: bytes) -> tuple[list[Any], list[Any]]:
     if not isinstance(items, list) or not isinstance(missing, list):
         raise _BrokenBody("body lacks the items/missing lists")
     return items, missing
-
-
-def _bound_next_receive(resp: requests.Response, deadline: float, read_timeout: float) -> bool:
-    """Let the next receive wait no longer than the deadline leaves (nor the read timeout);
-    True when the deadline is the tighter bound, so a timeout then means the deadline."""
-    left = deadline - time.monotonic()
-    sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
-    if sock is not None:
-        sock.settimeout(max(0.001, min(read_timeout, left)))
-    return left <= read_timeout
 
 
 def _receive(resp: requests.Response) -> bytes:
@@ -292,11 +331,8 @@ class HttpSourceClient:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._secrets = (token,) if token else ()
-        self.session = requests.Session()
         # Our own retry loop decides; urllib3 must not retry behind its back.
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self.session = deadline_session(pool_size)
         self.session.headers.update({"Accept": "application/json", "User-Agent": "mongo-backfill"})
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
@@ -336,22 +372,93 @@ class HttpSourceClient:
             else:
                 by_str.setdefault(id_str, []).append(original)
         unique = list(by_str)
+        probe = _Probe()
         for start in range(0, len(unique), MAX_IDS_PER_REQUEST):
             chunk = unique[start : start + MAX_IDS_PER_REQUEST]
-            result.merge(self._fetch_chunk(chunk, by_str, should_stop, stats))
+            self._fetch_part(chunk, by_str, result, probe, should_stop, stats)
+            if not probe.answered and probe.refused and _all_403(probe):
+                # Every id of a whole chunk refused alone, none accepted: our credentials.
+                break
+        self._settle(probe, by_str, result)
         return result
 
-    def _fetch_chunk(
+    def _fetch_part(
+        self,
+        part: list[str],
+        by_str: dict[str, list[Any]],
+        result: FetchResult,
+        probe: _Probe,
+        should_stop: Callable[[], bool] | None,
+        stats: dict[str, float] | None,
+    ) -> None:
+        """Fetch `part` in one request; on a failure its content can cause, its halves."""
+        query = ",".join(quote(s, safe="") for s in part)
+        url = f"{self.base_url}{self.path}?ids={query}"
+        try:
+            items, missing = self._request(url, result, should_stop, stats, alone=len(part) == 1)
+        except _Refused as exc:
+            if len(part) == 1:
+                probe.refused[part[0]] = exc
+                return
+            # The halves are asked like a retry: a paused job or a lost lease stops here.
+            if should_stop is not None and should_stop():
+                raise FetchInterrupted(self.safe_url) from None
+            middle = len(part) // 2
+            log.info(
+                "API %s: %s for %d ids; asking for them in halves",
+                self.safe_url,
+                exc.reason,
+                len(part),
+            )
+            for half in (part[:middle], part[middle:]):
+                self._fetch_part(half, by_str, result, probe, should_stop, stats)
+            return
+        except SourceProtocolError as exc:
+            if len(part) != 1 or exc.status != 200:
+                raise
+            # A lone id whose answer stayed broken through its retries.
+            probe.refused[part[0]] = _Refused(f"{exc.cause} ({exc.attempts} attempts)", 200)
+            probe.last = exc
+            return
+        probe.answered = True
+        self._map_answer(part, by_str, items, missing, result)
+
+    def _settle(self, probe: _Probe, by_str: dict[str, list[Any]], result: FetchResult) -> None:
+        """Quarantine the ids refused on their own, or raise if nothing was answered at all."""
+        if not probe.refused:
+            return
+        if not probe.answered:
+            first = next(iter(probe.refused.values()))
+            if _all_403(probe):
+                raise SourceAuthError(
+                    f"API at {self.safe_url} refused every request (HTTP 403), each id "
+                    "alone too: it refuses our credentials",
+                    url=self.safe_url,
+                    status=403,
+                    attempts=result.requests,
+                )
+            if probe.last is not None and len(probe.refused) == 1:
+                raise probe.last
+            raise SourceProtocolError(
+                f"API at {self.safe_url} refused every request, each id alone too: {first.reason}",
+                url=self.safe_url,
+                status=first.status,
+                attempts=result.requests,
+            )
+        for id_str, refusal in probe.refused.items():
+            for original in by_str[id_str]:
+                result.errors[original] = f"the API refused this id even alone: {refusal.reason}"
+        result.http_status = 200  # the answers that came; each refusal names its own status
+
+    def _map_answer(
         self,
         chunk: list[str],
         by_str: dict[str, list[Any]],
-        should_stop: Callable[[], bool] | None = None,
-        stats: dict[str, float] | None = None,
-    ) -> FetchResult:
-        result = FetchResult()
-        query = ",".join(quote(s, safe="") for s in chunk)
-        url = f"{self.base_url}{self.path}?ids={query}"
-        items, missing = self._request(url, result, should_stop, stats)
+        items: list[Any],
+        missing: list[Any],
+        result: FetchResult,
+    ) -> None:
+        """Put one answer's items, missing ids and per-id problems into `result`."""
         wanted = set(chunk)
         found: dict[str, dict[str, Any]] = {}
         problems: dict[str, str] = {}
@@ -380,7 +487,6 @@ class HttpSourceClient:
                     result.items[original] = found[id_str]
                 else:
                     result.missing.append(original)
-        return result
 
     def _request(
         self,
@@ -388,8 +494,14 @@ class HttpSourceClient:
         result: FetchResult,
         should_stop: Callable[[], bool] | None = None,
         stats: dict[str, float] | None = None,
+        *,
+        alone: bool = True,
     ) -> tuple[list[Any], list[Any]]:
-        """GET `url` under the retry policy; return the body's (items, missing)."""
+        """GET `url` under the retry policy; return the body's (items, missing).
+
+        _Refused when the whole request failed in a way its ids' content can cause: a 4xx
+        of that kind, or (unless it asks for one id `alone`) a broken or oversize body.
+        """
         tally: dict[str, float] = stats if stats is not None else {}
         failures = throttled = 0
         while True:
@@ -407,6 +519,8 @@ class HttpSourceClient:
                 status, raw, retry_after = self._timed_get(url)
             except _OversizeBody as exc:
                 status = result.http_status = 200
+                if not alone:
+                    raise _Refused(str(exc), 200) from None
                 reason, broken = str(exc), True
             except _TRANSIENT as exc:
                 reason = type(exc).__name__
@@ -421,8 +535,12 @@ class HttpSourceClient:
                     try:
                         return _parse_body(raw)
                     except _BrokenBody as exc:
+                        if not alone:
+                            raise _Refused(str(exc), 200) from None
                         reason, broken = str(exc), True
-                elif status in (401, 403):
+                elif 400 <= status < 500 and status not in _NOT_CONTENT_4XX:
+                    raise _Refused(f"HTTP {status}", status)
+                elif status == 401:
                     raise SourceAuthError(
                         f"API at {self.safe_url} refused the token (HTTP {status})",
                         url=self.safe_url,
@@ -463,6 +581,7 @@ class HttpSourceClient:
                     url=self.safe_url,
                     status=status,
                     attempts=failures,
+                    cause=reason,
                 )
             delay = self._backoff(failures)
             # INFO, not WARNING: a retry is handled here; only the final failure is raised,
@@ -492,40 +611,37 @@ class HttpSourceClient:
         return status, raw, retry_after
 
     def _get(self, url: str) -> tuple[int, bytes, str | None]:
-        """One GET with a bounded body and an overall deadline; (status, body, Retry-After)."""
-        deadline = time.monotonic() + self.request_deadline
-        # requests' timeouts bound each receive, not the whole answer: cap both by the
-        # deadline here, and check it again after every receive of the body.
+        """One GET with a bounded body, connect to last byte within the request deadline;
+        (status, body, Retry-After)."""
         connect, read = (min(t, self.request_deadline) for t in self.timeout)
-        # Never follow a redirect: it could send the request, token and ids to another host.
-        with self.session.get(
-            url, timeout=(connect, read), stream=True, allow_redirects=False
-        ) as resp:
-            retry_after = resp.headers.get("Retry-After")
-            if resp.status_code != 200:
-                return resp.status_code, b"", retry_after
-            return 200, self._read_body(resp, deadline), retry_after
+        with within(self.request_deadline) as deadline:
+            try:
+                # Never follow a redirect: it could send the request, token and ids elsewhere.
+                with self.session.get(
+                    url, timeout=(connect, read), stream=True, allow_redirects=False
+                ) as resp:
+                    retry_after = resp.headers.get("Retry-After")
+                    if resp.status_code != 200:
+                        return resp.status_code, b"", retry_after
+                    return 200, self._read_body(resp), retry_after
+            except requests.RequestException:
+                if deadline.expired:
+                    raise self._deadline_exceeded() from None
+                raise
 
-    def _read_body(self, resp: requests.Response, deadline: float) -> bytes:
-        """The body, read as it arrives: refused past MAX_RESPONSE_BYTES or past `deadline`."""
+    def _read_body(self, resp: requests.Response) -> bytes:
+        """The body, read as it arrives: refused past MAX_RESPONSE_BYTES (the deadline is
+        the connection's, see http_deadline)."""
         chunks: list[bytes] = []
         size = 0
         while True:
-            bound_by_deadline = _bound_next_receive(resp, deadline, self.timeout[1])
-            try:
-                chunk = _receive(resp)
-            except requests.exceptions.ReadTimeout:
-                if bound_by_deadline:
-                    raise self._deadline_exceeded() from None
-                raise
+            chunk = _receive(resp)
             if not chunk:
                 return b"".join(chunks)
             size += len(chunk)
             if size > MAX_RESPONSE_BYTES:
                 raise _OversizeBody(f"body over {MAX_RESPONSE_BYTES} bytes")
             chunks.append(chunk)
-            if time.monotonic() > deadline:
-                raise self._deadline_exceeded()
 
     def _deadline_exceeded(self) -> RequestDeadlineExceeded:
         return RequestDeadlineExceeded(f"no whole answer within {self.request_deadline:g}s")

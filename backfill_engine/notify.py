@@ -4,7 +4,8 @@ Whoever wins a job transition (its guarded update matched) calls `job_event`, wh
 inserts a notice whose `_id` is `<job>:<event>:<n>`: the unique `_id` makes it one notice
 per transition however many workers race. The sweepers (the worker autosweep thread, a
 waiting orchestrator command) call `deliver_due`, which leases due notices, POSTs a
-Slack-compatible body with a short timeout, and marks them delivered or retries later
+Slack-compatible body under one deadline (connect to the last byte of the answer, of
+which at most MAX_ANSWER_BYTES are read), and marks them delivered or retries later
 with backoff, giving up after MAX_ATTEMPTS with the error recorded. Nothing here raises
 into the caller: a notice that cannot be written or sent never blocks or fails a job.
 """
@@ -24,6 +25,7 @@ import requests
 from pymongo.database import Database
 
 from backfill_engine import clock
+from backfill_engine.http_deadline import deadline_session, within
 from backfill_engine.redact import REDACTED, redact_text
 from backfill_engine.states import COUNTER_NAMES, METADATA, QUARANTINE, BatchStatus
 
@@ -33,9 +35,13 @@ NOTIFICATIONS = "backfill_notifications"
 MAX_ATTEMPTS = 8
 BACKOFF_BASE_SECONDS = 1.0  # 1, 2, 4, ... seconds between attempts
 BACKOFF_CAP_SECONDS = 300.0
-LEASE_SECONDS = 30.0  # longer than one POST may take (connect + read timeout)
+LEASE_SECONDS = 30.0  # longer than one POST may take (DELIVERY_DEADLINE_SECONDS)
 CONNECT_TIMEOUT_SECONDS = 2.0
 READ_TIMEOUT_SECONDS = 5.0
+DELIVERY_DEADLINE_SECONDS = 10.0  # one POST, connect to the last byte of its answer
+# A receiver answers a few bytes ("ok" from Slack); an answer past this is not read on,
+# and a 2xx that does not end within it is not taken as delivered.
+MAX_ANSWER_BYTES = 64 * 1024
 MAX_PER_CALL = 20  # notices one sweep delivers at most; the next sweep takes the rest
 KEEP_DAYS = 30  # delivered or abandoned notices expire after this (TTL index)
 ERROR_MAX_CHARS = 200
@@ -203,20 +209,30 @@ def _claim(db: Database, owner: str) -> dict[str, Any] | None:
     return None
 
 
-def _post(url: str, body: dict[str, Any]) -> str | None:
-    """POST `body`; None when the receiver accepted it (2xx), else why not."""
-    try:
-        answer = requests.post(
-            url,
-            json=body,
-            timeout=(CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS),
-            allow_redirects=False,  # a redirect could carry the notice to another host
-        )
-    except requests.RequestException as exc:
-        return type(exc).__name__
-    if 200 <= answer.status_code < 300:
-        return None
-    return f"HTTP {answer.status_code}"
+def _post(
+    url: str, body: dict[str, Any], deadline: float = DELIVERY_DEADLINE_SECONDS
+) -> str | None:
+    """POST `body`; None when the receiver accepted it (2xx, answered whole), else why not."""
+    timeout = (min(CONNECT_TIMEOUT_SECONDS, deadline), min(READ_TIMEOUT_SECONDS, deadline))
+    with deadline_session() as session, within(deadline) as limit:
+        try:
+            with session.post(
+                url,
+                json=body,
+                timeout=timeout,
+                stream=True,  # the answer is read here, bounded, never whole
+                allow_redirects=False,  # a redirect could carry the notice to another host
+            ) as answer:
+                if not 200 <= answer.status_code < 300:
+                    return f"HTTP {answer.status_code}"
+                size = 0
+                for chunk in answer.iter_content(chunk_size=8192):
+                    size += len(chunk)
+                    if size > MAX_ANSWER_BYTES:
+                        return f"answer over {MAX_ANSWER_BYTES} bytes"
+        except requests.RequestException as exc:
+            return "RequestDeadlineExceeded" if limit.expired else type(exc).__name__
+    return None
 
 
 def backoff_seconds(attempts: int) -> float:
@@ -224,9 +240,18 @@ def backoff_seconds(attempts: int) -> float:
 
 
 def deliver_due(
-    db: Database, url: str | None, secrets: tuple[str, ...] = (), *, limit: int = MAX_PER_CALL
+    db: Database,
+    url: str | None,
+    secrets: tuple[str, ...] = (),
+    *,
+    limit: int = MAX_PER_CALL,
+    deadline: float = DELIVERY_DEADLINE_SECONDS,
 ) -> int:
-    """Send up to `limit` due notices to `url`; return how many were delivered. Never raises."""
+    """Send up to `limit` due notices to `url`; return how many were delivered. Never raises.
+
+    Each POST ends within `deadline` seconds, so a receiver that trickles its answer
+    cannot hold the calling sweeper, nor (past the lease) the next one.
+    """
     if not url:
         return 0
     hidden = (*secrets, *webhook_secrets(url))
@@ -238,7 +263,7 @@ def deliver_due(
             notice = _claim(db, owner)
             if notice is None:
                 break
-            delivered += _deliver_one(db, url, hidden, owner, notice)
+            delivered += _deliver_one(db, url, hidden, owner, notice, deadline)
     except pymongo.errors.PyMongoError as exc:
         log.warning("notices not delivered this round (%s)", type(exc).__name__)
     except Exception:
@@ -247,7 +272,12 @@ def deliver_due(
 
 
 def _deliver_one(
-    db: Database, url: str, hidden: tuple[str, ...], owner: str, notice: dict[str, Any]
+    db: Database,
+    url: str,
+    hidden: tuple[str, ...],
+    owner: str,
+    notice: dict[str, Any],
+    deadline: float,
 ) -> int:
     job = db[METADATA].find_one({"_id": notice["job_id"]}, {"backfill": 1, "status": 1})
     body = message(notice, job, _totals(db, notice["job_id"]))
@@ -255,7 +285,7 @@ def _deliver_one(
     for key in ("text", "reason"):
         if body.get(key):
             body[key] = redact_text(str(body[key]), hidden)
-    error = _post(url, body)
+    error = _post(url, body, deadline)
     attempts = int(notice.get("attempts") or 0) + 1
     guard = {"_id": notice["_id"], "lease_owner": owner}
     now = clock.now()

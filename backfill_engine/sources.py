@@ -169,7 +169,9 @@ class HttpSource:
     The base URL and bearer token come from the environment variables named here, so a
     definition holds no secret. Every call waits for a token of the shared bucket
     `rate_bucket`: two backfills calling one API share its rate, different APIs don't.
-    Retries, 429 `Retry-After`, timeouts and the overall deadline are the engine's.
+    Retries, 429 `Retry-After`, timeouts, the overall deadline and the splitting of a
+    request that fails for some ids' content (only those ids end up in error) are the
+    engine's (backfill_engine/http_client.py).
     """
 
     url_env: str

@@ -7,6 +7,7 @@ import logging
 import click
 
 from catalog_service.faults import (
+    DEFAULT_REFUSE_STATUS,
     DEFAULT_STALL_MS,
     DEFAULT_TRICKLE_SECONDS,
     FaultConfigError,
@@ -44,7 +45,32 @@ _rate = click.FloatRange(0.0, 1.0)
     type=_rate,
     help="Share of answers whose body trickles a few bytes at a time over --trickle-seconds.",
 )
+@click.option(
+    "--trickle-head-rate",
+    default=0.0,
+    type=_rate,
+    help="Share of answers whose status line and headers trickle over --trickle-seconds.",
+)
 @click.option("--trickle-seconds", default=DEFAULT_TRICKLE_SECONDS, show_default=True, type=float)
+@click.option(
+    "--refuse-rate",
+    default=0.0,
+    type=_rate,
+    help="Share of ids whose presence makes a whole request answer --refuse-status.",
+)
+@click.option(
+    "--refuse-status",
+    default=DEFAULT_REFUSE_STATUS,
+    show_default=True,
+    type=click.IntRange(400, 499),
+    help="The status of a refused request (403, 404, 414, ...).",
+)
+@click.option(
+    "--poison-rate",
+    default=0.0,
+    type=_rate,
+    help="Share of ids whose presence makes a whole request answer an unparsable body.",
+)
 @click.option("--huge-chars", default=None, type=int, help="Size of the huge hostile string.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of data and faults.")
 @click.option(
@@ -67,7 +93,11 @@ def catalog_server(
     timeout_rate: float,
     stall_ms: float,
     trickle_rate: float,
+    trickle_head_rate: float,
     trickle_seconds: float,
+    refuse_rate: float,
+    refuse_status: int,
+    poison_rate: float,
     huge_chars: int | None,
     seed: int,
     token: str | None,
@@ -87,7 +117,11 @@ def catalog_server(
         "timeout_rate": timeout_rate,
         "stall_ms": stall_ms,
         "trickle_rate": trickle_rate,
+        "trickle_head_rate": trickle_head_rate,
         "trickle_seconds": trickle_seconds,
+        "refuse_rate": refuse_rate,
+        "refuse_status": refuse_status,
+        "poison_rate": poison_rate,
         "seed": seed,
     }
     if huge_chars is not None:

@@ -102,6 +102,16 @@ def is_hostile(id_str: str, seed: int, hostile_rate: float) -> bool:
     return hostile_rate > 0 and _fraction("hostile", id_str, seed) < hostile_rate
 
 
+def is_refused(id_str: str, seed: int, refuse_rate: float) -> bool:
+    """Whether a request asking for `id_str` is refused as a whole (a WAF, an ACL)."""
+    return refuse_rate > 0 and _fraction("refuse", id_str, seed) < refuse_rate
+
+
+def is_poison(id_str: str, seed: int, poison_rate: float) -> bool:
+    """Whether a request asking for `id_str` is answered with an unparsable body as a whole."""
+    return poison_rate > 0 and _fraction("poison", id_str, seed) < poison_rate
+
+
 def hostile_kind(id_str: str, seed: int = 0) -> str:
     """Which hostile payload `id_str` gets; one of HOSTILE_KINDS."""
     return HOSTILE_KINDS[_digest("kind", id_str, seed)[0] % len(HOSTILE_KINDS)]

@@ -1,4 +1,4 @@
-"""The stand-in's knobs (latency, 5xx, 429, stalls, trickles, broken bodies) and its rate limit."""
+"""The stand-in's knobs (latency, 5xx, 429, stalls, trickles, broken, refused answers) and rate."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ MAX_TRICKLE_SECONDS = 600.0
 MAX_COUNTDOWN = 1_000_000  # fail_next / throttle_next
 DEFAULT_RETRY_AFTER_SECONDS = 1  # what `throttle_next` puts in Retry-After
 MAX_RETRY_AFTER_SECONDS = 3600
+DEFAULT_REFUSE_STATUS = 403  # what a request asking for a `refuse_rate` id is answered
 
 
 class FaultConfigError(ValueError):
@@ -38,9 +39,15 @@ class Faults:
     stall_ms: float = DEFAULT_STALL_MS
     trickle_rate: float = 0.0  # send the answer's body a few bytes at a time...
     trickle_seconds: float = DEFAULT_TRICKLE_SECONDS  # ...spread over this many seconds
+    trickle_head_rate: float = 0.0  # send the status line and headers trickled the same way
     missing_rate: float = 0.0  # deterministic per id: the catalog does not know it
     hostile_rate: float = 0.0  # deterministic per id: a payload that must never be written
     huge_chars: int = DEFAULT_HUGE_CHARS  # length of the "huge_string" hostile value
+    # Deterministic per id: a request asking for such an id is answered `refuse_status`
+    # (a WAF or an ACL refusing some content) or a 200 with an unparsable body, as a whole.
+    refuse_rate: float = 0.0
+    refuse_status: int = DEFAULT_REFUSE_STATUS
+    poison_rate: float = 0.0
     rate_limit: float = 0.0  # requests per second before 429; 0 = unlimited
     seed: int = 0
     fail_next: int = 0  # the next N API requests answer 503 (deterministic retries)
@@ -53,8 +60,11 @@ class Faults:
             "malformed_rate",
             "timeout_rate",
             "trickle_rate",
+            "trickle_head_rate",
             "missing_rate",
             "hostile_rate",
+            "refuse_rate",
+            "poison_rate",
         ):
             _check(name, getattr(self, name), 0.0, 1.0)
         _check("latency_ms", self.latency_ms, 0.0, MAX_LATENCY_MS)
@@ -65,6 +75,7 @@ class Faults:
         _check("fail_next", self.fail_next, 0, MAX_COUNTDOWN)
         _check("throttle_next", self.throttle_next, 0, MAX_COUNTDOWN)
         _check("retry_after", self.retry_after, 0, MAX_RETRY_AFTER_SECONDS)
+        _check("refuse_status", self.refuse_status, 400, 499)
 
     def updated(self, changes: Mapping[str, Any]) -> Faults:
         """A copy with `changes` applied; FaultConfigError names an unknown or bad knob."""

@@ -6,7 +6,9 @@ API (what the real catalog provider serves):
               "missing": [...]}
   GET /v1/products/ID                -> 200 item, or 404
   401 without `Authorization: Bearer <token>` when a token is set; 429 + Retry-After when
-  over the rate limit; 5xx, stalls, trickled bodies and broken bodies at the configured rates.
+  over the rate limit; 5xx, stalls, trickled heads or bodies and broken bodies at the
+  configured rates; a request asking for a `refuse_rate` id answers `refuse_status`, one
+  asking for a `poison_rate` id a broken body, whatever its other ids.
 
 Control endpoints for tests (no auth; the stand-in binds to loopback):
   GET /_stats[?ids=a,b][&id_counts=0]   counters (see `Stats.snapshot`); `ids` limits
@@ -204,11 +206,12 @@ class Reply(NamedTuple):
     headers: dict[str, str]
     ids_served: int = 0
     trickle_seconds: float = 0.0  # spread the body over this long; 0 sends it at once
+    trickle_head_seconds: float = 0.0  # spread the status line and headers over this long
 
 
-def trickle_pieces(body: bytes) -> list[bytes]:
+def trickle_pieces(body: bytes, piece_bytes: int = TRICKLE_PIECE_BYTES) -> list[bytes]:
     """`body` cut into the pieces a trickled answer sends one by one."""
-    size = max(TRICKLE_PIECE_BYTES, -(-len(body) // TRICKLE_MAX_PIECES))
+    size = max(piece_bytes, -(-len(body) // TRICKLE_MAX_PIECES))
     return [body[i : i + size] for i in range(0, len(body), size)] or [b""]
 
 
@@ -298,9 +301,12 @@ class CatalogHandler(BaseHTTPRequestHandler):
             # Counted before the answer leaves: a client that got its answer can read
             # /_stats and find its request there.
             stats.depart(reply.status, reply.ids_served)
-        if self.state.dice.hit(self.state.faults.trickle_rate):
-            reply = reply._replace(trickle_seconds=self.state.faults.trickle_seconds)
-        self._send(reply.status, reply.body, reply.headers, reply.trickle_seconds)
+        faults = self.state.faults
+        if self.state.dice.hit(faults.trickle_rate):
+            reply = reply._replace(trickle_seconds=faults.trickle_seconds)
+        if self.state.dice.hit(faults.trickle_head_rate):
+            reply = reply._replace(trickle_head_seconds=faults.trickle_seconds)
+        self._send(*reply[:3], reply.trickle_seconds, reply.trickle_head_seconds)
 
     def _serve_api(self, path: str, query: str) -> Reply:
         state = self.state
@@ -336,6 +342,11 @@ class CatalogHandler(BaseHTTPRequestHandler):
         if state.dice.hit(faults.error_rate):
             return _reply(state.dice.choice(SERVER_ERRORS), {"error": "injected failure"})
 
+        # Refused or garbled as a whole for some ids' sake, as a WAF in front of an API does.
+        if any(data.is_refused(i, faults.seed, faults.refuse_rate) for i in ids):
+            return _reply(faults.refuse_status, {"error": "refused by policy"})
+        if any(data.is_poison(i, faults.seed, faults.poison_rate) for i in ids):
+            return Reply(200, b'{"items": [{"id": "', {"Content-Type": "application/json"})
         if single:
             item = data.item_for(
                 ids[0], faults.seed, faults.missing_rate, faults.hostile_rate, faults.huge_chars
@@ -371,14 +382,28 @@ class CatalogHandler(BaseHTTPRequestHandler):
         self._send(*_reply(status, payload, headers)[:3])
 
     def _send(
-        self, status: int, body: bytes, headers: dict[str, str], trickle_seconds: float = 0.0
+        self,
+        status: int,
+        body: bytes,
+        headers: dict[str, str],
+        trickle_seconds: float = 0.0,
+        trickle_head_seconds: float = 0.0,
     ) -> None:
         try:
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
+            if trickle_head_seconds > 0:
+                # The status line and headers wait in the handler's buffer until end_headers;
+                # trickle them instead, so only a deadline over the whole answer ends it.
+                buffered: list[bytes] = getattr(self, "_headers_buffer", [])
+                head = b"".join(buffered) + b"\r\n"
+                buffered.clear()
+                # A byte at a time (slowloris): each byte is soon, the head is late.
+                self._trickle(head, trickle_head_seconds, piece_bytes=1)
+            else:
+                self.end_headers()
             if trickle_seconds > 0:
                 self._trickle(body, trickle_seconds)
             else:
@@ -387,10 +412,10 @@ class CatalogHandler(BaseHTTPRequestHandler):
             # The client gave up (read timeout during a stall): nothing left to tell it.
             self.close_connection = True
 
-    def _trickle(self, body: bytes, seconds: float) -> None:
+    def _trickle(self, body: bytes, seconds: float, piece_bytes: int = TRICKLE_PIECE_BYTES) -> None:
         """Send `body` a few bytes at a time over `seconds`: each receive is quick, the whole
         answer is slow, so only an overall deadline on the client ends it early."""
-        pieces = trickle_pieces(body)
+        pieces = trickle_pieces(body, piece_bytes)
         for piece in pieces:
             time.sleep(seconds / len(pieces))
             self.wfile.write(piece)
