@@ -26,7 +26,6 @@ from pymongo.database import Database
 from backfill_engine.dispatch import TaskSender, fill_in_flight
 from backfill_engine.errors import BackfillError
 from backfill_engine.ids import string_twins
-from backfill_engine.item_names import ensure_item_names
 from backfill_engine.scope import combine
 from backfill_engine.states import BATCH_IDS, METADATA, JobStatus
 from backfill_engine.store import batch_id, batch_ids_doc, new_batch, now_utc
@@ -124,7 +123,6 @@ def start_or_join(
     rate_auto: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Create a job, or return the active one for the same backfill; (job, created)."""
-    ensure_item_names(db)
     meta = db[METADATA]
     key = exclusive_key or backfill
     now = now_utc()
