@@ -36,10 +36,12 @@ def ensure_collection(
     """Create `name` with `options`, or apply them to the existing collection (collMod).
 
     Errors are never swallowed, except the "already exists" race, which falls through to
-    collMod.
+    collMod. Options the collection already has are not applied again: every process runs
+    this on first use, and a collMod locks the collection.
     """
     opts = dict(options or {})
-    if not db.list_collection_names(filter={"name": name}):
+    existing = list(db.list_collections(filter={"name": name}))
+    if not existing:
         try:
             db.create_collection(name, **opts)
             return db[name]
@@ -48,7 +50,9 @@ def ensure_collection(
         except OperationFailure as exc:
             if exc.code != NAMESPACE_EXISTS:
                 raise
-    if opts:
+        existing = list(db.list_collections(filter={"name": name}))
+    have = existing[0].get("options", {}) if existing else {}
+    if any(have.get(k) != v for k, v in opts.items()):
         db.command("collMod", name, **opts)
     return db[name]
 

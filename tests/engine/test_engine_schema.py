@@ -215,3 +215,11 @@ def test_after_migrate_down_to_20240408_batches_do_not_rename_again(system: Syst
     assert done.returncode != 0 and "\n" not in out and "20240409" in out, out
     assert "job_product_unique" in q.index_information()
     assert system.db.backfill_metadata.find_one({"_id": job_id})["status"] == "paused"
+
+    # The way forward: `migrate up` with this release brings the metadata forward first.
+    done = cli(system, "migrate", "up")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "brought forward" in done.stdout, done.stdout
+    assert set(q.index_information()) == QUARANTINE_INDEXES
+    done = cli(system, "resume", job_id)
+    assert done.returncode == 0, done.stdout + done.stderr
