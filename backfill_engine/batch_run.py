@@ -34,7 +34,6 @@ from backfill_engine.http_client import (
     SourceProtocolError,
     SourceUnavailableError,
 )
-from backfill_engine.item_names import ensure_item_names
 from backfill_engine.payload import (
     CHAIN_START,
     build_set,
@@ -43,6 +42,7 @@ from backfill_engine.payload import (
 )
 from backfill_engine.ratelimit import RateLimitError
 from backfill_engine.runtime import Runtime
+from backfill_engine.schema import SchemaMismatchError, write_quarantine
 from backfill_engine.sources import HttpSource, SourceContext, SourceResult
 from backfill_engine.states import BATCH_IDS, METADATA, QUARANTINE, BatchStatus, JobStatus
 from backfill_engine.store import Lease, maybe_complete_job, now_utc, pause_job_for, read_job
@@ -268,6 +268,12 @@ def process_batch(
     except LeaseLost:
         blog.warning("lease lost to another worker; stopping without further writes")
         return "lease-lost"
+    except SchemaMismatchError as exc:
+        # Another release's layout: writing on would collide or mix names. Hand it back.
+        store.release_batch(run.meta, run.lease, BatchStatus.PENDING, error=str(exc))
+        pause_job_for(run.meta, job_id, str(exc))
+        blog.error("job paused: %s", exc)
+        return "schema-paused"
     except SourceAuthError as exc:
         store.release_batch(run.meta, run.lease, BatchStatus.PENDING, error=str(exc))
         pause_job_for(run.meta, job_id, f"the source rejected our credentials: {exc}")
@@ -538,9 +544,8 @@ class BatchRun:
             c["unchanged"] += res.matched_count - res.modified_count
             c["deleted"] += len(ops) - res.matched_count
         if held:
-            ensure_item_names(self.rt.db)  # once per process: a job planned by a first release
             entries = _quarantine_ops(self.job_id, self.batch_no, held)
-            self.quarantine.bulk_write(entries, ordered=False)
+            write_quarantine(self.rt.db, self.job_id, [e["item_id"] for e in held], entries)
 
     def maybe_checkpoint(self, *, wrote: bool) -> None:
         """Record progress on the side thread, after the writes it covers.

@@ -31,7 +31,6 @@ from backfill_engine import store
 from backfill_engine.dispatch import TaskSender, fill_in_flight
 from backfill_engine.errors import BackfillError
 from backfill_engine.ids import string_twins
-from backfill_engine.item_names import ensure_item_names
 from backfill_engine.scope import ScopeError, check_filter, combine
 from backfill_engine.states import BATCH_IDS, METADATA, TERMINAL_JOB_STATES, JobStatus
 from backfill_engine.store import batch_id, batch_ids_doc, new_batch, now_utc
@@ -223,7 +222,6 @@ def start_or_join(
     rate_auto: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Create a job, or return the active one for the same backfill; (job, created)."""
-    ensure_item_names(db)
     meta = db[METADATA]
     key = exclusive_key or backfill
     now = now_utc()

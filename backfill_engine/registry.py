@@ -8,7 +8,9 @@ A worker takes only batches of backfills it knows (each backfill has its own que
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -16,6 +18,8 @@ from types import ModuleType
 
 from backfill_engine.definition import Backfill
 from backfill_engine.errors import BackfillError
+
+MIGRATIONS_PACKAGE = "migrations"  # whose versions/ folder holds the example migrations
 
 
 class UnknownBackfillError(BackfillError):
@@ -42,24 +46,47 @@ def _import(name: str) -> ModuleType:
         raise DefinitionImportError(name, f"{type(exc).__name__}: {exc}") from None
 
 
-def _migration_modules(directory: Path) -> list[ModuleType]:
-    from migrations.discovery import discover
+def default_migrations_dir() -> Path | None:
+    """The `versions/` folder of the installed `migrations` package, found, never imported."""
+    spec = importlib.util.find_spec(MIGRATIONS_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return Path(locations[0]) / "versions" if locations else None
 
-    try:
-        loaded = discover(directory)
-    except Exception as exc:
-        raise DefinitionImportError(str(directory.name), f"{type(exc).__name__}: {exc}") from None
-    return [sys.modules[type(m.migration).__module__] for m in loaded]
+
+def _migration_modules(directory: Path) -> list[ModuleType]:
+    """Execute each migration file (names starting with `_` are helpers) for its definitions.
+
+    Loaded here under names of their own, not through the migration framework: the engine
+    needs only the module-level Backfill objects, and imports nothing from the layers above.
+    """
+    if not directory.is_dir():
+        raise DefinitionImportError(str(directory), "migrations directory does not exist")
+    tag = hashlib.sha1(str(directory.resolve()).encode()).hexdigest()[:10]
+    modules = []
+    for path in sorted(directory.glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        name = f"_backfill_definitions_{tag}.v{path.stem}"
+        module = ModuleType(name)
+        module.__file__ = str(path)
+        sys.modules[name] = module  # before exec: dataclasses look the module up by name
+        try:
+            exec(compile(path.read_bytes(), str(path), "exec"), module.__dict__)
+        except Exception as exc:  # a team's migration: one line, whatever it raised
+            sys.modules.pop(name, None)
+            raise DefinitionImportError(path.name, f"{type(exc).__name__}: {exc}") from None
+        modules.append(module)
+    return modules
 
 
 def load_definitions(
     imports: Iterable[str] = (), migrations_dir: Path | None = None
 ) -> dict[str, Backfill]:
     """Every definition found, by name; two different definitions of one name are an error."""
-    from migrations.discovery import MIGRATIONS_DIR
-
     modules = [_import(name) for name in imports if name.strip()]
-    modules += _migration_modules(migrations_dir or MIGRATIONS_DIR)
+    directory = migrations_dir or default_migrations_dir()
+    if directory is not None:
+        modules += _migration_modules(directory)
     found: dict[str, Backfill] = {}
     for module in modules:
         for backfill in definitions_in(module):

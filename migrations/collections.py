@@ -7,11 +7,11 @@ from typing import Any
 
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import CollectionInvalid, OperationFailure
 
+from backfill_engine import ddl
+from backfill_engine.schema import ENGINE_COLLECTIONS, ensure_schema
 from migrations.schema import SchemaBuilder
 
-_NAMESPACE_EXISTS = 48
 VALIDATION_LEVELS = ("off", "strict", "moderate")
 VALIDATION_ACTIONS = ("error", "warn")
 
@@ -54,19 +54,12 @@ def ensure_collection(db: Database, name: str, *opts: CollectionOption) -> Colle
     """Create `name` with the options, or apply them to the existing collection; idempotent.
 
     Errors are never swallowed, except the "already exists" race, which falls through to collMod.
+    One of the engine's own collections is first set up by the engine, whole (migration
+    20240405, whose source its checksum freezes, runs the engine's code this way).
     """
     options: dict[str, Any] = {}
     for opt in opts:
         opt(options)
-    if not db.list_collection_names(filter={"name": name}):
-        try:
-            db.create_collection(name, **options)
-            return db[name]
-        except CollectionInvalid:
-            pass  # created by someone else between our check and create
-        except OperationFailure as exc:
-            if exc.code != _NAMESPACE_EXISTS:
-                raise
-    if options:
-        db.command("collMod", name, **options)
-    return db[name]
+    if name in ENGINE_COLLECTIONS:
+        ensure_schema(db, force=True)
+    return ddl.ensure_collection(db, name, options)

@@ -7,11 +7,9 @@ from typing import Any
 import pymongo
 from pymongo import IndexModel
 from pymongo.collection import Collection
-from pymongo.errors import OperationFailure
 
-# Server error codes for "nothing to drop": both make dropping idempotent.
-_NAMESPACE_NOT_FOUND = 26
-_INDEX_NOT_FOUND = 27
+from backfill_engine import ddl
+from backfill_engine.schema import ENGINE_COLLECTIONS, ensure_schema, is_retired
 
 Keys = list[tuple[str, Any]]
 
@@ -78,18 +76,18 @@ def _model(m: IndexModel | IndexBuilder) -> IndexModel:
 
 
 def create_indexes(coll: Collection, *models: IndexModel | IndexBuilder) -> list[str]:
-    """Create the indexes (a no-op for ones that already exist identically); return their names."""
-    if not models:
-        return []
-    return coll.create_indexes([_model(m) for m in models])
+    """Create the indexes (a no-op for ones that already exist identically); return their names.
+
+    On one of the engine's own collections, the engine sets it up first, and an index its
+    layout retired is not created again (20240405 still names the first release's).
+    """
+    built = [_model(m) for m in models]
+    if coll.name in ENGINE_COLLECTIONS:
+        ensure_schema(coll.database)
+        built = [m for m in built if not is_retired(coll.name, m.document["name"])]
+    return ddl.create_indexes(coll, built)
 
 
 def drop_indexes(coll: Collection, *names: str | IndexModel | IndexBuilder) -> None:
     """Drop indexes by name; an index or collection that is already gone is not an error."""
-    for n in names:
-        name = n if isinstance(n, str) else _model(n).document["name"]
-        try:
-            coll.drop_index(name)
-        except OperationFailure as exc:
-            if exc.code not in (_INDEX_NOT_FOUND, _NAMESPACE_NOT_FOUND):
-                raise
+    ddl.drop_indexes(coll, [n if isinstance(n, str) else _model(n).document["name"] for n in names])

@@ -18,9 +18,10 @@ from backfill_engine.dispatch import BROKER_OUTAGES, TaskSender
 from backfill_engine.notify import Event
 from backfill_engine.planner import plan_job, start_or_join
 from backfill_engine.registry import lookup
+from backfill_engine.schema import ensure_schema
 from backfill_engine.scope import check_filter, combine
 from backfill_engine.settings import MAX_BATCH_SIZE, Settings
-from backfill_engine.states import METADATA, TERMINAL_JOB_STATES, JobStatus
+from backfill_engine.states import TERMINAL_JOB_STATES, JobStatus
 from backfill_engine.store import now_utc
 from backfill_engine.sweeper import sweep_job
 from orchestrator import jobs
@@ -123,21 +124,6 @@ def auto_bucket(definition: Backfill) -> str:
     return definition.rate_bucket
 
 
-def require_metadata(db: Database) -> None:
-    """Refuse to start a job before 20240405 made `active_key` unique.
-
-    Without that index, two `backfill run` started together would each create a job.
-    """
-    indexes = db[METADATA].index_information()
-    if not any(
-        spec.get("unique") and spec.get("key") == [("active_key", 1)] for spec in indexes.values()
-    ):
-        raise BackfillError(
-            f"{METADATA} is not set up in database {db.name!r}: "
-            f"run `backfill migrate up --to {METADATA_MIGRATION}` first"
-        )
-
-
 def launch(
     db: Database,
     broker: Broker,
@@ -153,7 +139,9 @@ def launch(
         definitions = worker_definitions(Settings.from_env())
     validate_run_options(opts, definitions)
     backfill = lookup(definitions, opts.backfill)
-    require_metadata(db)
+    # The engine's collections and unique indexes, before any job is written: without
+    # `active_key` unique, two `backfill run` started together would each create a job.
+    ensure_schema(db)
     broker.check()
     params: dict[str, Any] = dict(opts.params)
     exclusive = None

@@ -12,6 +12,7 @@ from pymongo.database import Database
 
 from backfill_engine import clock
 from backfill_engine.redact import redact_text, redact_url
+from backfill_engine.schema import ensure_schema
 from backfill_engine.settings import Settings
 from backfill_engine.sources import HttpSource
 from orchestrator.errors import ServerUnreachableError
@@ -78,11 +79,18 @@ class AppContext:
             self.stack()
         return self.settings
 
-    def db(self) -> Database:
+    def db(self, *, engine: bool = True) -> Database:
+        """The database, with the engine's collections set up (once per process) by default.
+
+        Migration verbs ask with `engine=False`: `migrate status` creates nothing, and the
+        migrations decide what the engine's collections become.
+        """
         if self._db is None:
             if self.settings.mongo_url is None:
                 self.stack()
             self._db = connect_mongo(self.settings)
+        if engine:
+            ensure_schema(self._db)
         return self._db
 
     def close(self) -> None:

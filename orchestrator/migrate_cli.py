@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from backfill_engine.schema import ensure_schema, taken_down
 from migrations import runner
 from migrations.discovery import MIGRATIONS_DIR
 from migrations.runner import RunnerConfig, RunResult, StatusReport
@@ -132,7 +133,7 @@ def _status_json(report: StatusReport) -> str:
 def status_cmd(app: AppContext, exit_code: bool, as_json: bool, directory: Path | None) -> None:
     """Show every migration's state, checksum drift and order."""
     console = _console()
-    report = runner.status(app.db(), _config(app, directory, console))
+    report = runner.status(app.db(engine=False), _config(app, directory, console))
     if as_json:
         click.echo(_status_json(report))
     else:
@@ -200,8 +201,15 @@ def up_cmd(
 ) -> None:
     """Apply pending migrations in version order."""
     console = _console()
+    db = app.db(engine=False)
+    if not dry_run and taken_down(db):
+        # Moving forward with this release: a database 20240409 took back for the earlier
+        # one comes forward first, so a backfill migration ordered before 20240409 (run
+        # again after `migrate down`) finds this release's names.
+        ensure_schema(db, upgrade_from_down=True)
+        console.print("backfill metadata brought forward to this release's schema")
     result = runner.up(
-        app.db(),
+        db,
         _config(app, directory, console),
         to=to,
         dry_run=dry_run,
@@ -229,7 +237,7 @@ def down_cmd(
         raise click.UsageError("give --steps or --to, not both")
     console = _console()
     result = runner.down(
-        app.db(), _config(app, directory, console), steps=steps, to=to, dry_run=dry_run
+        app.db(engine=False), _config(app, directory, console), steps=steps, to=to, dry_run=dry_run
     )
     if dry_run:
         _print_plan(console, result)
@@ -258,4 +266,4 @@ def create_cmd(slug: str, description: str | None, directory: Path | None) -> No
 def mark_applied_cmd(app: AppContext, version: str, directory: Path | None) -> None:
     """Record VERSION as applied without running it (after fixing things by hand)."""
     console = _console()
-    runner.mark_applied(app.db(), version, _config(app, directory, console))
+    runner.mark_applied(app.db(engine=False), version, _config(app, directory, console))

@@ -7,6 +7,8 @@ batch document it updates.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from typing import Any
 
 from celery import Celery, signals
@@ -15,6 +17,7 @@ from backfill_engine.redact import RedactingFilter
 from backfill_engine.settings import Settings
 
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+EXIT_SCHEMA_MISMATCH = 3  # the metadata is another release's layout
 
 
 def create_app(settings: Settings) -> Celery:
@@ -50,6 +53,18 @@ def create_app(settings: Settings) -> Celery:
 
 
 app = create_app(Settings.from_env())
+
+
+@signals.worker_init.connect
+def _refuse_another_release(sender: Any = None, **_: Any) -> None:
+    """A worker starts only on metadata in its release's layout (else one line, exit 3)."""
+    from workers.runtime import check_schema_at_start
+
+    problem = check_schema_at_start(Settings.from_env())
+    if problem:
+        print(f"error: {problem}", file=sys.stderr, flush=True)
+        # Before the pool starts: nothing to clean up, and Celery would print a traceback.
+        os._exit(EXIT_SCHEMA_MISMATCH)
 
 
 @signals.worker_ready.connect

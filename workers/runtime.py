@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
+import pymongo
+import pymongo.errors
+
 from backfill_engine.runtime import Runtime, build_runtime
+from backfill_engine.schema import SchemaMismatchError, ensure_schema
 from backfill_engine.settings import Settings
+
+log = logging.getLogger(__name__)
+
+START_CHECK_TIMEOUT_MS = 5000  # MongoDB may come up later: then the first batch checks
 
 _runtime: Runtime | None = None
 _runtime_pid: int | None = None
@@ -18,3 +27,25 @@ def get_runtime() -> Runtime:
         _runtime = build_runtime(Settings.from_env())
         _runtime_pid = os.getpid()
     return _runtime
+
+
+def check_schema_at_start(settings: Settings) -> str | None:
+    """Set up the engine's collections as the worker starts; the reason it must not run.
+
+    Only a mismatch stops the worker: a server that does not answer yet is checked again
+    when the first batch builds the runtime.
+    """
+    if not settings.mongo_url:
+        return None
+    client: pymongo.MongoClient = pymongo.MongoClient(
+        settings.mongo_url, serverSelectionTimeoutMS=START_CHECK_TIMEOUT_MS
+    )
+    try:
+        ensure_schema(client[settings.mongo_db])
+    except SchemaMismatchError as exc:
+        return str(exc)
+    except pymongo.errors.PyMongoError as exc:
+        log.warning("backfill metadata not checked at start (%s); the first batch will", exc)
+    finally:
+        client.close()
+    return None

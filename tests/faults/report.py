@@ -149,7 +149,8 @@ FINDINGS: tuple[tuple[str, str, str, str], ...] = (
         "three `backfill run` at once made three active jobs",
         "`run` on a database without 20240405 wrote jobs into a `backfill_metadata` without "
         "the unique `active_key` index",
-        "`orchestrator/commands.py`: `launch` refuses, in one line, until 20240405 is applied",
+        "`backfill_engine/schema.py`: `launch` sets up the engine's collections and unique "
+        "indexes first (20240405 calls the same code)",
     ),
     (
         "bad input",

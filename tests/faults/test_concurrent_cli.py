@@ -45,22 +45,15 @@ def test_two_runs_and_two_migrations_at_once_make_one_job_and_apply_once(
     applied = [h for h in history if h.get("state") == "applied"]
     assert [h.get("version", h["_id"]) for h in applied] == [METADATA_VERSION], history
 
+    # Each run sets up the engine's collections itself (the same code 20240405 calls), so
+    # none is refused for coming before the migration, and `active_key` keeps them to one job.
     jobs = list(system.db[METADATA].find({"kind": "job"}))
-    assert len(jobs) <= 1, f"{len(jobs)} jobs: {outputs}"
-    if not jobs:
-        # Both runs were refused (they asked before 20240405 was applied): the operator
-        # runs again, as the one-line error says.
-        again = spawn_cli(system, "run", "catalog", "--json", log=logs / "run-3.log")
-        assert again.wait(timeout=240) == 0, (logs / "run-3.log").read_text()
-        jobs = list(system.db[METADATA].find({"kind": "job"}))
-    assert len(jobs) == 1
+    assert len(jobs) == 1, f"{len(jobs)} jobs: {outputs}"
     job_id = str(jobs[0]["_id"])
     ran = [json.loads(outputs[n]) for n in ("run-1", "run-2") if codes[n] == 0]
     assert all(r["job_id"] == job_id for r in ran), outputs
     refused = [outputs[n].strip() for n in ("run-1", "run-2") if codes[n] != 0]
-    for line in refused:
-        assert line.startswith("error:") and "\n" not in line, line
-        assert "run `backfill migrate up --to 20240405" in line, line
+    assert not refused, outputs
 
     system.wait(job_id)
     rec = reconcile(system, job_id, ids)

@@ -114,8 +114,23 @@ def test_metadata_indexes_enforce_uniqueness_where_the_design_needs_it(db: Datab
     assert {"job_item_unique", "job_replayed"} <= set(q.index_information())
 
 
+def first_release_layout(db: Database) -> None:
+    """The engine's collections as the first release left them: entries keyed by product_id."""
+    from backfill_engine.schema import metadata_validator
+
+    db.create_collection(
+        "backfill_metadata", validator=metadata_validator(), validationLevel="strict"
+    )
+    q = db.create_collection("backfill_quarantine")
+    q.create_index([("job_id", 1), ("product_id", 1)], name="job_product_unique", unique=True)
+    q.create_index([("job_id", 1), ("replayed", 1)], name="job_replayed")
+    db.create_collection("backfill_batch_ids")
+
+
 def test_a_first_release_database_gets_generic_item_names_and_can_go_back(db: Database) -> None:
-    migration(METADATA).up(db)  # as the first release left it: entries keyed by product_id
+    from backfill_engine.schema import SchemaMismatchError, ensure_schema
+
+    first_release_layout(db)
     q, meta = db.backfill_quarantine, db.backfill_metadata
     q.insert_many([{"job_id": "job-1", "product_id": i, "replayed": False} for i in (1, 2, 3)])
     meta.insert_one(job(planning={"batches": 1, "products": 3, "done": True}))
@@ -128,6 +143,7 @@ def test_a_first_release_database_gets_generic_item_names_and_can_go_back(db: Da
     assert "job_item_unique" in indexes and "job_product_unique" not in indexes
     with pytest.raises(DuplicateKeyError):
         q.insert_one({"job_id": "job-1", "item_id": 2, "replayed": False})
+    assert db.backfill_schema.find_one({"_id": "engine"})["version"] == 2
     migration(ITEM_NAMES).up(db)  # again: nothing left to rename, nothing broken
     assert q.count_documents({"item_id": {"$exists": True}}) == 3
 
@@ -135,47 +151,48 @@ def test_a_first_release_database_gets_generic_item_names_and_can_go_back(db: Da
     assert sorted(d["product_id"] for d in q.find()) == [1, 2, 3]
     assert meta.find_one({"_id": "job-1"})["planning"]["products"] == 3
     assert "job_product_unique" in set(q.index_information())
+    # A process of this release starting now refuses, and renames nothing back.
+    with pytest.raises(SchemaMismatchError, match="20240409_generic_item_names"):
+        ensure_schema(db)
+    assert q.count_documents({"product_id": {"$exists": True}}) == 3
+    migration(ITEM_NAMES).up(db)  # the way forward again
+    assert q.count_documents({"item_id": {"$exists": True}}) == 3
+    ensure_schema(db)
 
 
-def test_a_job_started_before_the_rename_migration_finds_the_new_names(db: Database) -> None:
-    # 20240406 runs the catalog backfill before 20240409 on a new database: starting
-    # the job renames first, or two quarantined items would collide on product_id.
-    from backfill_engine.planner import start_or_join
-
+def test_the_metadata_migration_alone_gives_this_release_s_names(db: Database) -> None:
+    # 20240406 runs the catalog backfill before 20240409 on a new database: 20240405 sets
+    # the collections up as the engine does, so two quarantined items never collide.
     migration(METADATA).up(db)
-    start_or_join(
-        db, backfill="b", collection="c", batch_size=10, max_in_flight=1, rate_per_second=1.0
-    )
     q = db.backfill_quarantine
     q.insert_many([{"job_id": "j", "item_id": i, "replayed": False} for i in (1, 2)])
-    assert "job_item_unique" in set(q.index_information())
-
-
-def test_renaming_waits_for_the_metadata_migration_to_finish_the_quarantine(
-    db: Database,
-) -> None:
-    # `backfill run` can start while `migrate up` is between creating the quarantine and
-    # its unique index: renaming then would leave both unique indexes behind.
-    from backfill_engine.item_names import ensure_item_names
-
-    db.create_collection("backfill_quarantine")
-    assert ensure_item_names(db) is False
-    assert set(db.backfill_quarantine.index_information()) == {"_id_"}
-    migration(METADATA).up(db)
-    assert ensure_item_names(db) is True  # asked again, since nothing was done the first time
-    indexes = set(db.backfill_quarantine.index_information())
+    indexes = set(q.index_information())
     assert "job_item_unique" in indexes and "job_product_unique" not in indexes
 
 
-def test_a_renamer_another_process_beat_to_the_old_index_still_finishes(db: Database) -> None:
-    from backfill_engine import item_names
+def test_the_metadata_migration_after_the_engine_keeps_the_engine_s_layout(db: Database) -> None:
+    # A database the engine set up first (a `backfill run` before any migration), then
+    # 20240405: the first release's unique index must not come back beside the new one.
+    from backfill_engine.schema import ensure_schema
 
+    ensure_schema(db)
+    db.backfill_quarantine.insert_many(
+        [{"job_id": "j", "item_id": i, "replayed": False} for i in (1, 2)]
+    )
     migration(METADATA).up(db)
+    indexes = set(db.backfill_quarantine.index_information())
+    assert "job_item_unique" in indexes and "job_product_unique" not in indexes
+    db.backfill_quarantine.insert_one({"job_id": "j", "item_id": 3, "replayed": False})
+
+
+def test_a_renamer_another_process_beat_to_the_old_index_still_finishes(db: Database) -> None:
+    from backfill_engine import schema
+
+    first_release_layout(db)
     q = db.backfill_quarantine
     q.insert_many([{"job_id": "job-1", "product_id": i, "replayed": False} for i in (1, 2)])
-    seen = set(q.index_information())  # listed, then another process dropped the index
-    q.drop_index("job_product_unique")
-    item_names._rename(db, seen)
+    q.drop_index("job_product_unique")  # another process of this release got there first
+    schema._to_item_names(db)
     assert sorted(d["item_id"] for d in q.find()) == [1, 2]
     assert "job_item_unique" in set(q.index_information())
 
