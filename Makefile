@@ -36,9 +36,10 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 # Every fault scenario (the soak included), then docs/reliability.md from what they measured.
+RELIABILITY_TESTS := tests/faults tests/security/test_hostile_neighbours.py
 reliability: $(STAMP)
 	rm -f docs/reliability.json
-	RELIABILITY_JSON=docs/reliability.json $(BIN)/python -m pytest tests/faults -m "soak or not soak" -p no:cacheprovider
+	RELIABILITY_JSON=docs/reliability.json $(BIN)/python -m pytest $(RELIABILITY_TESTS) -m "soak or not soak" -p no:cacheprovider
 	$(BIN)/python -m tests.faults.report docs/reliability.json docs/reliability.md
 
 clean:

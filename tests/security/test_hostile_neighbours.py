@@ -7,6 +7,7 @@ the API (a WAF in front of it) answer 403 for the whole request.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,8 @@ from backfill_engine.states import QUARANTINE
 from catalog_service.data import expected_fields, hostile_kind, is_hostile, is_refused
 from migrations.versions._catalog import PRODUCTS
 from tests.catalog_definition import CATALOG_FIELDS
+from tests.faults.reconcile import reconcile
+from tests.faults.report import record
 from tests.harness import System
 
 N_PRODUCTS = 1000
@@ -61,6 +64,7 @@ def assert_only_bad_ones_held(
 def test_big_answers_quarantine_only_themselves_and_every_good_product_is_written(
     system: System,
 ) -> None:
+    started = time.monotonic()
     system.start_catalog("--hostile-rate", str(HOSTILE_RATE), "--huge-chars", str(HUGE_CHARS))
 
     def huge(s: str) -> bool:
@@ -79,11 +83,26 @@ def test_big_answers_quarantine_only_themselves_and_every_good_product_is_writte
     # Splitting costs about two requests per halving level per bad id, not a retry storm.
     requests_made = system.stats()["requests"]
     assert requests_made <= len(ids) // SUBCHUNK + N_HUGE * 2 * 7 + 10
+    rec = reconcile(system, job_id, ids, status="completed_with_errors", count_refetches=False)
+    assert rec.quarantined == len(bads)
+    record(
+        "r3-0",
+        title="Big answers beside good ones",
+        fault=f"{N_HUGE} of {len(ids)} catalog items carry a 2 MiB string: any request "
+        "holding two is over the 3.125 MiB response cap",
+        how="stand-in `--hostile-rate 0.3 --huge-chars 2097152`, the huge ones seeded "
+        "together; 1 worker",
+        outcome=f"refused requests split in halves: {requests_made} requests in all; only "
+        f"the {len(bads)} big ones quarantined, every good product written",
+        rec=rec,
+        seconds=time.monotonic() - started,
+    )
 
 
 def test_a_403_for_one_ids_content_neither_pauses_the_job_nor_holds_its_neighbours(
     system: System,
 ) -> None:
+    started = time.monotonic()
     system.start_catalog("--refuse-rate", str(REFUSE_RATE), "--refuse-status", "403")
     ids, bads = seed_with(
         system,
@@ -100,3 +119,14 @@ def test_a_403_for_one_ids_content_neither_pauses_the_job_nor_holds_its_neighbou
     (refused,) = held.values()
     assert refused["reason"] == "invalid"
     assert refused["error"] == "the API refused this id even alone: HTTP 403"
+    rec = reconcile(system, job_id, ids, status="completed_with_errors", count_refetches=False)
+    record(
+        "r3-10",
+        title="403 for one id's content",
+        fault="the API (a WAF in front of it) answers 403 to any request naming one id",
+        how="stand-in `--refuse-rate 0.05 --refuse-status 403`, one such id among 1 000",
+        outcome="the request is split until the id stands alone; only it is quarantined, "
+        "the job is never paused",
+        rec=rec,
+        seconds=time.monotonic() - started,
+    )
