@@ -24,7 +24,7 @@ import redis
 from pymongo import UpdateOne
 from pymongo.collection import Collection
 
-from backfill_engine import journal, store
+from backfill_engine import journal, paths, store
 from backfill_engine.decide import QUARANTINED, Outcome, decide
 from backfill_engine.definition import Backfill
 from backfill_engine.dispatch import SERVER_OUTAGES, TaskSender, fill_in_flight, send_batch
@@ -622,12 +622,13 @@ def _after_batch(
 def read_current(
     coll: Collection, ids: list[Any], fields: Iterable[str], *, per_read: int = 0
 ) -> dict[Any, dict[str, Any]]:
-    """The documents among `ids` that exist, with only `fields`, keyed by `_id`.
+    """The documents among `ids` that exist, with only `fields` (dotted paths read the
+    nested value; a path under another one is covered by it), keyed by `_id`.
 
     One query, or one per `per_read` ids when that is set (BACKFILL_READ_IDS): some
     servers charge more than linearly for a long `$in` list.
     """
-    projection = dict.fromkeys(fields, 1)
+    projection = paths.projection(fields)
     step = per_read if per_read > 0 else max(len(ids), 1)
     found: dict[Any, dict[str, Any]] = {}
     for start in range(0, len(ids), step):

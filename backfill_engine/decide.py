@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from backfill_engine import paths
 from backfill_engine.definition import Backfill
 from backfill_engine.ids import id_string
 from backfill_engine.payload import InvalidPayloadError, diff_fields, payload_snapshot
@@ -84,5 +85,16 @@ def decide(
             error=str(exc),
             snapshot=payload_snapshot(payload),
         )
+    for name in fields:
+        blocked = paths.blocked_parent(current, name) if "." in name else None
+        if blocked is not None:
+            # MongoDB refuses a `$set` inside it, and the error would fail the sub-chunk's
+            # whole bulk write: this one document is held instead, and the value stays.
+            return Decision(
+                Outcome.INVALID,
+                error_class="ParentNotDocument",
+                error=f"{blocked[0]} is {blocked[1]}, not a document: cannot set {name}",
+                snapshot=payload_snapshot(payload),
+            )
     diff = diff_fields(current, fields)
     return Decision(Outcome.WRITE if diff else Outcome.UNCHANGED, fields=fields, diff=diff)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from backfill_engine import paths
 from backfill_engine.errors import BackfillError
 from backfill_engine.settings import DEFAULT_SUBCHUNK_SIZE, MAX_SUBCHUNK_SIZE
 from backfill_engine.sources import Source
@@ -38,8 +39,12 @@ class DefinitionError(BackfillError):
 class Backfill:
     """One backfill: walk `collection` (within `query`), ask `source`, write `writes` fields.
 
-    - `reads`: the fields the source and the diff need from each document.
-    - `writes`: the whitelist, field name -> exact type; nothing else is ever written.
+    - `reads`: the fields the source and the diff need from each document; dotted paths
+      (`dimensions.height`) read a nested value.
+    - `writes`: the whitelist, field name -> exact type; nothing else is ever written. A
+      dotted path (`dimensions.weight_g`) writes that leaf only, siblings untouched; the
+      payload answers it nested (`{"dimensions": {"weight_g": 5}}`). backfill_engine.paths
+      holds the rules.
     - `check(fields) -> fields`: optional rules beyond types (raise InvalidPayloadError).
     - `synced_field`: stamped with the write time whenever a document changes.
     - `params`: typed parameters a run may set (`--param key=value`), name -> type.
@@ -62,9 +67,25 @@ class Backfill:
             raise DefinitionError(self.name, "name must be lowercase letters, digits, - or _")
         if not self.writes:
             raise DefinitionError(self.name, "writes must name at least one field")
-        for name in (*self.writes, *self.reads, self.synced_field):
-            if not _FIELD.fullmatch(name) or name == "_id":
-                raise DefinitionError(self.name, f"field {name!r} cannot be read or written")
+        for name in (*self.writes, *self.reads):
+            problem = _path_problem(name)
+            if problem:
+                raise DefinitionError(self.name, f"field {name!r} {problem}")
+        if not _FIELD.fullmatch(self.synced_field) or self.synced_field == "_id":
+            raise DefinitionError(
+                self.name, f"synced_field {self.synced_field!r} must be a top-level field name"
+            )
+        written = sorted(self.writes)
+        for i, a in enumerate(written):
+            for b in written[i + 1 :]:
+                if paths.overlap(a, b):
+                    raise DefinitionError(
+                        self.name, f"writes {a!r} and {b!r} overlap: one lies inside the other"
+                    )
+            if paths.overlap(a, self.synced_field):
+                raise DefinitionError(
+                    self.name, f"writes {a!r} overlaps the synced_field {self.synced_field!r}"
+                )
         for name, kind in self.writes.items():
             if not isinstance(kind, type):
                 raise DefinitionError(self.name, f"writes[{name!r}] must be a type")
@@ -78,13 +99,40 @@ class Backfill:
 
     @property
     def projection(self) -> dict[str, int]:
-        """What a worker reads of each document: the source's inputs and the written fields."""
-        return dict.fromkeys((*self.reads, *self.writes), 1)
+        """What a worker reads of each document: the source's inputs and the written fields.
+
+        A dotted write reads its whole top-level field: only then can a parent that is not
+        a document (`dimensions: "n/a"`) be told from an absent one, since a projection of
+        `dimensions.weight_g` leaves both out.
+        """
+        return paths.projection(
+            (*self.reads, *(paths.top(w) if "." in w else w for w in self.writes))
+        )
 
     @property
     def rate_bucket(self) -> str | None:
         """The rate-limit bucket of the source; backfills sharing an API share its bucket."""
         return self.source.rate_bucket
+
+
+def _path_problem(path: str) -> str | None:
+    """Why `path` cannot be read or written, as the end of a one-line error; None if fine."""
+    parts = paths.segments(path)
+    if parts[0] == "_id":
+        return "is _id or lies under it: never read or written"
+    if len(parts) > paths.MAX_PATH_SEGMENTS:
+        return f"has more than {paths.MAX_PATH_SEGMENTS} segments"
+    for seg in parts:
+        if not seg:
+            return "has an empty segment"
+        if seg.startswith("$"):
+            return f"has an operator segment {seg!r}"
+        if not _FIELD.fullmatch(seg):
+            return (
+                f"has a segment {seg[:40]!r} that is not a field name "
+                "(letters, digits and _, not starting with a digit)"
+            )
+    return None
 
 
 def parse_params(backfill: Backfill, raw: Mapping[str, str]) -> dict[str, Any]:

@@ -11,6 +11,13 @@ Journal documents expire after BACKFILL_JOURNAL_DAYS (a TTL index on `created_at
 `revert_job` undoes one job from its journal: a field goes back to its before-image only
 while it still holds, type-exact, what the job wrote, with an update guarded on that value;
 anything changed since is left and counted as a conflict.
+
+Nested fields (a dotted write such as `dimensions.weight_g`): the entry stores `before` and
+`wrote` nested (`{"dimensions": {"weight_g": 5}}`, never a dotted key) and lists the
+written paths under `paths`; `absent` names dotted paths. Undo restores or `$unset`s the
+leaf only. A parent document the job's `$set` created stays behind as `{}` once its
+leaf is unset: removing it could drop a sibling an application wrote meanwhile, and an
+empty document holds no value anyone wrote.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from pymongo import UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 
+from backfill_engine import paths
 from backfill_engine.settings import DEFAULT_JOURNAL_DAYS
 from backfill_engine.store import now_utc
 
@@ -84,13 +92,30 @@ def before_image(
     """One journal entry: the document's previous values of exactly the fields written.
 
     A field that held null is in `before` as null; one that was absent is named in `absent`.
+    Dotted paths are stored nested, with the paths listed in `paths`.
     """
+    before: dict[str, Any] = {}
+    absent: list[str] = []
+    for f in written:
+        found, value = paths.lookup(current, f)
+        if found:
+            before[f] = value
+        else:
+            absent.append(f)
+    if not any("." in f for f in written):
+        return {"_id": pid, "before": before, "absent": absent, "wrote": dict(written)}
     return {
         "_id": pid,
-        "before": {f: current[f] for f in written if f in current},
-        "absent": [f for f in written if f not in current],
-        "wrote": dict(written),
+        "before": paths.nest(before),
+        "absent": absent,
+        "wrote": paths.nest(written),
+        "paths": list(written),
     }
+
+
+def _written_paths(entry: Mapping[str, Any]) -> list[str]:
+    """The fields an entry wrote: listed under `paths` when nested, else `wrote`'s keys."""
+    return list(entry.get("paths") or entry["wrote"])
 
 
 def journal_docs(
@@ -103,7 +128,9 @@ def journal_docs(
     for e in entries:
         n = len(bson.encode(e))
         if n > MAX_ENTRY_BYTES:
+            kept = {k: e[k] for k in ("paths",) if k in e}
             e = {"_id": e["_id"], "before": {}, "absent": [], "wrote": e["wrote"], "lost": True}
+            e.update(kept)
             n = len(bson.encode(e))
         if piece and size + n > JOURNAL_DOC_BYTES:
             docs.append(piece_doc(job_id, batch_no, token, len(docs), piece, now))
@@ -176,16 +203,17 @@ def merge(entries: Iterable[Mapping[str, Any]]) -> dict[Any, dict[str, Change]]:
         fields = out.setdefault(e["_id"], {})
         absent = set(e.get("absent") or ())
         before = e.get("before") or {}
-        for f, value in e["wrote"].items():
-            had = f in before
+        for f in _written_paths(e):
+            value = paths.get(e["wrote"], f)
+            had, was = paths.lookup(before, f)
             prev = fields.get(f)
             lost = bool(e.get("lost"))
-            if prev is not None and not lost and had and same(before[f], prev.wrote):
+            if prev is not None and not lost and had and same(was, prev.wrote):
                 prev.wrote = value
                 continue
             if not had and f not in absent:
                 lost = True  # neither a value nor "absent": nothing safe to restore
-            fields[f] = Change(had, before.get(f), value, lost)
+            fields[f] = Change(had, was, value, lost)
     return out
 
 
@@ -230,17 +258,23 @@ def plan_restore(
     """The guarded update that puts back the fields still holding what the job wrote.
 
     The filter names each such field's written value and its BSON type, so an application
-    write that lands between our read and this update makes it match nothing.
+    write that lands between our read and this update makes it match nothing. A dotted
+    field's guard also refuses arrays on its way, where the filter would match an element
+    but the leaf could not be set.
     """
     guard: dict[str, Any] = {"_id": pid}
     sets: dict[str, Any] = {}
     unsets: dict[str, Any] = {}
     doc = current or {}
     for f, c in changes.items():
+        found, now = paths.lookup(doc, f)
         if c.lost:
             counts.unrestorable += 1
-        elif f in doc and same(doc[f], c.wrote):
+        elif found and same(now, c.wrote):
             guard[f] = {"$eq": c.wrote, "$type": bson_type(c.wrote)}
+            parts = paths.segments(f)
+            for depth in range(1, len(parts)):
+                guard[".".join(parts[:depth])] = {"$not": {"$type": "array"}}
             if c.had:
                 sets[f] = c.before
             else:
@@ -316,11 +350,15 @@ def _revert_piece(coll: Collection, changes: dict[Any, dict[str, Change]]) -> Re
 
 def _holds_before(doc: Mapping[str, Any], f: str, c: Change) -> bool:
     """Whether field `f` of `doc` is as it was before the job (the value, or absent)."""
-    return same(doc[f], c.before) if c.had and f in doc else not c.had and f not in doc
+    found, value = paths.lookup(doc, f)
+    return same(value, c.before) if c.had and found else not c.had and not found
 
 
 def _was_restoring(f: str, c: Change, current: Mapping[str, Any] | None) -> bool:
-    return not c.lost and current is not None and f in current and same(current[f], c.wrote)
+    if c.lost or current is None:
+        return False
+    found, value = paths.lookup(current, f)
+    return found and same(value, c.wrote)
 
 
 def _restoring(per_doc: Mapping[str, Change], current: Mapping[str, Any] | None) -> int:
@@ -328,5 +366,5 @@ def _restoring(per_doc: Mapping[str, Change], current: Mapping[str, Any] | None)
 
 
 def _read(coll: Collection, ids: list[Any], fields: set[str]) -> dict[Any, dict[str, Any]]:
-    projection = dict.fromkeys(fields, 1) or {"_id": 1}
+    projection = paths.projection(fields) or {"_id": 1}
     return {d["_id"]: d for d in coll.find({"_id": {"$in": ids}}, projection)}

@@ -22,6 +22,8 @@ from typing import Any
 
 from bson import ObjectId
 
+from backfill_engine import paths
+
 MAX_STRING_CHARS = 512  # per whitelisted string value
 MAX_PAYLOAD_BYTES = 16 * 1024  # whole payload encoded as BSON, unknown keys included
 MAX_DEPTH = 16  # nesting levels scanned for hostile keys; deeper is itself rejected
@@ -122,16 +124,27 @@ def _same(current: Any, desired: Any) -> bool:
 
 
 def diff_fields(current_doc: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
-    """The entries of `desired` that `current_doc` lacks or holds with another value or type."""
-    return {
-        name: value
-        for name, value in desired.items()
-        if name not in current_doc or not _same(current_doc[name], value)
-    }
+    """The entries of `desired` that `current_doc` lacks or holds with another value or type.
+
+    A dotted name compares the leaf at that path (backfill_engine.paths).
+    """
+    out: dict[str, Any] = {}
+    for name, value in desired.items():
+        if "." in name:
+            found, current = paths.lookup(current_doc, name)
+            if not found or not _same(current, value):
+                out[name] = value
+        elif name not in current_doc or not _same(current_doc[name], value):
+            out[name] = value
+    return out
 
 
 def build_set(diff: Mapping[str, Any], now: Any, synced_field: str) -> dict[str, Any]:
-    """The `$set` document for `diff`: empty when nothing changed, else stamped with `now`."""
+    """The `$set` document for `diff`: empty when nothing changed, else stamped with `now`.
+
+    Dotted names stay dotted: `$set` then writes the leaf, and the sibling fields of its
+    parent document survive.
+    """
     if not diff:
         return {}
     return {**diff, synced_field: now}

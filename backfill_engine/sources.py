@@ -16,6 +16,8 @@ import bson
 from bson.regex import Regex
 from pymongo.database import Database
 
+from backfill_engine import paths
+
 Doc = Mapping[str, Any]
 
 
@@ -97,14 +99,16 @@ class CollectionSource:
     """New values from another collection: its document whose `key` equals our `local`.
 
     One `$in` query per sub-chunk. `fields` are the fields of the other document that
-    make the payload (all of them when empty). A key matched by several documents is an
-    error for that id, never a guess.
+    make the payload (all of them when empty): a tuple keeps their names, a mapping
+    `{"theirs": "ours"}` renames them (`fields={"name": "customer_name"}`). Dotted names on
+    either side are paths: read nested from their document, nested into the payload. A
+    key matched by several documents is an error for that id, never a guess.
     """
 
     collection: str
     key: str
     local: str = "_id"
-    fields: tuple[str, ...] = ()
+    fields: tuple[str, ...] | Mapping[str, str] = ()
     rate_bucket: str | None = None
     keyed_by_string: bool = False
 
@@ -113,7 +117,7 @@ class CollectionSource:
         wanted: dict[bytes, list[Any]] = {}
         values: dict[bytes, Any] = {}
         for doc in docs:
-            value = doc.get(self.local)
+            value = paths.get(doc, self.local)  # `local` may be a dotted path too
             if value is None:
                 result.missing.append(doc["_id"])
                 continue
@@ -124,7 +128,8 @@ class CollectionSource:
             k = _exact_key(value)
             values[k] = value
             wanted.setdefault(k, []).append(doc["_id"])
-        projection = {**dict.fromkeys(self.fields, 1), self.key: 1} if self.fields else None
+        renamed = self._renamed()
+        projection = paths.projection((*renamed, self.key)) if self.fields else None
         found: dict[bytes, Any] = {}
         twice: set[bytes] = set()
         query = {self.key: {"$in": list(values.values())}}
@@ -134,7 +139,7 @@ class CollectionSource:
                 continue  # matched by the server's looser equality (1 == 1.0, array elements)
             if k in found:
                 twice.add(k)
-            found[k] = {f: v for f, v in other.items() if f not in ("_id", self.key)}
+            found[k] = self._payload(other, renamed)
         for k, ids in wanted.items():
             for pid in ids:
                 if k in twice:
@@ -144,6 +149,37 @@ class CollectionSource:
                 else:
                     result.missing.append(pid)
         return result
+
+    def __post_init__(self) -> None:
+        ours = sorted(self._renamed().values())
+        for i, a in enumerate(ours):
+            for b in ours[i + 1 :]:
+                if paths.overlap(a, b):
+                    raise ValueError(
+                        f"CollectionSource({self.collection!r}): fields {a!r} and {b!r} "
+                        "overlap in the payload"
+                    )
+
+    def _renamed(self) -> dict[str, str]:
+        """Their field -> our field, for every field the payload takes."""
+        if isinstance(self.fields, Mapping):
+            return dict(self.fields)
+        # The tuple form never copies the lookup key (nor `_id`) into the payload.
+        return {f: f for f in self.fields if f not in ("_id", self.key)}
+
+    def _payload(self, other: Doc, renamed: Mapping[str, str]) -> dict[str, Any]:
+        if not self.fields:
+            return {f: v for f, v in other.items() if f not in ("_id", self.key)}
+        picked: dict[str, Any] = {}
+        for theirs, ours in renamed.items():
+            found, value = paths.lookup(other, theirs)
+            if found:
+                picked[ours] = value
+        return paths.nest(picked)
+
+    def __hash__(self) -> int:  # a mapping `fields` is not hashable itself
+        fields = tuple(sorted(self._renamed().items()))
+        return hash((self.collection, self.key, self.local, fields, self.rate_bucket))
 
 
 def _unusable_key(value: Any) -> str | None:

@@ -17,6 +17,7 @@ from typing import Any
 from pymongo import UpdateOne
 from pymongo.database import Database
 
+from backfill_engine import paths
 from backfill_engine.definition import Backfill
 from backfill_engine.journal import RevertCounts, bson_type, same
 from backfill_engine.payload import InvalidPayloadError
@@ -39,14 +40,16 @@ def undo_recomputed(db: Database, backfill: Backfill, job: Mapping[str, Any]) ->
     window: dict[str, Any] = {"$gte": job["created_at"]}
     if job.get("finished_at") is not None:
         window["$lte"] = job["finished_at"]
-    projection = dict.fromkeys((*backfill.reads, name, stamp), 1)
+    # What the batch run read, so the function sees the document as it did then.
+    projection = paths.projection((*backfill.projection, stamp))
     params = job.get("params") or {}
     coll = db[backfill.collection]
     counts = RevertCounts()
     ops: list[UpdateOne] = []
     for doc in coll.find({stamp: window}, projection).batch_size(UNSET_CHUNK):
         value = _recompute(backfill, doc, params, name)
-        if name not in doc or value is _NONE or not same(doc[name], value):
+        found, held = paths.lookup(doc, name)
+        if not found or value is _NONE or not same(held, value):
             counts.conflicts += 1  # changed since, or its inputs did: not surely the job's
             continue
         guard = {
@@ -54,6 +57,7 @@ def undo_recomputed(db: Database, backfill: Backfill, job: Mapping[str, Any]) ->
             name: {"$eq": value, "$type": bson_type(value)},
             stamp: doc[stamp],
         }
+        # A dotted field: only the leaf goes, its parent document stays (journal.py says why).
         ops.append(UpdateOne(guard, {"$unset": {name: "", stamp: ""}}))
         if len(ops) == UNSET_CHUNK:
             counts.add(_apply(coll, ops))

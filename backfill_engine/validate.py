@@ -3,7 +3,9 @@
 Only whitelisted fields of the exact type are kept; a hostile key anywhere in the payload
 (`$`-prefixed, dotted, `_id`, NUL) rejects the whole item; strings are non-empty and
 bounded; then the backfill's own `check` applies its rules. The shared rules live in
-backfill_engine.payload.
+backfill_engine.payload. A dotted write (`dimensions.weight_g`) is answered by the nested
+payload (`{"dimensions": {"weight_g": 5}}`); its leaf gets the type check and the fields
+come back keyed by the dotted path.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import bson
 import bson.errors
 
+from backfill_engine import paths
 from backfill_engine.payload import (
     MAX_PAYLOAD_BYTES,
     MAX_STRING_CHARS,
@@ -44,9 +47,15 @@ def validate_payload(
         raise InvalidPayloadError(f"payload is {size} bytes, limit {MAX_PAYLOAD_BYTES}")
     fields: dict[str, Any] = {}
     for name, expected in writes.items():
-        if name not in payload:
-            raise InvalidPayloadError(f"missing field {name}", name)
-        fields[name] = _typed(name, expected, payload[name])
+        if "." in name:
+            found, value = paths.lookup(payload, name)
+        else:
+            found, value = name in payload, payload.get(name)
+        if not found:
+            blocked = paths.blocked_parent(payload, name) if "." in name else None
+            why = f" ({blocked[0]} is {blocked[1]}, not an object)" if blocked else ""
+            raise InvalidPayloadError(f"missing field {name}{why}", name)
+        fields[name] = _typed(name, expected, value)
     return check(fields) if check is not None else fields
 
 

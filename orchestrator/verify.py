@@ -7,6 +7,7 @@ from typing import Any
 
 from pymongo.database import Database
 
+from backfill_engine import paths
 from backfill_engine.batch_run import read_current
 from backfill_engine.definition import Backfill
 from backfill_engine.payload import CHAIN_START, chain_hash, item_digest
@@ -47,7 +48,7 @@ def batch_hash_from_documents(
         for pid in chunk:
             if pid in skip or pid not in current:
                 continue
-            fields = {name: current[pid].get(name) for name in backfill.writes}
+            fields = {name: paths.get(current[pid], name) for name in backfill.writes}
             h = chain_hash(h or CHAIN_START, item_digest(pid, fields))
             checked += 1
     return h, checked

@@ -39,3 +39,33 @@ def test_a_key_stored_as_another_numeric_type_is_not_a_match(db: Database) -> No
     db.suppliers.insert_one({"code": 1.0, "name": "Double"})
     result = _fetch(db, [{"_id": "o", "supplier_id": 1}])
     assert result.missing == ["o"] and not result.items
+
+
+def test_a_field_mapping_gives_the_payload_our_names(db: Database) -> None:
+    db.customers.insert_one({"code": "C1", "name": "Ada", "city": "Paris", "tier": 2})
+    source = CollectionSource(
+        "customers", key="code", local="customer_id", fields={"name": "customer_name"}
+    )
+    result = source.fetch([{"_id": 1, "customer_id": "C1"}], SourceContext(db, {}))
+    assert result.items == {1: {"customer_name": "Ada"}}
+
+
+def test_mapped_paths_read_theirs_nested_and_nest_ours(db: Database) -> None:
+    db.customers.insert_one({"code": "C1", "address": {"city": "Paris", "zip": "75001"}})
+    source = CollectionSource(
+        "customers",
+        key="code",
+        local="customer_id",
+        fields={"address.city": "customer.city", "code": "customer.code"},
+    )
+    result = source.fetch([{"_id": 1, "customer_id": "C1"}], SourceContext(db, {}))
+    assert result.items == {1: {"customer": {"city": "Paris", "code": "C1"}}}
+
+
+def test_a_source_stays_hashable_with_either_form_of_fields() -> None:
+    source = CollectionSource("suppliers", key="code", local="supplier_id", fields=("name",))
+    assert hash(source) == hash(
+        CollectionSource("suppliers", key="code", local="supplier_id", fields=("name",))
+    )
+    mapped = CollectionSource("s", key="code", fields={"name": "supplier_name"})
+    assert hash(mapped) == hash(CollectionSource("s", key="code", fields={"name": "supplier_name"}))
