@@ -158,7 +158,6 @@ def launch(
     params: dict[str, Any] = dict(opts.params)
     exclusive = None
     if opts.ids is not None:
-        params["ids"] = list(opts.ids)
         if opts.source_job:
             params["replay_of"] = opts.source_job
             exclusive = f"{opts.backfill}:replay:{opts.source_job}"
@@ -180,6 +179,7 @@ def launch(
         limit=opts.limit,
         string_keyed=backfill.source.keyed_by_string,
         rate_auto=_rate_auto(opts, backfill),
+        ids=None if opts.ids is None else list(opts.ids),
     )
     if created:
         changed(db, job["_id"], "run", opts.audited(), event=Event.STARTED)
