@@ -128,6 +128,8 @@ def start_or_join(
 ) -> tuple[dict[str, Any], bool]:
     """Create a job, or return the active one holding the same key; (job, created).
 
+    The key is `exclusive_key` (a slice, an ids file, a replay) or the backfill's name;
+    the job keeps it as `exclusive_key` after it ends, so a retry takes back its own key.
     `ids`, an explicit id list, is stored beside the job (backfill_engine.id_lists).
     """
     ensure_item_names(db)
@@ -141,6 +143,7 @@ def start_or_join(
         "backfill": backfill,
         "status": JobStatus.PLANNING.value,
         "active_key": key,
+        "exclusive_key": key,
         "batch_size": batch_size,
         "max_in_flight": max_in_flight,
         "rate_per_second": float(rate_per_second),

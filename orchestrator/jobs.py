@@ -14,7 +14,14 @@ from pymongo.database import Database
 from backfill_engine.dispatch import TaskSender, fill_in_flight
 from backfill_engine.notify import Event
 from backfill_engine.states import METADATA, QUARANTINE, BatchStatus, JobStatus
-from backfill_engine.store import batch_summary, now_utc
+from backfill_engine.store import (
+    batch_summary,
+    now_utc,
+    refail_batches,
+    reopen_job,
+    reset_failed_batches,
+    resume_job,
+)
 from orchestrator.errors import BackfillError, JobNotFoundError, JobStateError
 from orchestrator.job_events import changed
 from orchestrator.tuning import tuning_update
@@ -100,15 +107,9 @@ def pause(db: Database, job_id: str) -> dict[str, Any]:
 
 def resume(db: Database, sender: TaskSender, queue: str, job_id: str) -> dict[str, Any]:
     """Continue a paused job from its checkpoints."""
+    if resume_job(db[METADATA], job_id) is None:
+        raise JobStateError(job_id, get_job(db, job_id)["status"], "resume")
     job = get_job(db, job_id)
-    target = JobStatus.RUNNING if job["planning"].get("done") else JobStatus.PLANNING
-    job = _transition(
-        db,
-        job_id,
-        "resume",
-        (JobStatus.PAUSED,),
-        {"$set": {"status": target.value}, "$unset": {"pause_reason": ""}},
-    )
     changed(db, job_id, "resume", event=Event.RESUMED)
     # Batches a paused worker handed back are pending again; queued ones keep their message.
     fill_in_flight(db[METADATA], sender, queue, job_id)
@@ -163,29 +164,9 @@ def retry(
     job = get_job(db, job_id)
     failed = meta.count_documents({"job_id": job_id, "status": BatchStatus.FAILED.value})
     if failed:
-        if job["status"] in (
-            JobStatus.COMPLETED.value,
-            JobStatus.COMPLETED_WITH_ERRORS.value,
-            JobStatus.FAILED.value,
-        ):
-            try:
-                meta.update_one(
-                    {"_id": job_id},
-                    {
-                        "$set": {"status": JobStatus.RUNNING.value, "active_key": job["backfill"]},
-                        "$unset": {"finished_at": ""},
-                    },
-                )
-            except pymongo.errors.DuplicateKeyError:
-                raise BackfillError(
-                    f"cannot retry {job_id}: another {job['backfill']} job is active"
-                ) from None
-        elif job["status"] == JobStatus.CANCELLED.value:
+        if job["status"] == JobStatus.CANCELLED.value:
             raise JobStateError(job_id, job["status"], "retry")
-        meta.update_many(
-            {"job_id": job_id, "status": BatchStatus.FAILED.value},
-            {"$set": {"status": BatchStatus.PENDING.value, "attempts": 0, "updated_at": now_utc()}},
-        )
+        failed = _rerun_failed(db, job)
         fill_in_flight(meta, sender, queue, job_id)
 
     quarantine = db[QUARANTINE]
@@ -210,6 +191,50 @@ def retry(
         db, job_id, "retry", {"batches_reset": failed, "replay_job": replay_id, "items": len(ids)}
     )
     return RetryReport(job_id, failed, replay_id, len(ids))
+
+
+def _rerun_failed(db: Database, job: dict[str, Any]) -> int:
+    """Reset the job's failed batches, then reopen the job under its own key; how many.
+
+    In that order: a completion check between the two sees an ended job (or a running one
+    with unfinished batches) and ends nothing. When the key is taken, the batches go back
+    to failed before the refusal.
+    """
+    meta, job_id = db[METADATA], str(job["_id"])
+    reset = reset_failed_batches(meta, job_id)
+    if job["status"] in (JobStatus.PLANNING.value, JobStatus.PAUSED.value):
+        return len(reset)  # planning moves it on; resume dispatches the batches
+    key = own_key(job)
+    try:
+        if not reopen_job(meta, job_id, key):
+            refail_batches(meta, reset)
+            raise JobStateError(job_id, get_job(db, job_id)["status"], "retry")
+    except pymongo.errors.DuplicateKeyError:
+        refail_batches(meta, reset)
+        what = job["backfill"] if key == job["backfill"] else key
+        raise BackfillError(f"cannot retry {job_id}: another {what} job is active") from None
+    return len(reset)
+
+
+def own_key(job: dict[str, Any]) -> str:
+    """The active key the job held while it ran: the backfill's name only for a main job.
+
+    Jobs record it (`exclusive_key`); for one from an earlier release the options of its
+    `run` audit entry tell a main job from a slice, an ids file or a replay. A job whose
+    kind cannot be told gets a key of its own: a slice must never hold the main key.
+    """
+    for field in ("exclusive_key", "active_key"):  # an active job holds its own key
+        if job.get(field):
+            return str(job[field])
+    backfill, job_id = str(job["backfill"]), str(job["_id"])
+    run = next((e for e in job.get("audit") or [] if e.get("verb") == "run"), None)
+    opts = (run or {}).get("params") or {}
+    params = job.get("params") or {}
+    if params.get("ids") or job.get("ids") or params.get("replay_of"):
+        return f"{backfill}:retried:{job_id}"
+    if run and not opts.get("scope") and opts.get("limit") is None and opts.get("ids") is None:
+        return backfill
+    return f"{backfill}:retried:{job_id}"
 
 
 def quarantined_items(db: Database, job_id: str, limit: int = 50) -> list[dict[str, Any]]:
