@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 METADATA_MIGRATION = "20240405_create_backfill_metadata"  # creates the collections jobs need
 WAIT_POLL_SECONDS = 0.5
+RUN_ONLY = ("ids", "replay_of")  # job params that say what a run was, not how to run it
 
 
 @dataclass
@@ -160,7 +161,7 @@ def launch(
     if opts.ids is not None:
         if opts.source_job:
             params["replay_of"] = opts.source_job
-            exclusive = f"{opts.backfill}:replay:{opts.source_job}"
+            exclusive = replay_key(db, opts.backfill, opts.source_job)
         else:
             exclusive = f"{opts.backfill}:ids:{uuid.uuid4().hex[:8]}"
     elif opts.scope or opts.limit is not None:
@@ -175,7 +176,7 @@ def launch(
         params=params,
         exclusive_key=exclusive,
         collection=backfill.collection,
-        scope=combine(backfill.query, dict(opts.scope)),
+        scope=conjunction(backfill.query, dict(opts.scope)),
         limit=opts.limit,
         string_keyed=backfill.source.keyed_by_string,
         rate_auto=_rate_auto(opts, backfill),
@@ -186,6 +187,30 @@ def launch(
     if job["status"] in (JobStatus.PLANNING.value, JobStatus.RUNNING.value):
         plan_job(db, broker.sender, broker.queue, job["_id"], on_batch=on_batch)
     return jobs.get_job(db, job["_id"]), created
+
+
+def replay_key(db: Database, backfill: str, source_job: str) -> str:
+    """The active key of the next replay of `source_job`: one per replay generation.
+
+    A retry while an earlier replay still runs gets a new job for the items quarantined
+    since; two retries at the same moment compute the same key, and the second is refused
+    (replay_starter) rather than joining a job whose id list lacks its items.
+    """
+    earlier = db[METADATA].count_documents({"kind": "job", "params.replay_of": source_job})
+    return f"{backfill}:replay:{source_job}:{earlier + 1}"
+
+
+def conjunction(*queries: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`combine` of the queries, each conjunct once: a replay passes the scope of the job it
+    replays, which already holds the definition's query."""
+    parts: list[Mapping[str, Any]] = []
+    for query in queries:
+        if not query:
+            continue
+        for part in query["$and"] if list(query) == ["$and"] else [query]:
+            if part not in parts:
+                parts.append(part)
+    return combine(*parts)
 
 
 def _rate_auto(opts: RunOptions, backfill: Backfill) -> dict[str, Any] | None:
@@ -250,10 +275,15 @@ def wait_for(
 def replay_starter(
     db: Database, broker: Broker, settings: Settings
 ) -> Callable[[list[Any], str], str]:
-    """What `retry` uses to replay quarantined ids as their own job."""
+    """What `retry` uses to replay quarantined ids as their own job.
+
+    The replay runs with the params and the scope (definition query and --filter) of the
+    job it replays: an item refused under them must not be written without them.
+    """
 
     def start(ids: list[Any], source_job: str) -> str:
         source = jobs.get_job(db, source_job)
+        params = {k: v for k, v in (source.get("params") or {}).items() if k not in RUN_ONLY}
         opts = RunOptions(
             backfill=source["backfill"],
             batch_size=int(source["batch_size"]),
@@ -263,8 +293,15 @@ def replay_starter(
             rate_ceiling=(source.get("rate_auto") or {}).get("ceiling"),
             ids=tuple(ids),
             source_job=source_job,
+            scope=tuple((source.get("scope") or {}).items()),
+            params=tuple(sorted(params.items())),
         )
-        job, _ = launch(db, broker, opts)
+        job, created = launch(db, broker, opts)
+        if not created:
+            raise BackfillError(
+                f"another retry of {source_job} is replaying its items right now (job "
+                f"{job['_id']}); run `backfill retry {source_job}` again for any it left"
+            )
         return str(job["_id"])
 
     return start

@@ -157,8 +157,8 @@ def retry(
 ) -> RetryReport:
     """Re-run failed batches in place, and replay quarantined items as a job of their own.
 
-    `start_replay(ids, source_job)` creates and plans the replay job (the orchestrator's
-    planner), returning its id.
+    `start_replay(ids, source_job)` creates and plans a new replay job holding exactly
+    `ids` (the orchestrator's planner), returning its id.
     """
     meta = db[METADATA]
     job = get_job(db, job_id)
@@ -177,20 +177,21 @@ def retry(
         )
     ]
     replay_id = None
+    marked = 0
     if ids:
         replay_id = start_replay(ids, job_id)
         # Exactly the ids the replay job got: an item quarantined since the read above is
         # not in it, and must stay unreplayed for the next retry.
-        quarantine.update_many(
+        marked = quarantine.update_many(
             {"job_id": job_id, "item_id": {"$in": ids}, "replayed": False},
             {"$set": {"replayed": True, "replay_job_id": replay_id, "updated_at": now_utc()}},
-        )
+        ).modified_count
     if not failed and not ids:
         raise BackfillError(f"job {job_id} has no failed batches and no quarantined items to retry")
     changed(
-        db, job_id, "retry", {"batches_reset": failed, "replay_job": replay_id, "items": len(ids)}
+        db, job_id, "retry", {"batches_reset": failed, "replay_job": replay_id, "items": marked}
     )
-    return RetryReport(job_id, failed, replay_id, len(ids))
+    return RetryReport(job_id, failed, replay_id, marked)
 
 
 def _rerun_failed(db: Database, job: dict[str, Any]) -> int:

@@ -1,11 +1,13 @@
-"""Scoped runs write only inside every scope; a retried slice never stands in for the backfill."""
+"""Replays and scoped runs write only inside every scope and with the params they were given."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 import pytest
+from bson.objectid import ObjectId
 
+from backfill_engine.states import QUARANTINE
 from migrations.versions._catalog import PRODUCTS
 from orchestrator import jobs
 from orchestrator.backfill_runs import run_backfill
@@ -16,6 +18,7 @@ from tests.orchestrator.retry_helpers import seed_regions
 pytestmark = pytest.mark.e2e
 
 GOOD_GTIN = "4006381333931"  # a GTIN-13 with a right check digit
+BAD_GTIN = "4006381333932"
 
 
 def _retry(system: System, job_id: str) -> jobs.RetryReport:
@@ -42,6 +45,25 @@ def test_ids_file_with_a_filter_writes_none_of_the_listed_documents_outside_it(
     assert (
         system.db[PRODUCTS].count_documents({"region": "EU", "gtin14": GOOD_GTIN.zfill(14)}) == 50
     )
+
+
+def test_replay_of_a_check_digit_run_writes_none_of_the_refused_gtins(system: System) -> None:
+    seed_regions(system.db, eu=50, us=0, gtin=GOOD_GTIN)
+    refused = [ObjectId() for _ in range(100)]
+    system.db[PRODUCTS].insert_many([{"_id": i, "gtin": BAD_GTIN} for i in refused])
+    system.start_workers(1)
+    job_id = system.launch(backfill="gtin14", params=(("require_check_digit", True),))
+    assert system.wait(job_id).job["status"] == "completed_with_errors"
+    assert system.db[QUARANTINE].count_documents({"job_id": job_id}) == 100
+
+    report = _retry(system, job_id)
+    assert report.replay_job_id and report.replayed_items == 100
+    system.wait(report.replay_job_id)
+
+    written = system.db[PRODUCTS].count_documents(
+        {"_id": {"$in": refused}, "gtin14": {"$exists": True}}
+    )
+    assert written == 0, f"the replay wrote {written} of 100 refused GTINs"
 
 
 def test_after_a_retried_slice_the_backfills_migration_runs_the_whole_backfill(

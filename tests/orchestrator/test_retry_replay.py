@@ -1,4 +1,4 @@
-"""`backfill retry`: a retried job takes back its own active key, never the backfill's main one."""
+"""`backfill retry`: what a replay job holds, which params and scope it runs with, which key."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ from typing import Any
 
 import pytest
 
-from backfill_engine.states import METADATA
-from orchestrator import jobs
+from backfill_engine.states import METADATA, QUARANTINE
+from migrations.versions._catalog import PRODUCTS
+from orchestrator import commands, jobs
 from orchestrator.commands import replay_starter
 from orchestrator.errors import BackfillError
-from tests.harness import System
+from tests.harness import System, seed_products
 from tests.orchestrator.retry_helpers import (
     finish_as_workers_would,
     planned_ids,
@@ -27,6 +28,76 @@ def _retry(system: System, job_id: str) -> jobs.RetryReport:
         job_id,
         start_replay=replay_starter(system.db, system.broker, system.settings),
     )
+
+
+def test_a_second_retry_during_a_replay_marks_items_only_with_a_job_that_holds_them(
+    system: System,
+) -> None:
+    ids = seed_products(system.db, 12)
+    job_id = system.launch(batch_size=4)
+    finish_as_workers_would(system.db, job_id)
+    quarantine(system.db, job_id, *ids[:3])
+    first = _retry(system, job_id)
+    assert first.replay_job_id and first.replayed_items == 3
+    # No worker runs the replay: it is still active when the job quarantines more.
+    quarantine(system.db, job_id, *ids[3:5])
+
+    second = _retry(system, job_id)
+
+    for item in system.db[QUARANTINE].find({"job_id": job_id}):
+        if item["replayed"]:
+            assert item["item_id"] in planned_ids(system.db, item["replay_job_id"]), (
+                f"{item['item_id']} marked replayed by {item['replay_job_id']}, which lacks it"
+            )
+    assert second.replay_job_id not in (None, first.replay_job_id)
+    assert second.replayed_items == 2
+    assert system.db[QUARANTINE].count_documents({"job_id": job_id, "replayed": False}) == 0
+
+
+def test_two_retries_that_pick_the_same_replay_key_never_mark_items_the_job_lacks(
+    system: System, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = seed_products(system.db, 12)
+    job_id = system.launch(batch_size=4)
+    finish_as_workers_would(system.db, job_id)
+    quarantine(system.db, job_id, *ids[:3])
+    # As if both retries counted the earlier replays before either created its job.
+    monkeypatch.setattr(
+        commands, "replay_key", lambda _db, b, src: f"{b}:replay:{src}:1", raising=False
+    )
+    first = _retry(system, job_id)
+    quarantine(system.db, job_id, *ids[3:5])
+
+    with pytest.raises(BackfillError, match=f"another retry of {job_id} is replaying"):
+        _retry(system, job_id)
+
+    held = planned_ids(system.db, str(first.replay_job_id))
+    for item in system.db[QUARANTINE].find({"job_id": job_id, "replayed": True}):
+        assert item["replay_job_id"] == first.replay_job_id and item["item_id"] in held
+    unreplayed = system.db[QUARANTINE].find({"job_id": job_id, "replayed": False})
+    assert {d["item_id"] for d in unreplayed} == set(ids[3:5])
+
+
+def test_a_replay_runs_with_the_params_and_scope_of_the_job_it_replays(system: System) -> None:
+    ids = seed_regions(system.db, eu=6, us=0)
+    job_id = system.launch(
+        backfill="gtin14",
+        batch_size=4,
+        scope=(("region", "EU"),),
+        params=(("require_check_digit", True),),
+    )
+    finish_as_workers_would(system.db, job_id)
+    quarantine(system.db, job_id, *ids[:4])
+    # Since its run, one quarantined product left the scope: the replay must not touch it.
+    system.db[PRODUCTS].update_one({"_id": ids[0]}, {"$set": {"region": "US"}})
+
+    report = _retry(system, job_id)
+
+    assert report.replay_job_id
+    replay = jobs.get_job(system.db, report.replay_job_id)
+    assert replay["params"].get("require_check_digit") is True
+    assert replay["params"].get("replay_of") == job_id
+    assert planned_ids(system.db, report.replay_job_id) == ids[1:4]
 
 
 @pytest.mark.parametrize(
