@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import socket
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -239,8 +240,21 @@ def own_key(job: dict[str, Any]) -> str:
 
 
 def quarantined_items(db: Database, job_id: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The first `limit` quarantined items of the job, by item id."""
+    return list(iter_quarantined(db, job_id, limit))
+
+
+def iter_quarantined(
+    db: Database, job_id: str, limit: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """The job's quarantined items by item id (all of them unless `limit`), streamed."""
     get_job(db, job_id)
-    return list(db[QUARANTINE].find({"job_id": job_id}, {"_id": 0}).sort("item_id", 1).limit(limit))
+    found = db[QUARANTINE].find({"job_id": job_id}, {"_id": 0}).sort("item_id", 1)
+    return iter(found if limit is None else found.limit(limit))
+
+
+def count_quarantined(db: Database, job_id: str) -> int:
+    return db[QUARANTINE].count_documents({"job_id": job_id})
 
 
 def record_change(db: Database, job_id: str, what: dict[str, Any]) -> dict[str, Any]:
