@@ -245,10 +245,11 @@ def _in_scope(coll: Collection, ids: Iterator[Any], scope: dict[str, Any]) -> It
         query = combine(scope, {"_id": {"$in": chunk}})
         found = [d["_id"] for d in coll.find(query, {"_id": 1})]
         try:
-            inside: Any = set(found)
-        except TypeError:  # an unhashable _id: compare one by one
-            inside = found
-        yield from (i for i in chunk if i in inside)
+            inside = set(found)
+            kept = [i for i in chunk if i in inside]
+        except TypeError:  # an unhashable id (check_ids refuses it): compare one by one
+            kept = [i for i in chunk if i in found]
+        yield from kept
 
 
 def _chunks(ids: Iterable[Any], size: Callable[[], int]) -> Iterator[list[Any]]:

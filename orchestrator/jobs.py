@@ -29,6 +29,7 @@ from orchestrator.tuning import tuning_update
 
 AUDIT_KEPT = 200  # the job's `audit` list keeps this many newest entries
 TUNABLE_JOB_STATES = (JobStatus.PLANNING, JobStatus.RUNNING, JobStatus.PAUSED)
+REOPEN_ATTEMPTS = 3  # planning -> running happens once, so the second reopen settles it
 
 
 def get_job(db: Database, job_id: str) -> dict[str, Any]:
@@ -204,18 +205,25 @@ def _rerun_failed(db: Database, job: dict[str, Any]) -> int:
     """
     meta, job_id = db[METADATA], str(job["_id"])
     reset = reset_failed_batches(meta, job_id)
-    if job["status"] in (JobStatus.PLANNING.value, JobStatus.PAUSED.value):
-        return len(reset)  # planning moves it on; resume dispatches the batches
     key = own_key(job)
-    try:
-        if not reopen_job(meta, job_id, key):
+    # Whatever status was read: a job read `planning` may have ended since, and one that
+    # was planning when the reopen missed may be running now.
+    for _ in range(REOPEN_ATTEMPTS):
+        try:
+            if reopen_job(meta, job_id, key):
+                return len(reset)
+        except pymongo.errors.DuplicateKeyError:
             refail_batches(meta, reset)
-            raise JobStateError(job_id, get_job(db, job_id)["status"], "retry")
-    except pymongo.errors.DuplicateKeyError:
-        refail_batches(meta, reset)
-        what = job["backfill"] if key == job["backfill"] else key
-        raise BackfillError(f"cannot retry {job_id}: another {what} job is active") from None
-    return len(reset)
+            what = job["backfill"] if key == job["backfill"] else key
+            raise BackfillError(f"cannot retry {job_id}: another {what} job is active") from None
+        status = get_job(db, job_id)["status"]
+        if status in (JobStatus.PLANNING.value, JobStatus.PAUSED.value):
+            # Planning moves it on, or resume; the reset batches keep it from completing.
+            return len(reset)
+        if status == JobStatus.CANCELLED.value:
+            break
+    refail_batches(meta, reset)
+    raise JobStateError(job_id, get_job(db, job_id)["status"], "retry")
 
 
 def own_key(job: dict[str, Any]) -> str:

@@ -26,7 +26,8 @@ MOST_STEPS = 8  # more metadata operations than either verb makes before it retu
 
 
 class Between:
-    """Runs `other` right after the n-th operation on backfill_metadata, or never."""
+    """Runs `other` right after the n-th operation on backfill_metadata (`every`: and after
+    each one that follows)."""
 
     def __init__(self, at: int | None, other: Callable[[], Any], *, every: bool = False) -> None:
         self.at, self.other, self.every = at, other, every
@@ -36,7 +37,7 @@ class Between:
         if self.busy:
             return  # the other party's own operations
         self.seen += 1
-        if self.every or self.seen == self.at:
+        if self.seen == self.at or (self.every and self.at is not None and self.seen > self.at):
             self.busy = True
             try:
                 self.other()
@@ -97,9 +98,10 @@ def test_resume_racing_the_planners_last_cut_leaves_a_job_something_completes(
     assert job["status"] == "running", f"{job['status']} with planning done: nothing completes it"
 
 
-@pytest.mark.parametrize("job_state", ["completed_with_errors", "running"])
+@pytest.mark.parametrize("at", range(1, MOST_STEPS + 1))
+@pytest.mark.parametrize("job_state", ["completed_with_errors", "running", "planning"])
 def test_retry_with_a_completion_check_after_every_step_never_ends_a_job_with_pending_batches(
-    db: Database, between: Callable[..., Between], job_state: str
+    db: Database, between: Callable[..., Between], job_state: str, at: int
 ) -> None:
     db[PRODUCTS].insert_many([{"_id": i} for i in range(8)])
     job, _ = start_or_join(
@@ -113,19 +115,28 @@ def test_retry_with_a_completion_check_after_every_step_never_ends_a_job_with_pe
     job_id = str(job["_id"])
     plan_job(db, RecordingSender(), "q", job_id)
     finish_as_workers_would(db, job_id, failed=1)
-    if job_state == "running":  # a worker has yet to notice the last batch ended
+    if job_state != "completed_with_errors":
+        # running: a worker has yet to notice the last batch ended; planning: the planner
+        # has cut every batch and has yet to move the job on to running.
         db[METADATA].update_one(
-            {"_id": job_id}, {"$set": {"status": "running", "active_key": "catalog"}}
+            {"_id": job_id}, {"$set": {"status": job_state, "active_key": "catalog"}}
         )
-    hook = between(
-        None, lambda: maybe_complete_job(db[METADATA], db[QUARANTINE], job_id), every=True
-    )
+
+    def planner_then_completion_check() -> None:
+        db[METADATA].update_one(  # the planner's last step, as in plan_job
+            {"_id": job_id, "status": "planning"}, {"$set": {"status": "running"}}
+        )
+        maybe_complete_job(db[METADATA], db[QUARANTINE], job_id)
+
+    hook = between(at, planner_then_completion_check, every=True)
 
     report = jobs.retry(
         db, RecordingSender(), "q", job_id, start_replay=lambda ids, src: pytest.fail("none")
     )
 
-    assert report.batches_reset == 1 and hook.ran
+    assert report.batches_reset == 1
+    if not hook.ran:  # the check comes after retry returned
+        planner_then_completion_check()
     job = jobs.get_job(db, job_id)
     unfinished = db[METADATA].count_documents(
         {"job_id": job_id, "status": {"$in": [s.value for s in UNFINISHED_BATCH_STATES]}}
