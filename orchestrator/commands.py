@@ -182,6 +182,14 @@ def launch(
         rate_auto=_rate_auto(opts, backfill),
         ids=None if opts.ids is None else list(opts.ids),
     )
+    if not created and exclusive is None and jobs.own_key(job) != opts.backfill:
+        # An earlier release's retry gave a slice the main key: joining it would report
+        # the whole backfill done when only the slice is.
+        raise BackfillError(
+            f"job {job['_id']} holds the active key of {opts.backfill} but did not run the "
+            "whole backfill (a slice retried by an earlier release); wait for it to end or "
+            "cancel it, then run again"
+        )
     if created:
         changed(db, job["_id"], "run", opts.audited(), event=Event.STARTED)
     if job["status"] in (JobStatus.PLANNING.value, JobStatus.RUNNING.value):

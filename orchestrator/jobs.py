@@ -233,9 +233,8 @@ def own_key(job: dict[str, Any]) -> str:
     `run` audit entry tell a main job from a slice, an ids file or a replay. A job whose
     kind cannot be told gets a key of its own: a slice must never hold the main key.
     """
-    for field in ("exclusive_key", "active_key"):  # an active job holds its own key
-        if job.get(field):
-            return str(job[field])
+    if job.get("exclusive_key"):
+        return str(job["exclusive_key"])
     backfill, job_id = str(job["backfill"]), str(job["_id"])
     run = next((e for e in job.get("audit") or [] if e.get("verb") == "run"), None)
     opts = (run or {}).get("params") or {}

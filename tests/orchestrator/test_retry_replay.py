@@ -165,3 +165,25 @@ def test_retry_refused_while_another_main_job_runs_leaves_its_batches_failed(
     statuses = [b["status"] for b in system.db[METADATA].find({"job_id": job_id})]
     assert sorted(statuses) == ["done", "failed"]
     assert jobs.get_job(system.db, job_id)["status"] == "completed_with_errors"
+
+
+def test_a_run_refuses_to_join_a_slice_an_earlier_release_gave_the_main_key(
+    system: System,
+) -> None:
+    seed_regions(system.db, eu=6, us=6)
+    slice_id = system.launch(backfill="gtin14", batch_size=4, scope=(("region", "EU"),))
+    # What 27f6f1c's retry left: the slice running under the backfill's own key.
+    system.db[METADATA].update_one(
+        {"_id": slice_id}, {"$set": {"active_key": "gtin14"}, "$unset": {"exclusive_key": ""}}
+    )
+
+    with pytest.raises(BackfillError, match=f"job {slice_id} holds the active key of gtin14"):
+        system.launch(backfill="gtin14", batch_size=4)
+
+
+def test_a_main_job_of_an_earlier_release_is_still_joined(system: System) -> None:
+    seed_regions(system.db, eu=6, us=0)
+    job_id = system.launch(backfill="gtin14", batch_size=4)
+    system.db[METADATA].update_one({"_id": job_id}, {"$unset": {"exclusive_key": ""}})
+
+    assert system.launch(backfill="gtin14", batch_size=4) == job_id
