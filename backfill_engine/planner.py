@@ -15,7 +15,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from pymongo.database import Database
 from backfill_engine import store
 from backfill_engine.dispatch import TaskSender, fill_in_flight
 from backfill_engine.errors import BackfillError
+from backfill_engine.id_lists import ID_LIST_FIELD, drop_ids, store_ids, stream_ids
 from backfill_engine.ids import string_twins
 from backfill_engine.scope import ScopeError, check_filter, combine
 from backfill_engine.states import BATCH_IDS, METADATA, TERMINAL_JOB_STATES, JobStatus
@@ -41,6 +42,7 @@ PLANNER_LEASE_SECONDS = 30.0
 PLANNER_FILL_SECONDS = 0.25  # once the cap is reached, top up slots at most this often
 # Where planning starts when no batch is cut yet: not None, which is an `_id` like any other.
 FROM_THE_START: Any = object()
+SCOPE_CHECK_IDS = 1000  # listed ids asked about per `$in` query when a scope filters them
 
 
 @dataclass(frozen=True)
@@ -220,17 +222,25 @@ def start_or_join(
     limit: int | None = None,
     string_keyed: bool = True,
     rate_auto: dict[str, Any] | None = None,
+    ids: Sequence[Any] | None = None,
 ) -> tuple[dict[str, Any], bool]:
-    """Create a job, or return the active one for the same backfill; (job, created)."""
+    """Create a job, or return the active one holding the same key; (job, created).
+
+    The key is `exclusive_key` (a slice, an ids file, a replay) or the backfill's name;
+    the job keeps it as `exclusive_key` after it ends, so a retry takes back its own key.
+    `ids`, an explicit id list, is stored beside the job (backfill_engine.id_lists).
+    """
     meta = db[METADATA]
     key = exclusive_key or backfill
     now = now_utc()
+    job_id = new_job_id(backfill)
     doc = {
-        "_id": new_job_id(backfill),
+        "_id": job_id,
         "kind": "job",
         "backfill": backfill,
         "status": JobStatus.PLANNING.value,
         "active_key": key,
+        "exclusive_key": key,
         "batch_size": batch_size,
         "max_in_flight": max_in_flight,
         "rate_per_second": float(rate_per_second),
@@ -245,10 +255,15 @@ def start_or_join(
         "created_at": now,
         "updated_at": now,
     }
+    if ids is not None:
+        # The list before the job: a planner never sees the job without its whole list.
+        doc[ID_LIST_FIELD] = store_ids(db, job_id, ids)
     try:
         meta.insert_one(doc)
         return doc, True
     except pymongo.errors.DuplicateKeyError:
+        if ids is not None:
+            drop_ids(db, job_id)
         # The unique index on active_key admits one active job per backfill.
         existing = meta.find_one({"kind": "job", "active_key": key})
         if existing is None:  # it finished between our insert and this read: try once more
@@ -265,6 +280,7 @@ def start_or_join(
                 limit=limit,
                 string_keyed=string_keyed,
                 rate_auto=rate_auto,
+                ids=ids,
             )
         return existing, False
 
@@ -289,13 +305,13 @@ def _take_planner_lease(meta: Collection, job_id: str, owner: str) -> bool:
 
 
 def _id_stream(
-    coll: Collection, cursor: Any, explicit: list[Any] | None, scope: dict[str, Any]
+    coll: Collection, cursor: Any, explicit: Iterable[Any] | None, scope: dict[str, Any]
 ) -> Iterator[Any]:
     if explicit is not None:
-        ids = explicit
+        ids = iter(explicit)
         if cursor is not FROM_THE_START:
-            ids = ids[ids.index(cursor) + 1 :] if cursor in ids else ids
-        yield from ids
+            _skip_through(ids, cursor)
+        yield from _in_scope(coll, ids, scope) if scope else ids
         return
     query = combine(scope, None if cursor is FROM_THE_START else after_cursor(cursor))
     # The hint keeps the walk on the `_id` index even when a scope filter would tempt the
@@ -303,6 +319,34 @@ def _id_stream(
     scan = coll.find(query, {"_id": 1}).sort("_id", 1).hint([("_id", 1)])
     for doc in scan.batch_size(5000):
         yield doc["_id"]
+
+
+def _same_id(a: Any, b: Any) -> bool:
+    # `True == 1` in Python, never in BSON.
+    return bool(a == b) and isinstance(a, bool) == isinstance(b, bool)
+
+
+def _skip_through(ids: Iterator[Any], cursor: Any) -> None:
+    """Advance `ids` past `cursor`, the last id planned (it came from this list)."""
+    for i in ids:
+        if _same_id(i, cursor):
+            return
+    log.warning("planning cursor %r is not in the job's id list; nothing left to plan", cursor)
+
+
+def _in_scope(coll: Collection, ids: Iterator[Any], scope: dict[str, Any]) -> Iterator[Any]:
+    """The listed ids whose documents match `scope` (the definition's query and --filter),
+    in list order: one `$in` query per SCOPE_CHECK_IDS ids, so the server does the matching.
+    """
+    while chunk := list(itertools.islice(ids, SCOPE_CHECK_IDS)):
+        query = combine(scope, {"_id": {"$in": chunk}})
+        found = [d["_id"] for d in coll.find(query, {"_id": 1})]
+        try:
+            inside = set(found)
+            kept = [i for i in chunk if i in inside]
+        except TypeError:  # an unhashable id (check_ids refuses it): compare one by one
+            kept = [i for i in chunk if i in found]
+        yield from kept
 
 
 def _chunks(ids: Iterable[Any], size: Callable[[], int]) -> Iterator[list[Any]]:
@@ -399,7 +443,7 @@ def plan_job(
 def _scans_from_the_start(job: dict[str, Any]) -> bool:
     """Whether no batch is cut yet and the job walks its whole scope (no id list, no limit)."""
     planning = job["planning"]
-    explicit = job.get("ids") or job["params"].get("ids")
+    explicit = job.get(ID_LIST_FIELD) or job.get("ids") or job["params"].get("ids")
     fresh = not planning.get("done") and not planning.get("batches")
     return fresh and not explicit and job.get("limit") is None
 
@@ -433,7 +477,7 @@ def _cut_batches(
         _insert_batch(meta, job_id, next_no, orphan["ids"])
         cursor, next_no = orphan["ids"][-1], next_no + 1
         planned_docs += len(orphan["ids"])
-    explicit = job.get("ids") or job["params"].get("ids")
+    explicit = stream_ids(db, job)
     limit = job.get("limit")
     # Fill free slots after every cut until the cap is reached; from then on finishing
     # workers hand out the next batches, and the planner only tops up now and then.

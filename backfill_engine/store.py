@@ -439,6 +439,91 @@ def maybe_complete_job(
     return final if res.modified_count else None
 
 
+RESUME_ATTEMPTS = 3  # `planning.done` changes once, so the second round always settles it
+
+
+def resume_job(coll: Collection, job_id: str) -> JobStatus | None:
+    """Resume a paused job: `running` if its planning is done, else `planning`; None if
+    it was not paused.
+
+    Each attempt is one update guarded on both the status and `planning.done`, so a
+    planner finishing meanwhile never leaves the job `planning` with nothing to plan
+    (the planner's own last step moves only a `planning` job on to `running`).
+    """
+    for _ in range(RESUME_ATTEMPTS):
+        for done, target in ((True, JobStatus.RUNNING), (False, JobStatus.PLANNING)):
+            res = coll.update_one(
+                {
+                    "_id": job_id,
+                    "kind": "job",
+                    "status": JobStatus.PAUSED.value,
+                    "planning.done": done,
+                },
+                {
+                    "$set": {"status": target.value, "updated_at": now_utc()},
+                    "$unset": {"pause_reason": ""},
+                },
+            )
+            if res.modified_count == 1:
+                return target
+        if job_status(coll, job_id) is not JobStatus.PAUSED:
+            return None
+    return None
+
+
+def reset_failed_batches(coll: Collection, job_id: str) -> list[str]:
+    """Failed batches of the job back to pending with fresh attempts; the ids reset.
+
+    Done before the job is reopened (`reopen_job`): a completion check in between sees a
+    job that is not running, or unfinished batches, and never ends the job on them.
+    """
+    failed = [
+        d["_id"]
+        for d in coll.find({"job_id": job_id, "status": BatchStatus.FAILED.value}, {"_id": 1})
+    ]
+    if failed:
+        coll.update_many(
+            {"_id": {"$in": failed}, "status": BatchStatus.FAILED.value},
+            {"$set": {"status": BatchStatus.PENDING.value, "attempts": 0, "updated_at": now_utc()}},
+        )
+    return failed
+
+
+def refail_batches(coll: Collection, batch_ids: list[str]) -> None:
+    """Undo `reset_failed_batches` when the job cannot be reopened (still pending: the job
+    was not dispatchable, so nothing took them)."""
+    coll.update_many(
+        {"_id": {"$in": batch_ids}, "status": BatchStatus.PENDING.value},
+        {"$set": {"status": BatchStatus.FAILED.value, "updated_at": now_utc()}},
+    )
+
+
+REOPENABLE_JOB_STATES = (
+    JobStatus.RUNNING,
+    JobStatus.COMPLETED,
+    JobStatus.COMPLETED_WITH_ERRORS,
+    JobStatus.FAILED,
+)
+
+
+def reopen_job(coll: Collection, job_id: str, key: str) -> bool:
+    """A running or ended job runs again, holding its own active `key`; False if it is in
+    another state. Raises DuplicateKeyError when another active job holds `key`.
+
+    `running` is included: a job seen running may have completed since it was read, and
+    then it must run again for the batches just reset.
+    """
+    now = now_utc()
+    res = coll.update_one(
+        {"_id": job_id, "kind": "job", "status": {"$in": [s.value for s in REOPENABLE_JOB_STATES]}},
+        {
+            "$set": {"status": JobStatus.RUNNING.value, "active_key": key, "updated_at": now},
+            "$unset": {"finished_at": ""},
+        },
+    )
+    return res.matched_count == 1
+
+
 def pause_job_for(coll: Collection, job_id: str, reason: str) -> bool:
     """Pause a running job on a condition only an operator can fix (e.g. an API answers 401)."""
     now = now_utc()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from backfill_engine.registry import lookup
 from backfill_engine.schema import ensure_schema
 from backfill_engine.scope import check_filter, combine
 from backfill_engine.settings import MAX_BATCH_SIZE, Settings
-from backfill_engine.states import TERMINAL_JOB_STATES, JobStatus
+from backfill_engine.states import METADATA, TERMINAL_JOB_STATES, JobStatus
 from backfill_engine.store import now_utc
 from backfill_engine.sweeper import sweep_job
 from orchestrator import jobs
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 METADATA_MIGRATION = "20240405_create_backfill_metadata"  # creates the collections jobs need
 WAIT_POLL_SECONDS = 0.5
+RUN_ONLY = ("ids", "replay_of")  # job params that say what a run was, not how to run it
 
 
 @dataclass
@@ -146,10 +147,9 @@ def launch(
     params: dict[str, Any] = dict(opts.params)
     exclusive = None
     if opts.ids is not None:
-        params["ids"] = list(opts.ids)
         if opts.source_job:
             params["replay_of"] = opts.source_job
-            exclusive = f"{opts.backfill}:replay:{opts.source_job}"
+            exclusive = replay_key(db, opts.backfill, opts.source_job)
         else:
             exclusive = f"{opts.backfill}:ids:{uuid.uuid4().hex[:8]}"
     elif opts.scope or opts.limit is not None:
@@ -165,16 +165,49 @@ def launch(
         params=params,
         exclusive_key=exclusive,
         collection=backfill.collection,
-        scope=combine(backfill.query, dict(opts.scope)),
+        scope=conjunction(backfill.query, dict(opts.scope)),
         limit=opts.limit,
         string_keyed=backfill.source.keyed_by_string,
         rate_auto=_rate_auto(opts, backfill),
+        ids=None if opts.ids is None else list(opts.ids),
     )
+    if not created and exclusive is None and jobs.own_key(job) != opts.backfill:
+        # An earlier release's retry gave a slice the main key: joining it would report
+        # the whole backfill done when only the slice is.
+        raise BackfillError(
+            f"job {job['_id']} holds the active key of {opts.backfill} but did not run the "
+            "whole backfill (a slice retried by an earlier release); wait for it to end or "
+            "cancel it, then run again"
+        )
     if created:
         changed(db, job["_id"], "run", opts.audited(), event=Event.STARTED)
     if job["status"] in (JobStatus.PLANNING.value, JobStatus.RUNNING.value):
         plan_job(db, broker.sender, broker.queue, job["_id"], on_batch=on_batch)
     return jobs.get_job(db, job["_id"]), created
+
+
+def replay_key(db: Database, backfill: str, source_job: str) -> str:
+    """The active key of the next replay of `source_job`: one per replay generation.
+
+    A retry while an earlier replay still runs gets a new job for the items quarantined
+    since; two retries at the same moment compute the same key, and the second is refused
+    (replay_starter) rather than joining a job whose id list lacks its items.
+    """
+    earlier = db[METADATA].count_documents({"kind": "job", "params.replay_of": source_job})
+    return f"{backfill}:replay:{source_job}:{earlier + 1}"
+
+
+def conjunction(*queries: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`combine` of the queries, each conjunct once: a replay passes the scope of the job it
+    replays, which already holds the definition's query."""
+    parts: list[Mapping[str, Any]] = []
+    for query in queries:
+        if not query:
+            continue
+        for part in query["$and"] if list(query) == ["$and"] else [query]:
+            if part not in parts:
+                parts.append(part)
+    return combine(*parts)
 
 
 def _rate_auto(opts: RunOptions, backfill: Backfill) -> dict[str, Any] | None:
@@ -239,10 +272,15 @@ def wait_for(
 def replay_starter(
     db: Database, broker: Broker, settings: Settings
 ) -> Callable[[list[Any], str], str]:
-    """What `retry` uses to replay quarantined ids as their own job."""
+    """What `retry` uses to replay quarantined ids as their own job.
+
+    The replay runs with the params and the scope (definition query and --filter) of the
+    job it replays: an item refused under them must not be written without them.
+    """
 
     def start(ids: list[Any], source_job: str) -> str:
         source = jobs.get_job(db, source_job)
+        params = {k: v for k, v in (source.get("params") or {}).items() if k not in RUN_ONLY}
         opts = RunOptions(
             backfill=source["backfill"],
             batch_size=int(source["batch_size"]),
@@ -252,8 +290,15 @@ def replay_starter(
             rate_ceiling=(source.get("rate_auto") or {}).get("ceiling"),
             ids=tuple(ids),
             source_job=source_job,
+            scope=tuple((source.get("scope") or {}).items()),
+            params=tuple(sorted(params.items())),
         )
-        job, _ = launch(db, broker, opts)
+        job, created = launch(db, broker, opts)
+        if not created:
+            raise BackfillError(
+                f"another retry of {source_job} is replaying its items right now (job "
+                f"{job['_id']}); run `backfill retry {source_job}` again for any it left"
+            )
         return str(job["_id"])
 
     return start

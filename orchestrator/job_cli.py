@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 import click
@@ -345,24 +346,46 @@ def verify(app: AppContext, job_id: str, as_json: bool) -> None:
         sys.exit(1)
 
 
+QUARANTINE_SHOWN = 50  # items `backfill quarantine` prints unless --limit says otherwise
+
+
 @click.command()
 @click.argument("job_id")
-@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 10_000),
+    default=None,
+    help=f"Items to list (default {QUARANTINE_SHOWN}; with --json, all of them).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Every item, as one JSON array.")
 @click.pass_obj
-def quarantine(app: AppContext, job_id: str, limit: int, as_json: bool) -> None:
+def quarantine(app: AppContext, job_id: str, limit: int | None, as_json: bool) -> None:
     """List a job's quarantined items (id, reason, error, HTTP status)."""
-    items = jobs.quarantined_items(app.db(), job_id, limit)
+    db = app.db()
     if as_json:
-        _json(items)
+        _json_array(jobs.iter_quarantined(db, job_id, limit))
         return
-    for item in items:
+    total = jobs.count_quarantined(db, job_id)
+    shown = 0
+    for item in jobs.iter_quarantined(db, job_id, limit or QUARANTINE_SHOWN):
+        shown += 1
         console.print(
             f"{item['item_id']}  {item['reason']}  {item.get('error_class')}  "
             f"{item.get('error', '')[:80]}",
             markup=False,
         )
-    console.print(f"{len(items)} shown")
+    more = f" ({total - shown:,} more: --limit N, or --json for all)" if total > shown else ""
+    console.print(f"{shown:,} of {total:,} shown{more}")
+
+
+def _json_array(items: Iterator[Any]) -> None:
+    """Write `items` as one JSON array, an item at a time: a job may quarantine millions."""
+    first = True
+    for item in items:
+        body = json.dumps(item, default=str, indent=2).replace("\n", "\n  ")
+        click.echo(("[\n  " if first else ",\n  ") + body, nl=False)
+        first = False
+    click.echo("[]" if first else "\n]")
 
 
 @click.command()

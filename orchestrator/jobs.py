@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import socket
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,13 +15,21 @@ from pymongo.database import Database
 from backfill_engine.dispatch import TaskSender, fill_in_flight
 from backfill_engine.notify import Event
 from backfill_engine.states import METADATA, QUARANTINE, BatchStatus, JobStatus
-from backfill_engine.store import batch_summary, now_utc
+from backfill_engine.store import (
+    batch_summary,
+    now_utc,
+    refail_batches,
+    reopen_job,
+    reset_failed_batches,
+    resume_job,
+)
 from orchestrator.errors import BackfillError, JobNotFoundError, JobStateError
 from orchestrator.job_events import changed
 from orchestrator.tuning import tuning_update
 
 AUDIT_KEPT = 200  # the job's `audit` list keeps this many newest entries
 TUNABLE_JOB_STATES = (JobStatus.PLANNING, JobStatus.RUNNING, JobStatus.PAUSED)
+REOPEN_ATTEMPTS = 3  # planning -> running happens once, so the second reopen settles it
 
 
 def get_job(db: Database, job_id: str) -> dict[str, Any]:
@@ -100,15 +109,9 @@ def pause(db: Database, job_id: str) -> dict[str, Any]:
 
 def resume(db: Database, sender: TaskSender, queue: str, job_id: str) -> dict[str, Any]:
     """Continue a paused job from its checkpoints."""
+    if resume_job(db[METADATA], job_id) is None:
+        raise JobStateError(job_id, get_job(db, job_id)["status"], "resume")
     job = get_job(db, job_id)
-    target = JobStatus.RUNNING if job["planning"].get("done") else JobStatus.PLANNING
-    job = _transition(
-        db,
-        job_id,
-        "resume",
-        (JobStatus.PAUSED,),
-        {"$set": {"status": target.value}, "$unset": {"pause_reason": ""}},
-    )
     changed(db, job_id, "resume", event=Event.RESUMED)
     # Batches a paused worker handed back are pending again; queued ones keep their message.
     fill_in_flight(db[METADATA], sender, queue, job_id)
@@ -156,36 +159,16 @@ def retry(
 ) -> RetryReport:
     """Re-run failed batches in place, and replay quarantined items as a job of their own.
 
-    `start_replay(ids, source_job)` creates and plans the replay job (the orchestrator's
-    planner), returning its id.
+    `start_replay(ids, source_job)` creates and plans a new replay job holding exactly
+    `ids` (the orchestrator's planner), returning its id.
     """
     meta = db[METADATA]
     job = get_job(db, job_id)
     failed = meta.count_documents({"job_id": job_id, "status": BatchStatus.FAILED.value})
     if failed:
-        if job["status"] in (
-            JobStatus.COMPLETED.value,
-            JobStatus.COMPLETED_WITH_ERRORS.value,
-            JobStatus.FAILED.value,
-        ):
-            try:
-                meta.update_one(
-                    {"_id": job_id},
-                    {
-                        "$set": {"status": JobStatus.RUNNING.value, "active_key": job["backfill"]},
-                        "$unset": {"finished_at": ""},
-                    },
-                )
-            except pymongo.errors.DuplicateKeyError:
-                raise BackfillError(
-                    f"cannot retry {job_id}: another {job['backfill']} job is active"
-                ) from None
-        elif job["status"] == JobStatus.CANCELLED.value:
+        if job["status"] == JobStatus.CANCELLED.value:
             raise JobStateError(job_id, job["status"], "retry")
-        meta.update_many(
-            {"job_id": job_id, "status": BatchStatus.FAILED.value},
-            {"$set": {"status": BatchStatus.PENDING.value, "attempts": 0, "updated_at": now_utc()}},
-        )
+        failed = _rerun_failed(db, job)
         fill_in_flight(meta, sender, queue, job_id)
 
     quarantine = db[QUARANTINE]
@@ -196,25 +179,89 @@ def retry(
         )
     ]
     replay_id = None
+    marked = 0
     if ids:
         replay_id = start_replay(ids, job_id)
         # Exactly the ids the replay job got: an item quarantined since the read above is
         # not in it, and must stay unreplayed for the next retry.
-        quarantine.update_many(
+        marked = quarantine.update_many(
             {"job_id": job_id, "item_id": {"$in": ids}, "replayed": False},
             {"$set": {"replayed": True, "replay_job_id": replay_id, "updated_at": now_utc()}},
-        )
+        ).modified_count
     if not failed and not ids:
         raise BackfillError(f"job {job_id} has no failed batches and no quarantined items to retry")
     changed(
-        db, job_id, "retry", {"batches_reset": failed, "replay_job": replay_id, "items": len(ids)}
+        db, job_id, "retry", {"batches_reset": failed, "replay_job": replay_id, "items": marked}
     )
-    return RetryReport(job_id, failed, replay_id, len(ids))
+    return RetryReport(job_id, failed, replay_id, marked)
+
+
+def _rerun_failed(db: Database, job: dict[str, Any]) -> int:
+    """Reset the job's failed batches, then reopen the job under its own key; how many.
+
+    In that order: a completion check between the two sees an ended job (or a running one
+    with unfinished batches) and ends nothing. When the key is taken, the batches go back
+    to failed before the refusal.
+    """
+    meta, job_id = db[METADATA], str(job["_id"])
+    reset = reset_failed_batches(meta, job_id)
+    key = own_key(job)
+    # Whatever status was read: a job read `planning` may have ended since, and one that
+    # was planning when the reopen missed may be running now.
+    for _ in range(REOPEN_ATTEMPTS):
+        try:
+            if reopen_job(meta, job_id, key):
+                return len(reset)
+        except pymongo.errors.DuplicateKeyError:
+            refail_batches(meta, reset)
+            what = job["backfill"] if key == job["backfill"] else key
+            raise BackfillError(f"cannot retry {job_id}: another {what} job is active") from None
+        status = get_job(db, job_id)["status"]
+        if status in (JobStatus.PLANNING.value, JobStatus.PAUSED.value):
+            # Planning moves it on, or resume; the reset batches keep it from completing.
+            return len(reset)
+        if status == JobStatus.CANCELLED.value:
+            break
+    refail_batches(meta, reset)
+    raise JobStateError(job_id, get_job(db, job_id)["status"], "retry")
+
+
+def own_key(job: dict[str, Any]) -> str:
+    """The active key the job held while it ran: the backfill's name only for a main job.
+
+    Jobs record it (`exclusive_key`); for one from an earlier release the options of its
+    `run` audit entry tell a main job from a slice, an ids file or a replay. A job whose
+    kind cannot be told gets a key of its own: a slice must never hold the main key.
+    """
+    if job.get("exclusive_key"):
+        return str(job["exclusive_key"])
+    backfill, job_id = str(job["backfill"]), str(job["_id"])
+    run = next((e for e in job.get("audit") or [] if e.get("verb") == "run"), None)
+    opts = (run or {}).get("params") or {}
+    params = job.get("params") or {}
+    if params.get("ids") or job.get("ids") or params.get("replay_of"):
+        return f"{backfill}:retried:{job_id}"
+    if run and not opts.get("scope") and opts.get("limit") is None and opts.get("ids") is None:
+        return backfill
+    return f"{backfill}:retried:{job_id}"
 
 
 def quarantined_items(db: Database, job_id: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The first `limit` quarantined items of the job, by item id."""
+    return list(iter_quarantined(db, job_id, limit))
+
+
+def iter_quarantined(
+    db: Database, job_id: str, limit: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """The job's quarantined items by item id (all of them unless `limit`), streamed."""
     get_job(db, job_id)
-    return list(db[QUARANTINE].find({"job_id": job_id}, {"_id": 0}).sort("item_id", 1).limit(limit))
+    found = db[QUARANTINE].find({"job_id": job_id}, {"_id": 0}).sort("item_id", 1)
+    return iter(found if limit is None else found.limit(limit))
+
+
+def count_quarantined(db: Database, job_id: str) -> int:
+    return db[QUARANTINE].count_documents({"job_id": job_id})
 
 
 def record_change(db: Database, job_id: str, what: dict[str, Any]) -> dict[str, Any]:
