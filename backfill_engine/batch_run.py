@@ -43,7 +43,7 @@ from backfill_engine.payload import (
 from backfill_engine.ratelimit import RateLimitError
 from backfill_engine.runtime import Runtime
 from backfill_engine.schema import SchemaMismatchError, write_quarantine
-from backfill_engine.sources import HttpSource, SourceContext, SourceResult
+from backfill_engine.sources import SourceContext, SourceResult
 from backfill_engine.states import BATCH_IDS, METADATA, QUARANTINE, BatchStatus, JobStatus
 from backfill_engine.store import Lease, maybe_complete_job, now_utc, pause_job_for, read_job
 
@@ -346,9 +346,9 @@ def _take(
     try:
         with watch.phase("lease"):
             ids, ambiguous = store.load_batch(rt.db[BATCH_IDS], lease.batch_id)
-        ctx = SourceContext(rt.db, job.get("params") or {})
-        if isinstance(backfill.source, HttpSource):
-            ctx.http = rt.http_for(backfill.source)
+        ctx = SourceContext(
+            rt.db, job.get("params") or {}, http_client=rt.source_client(backfill.source)
+        )
     except TRANSIENT_ERRORS as exc:
         return _after_failure(rt, sender, meta, lease, doc, job_id, batch_no, exc, blog)
     run = BatchRun(rt, backfill, ctx, job, lease, doc, ids, set(ambiguous), blog, watch)
@@ -658,7 +658,7 @@ def _fetch(
 ) -> SourceResult:
     """Ask the source for a sub-chunk; quarantine it whole only when no id got an answer.
 
-    An HttpSource splits a request that fails for some ids' content and reports only
+    The HTTP client splits a request that fails for some ids' content and reports only
     those ids in error; SourceProtocolError means every part, each id alone too, came
     back broken or refused (or the API broke its contract: a redirect, an odd status).
     """

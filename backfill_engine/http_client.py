@@ -1,9 +1,11 @@
 """The HTTP source client: one pooled requests.Session per API, with the retry policy.
 
-Contract: `GET {base}{path}?ids=ID1,ID2,...` (at most 100 ids, each percent-encoded,
-comma-separated) answers `{"items": [{"id": ...}, ...], "missing": [...]}`. An id travels
-as its string form (ObjectId hex, int in decimal, str as is, anything else `str()`), and
-answers are mapped back to the original `_id` values.
+Shape: a `Shape` (backfill_engine.sources) says how ids are asked for (query string, one
+per path, JSON body by POST; at most 100 per request) and how a 200 answer reads. The
+default is the catalog's contract: `GET {base}{path}?ids=ID1,ID2,...` (each percent-encoded,
+comma-separated) answering `{"items": [{"id": ...}, ...], "missing": [...]}`. An id travels
+as its string form (backfill_engine.ids.id_string), and answers are mapped back to the
+original `_id` values. A custom source calls `SourceHttp.get`/`post` under the same policy.
 
 Retry policy, per HTTP request:
 - connection errors, timeouts, 5xx and the request deadline (connect to last byte, see
@@ -16,9 +18,10 @@ Retry policy, per HTTP request:
   raises SourceProtocolError.
 
 Failures some ids' content can cause are split, not retried whole: an oversize or broken
-200 body, or a 4xx other than 401/407/429 (a 403 from a WAF, 404, 408, 413, 414, ...).
+200 body, or a 4xx other than 401/407/429 (a 403 from a WAF, 404, 408, 413, 414, ...; a
+404 of a one-id path is that id's "unknown", not a failure).
 The request's ids are asked again in halves, recursively down to single ids, so only ids
-refused on their own end up in `FetchResult.errors` (reason naming the status or cause) and
+refused on their own end up in `SourceResult.errors` (reason naming the status or cause) and
 every other id is answered. A bad id costs at most two requests per level of halving, about
 2*log2(n); a single id's broken body gets the usual retries (a proxy may have cut it), a
 refused one none. If no request of the whole fetch was answered, the source refuses
@@ -41,16 +44,15 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-from urllib.parse import quote
+from typing import Any, Protocol, TypeVar
 
 import requests
 import urllib3.exceptions
-from bson import ObjectId
 
 from backfill_engine.http_deadline import deadline_session, within
+from backfill_engine.ids import id_string
 from backfill_engine.payload import MAX_PAYLOAD_BYTES
 from backfill_engine.redact import redact_text, redact_url
 from backfill_engine.settings import (
@@ -60,10 +62,10 @@ from backfill_engine.settings import (
     DEFAULT_HTTP_READ_TIMEOUT,
     DEFAULT_HTTP_REQUEST_DEADLINE,
 )
+from backfill_engine.sources import MAX_IDS_PER_REQUEST, HttpRequest, Shape, SourceResult
 
 log = logging.getLogger(__name__)
 
-MAX_IDS_PER_REQUEST = 100  # the API refuses more
 MAX_ID_CHARS = 128  # longer ids are refused by the API; reported per id instead
 DEFAULT_POOL_SIZE = 16  # connections kept per host: at least the worker's thread count
 DEFAULT_MAX_BACKOFF_SECONDS = 10.0
@@ -75,6 +77,8 @@ DEFAULT_MAX_RETRY_AFTER_SECONDS = 60.0  # a Retry-After above this is capped, no
 MAX_RESPONSE_BYTES = 2 * MAX_IDS_PER_REQUEST * MAX_PAYLOAD_BYTES  # 3.125 MiB
 BODY_READ_BYTES = 64 * 1024  # one receive from the socket at most
 DEFAULT_PATH = "/"
+
+T = TypeVar("T")
 
 
 # Errors
@@ -120,37 +124,20 @@ class SourceProtocolError(SourceError):
     """The API broke its contract: unparseable body, wrong shape, unexpected status."""
 
 
+class SourceRefused(SourceProtocolError):
+    """A request refused for what it asks (a 4xx other than 401/404/407/429) in a custom
+    source's call; uncaught, its sub-chunk's ids are quarantined as invalid."""
+
+
 # Results and protocol
 
 
-@dataclass
-class FetchResult:
-    """Answers keyed by the caller's original `_id` values."""
+@dataclass(frozen=True)
+class HttpAnswer:
+    """A custom source's answer: 200 with its parsed JSON body, or 404 with None."""
 
-    items: dict[Any, dict[str, Any]] = field(default_factory=dict)
-    missing: list[Any] = field(default_factory=list)
-    errors: dict[Any, str] = field(default_factory=dict)  # per-id problems, e.g. malformed entry
-    requests: int = 0  # HTTP requests made, retries included
-    http_status: int | None = None  # status of the last answer (200 once answered)
-
-    @classmethod
-    def empty(cls) -> FetchResult:
-        """The answer for no ids."""
-        return cls()
-
-    @classmethod
-    def all_invalid(cls, ids: Sequence[Any], reason: str, status: int | None = None) -> FetchResult:
-        """Every id in error with `reason`, e.g. after the API kept sending garbage."""
-        return cls(errors=dict.fromkeys(ids, reason), http_status=status)
-
-    def merge(self, other: FetchResult) -> None:
-        """Fold `other` (another chunk's answer) into this one."""
-        self.items.update(other.items)
-        self.missing.extend(other.missing)
-        self.errors.update(other.errors)
-        self.requests += other.requests
-        if other.http_status is not None:
-            self.http_status = other.http_status
+    status: int
+    body: Any
 
 
 def _all_403(probe: _Probe) -> bool:
@@ -164,18 +151,9 @@ def _add(stats: dict[str, float], key: str, amount: float) -> None:
 class SourceClient(Protocol):
     """Anything that fetches payloads for document ids."""
 
-    def fetch(self, ids: Sequence[Any]) -> FetchResult:
+    def fetch(self, ids: Sequence[Any]) -> SourceResult:
         """Fetch payloads for `ids` (original `_id` values); the result is keyed by them."""
         ...
-
-
-def id_string(value: Any) -> str:
-    """The string form an `_id` travels as: ObjectId hex, int in decimal, str as is."""
-    if isinstance(value, ObjectId):
-        return str(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(int(value))
-    return value if isinstance(value, str) else str(value)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -240,17 +218,29 @@ class _Probe:
     last: SourceProtocolError | None = None  # a lone id's body that stayed broken
 
 
-def _parse_body(raw: bytes) -> tuple[list[Any], list[Any]]:
+def _json_body(raw: bytes) -> Any:
     try:
-        body = json.loads(raw)
+        return json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise _BrokenBody("body is not JSON") from exc
-    if not isinstance(body, dict):
-        raise _BrokenBody("body is not a JSON object")
-    items, missing = body.get("items"), body.get("missing", [])
-    if not isinstance(items, list) or not isinstance(missing, list):
-        raise _BrokenBody("body lacks the items/missing lists")
-    return items, missing
+
+
+def _read_with(shape: Shape, ids: list[str]) -> Callable[[bytes], SourceResult]:
+    """The parser of a 200 body for a request asking `ids`, per the API's shape."""
+
+    def read(raw: bytes) -> SourceResult:
+        body = _json_body(raw)
+        try:
+            answer = shape.read(body, ids)
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+            # The body is JSON but not what the API documents (or the team's read hook
+            # could not make sense of it): as garbled as a cut body.
+            raise _BrokenBody(str(exc)[:200] or type(exc).__name__) from exc
+        if not isinstance(answer, SourceResult):
+            raise TypeError(f"the read hook returned {type(answer).__name__}, not SourceResult")
+        return answer
+
+    return read
 
 
 def _receive(resp: requests.Response) -> bytes:
@@ -282,7 +272,10 @@ def _environment_once(session: requests.Session, base_url: str) -> None:
 
 
 class HttpSourceClient:
-    """An API over HTTP: one pooled `requests.Session`, safe to share between threads."""
+    """An API over HTTP: one pooled `requests.Session`, safe to share between threads.
+
+    `path` (or a whole `shape`) is what `fetch` asks by default; a source passes its own.
+    """
 
     def __init__(
         self,
@@ -290,6 +283,7 @@ class HttpSourceClient:
         token: str | None = None,
         *,
         path: str = DEFAULT_PATH,
+        shape: Shape | None = None,
         connect_timeout: float | None = None,
         read_timeout: float | None = None,
         request_deadline: float | None = None,
@@ -313,8 +307,10 @@ class HttpSourceClient:
         )
         deadline = DEFAULT_HTTP_REQUEST_DEADLINE
         self.base_url = base_url.rstrip("/")
-        self.path = path
-        self.safe_url = redact_url(self.base_url) + path
+        self.shape = shape if shape is not None else Shape(path)
+        self.path = self.shape.path
+        self.safe_base = redact_url(self.base_url)
+        self.safe_url = self.safe_base + self.path
         self.timeout = (
             defaults[0] if connect_timeout is None else connect_timeout,
             defaults[1] if read_timeout is None else read_timeout,
@@ -347,20 +343,28 @@ class HttpSourceClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def bound(
+        self, should_stop: Callable[[], bool] | None, stats: dict[str, float] | None
+    ) -> SourceHttp:
+        """This client as one batch uses it: its stop signal and its statistics."""
+        return SourceHttp(self, should_stop, stats)
+
     def fetch(
         self,
         ids: Sequence[Any],
         should_stop: Callable[[], bool] | None = None,
         stats: dict[str, float] | None = None,
-    ) -> FetchResult:
-        """Fetch `ids` in requests of at most 100; answers keyed by the original `_id`s.
+        shape: Shape | None = None,
+    ) -> SourceResult:
+        """Fetch `ids` in requests of the shape's size; answers keyed by the original `_id`s.
 
         `should_stop()` is asked before every retry: a batch whose job was paused or
         whose lease was lost stops retrying (FetchInterrupted) instead of holding on.
         `stats` (the caller's own dict) gains requests, http_429, http_5xx and rate_wait_s
         as they happen, so a fetch that fails in the end still counts what it cost.
         """
-        result = FetchResult()
+        shape = self.shape if shape is None else shape
+        result = SourceResult()
         # Several originals may share one string form (5 and "5"): all get the answer.
         by_str: dict[str, list[Any]] = {}
         for original in ids:
@@ -373,45 +377,82 @@ class HttpSourceClient:
                 by_str.setdefault(id_str, []).append(original)
         unique = list(by_str)
         probe = _Probe()
-        for start in range(0, len(unique), MAX_IDS_PER_REQUEST):
-            chunk = unique[start : start + MAX_IDS_PER_REQUEST]
-            self._fetch_part(chunk, by_str, result, probe, should_stop, stats)
-            if not probe.answered and probe.refused and _all_403(probe):
-                # Every id of a whole chunk refused alone, none accepted: our credentials.
+        per = shape.ids_per_request
+        for start in range(0, len(unique), per):
+            chunk = unique[start : start + per]
+            self._fetch_part(shape, chunk, by_str, result, probe, should_stop, stats)
+            if (
+                not probe.answered
+                and probe.refused
+                and _all_403(probe)
+                and (per > 1 or len(probe.refused) >= MAX_IDS_PER_REQUEST)
+            ):
+                # Every id of a whole chunk (one id at a time: of as many as a chunk of the
+                # default size holds) refused alone, none accepted: our credentials.
                 break
-        self._settle(probe, by_str, result)
+        self._settle(shape, probe, by_str, result)
         return result
+
+    def call(
+        self,
+        request: HttpRequest,
+        should_stop: Callable[[], bool] | None = None,
+        stats: dict[str, float] | None = None,
+    ) -> HttpAnswer:
+        """One request of a custom source, under the whole retry policy: a 200's parsed JSON,
+        or a 404 (the source says what it means); other refusals raise SourceRefused."""
+        result = SourceResult()
+        try:
+            status, body = self._request(
+                request, result, should_stop, stats, parse=_json_body, answer_404=True
+            )
+        except _Refused as exc:
+            where = self.safe_base + request.name
+            raise SourceRefused(
+                f"API at {where} refused the request: {exc.reason}",
+                url=where,
+                status=exc.status,
+                attempts=result.requests,
+                cause=exc.reason,
+            ) from None
+        return HttpAnswer(status, body)
 
     def _fetch_part(
         self,
+        shape: Shape,
         part: list[str],
         by_str: dict[str, list[Any]],
-        result: FetchResult,
+        result: SourceResult,
         probe: _Probe,
         should_stop: Callable[[], bool] | None,
         stats: dict[str, float] | None,
     ) -> None:
         """Fetch `part` in one request; on a failure its content can cause, its halves."""
-        query = ",".join(quote(s, safe="") for s in part)
-        url = f"{self.base_url}{self.path}?ids={query}"
+        request = shape.request(part)
         try:
-            items, missing = self._request(url, result, should_stop, stats, alone=len(part) == 1)
+            _, answer = self._request(
+                request,
+                result,
+                should_stop,
+                stats,
+                alone=len(part) == 1,
+                parse=_read_with(shape, part),
+                answer_404=shape.not_found_is_missing and len(part) == 1,
+            )
         except _Refused as exc:
             if len(part) == 1:
                 probe.refused[part[0]] = exc
                 return
+            where = self.safe_base + request.name
             # The halves are asked like a retry: a paused job or a lost lease stops here.
             if should_stop is not None and should_stop():
-                raise FetchInterrupted(self.safe_url) from None
+                raise FetchInterrupted(where) from None
             middle = len(part) // 2
             log.info(
-                "API %s: %s for %d ids; asking for them in halves",
-                self.safe_url,
-                exc.reason,
-                len(part),
+                "API %s: %s for %d ids; asking for them in halves", where, exc.reason, len(part)
             )
             for half in (part[:middle], part[middle:]):
-                self._fetch_part(half, by_str, result, probe, should_stop, stats)
+                self._fetch_part(shape, half, by_str, result, probe, should_stop, stats)
             return
         except SourceProtocolError as exc:
             if len(part) != 1 or exc.status != 200:
@@ -421,27 +462,32 @@ class HttpSourceClient:
             probe.last = exc
             return
         probe.answered = True
-        self._map_answer(part, by_str, items, missing, result)
+        if answer is None:  # a 404 for a one-id path: that id is unknown
+            answer = SourceResult(missing=list(part))
+        self._map_answer(part, by_str, answer, result)
 
-    def _settle(self, probe: _Probe, by_str: dict[str, list[Any]], result: FetchResult) -> None:
+    def _settle(
+        self, shape: Shape, probe: _Probe, by_str: dict[str, list[Any]], result: SourceResult
+    ) -> None:
         """Quarantine the ids refused on their own, or raise if nothing was answered at all."""
         if not probe.refused:
             return
         if not probe.answered:
+            where = self.safe_base + shape.path
             first = next(iter(probe.refused.values()))
             if _all_403(probe):
                 raise SourceAuthError(
-                    f"API at {self.safe_url} refused every request (HTTP 403), each id "
+                    f"API at {where} refused every request (HTTP 403), each id "
                     "alone too: it refuses our credentials",
-                    url=self.safe_url,
+                    url=where,
                     status=403,
                     attempts=result.requests,
                 )
             if probe.last is not None and len(probe.refused) == 1:
                 raise probe.last
             raise SourceProtocolError(
-                f"API at {self.safe_url} refused every request, each id alone too: {first.reason}",
-                url=self.safe_url,
+                f"API at {where} refused every request, each id alone too: {first.reason}",
+                url=where,
                 status=first.status,
                 attempts=result.requests,
             )
@@ -454,59 +500,48 @@ class HttpSourceClient:
         self,
         chunk: list[str],
         by_str: dict[str, list[Any]],
-        items: list[Any],
-        missing: list[Any],
-        result: FetchResult,
+        answer: SourceResult,
+        result: SourceResult,
     ) -> None:
-        """Put one answer's items, missing ids and per-id problems into `result`."""
-        wanted = set(chunk)
-        found: dict[str, dict[str, Any]] = {}
-        problems: dict[str, str] = {}
-        for entry in items:
-            entry_id = entry.get("id") if isinstance(entry, dict) else None
-            if not isinstance(entry_id, str) or entry_id not in wanted:
-                # Cannot be attributed to a requested id; the ids it should have answered
-                # end up "absent" below.
-                continue
-            if entry_id in found:
-                problems[entry_id] = "the API answered this id twice"
-            found[entry_id] = entry
-        absent = {m for m in missing if isinstance(m, str) and m in wanted}
+        """Put one answer (keyed by the id strings asked) into `result`, by original `_id`."""
+        absent = set(answer.missing)
         for id_str in chunk:
-            originals = by_str[id_str]
-            if id_str in found and id_str in absent:
-                problem: str | None = "the API listed this id both as item and as missing"
-            else:
-                problem = problems.get(id_str)
-            if problem is None and id_str not in found and id_str not in absent:
+            problem = answer.errors.get(id_str)
+            if problem is None and id_str in answer.items and id_str in absent:
+                problem = "the API listed this id both as item and as missing"
+            if problem is None and id_str not in answer.items and id_str not in absent:
                 problem = "the API response has no entry for this id"
-            for original in originals:
+            for original in by_str[id_str]:
                 if problem is not None:
                     result.errors[original] = problem
-                elif id_str in found:
-                    result.items[original] = found[id_str]
+                elif id_str in answer.items:
+                    result.items[original] = answer.items[id_str]
                 else:
                     result.missing.append(original)
 
     def _request(
         self,
-        url: str,
-        result: FetchResult,
-        should_stop: Callable[[], bool] | None = None,
-        stats: dict[str, float] | None = None,
+        request: HttpRequest,
+        result: SourceResult,
+        should_stop: Callable[[], bool] | None,
+        stats: dict[str, float] | None,
         *,
+        parse: Callable[[bytes], T],
         alone: bool = True,
-    ) -> tuple[list[Any], list[Any]]:
-        """GET `url` under the retry policy; return the body's (items, missing).
+        answer_404: bool = False,
+    ) -> tuple[int, T | None]:
+        """Send `request` under the retry policy; (200, the parsed body) or, when
+        `answer_404`, (404, None).
 
         _Refused when the whole request failed in a way its ids' content can cause: a 4xx
         of that kind, or (unless it asks for one id `alone`) a broken or oversize body.
         """
+        where = self.safe_base + request.name
         tally: dict[str, float] = stats if stats is not None else {}
         failures = throttled = 0
         while True:
             if (failures or throttled) and should_stop is not None and should_stop():
-                raise FetchInterrupted(self.safe_url)
+                raise FetchInterrupted(where)
             if self.before_request is not None:
                 waited = time.monotonic()
                 self.before_request()
@@ -516,7 +551,7 @@ class HttpSourceClient:
             status: int | None = None
             broken = False
             try:
-                status, raw, retry_after = self._timed_get(url)
+                status, raw, retry_after = self._timed_send(request)
             except _OversizeBody as exc:
                 status = result.http_status = 200
                 if not alone:
@@ -526,24 +561,25 @@ class HttpSourceClient:
                 reason = type(exc).__name__
             except requests.RequestException as exc:
                 raise SourceError(
-                    f"request to {self.safe_url} failed: {type(exc).__name__}",
-                    url=self.safe_url,
+                    f"request to {where} failed: {type(exc).__name__}", url=where
                 ) from None
             else:
                 result.http_status = status
                 if status == 200:
                     try:
-                        return _parse_body(raw)
+                        return 200, parse(raw)
                     except _BrokenBody as exc:
                         if not alone:
                             raise _Refused(str(exc), 200) from None
                         reason, broken = str(exc), True
+                elif status == 404 and answer_404:
+                    return 404, None
                 elif 400 <= status < 500 and status not in _NOT_CONTENT_4XX:
                     raise _Refused(f"HTTP {status}", status)
                 elif status == 401:
                     raise SourceAuthError(
-                        f"API at {self.safe_url} refused the token (HTTP {status})",
-                        url=self.safe_url,
+                        f"API at {where} refused the token (HTTP {status})",
+                        url=where,
                         status=status,
                         attempts=failures + 1,
                     )
@@ -551,7 +587,7 @@ class HttpSourceClient:
                     throttled += 1
                     _add(tally, "http_429", 1)
                     paused = time.monotonic()
-                    self._throttle(throttled, retry_after, failures)
+                    self._throttle(where, throttled, retry_after, failures)
                     _add(tally, "rate_wait_s", time.monotonic() - paused)
                     continue
                 elif status >= 500:
@@ -559,26 +595,26 @@ class HttpSourceClient:
                     reason = f"HTTP {status}"
                 elif 300 <= status < 400:
                     raise SourceProtocolError(
-                        f"API at {self.safe_url} answered a redirect (HTTP {status}); "
+                        f"API at {where} answered a redirect (HTTP {status}); "
                         "redirects are not followed",
-                        url=self.safe_url,
+                        url=where,
                         status=status,
                         attempts=failures + 1,
                     )
                 else:
                     raise SourceProtocolError(
-                        f"API at {self.safe_url} answered unexpected HTTP {status}",
-                        url=self.safe_url,
+                        f"API at {where} answered unexpected HTTP {status}",
+                        url=where,
                         status=status,
                         attempts=failures + 1,
                     )
             failures += 1
             if failures > self.max_retries:
                 error = SourceProtocolError if broken else SourceUnavailableError
-                message = f"API at {self.safe_url} failed after {failures} attempts: {reason}"
+                message = f"API at {where} failed after {failures} attempts: {reason}"
                 raise error(
                     redact_text(message, self._secrets),
-                    url=self.safe_url,
+                    url=where,
                     status=status,
                     attempts=failures,
                     cause=reason,
@@ -587,22 +623,17 @@ class HttpSourceClient:
             # INFO, not WARNING: a retry is handled here; only the final failure is raised,
             # and the CLI must be able to print that as its one line.
             log.info(
-                "API %s: %s; retry %d/%d in %.2fs",
-                self.safe_url,
-                reason,
-                failures,
-                self.max_retries,
-                delay,
+                "API %s: %s; retry %d/%d in %.2fs", where, reason, failures, self.max_retries, delay
             )
             self._sleep(delay)
 
-    def _timed_get(self, url: str) -> tuple[int, bytes, str | None]:
-        """`_get`, reporting the answer's status (0: none) and duration to `on_response`."""
+    def _timed_send(self, request: HttpRequest) -> tuple[int, bytes, str | None]:
+        """`_send`, reporting the answer's status (0: none) and duration to `on_response`."""
         if self.on_response is None:
-            return self._get(url)
+            return self._send(request)
         start, status = time.monotonic(), 0
         try:
-            status, raw, retry_after = self._get(url)
+            status, raw, retry_after = self._send(request)
         except _OversizeBody:
             status = 200
             raise
@@ -610,15 +641,22 @@ class HttpSourceClient:
             self.on_response(status, time.monotonic() - start)
         return status, raw, retry_after
 
-    def _get(self, url: str) -> tuple[int, bytes, str | None]:
-        """One GET with a bounded body, connect to last byte within the request deadline;
+    def _send(self, request: HttpRequest) -> tuple[int, bytes, str | None]:
+        """One request with a bounded body, connect to last byte within the request deadline;
         (status, body, Retry-After)."""
         connect, read = (min(t, self.request_deadline) for t in self.timeout)
+        path = request.path if request.path.startswith("/") else "/" + request.path
         with within(self.request_deadline) as deadline:
             try:
                 # Never follow a redirect: it could send the request, token and ids elsewhere.
-                with self.session.get(
-                    url, timeout=(connect, read), stream=True, allow_redirects=False
+                with self.session.request(
+                    request.method,
+                    self.base_url + path,
+                    params=dict(request.params) if request.params else None,
+                    json=request.json,
+                    timeout=(connect, read),
+                    stream=True,
+                    allow_redirects=False,
                 ) as resp:
                     retry_after = resp.headers.get("Retry-After")
                     if resp.status_code != 200:
@@ -646,12 +684,12 @@ class HttpSourceClient:
     def _deadline_exceeded(self) -> RequestDeadlineExceeded:
         return RequestDeadlineExceeded(f"no whole answer within {self.request_deadline:g}s")
 
-    def _throttle(self, throttled: int, header: str | None, failures: int) -> None:
+    def _throttle(self, where: str, throttled: int, header: str | None, failures: int) -> None:
         """Wait out a 429 and tell the global limiter, or give up past `max_throttled`."""
         if throttled > self.max_throttled:
             raise SourceThrottledError(
-                f"API at {self.safe_url} kept answering 429 ({throttled} times)",
-                url=self.safe_url,
+                f"API at {where} kept answering 429 ({throttled} times)",
+                url=where,
                 status=429,
                 attempts=failures + throttled,
             )
@@ -659,7 +697,7 @@ class HttpSourceClient:
         if delay is None:
             delay = self._backoff(throttled)
         delay = min(delay, self.max_retry_after)
-        log.info("API %s: 429, waiting %.2fs (Retry-After)", self.safe_url, delay)
+        log.info("API %s: 429, waiting %.2fs (Retry-After)", where, delay)
         if self.on_throttle is not None:
             # Pauses the shared bucket so every worker waits, not only this one.
             self.on_throttle(delay)
@@ -669,3 +707,48 @@ class HttpSourceClient:
         """Full jitter: uniform in [0, min(cap, base * 2^(attempt-1)))."""
         ceiling = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
         return self._rng.uniform(0, ceiling)
+
+
+class SourceHttp:
+    """The engine's HTTP client as one source uses it during one batch (`ctx.http`).
+
+    Every request waits for a token of the source's rate bucket, is retried (connection
+    errors, timeouts, 5xx), waits out 429 `Retry-After` for every worker, ends by the
+    overall deadline, refuses a body over the cap and any redirect, never shows the token,
+    stops retrying once the batch must stop, and is counted in the batch's statistics.
+    """
+
+    def __init__(
+        self,
+        client: HttpSourceClient,
+        should_stop: Callable[[], bool] | None,
+        stats: dict[str, float] | None,
+    ) -> None:
+        self.client, self.should_stop, self.stats = client, should_stop, stats
+
+    def get(
+        self, path: str, *, params: Mapping[str, str] | None = None, route: str | None = None
+    ) -> HttpAnswer:
+        """GET `path` (relative to the API's base URL): a 200's JSON body, or status 404.
+
+        `route` names the request in logs and errors (e.g. "/ratings/{sku}" without the
+        id); other 4xx raise SourceRefused, a 401 SourceAuthError (the job pauses).
+        """
+        request = HttpRequest("GET", path, params=params, route=route)
+        return self.client.call(request, self.should_stop, self.stats)
+
+    def post(
+        self,
+        path: str,
+        json: Any,
+        *,
+        params: Mapping[str, str] | None = None,
+        route: str | None = None,
+    ) -> HttpAnswer:
+        """POST `json` to `path`; answers as `get` does."""
+        request = HttpRequest("POST", path, params=params, json=json, route=route)
+        return self.client.call(request, self.should_stop, self.stats)
+
+    def fetch(self, ids: Sequence[Any], shape: Shape | None = None) -> SourceResult:
+        """Ask for `ids` in requests of `shape`, splitting refused ones (see the module)."""
+        return self.client.fetch(ids, self.should_stop, self.stats, shape)

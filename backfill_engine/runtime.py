@@ -25,7 +25,7 @@ from backfill_engine.ratelimit import RateLimiter, limiter_name
 from backfill_engine.registry import load_definitions
 from backfill_engine.schema import ensure_schema
 from backfill_engine.settings import Settings
-from backfill_engine.sources import HttpSource
+from backfill_engine.sources import HttpEndpoint, Shape, Source, http_endpoint
 
 WORKER_MONGO_TIMEOUT_MS = 10_000
 
@@ -49,7 +49,7 @@ class Runtime:
     lacking: dict[str, list[str]] = field(default_factory=dict)
     _job: threading.local = field(default_factory=threading.local)
     _limiters: dict[tuple[str, float, bool], RateLimiter] = field(default_factory=dict)
-    _http: dict[tuple[str, str | None, str], HttpSourceClient] = field(default_factory=dict)
+    _http: dict[tuple[HttpEndpoint, str | None], HttpSourceClient] = field(default_factory=dict)
     # One thread that dispatches the next batches once a slot is free (workers/tasks.py);
     # per runtime, so a forked child gets its own with its own runtime.
     after_batch: ThreadPoolExecutor = field(
@@ -94,11 +94,16 @@ class Runtime:
             )
         return self._limiters[key]
 
-    def http_for(self, source: HttpSource) -> HttpSourceClient:
-        """This process's pooled client for an HTTP source, calling under its bucket."""
-        key = (source.url_env, source.token_env, source.path)
+    def source_client(self, source: Source) -> HttpSourceClient | None:
+        """The client for the HTTP API `source` declares (None: it calls none), under its
+        rate bucket; what the engine puts in the batch's SourceContext."""
+        endpoint = http_endpoint(source)
+        return None if endpoint is None else self.http_for(endpoint, source.rate_bucket)
+
+    def http_for(self, endpoint: HttpEndpoint, bucket: str | None) -> HttpSourceClient:
+        """This process's pooled client for an API, calling under the shared `bucket`."""
+        key = (endpoint, bucket)
         if key not in self._http:
-            bucket = source.rate_bucket
 
             def acquire() -> None:
                 if bucket is not None:
@@ -113,7 +118,7 @@ class Runtime:
                     self._report(bucket, status, seconds)
 
             client = http_client_for(
-                source,
+                endpoint,
                 self.settings,
                 before_request=acquire,
                 on_throttle=pause,
@@ -131,12 +136,12 @@ class Runtime:
 
 
 def unmet_settings(backfill: Backfill, env: dict[str, str]) -> list[str]:
-    """The variables `backfill`'s source needs that `env` lacks: an HTTP source's URL. (Its
+    """The variables `backfill`'s source needs that `env` lacks: its HTTP API's URL. (Its
     token may rightly be unset for an API that needs none; a refused one pauses the job.)"""
-    source = backfill.source
-    if not isinstance(source, HttpSource):
+    endpoint = http_endpoint(backfill.source)
+    if endpoint is None:
         return []
-    return [source.url_env] if not env.get(source.url_env) else []
+    return [endpoint.url_env] if not env.get(endpoint.url_env) else []
 
 
 def missing_source_urls(
@@ -171,26 +176,28 @@ def runnable(
 
 
 def http_client_for(
-    source: HttpSource,
+    endpoint: HttpEndpoint,
     settings: Settings,
     *,
+    shape: Shape | None = None,
     before_request: Callable[[], None] | None = None,
     on_throttle: Callable[[float], None] | None = None,
     on_response: Callable[[int, float], None] | None = None,
 ) -> HttpSourceClient:
-    """A pooled HTTP client for `source`, with the settings' timeouts and retry budget."""
+    """A pooled HTTP client for an API, with the settings' timeouts and retry budget; its
+    `fetch` asks in `shape` unless told otherwise (a source passes its own)."""
     # The settings' own variables first (a test or the stack may set them in code), then
     # the process environment, where a team's API URL and token live.
     env = {**os.environ, **settings.to_env()}
-    url = env.get(source.url_env)
+    url = env.get(endpoint.url_env)
     if not url:
-        raise BackfillError(f"{source.url_env} is not set: the backfill's HTTP source needs it")
+        raise BackfillError(f"{endpoint.url_env} is not set: the backfill's HTTP source needs it")
     if not url.startswith(("http://", "https://")):
-        raise BackfillError(f"{source.url_env} must be an http:// or https:// URL")
+        raise BackfillError(f"{endpoint.url_env} must be an http:// or https:// URL")
     client = HttpSourceClient(
         url,
-        None if source.token_env is None else env.get(source.token_env),
-        path=source.path,
+        None if endpoint.token_env is None else env.get(endpoint.token_env),
+        shape=shape,
         connect_timeout=settings.http_connect_timeout,
         read_timeout=settings.http_read_timeout,
         max_retries=settings.http_max_retries,

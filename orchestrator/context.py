@@ -52,7 +52,7 @@ def check_source(source: HttpSource, settings: Settings) -> None:
 
     # A garbled answer is still an answer: workers quarantine such answers item by item.
     with (
-        http_client_for(source, settings, before_request=None) as client,
+        http_client_for(source.http, settings, shape=source.shape) as client,
         contextlib.suppress(SourceProtocolError),
     ):
         client.fetch([SOURCE_PROBE_ID])

@@ -15,7 +15,7 @@ from backfill_engine.registry import lookup
 from backfill_engine.runtime import http_client_for, worker_definitions
 from backfill_engine.scope import combine, parse_filter, parse_ids
 from backfill_engine.settings import Settings
-from backfill_engine.sources import HttpSource, SourceContext
+from backfill_engine.sources import HttpSource, SourceContext, http_endpoint
 from orchestrator import jobs
 from orchestrator.audit import recent_lines
 from orchestrator.commands import (
@@ -172,9 +172,9 @@ def _dry_run(
 
     s = app.resolved_settings()
     db = app.db()
-    ctx = SourceContext(db, dict(opts.params))
-    if isinstance(definition.source, HttpSource):
-        ctx.http = http_client_for(definition.source, s)
+    endpoint = http_endpoint(definition.source)
+    client = None if endpoint is None else http_client_for(endpoint, s)
+    ctx = SourceContext(db, dict(opts.params), http_client=client)
     scope = combine(definition.query, dict(opts.scope))
     if opts.ids is not None:
         scope = combine(scope, {"_id": {"$in": list(opts.ids)}})

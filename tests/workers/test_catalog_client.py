@@ -20,7 +20,6 @@ from backfill_engine.http_client import (
     MAX_ID_CHARS,
     MAX_IDS_PER_REQUEST,
     MAX_RESPONSE_BYTES,
-    FetchResult,
     HttpSourceClient,
     SourceAuthError,
     SourceClient,
@@ -28,13 +27,14 @@ from backfill_engine.http_client import (
     SourceProtocolError,
     SourceThrottledError,
     SourceUnavailableError,
-    id_string,
     parse_retry_after,
 )
+from backfill_engine.ids import id_string
 from backfill_engine.payload import MAX_PAYLOAD_BYTES
 from backfill_engine.ratelimit import RateLimiter
 from backfill_engine.runtime import http_client_for
 from backfill_engine.settings import Settings
+from backfill_engine.sources import SourceResult
 from catalog_service.data import expected_item, hostile_kind
 from orchestrator.stack import free_port
 from tests.catalog.standin import StandIn
@@ -82,7 +82,7 @@ def client_for(standin: StandIn, rec: Recorder, **kwargs: Any) -> HttpSourceClie
 
 def test_it_satisfies_the_protocol(catalog: StandIn, rec: Recorder) -> None:
     client: SourceClient = client_for(catalog, rec)
-    assert isinstance(client.fetch([]), FetchResult)
+    assert isinstance(client.fetch([]), SourceResult)
 
 
 def test_answers_map_back_to_original_ids(catalog: StandIn, rec: Recorder) -> None:
@@ -319,16 +319,16 @@ def test_client_for_a_source_uses_its_url_token_and_the_budget(secured_catalog: 
     settings = Settings(http_max_retries=4, http_read_timeout=1.5).with_source_env(
         CATALOG_URL=secured_catalog.url, CATALOG_TOKEN=secured_catalog.token
     )
-    client = http_client_for(CATALOG_SOURCE, settings)
+    client = http_client_for(CATALOG_SOURCE.http, settings, shape=CATALOG_SOURCE.shape)
     assert client.max_retries == 4
     assert client.timeout[1] == 1.5
     assert set(client.fetch(["a"]).items) == {"a"}
     with pytest.raises(BackfillError, match="CATALOG_URL is not set"):
-        http_client_for(CATALOG_SOURCE, Settings())
+        http_client_for(CATALOG_SOURCE.http, Settings())
 
 
 def test_all_invalid_result_puts_every_id_in_error() -> None:
-    result = FetchResult.all_invalid([1, "a"], "garbage", 200)
+    result = SourceResult.all_invalid([1, "a"], "garbage", 200)
     assert result.errors == {1: "garbage", "a": "garbage"}
     assert (result.items, result.missing, result.http_status) == ({}, [], 200)
 
@@ -336,7 +336,7 @@ def test_all_invalid_result_puts_every_id_in_error() -> None:
 def test_one_client_is_shared_by_many_threads(catalog: StandIn, rec: Recorder) -> None:
     catalog.faults(latency_ms=20)
     client = client_for(catalog, rec, pool_size=8)
-    results: dict[int, FetchResult] = {}
+    results: dict[int, SourceResult] = {}
 
     def work(n: int) -> None:
         results[n] = client.fetch([f"t{n}-{i}" for i in range(100)])
@@ -439,7 +439,7 @@ def test_the_deadline_comes_from_settings(catalog: StandIn) -> None:
     )
     catalog.faults(trickle_rate=1.0, trickle_seconds=20)
     with pytest.raises(SourceUnavailableError, match="RequestDeadlineExceeded"):
-        http_client_for(CATALOG_SOURCE, settings).fetch(["a"])
+        http_client_for(CATALOG_SOURCE.http, settings, shape=CATALOG_SOURCE.shape).fetch(["a"])
 
 
 class _Recording(http.server.BaseHTTPRequestHandler):

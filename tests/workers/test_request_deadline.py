@@ -97,7 +97,7 @@ def test_the_head_deadline_comes_from_settings(catalog: StandIn) -> None:
     )
     catalog.faults(trickle_head_rate=1.0, trickle_seconds=TRICKLE_FOR_SECONDS)
     with pytest.raises(SourceUnavailableError, match="RequestDeadlineExceeded"):
-        http_client_for(CATALOG_SOURCE, settings).fetch(["a"])
+        http_client_for(CATALOG_SOURCE.http, settings, shape=CATALOG_SOURCE.shape).fetch(["a"])
     assert catalog.stats()["requests"] == 1
 
 
