@@ -18,7 +18,7 @@ from pymongo.database import Database
 
 from backfill_engine import clock
 from backfill_engine.dispatch import SERVER_OUTAGES
-from backfill_engine.settings import Settings
+from backfill_engine.settings import MONGO_MAX_IDLE_MS, Settings
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,10 @@ class ServerLoop:
     def _run(self) -> None:
         s = self.settings
         client: pymongo.MongoClient = pymongo.MongoClient(
-            s.mongo_url, serverSelectionTimeoutMS=5000, appname=f"mongo-{self.name}"
+            s.mongo_url,
+            serverSelectionTimeoutMS=5000,
+            maxIdleTimeMS=MONGO_MAX_IDLE_MS,
+            appname=f"mongo-{self.name}",
         )
         clock.attach(client)
         rds = redis.Redis.from_url(s.redis_url or "redis://127.0.0.1:6379/0")
