@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 import pymongo
@@ -14,6 +20,45 @@ _NAMESPACE_NOT_FOUND = 26
 _INDEX_NOT_FOUND = 27
 
 Keys = list[tuple[str, Any]]
+
+# While a build waits on the server, a line says how long it has waited this often.
+WAIT_REPORT_SECONDS = 5.0
+
+logger = logging.getLogger(__name__)
+# Where build lines go: the runner points it at its `log` for the migration it runs.
+_report: ContextVar[Callable[[str], None] | None] = ContextVar("index_report", default=None)
+
+
+@contextlib.contextmanager
+def reporting_to(log: Callable[[str], None]) -> Iterator[None]:
+    """Within the block, index builds on this thread say what they wait for through `log`."""
+    token = _report.set(log)
+    try:
+        yield
+    finally:
+        _report.reset(token)
+
+
+@contextlib.contextmanager
+def _waiting(what: str, every: float) -> Iterator[None]:
+    """Say what we wait for now, how long every `every` seconds, and when it is done."""
+    say = _report.get() or (lambda m: logger.info("%s", m))
+    say(f"  waiting for the server to build {what}")
+    started = time.monotonic()
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.wait(every):
+            say(f"  still building {what}: {time.monotonic() - started:,.0f} s")
+
+    ticker = threading.Thread(target=tick, daemon=True, name="index-build-report")
+    ticker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        ticker.join()
+    say(f"  built {what} in {time.monotonic() - started:,.1f} s")
 
 
 def asc(*fields: str) -> Keys:
@@ -78,10 +123,22 @@ def _model(m: IndexModel | IndexBuilder) -> IndexModel:
 
 
 def create_indexes(coll: Collection, *models: IndexModel | IndexBuilder) -> list[str]:
-    """Create the indexes (a no-op for ones that already exist identically); return their names."""
+    """Create the indexes (a no-op for ones that already exist identically); return their names.
+
+    A build reads the whole collection and the call returns only when it is done, so it
+    says what it waits for, and how long while it lasts (`reporting_to`).
+    """
     if not models:
         return []
-    return coll.create_indexes([_model(m) for m in models])
+    built = [_model(m) for m in models]
+    existing = {ix["name"] for ix in coll.list_indexes()}
+    new = [m.document["name"] for m in built if m.document["name"] not in existing]
+    if not new:
+        return coll.create_indexes(built)
+    noun = "index" if len(new) == 1 else "indexes"
+    what = f"{noun} {', '.join(new)} on {coll.name} ({coll.estimated_document_count():,} documents)"
+    with _waiting(what, WAIT_REPORT_SECONDS):
+        return coll.create_indexes(built)
 
 
 def drop_indexes(coll: Collection, *names: str | IndexModel | IndexBuilder) -> None:
