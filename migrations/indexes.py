@@ -133,10 +133,11 @@ def create_indexes(coll: Collection, *models: IndexModel | IndexBuilder) -> list
     built = [_model(m) for m in models]
     existing = {ix["name"] for ix in coll.list_indexes()}
     new = [m.document["name"] for m in built if m.document["name"] not in existing]
-    if not new:
-        return coll.create_indexes(built)
+    documents = coll.estimated_document_count() if new else 0
+    if not documents:
+        return coll.create_indexes(built)  # nothing to read: no wait worth a line
     noun = "index" if len(new) == 1 else "indexes"
-    what = f"{noun} {', '.join(new)} on {coll.name} ({coll.estimated_document_count():,} documents)"
+    what = f"{noun} {', '.join(new)} on {coll.name} ({documents:,} documents)"
     with _waiting(what, WAIT_REPORT_SECONDS):
         return coll.create_indexes(built)
 
