@@ -71,13 +71,14 @@ def job_seconds(summary: JobSummary) -> float | None:
 def jobs_table(summaries: list[JobSummary]) -> Table:
     """One row per backfill job: what it walked, wrote and held back, and how fast."""
     table = Table(title="backfill jobs of this run")
-    for name in ("job", "documents", "written", "quarantined", "seconds", "documents/s"):
-        table.add_column(name, justify="left" if name == "job" else "right")
+    # The backfill's name, not the job id: the id is long and the run's log names it.
+    for name in ("backfill", "documents", "written", "quarantined", "seconds", "documents/s"):
+        table.add_column(name, justify="left" if name == "backfill" else "right")
     for x in summaries:
         seconds = job_seconds(x)
         rate = "" if not seconds else f"{x.items['processed'] / seconds:,.0f}"
         table.add_row(
-            str(x.job["_id"]),
+            str(x.job.get("backfill") or x.job["_id"]),
             f"{x.items['processed']:,}",
             f"{x.items['written']:,}",
             f"{x.quarantined:,}",
