@@ -24,7 +24,7 @@ from backfill_engine.rate_control import record_answer
 from backfill_engine.ratelimit import RateLimiter, limiter_name
 from backfill_engine.registry import load_definitions
 from backfill_engine.schema import ensure_schema
-from backfill_engine.settings import Settings
+from backfill_engine.settings import MONGO_MAX_IDLE_MS, Settings
 from backfill_engine.sources import HttpEndpoint, Shape, Source, http_endpoint
 
 WORKER_MONGO_TIMEOUT_MS = 10_000
@@ -217,6 +217,7 @@ def build_runtime(settings: Settings, definitions: dict[str, Any] | None = None)
     client: pymongo.MongoClient = pymongo.MongoClient(
         settings.mongo_url,
         serverSelectionTimeoutMS=WORKER_MONGO_TIMEOUT_MS,
+        maxIdleTimeMS=MONGO_MAX_IDLE_MS,
         appname="mongo-backfill-worker",
     )
     clock.attach(client)  # leases follow the server's clock, not this host's

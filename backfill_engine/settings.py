@@ -39,6 +39,10 @@ DEFAULT_FLOWER_ADDRESS = "127.0.0.1"
 DEFAULT_FLOWER_PORT = 5555
 DEFAULT_MAX_WRITE_LATENCY_MS = 500.0  # p95 of a process's recent document writes; 0: off
 DEFAULT_MAX_REPLICATION_LAG_SECONDS = 10.0  # the write majority behind the primary; 0: off
+# A pooled MongoDB connection unused this long is closed (pymongo prunes it at its next
+# heartbeat): a pool grows to its peak of busy threads, and the connections only a peak
+# needed would otherwise sit open, each holding a server session, until the process ends.
+MONGO_MAX_IDLE_MS = 10_000
 DEFAULT_JOURNAL_DAYS = 30  # before-images kept this long (TTL index), so a job can be undone
 MAX_JOURNAL_DAYS = 36_500
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 import pymongo
@@ -12,6 +18,45 @@ from backfill_engine import ddl
 from backfill_engine.schema import ENGINE_COLLECTIONS, ensure_schema, is_retired
 
 Keys = list[tuple[str, Any]]
+
+# While a build waits on the server, a line says how long it has waited this often.
+WAIT_REPORT_SECONDS = 5.0
+
+logger = logging.getLogger(__name__)
+# Where build lines go: the runner points it at its `log` for the migration it runs.
+_report: ContextVar[Callable[[str], None] | None] = ContextVar("index_report", default=None)
+
+
+@contextlib.contextmanager
+def reporting_to(log: Callable[[str], None]) -> Iterator[None]:
+    """Within the block, index builds on this thread say what they wait for through `log`."""
+    token = _report.set(log)
+    try:
+        yield
+    finally:
+        _report.reset(token)
+
+
+@contextlib.contextmanager
+def _waiting(what: str, every: float) -> Iterator[None]:
+    """Say what we wait for now, how long every `every` seconds, and when it is done."""
+    say = _report.get() or (lambda m: logger.info("%s", m))
+    say(f"  waiting for the server to build {what}")
+    started = time.monotonic()
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.wait(every):
+            say(f"  still building {what}: {time.monotonic() - started:,.0f} s")
+
+    ticker = threading.Thread(target=tick, daemon=True, name="index-build-report")
+    ticker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        ticker.join()
+    say(f"  built {what} in {time.monotonic() - started:,.1f} s")
 
 
 def asc(*fields: str) -> Keys:
@@ -79,13 +124,25 @@ def create_indexes(coll: Collection, *models: IndexModel | IndexBuilder) -> list
     """Create the indexes (a no-op for ones that already exist identically); return their names.
 
     On one of the engine's own collections, the engine sets it up first, and an index its
-    layout retired is not created again (20240405 still names the first release's).
+    layout retired is not created again (20240405 still names the first release's). A
+    build reads the whole collection and the call returns only when it is done, so it says
+    what it waits for, and how long while it lasts (`reporting_to`).
     """
+    if not models:
+        return []
     built = [_model(m) for m in models]
     if coll.name in ENGINE_COLLECTIONS:
         ensure_schema(coll.database)
         built = [m for m in built if not is_retired(coll.name, m.document["name"])]
-    return ddl.create_indexes(coll, built)
+    existing = {ix["name"] for ix in coll.list_indexes()}
+    new = [m.document["name"] for m in built if m.document["name"] not in existing]
+    documents = coll.estimated_document_count() if new else 0
+    if not documents:
+        return ddl.create_indexes(coll, built)  # nothing to read: no wait worth a line
+    noun = "index" if len(new) == 1 else "indexes"
+    what = f"{noun} {', '.join(new)} on {coll.name} ({documents:,} documents)"
+    with _waiting(what, WAIT_REPORT_SECONDS):
+        return ddl.create_indexes(coll, built)
 
 
 def drop_indexes(coll: Collection, *names: str | IndexModel | IndexBuilder) -> None:

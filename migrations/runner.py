@@ -34,6 +34,7 @@ from migrations.errors import (
     UnknownTargetError,
 )
 from migrations.history import History, format_error, read_history
+from migrations.indexes import reporting_to
 from migrations.lock import DEFAULT_LEASE_SECONDS, DEFAULT_WAIT_SECONDS, LOCK_COLLECTION, Lease
 from migrations.plan import (
     Direction,
@@ -178,7 +179,8 @@ def _run_steps(
         )
         started = time.monotonic()
         try:
-            fn(db, ctx=ctx) if _accepts_ctx(fn) else fn(db)
+            with reporting_to(config.log):
+                fn(db, ctx=ctx) if _accepts_ctx(fn) else fn(db)
         except Exception as exc:
             elapsed = time.monotonic() - started
             error = format_error(exc)

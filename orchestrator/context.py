@@ -13,7 +13,7 @@ from pymongo.database import Database
 from backfill_engine import clock
 from backfill_engine.redact import redact_text, redact_url
 from backfill_engine.schema import ensure_schema
-from backfill_engine.settings import Settings
+from backfill_engine.settings import MONGO_MAX_IDLE_MS, Settings
 from backfill_engine.sources import HttpSource
 from orchestrator.errors import ServerUnreachableError
 from orchestrator.stack import Stack, ensure_servers
@@ -29,6 +29,7 @@ def connect_mongo(settings: Settings, *, timeout_ms: int = MONGO_TIMEOUT_MS) -> 
             url,
             serverSelectionTimeoutMS=timeout_ms,
             connectTimeoutMS=timeout_ms,
+            maxIdleTimeMS=MONGO_MAX_IDLE_MS,
             appname="mongo-backfill",
         )
         client.admin.command("ping")

@@ -12,6 +12,7 @@ import click
 from backfill_engine.runtime import missing_source_urls
 from backfill_engine.settings import Settings
 from orchestrator.context import AppContext
+from orchestrator.demo import DEFAULT_SEED
 from orchestrator.errors import BackfillError
 from orchestrator.metrics import DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT
 from orchestrator.scenario import scenario_commands
@@ -120,7 +121,7 @@ def flower(app: AppContext, address: str | None, port: int | None) -> None:
 @click.option(
     "--seed",
     type=click.IntRange(1, 10_000_000),
-    default=100_000,
+    default=DEFAULT_SEED,
     show_default=True,
     help="Documents in the local scenario's collection.",
 )

@@ -18,6 +18,9 @@ from backfill_engine.sweeper import SweepFailures, sweep_jobs
 from workers.background import ServerLoop
 
 MIN_INTERVAL_SECONDS = 1.0
+# While no job is active, sweeps back off to this far apart: a job that starts meanwhile is
+# dispatched by whoever starts it, so the sweeper only recovers its lost work a bit later.
+IDLE_SWEEP_CAP_SECONDS = 15.0
 
 
 def sweep_lock_key(queue: str) -> str:
@@ -31,12 +34,13 @@ def sweep_once(
     settings: Settings,
     *,
     failures: SweepFailures | None = None,
-) -> int:
-    """If no other worker swept this interval, sweep every active job; return jobs swept."""
+) -> int | None:
+    """If no other worker swept this interval, sweep every active job; return jobs swept
+    (None when another worker had this interval's turn)."""
     interval_ms = int(max(settings.sweep_interval_seconds, MIN_INTERVAL_SECONDS) * 1000)
     # Expiring just before the next tick: whoever ticks first next time takes it.
     if not rds.set(sweep_lock_key(settings.queue), uuid.uuid4().hex, nx=True, px=interval_ms - 50):
-        return 0
+        return None
     return sweep_jobs(
         db,
         sender,
@@ -54,9 +58,17 @@ class AutoSweeper(ServerLoop):
 
     def __init__(self, settings: Settings, sender: TaskSender) -> None:
         interval = max(settings.sweep_interval_seconds, MIN_INTERVAL_SECONDS)
-        super().__init__(settings, name="backfill-autosweep", what="sweep", interval=interval)
+        super().__init__(
+            settings,
+            name="backfill-autosweep",
+            what="sweep",
+            interval=interval,
+            idle_cap=max(interval, IDLE_SWEEP_CAP_SECONDS),
+        )
         self.sender = sender
         self.failures = SweepFailures()  # one job failing sweep after sweep is logged once
 
     def tick(self, db: Database, rds: redis.Redis) -> object:
-        return sweep_once(db, rds, self.sender, self.settings, failures=self.failures)
+        """Busy while it swept a job or another worker holds this interval's turn (it may have)."""
+        swept = sweep_once(db, rds, self.sender, self.settings, failures=self.failures)
+        return swept is None or swept > 0

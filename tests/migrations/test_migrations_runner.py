@@ -211,6 +211,25 @@ def test_migration_with_ctx_gets_settings_and_log(
     assert any(line.startswith(f"applied {V1}") for line in lines)
 
 
+def test_index_build_says_what_it_waits_for(
+    db: Database, mdir: MigrationDir, settings: Settings
+) -> None:
+    body = (
+        'db.things.insert_many([{"n": i} for i in range(50)])\n'
+        "from migrations import asc, create_indexes, index\n"
+        'create_indexes(db.things, index(asc("n")).name("by_n"))\n'
+        'create_indexes(db.things, index(asc("n")).name("by_n"))  # exists: nothing to wait for'
+    )
+    mdir.add(V1, up=body)
+    lines: list[str] = []
+    runner.up(
+        db, runner.RunnerConfig.from_settings(settings, directory=mdir.path, log=lines.append)
+    )
+    waits = [line for line in lines if "waiting for the server to build" in line]
+    assert waits == ["  waiting for the server to build index by_n on things (50 documents)"]
+    assert any(line.startswith("  built index by_n on things") for line in lines), lines
+
+
 def test_second_runner_times_out_naming_the_holder(db: Database, mdir: MigrationDir) -> None:
     mdir.add(V1)
     holder = Lease(db, lease_seconds=30, wait_seconds=0)

@@ -39,3 +39,8 @@ def test_demo_summary_names_no_dead_url_and_ends_with_how_to_watch(tmp_path: Pat
     assert "http://" not in summary and "mongodb://" not in summary
     tail = " ".join(out.strip().splitlines()[-3:])
     assert "`backfill up`" in tail and "`backfill run catalog`" in tail
+    # Every backfill job of the run has its row (documents, written, quarantined, seconds,
+    # documents/s), not only the last one: here the catalog's and gtin14's.
+    for name in ("catalog", "gtin14"):
+        row = re.search(rf"{name}\s*│\s*300\s*│\s*300\s*│\s*0\s*│\s*[\d.]+\s*│\s*[\d,]+", summary)
+        assert row, summary
