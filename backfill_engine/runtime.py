@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,9 +15,11 @@ import redis
 from pymongo.database import Database
 
 from backfill_engine import clock
+from backfill_engine.batch_context import current_batch
 from backfill_engine.definition import Backfill
 from backfill_engine.errors import BackfillError
 from backfill_engine.health import HealthGate
+from backfill_engine.hooks import hook_class
 from backfill_engine.http_client import HttpSourceClient
 from backfill_engine.rate_control import record_answer
 from backfill_engine.ratelimit import RateLimiter, limiter_name
@@ -36,9 +37,9 @@ log = logging.getLogger(__name__)
 class Runtime:
     """What a worker process talks to, shared by its batch threads.
 
-    The job's rate is per batch, not per process: `for_job` sets it for the calling
-    thread only (a batch runs its source calls on its own thread), so under `--pool
-    threads` two jobs' batches in one process each keep their own rate.
+    The job's rate is per batch, not per process: the limiters follow the rate of the
+    batch the calling thread runs (backfill_engine.batch_context.current_batch), so under
+    `--pool threads` two jobs' batches in one process each keep their own rate.
     """
 
     settings: Settings
@@ -47,7 +48,8 @@ class Runtime:
     definitions: dict[str, Backfill] = field(default_factory=dict)
     # Backfills this process knows but cannot run, with the settings each lacks.
     lacking: dict[str, list[str]] = field(default_factory=dict)
-    _job: threading.local = field(default_factory=threading.local)
+    # Classes of the team's batch hooks (BACKFILL_HOOKS), built once per delivery.
+    hook_classes: list[type[Any]] = field(default_factory=list)
     _limiters: dict[tuple[str, float, bool], RateLimiter] = field(default_factory=dict)
     _http: dict[tuple[HttpEndpoint, str | None], HttpSourceClient] = field(default_factory=dict)
     # One thread that dispatches the next batches once a slot is free (workers/tasks.py);
@@ -61,19 +63,17 @@ class Runtime:
     def __post_init__(self) -> None:
         self.health = HealthGate(self.db, self.settings)
 
-    def for_job(self, rate: float, rate_auto: bool) -> None:
-        """The rate of the job whose batch this thread runs next (`--rate auto`: follow and
-        feed the bucket's controller)."""
-        self._job.rate, self._job.rate_auto = float(rate), bool(rate_auto)
-
     @property
     def rate(self) -> float:
-        """This thread's job rate (0: the settings' default)."""
-        return float(getattr(self._job, "rate", 0.0))
+        """The rate of the job whose batch this thread runs (0: the settings' default)."""
+        batch = current_batch()
+        return batch.rate if batch is not None else 0.0
 
     @property
     def rate_auto(self) -> bool:
-        return bool(getattr(self._job, "rate_auto", False))
+        """Whether that job runs `--rate auto` (follow and feed the bucket's controller)."""
+        batch = current_batch()
+        return batch.rate_auto if batch is not None else False
 
     def limiter(self, bucket: str) -> RateLimiter:
         """The shared token bucket of an API, at the current job's rate."""
@@ -226,7 +226,8 @@ def build_runtime(settings: Settings, definitions: dict[str, Any] | None = None)
     if definitions is None:
         definitions = worker_definitions(settings)
     can, lacking = runnable(settings, definitions)
-    return Runtime(settings, client[settings.mongo_db], rds, can, lacking)
+    hooks = [hook_class(spec) for spec in settings.hooks]
+    return Runtime(settings, client[settings.mongo_db], rds, can, lacking, hook_classes=hooks)
 
 
 def worker_definitions(settings: Settings) -> dict[str, Backfill]:

@@ -169,6 +169,7 @@ class Settings:
     flower_address: str = DEFAULT_FLOWER_ADDRESS
     flower_port: int = DEFAULT_FLOWER_PORT
     imports: tuple[str, ...] = ()  # modules holding backfill definitions (BACKFILL_IMPORTS)
+    hooks: tuple[str, ...] = ()  # module:Class batch hooks added to the engine's (BACKFILL_HOOKS)
     migrations_dir: str | None = None  # default: the package's migrations/versions
     flower_basic_auth: str | None = field(default=None, repr=False)
     log_json: bool = False
@@ -233,6 +234,9 @@ class Settings:
             flower_port=_int(e, "FLOWER_PORT", DEFAULT_FLOWER_PORT, 1, 65_535),
             imports=tuple(
                 m.strip() for m in (_text(e, "BACKFILL_IMPORTS", "") or "").split(",") if m.strip()
+            ),
+            hooks=tuple(
+                h.strip() for h in (_text(e, "BACKFILL_HOOKS", "") or "").split(",") if h.strip()
             ),
             migrations_dir=_text(e, "BACKFILL_MIGRATIONS_DIR", None),
             flower_basic_auth=_flower_auth(e),
@@ -327,6 +331,7 @@ class Settings:
             "BACKFILL_WORKER_SWEEP": "1" if self.worker_sweep else "0",
             "BACKFILL_RATE_CONTROL_INTERVAL": str(self.rate_control_interval_seconds),
             "BACKFILL_IMPORTS": ",".join(self.imports),
+            "BACKFILL_HOOKS": ",".join(self.hooks),
             "BACKFILL_MAX_WRITE_LATENCY_MS": str(self.max_write_latency_ms),
             "BACKFILL_MAX_REPLICATION_LAG_SECONDS": str(self.max_replication_lag_seconds),
             "BACKFILL_JOURNAL_DAYS": str(self.journal_days),

@@ -12,6 +12,7 @@ import pymongo.errors
 from celery import shared_task
 from celery.exceptions import Retry
 
+from backfill_engine.batch_outcome import BatchOutcome
 from backfill_engine.batch_run import process_batch
 from backfill_engine.states import METADATA
 from backfill_engine.store import batch_id
@@ -57,7 +58,7 @@ def run_batch(self: Any, job_id: str, batch_no: int) -> TaskReport:
     """Process one batch of a backfill job; report its counters (Flower shows them)."""
     if not isinstance(job_id, str) or not isinstance(batch_no, int) or isinstance(batch_no, bool):
         log.error("rejecting malformed task arguments")
-        return TaskReport({"outcome": "bad-args"})
+        return TaskReport({"outcome": BatchOutcome.BAD_ARGS.value})
     rt = get_runtime()
     progress: dict[str, Any] = {}
     started = time.perf_counter()
@@ -68,18 +69,22 @@ def run_batch(self: Any, job_id: str, batch_no: int) -> TaskReport:
     before = progress.get("before")
     after = progress["after"].as_doc() if "after" in progress else None
     reason = ""
-    if outcome in ("failed", "retry", "auth-paused"):
+    if outcome in (BatchOutcome.FAILED, BatchOutcome.RETRY, BatchOutcome.AUTH_PAUSED):
         # Rare paths: read the reason the engine recorded (one small read).
         bid = batch_id(job_id, batch_no)
         reason = one_line(
             last_error(_read_report_fields(rt.db[METADATA], bid)), rt.settings.secrets
         )
-    if outcome == "failed":
-        raise BatchFailed(reason or "gave up after its last attempt")
-    if outcome == "retry":
-        # The engine already re-sent the batch with backoff: this only marks the state.
-        raise Retry(reason or "re-sent", exc=BatchRetry(reason or "re-sent"))
-    report = delivery_report(outcome, before, after, seconds)
-    if outcome == "auth-paused" and reason:
-        report["reason"] = reason
+    match outcome:
+        case BatchOutcome.FAILED:
+            raise BatchFailed(reason or "gave up after its last attempt")
+        case BatchOutcome.RETRY:
+            # The engine already re-sent the batch with backoff: this only marks the state.
+            raise Retry(reason or "re-sent", exc=BatchRetry(reason or "re-sent"))
+        case BatchOutcome.AUTH_PAUSED:
+            report = delivery_report(outcome.value, before, after, seconds)
+            if reason:
+                report["reason"] = reason
+        case _:
+            report = delivery_report(outcome.value, before, after, seconds)
     return TaskReport(report)

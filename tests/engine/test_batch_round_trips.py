@@ -10,6 +10,7 @@ import pymongo
 import redis
 from pymongo import monitoring
 
+from backfill_engine.batch_outcome import BatchOutcome
 from backfill_engine.batch_run import process_batch
 from backfill_engine.planner import plan_job, start_or_join
 from backfill_engine.runtime import Runtime, worker_definitions
@@ -61,7 +62,7 @@ def run_one_batch(system: System, settings: Settings) -> tuple[CommandTally, int
         worker_definitions(settings),
     )
     try:
-        assert process_batch(rt, RecordingSender(), job_id, 0, "w") == "done"
+        assert process_batch(rt, RecordingSender(), job_id, 0, "w") is BatchOutcome.DONE
     finally:
         rt.after_batch.shutdown(wait=True)
         client.close()

@@ -14,6 +14,7 @@ import pytest
 import redis
 from pymongo.database import Database
 
+from backfill_engine.batch_outcome import BatchOutcome
 from backfill_engine.batch_run import process_batch
 from backfill_engine.planner import plan_job, start_or_join
 from backfill_engine.runtime import Runtime, worker_definitions
@@ -200,7 +201,7 @@ def test_after_migrate_down_to_20240408_batches_do_not_rename_again(system: Syst
     finally:
         rt.after_batch.shutdown(wait=True)
         client.close()
-    assert outcome == "schema-paused"  # not a duplicate-key error retried as transient
+    assert outcome is BatchOutcome.SCHEMA_PAUSED  # not a duplicate-key error retried as transient
     paused = system.db.backfill_metadata.find_one({"_id": job_id})
     assert paused["status"] == "paused" and "schema version 1" in paused["pause_reason"]
     batch = system.db.backfill_metadata.find_one({"job_id": job_id, "batch_no": 0})

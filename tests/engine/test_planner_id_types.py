@@ -14,6 +14,7 @@ import redis
 from bson import Binary, Decimal128, Int64, MaxKey, MinKey, ObjectId, Timestamp
 from pymongo.database import Database
 
+from backfill_engine.batch_outcome import BatchOutcome
 from backfill_engine.batch_run import process_batch
 from backfill_engine.notify import NOTIFICATIONS
 from backfill_engine.planner import UnsupportedIdError, plan_job, start_or_join
@@ -100,7 +101,7 @@ def test_planning_resumed_after_every_batch_plans_each_id_exactly_once(
         outcomes = [process_batch(rt, sender, job_id, n, "w") for n in range(batches)]
     finally:
         rt.after_batch.shutdown(wait=True)
-    assert outcomes == ["done"] * batches
+    assert outcomes == [BatchOutcome.DONE] * batches
     processed = sum(
         int(b["processed"]) for b in db[METADATA].find({"kind": "batch", "job_id": job_id})
     )

@@ -19,6 +19,7 @@ from bson import ObjectId
 from pymongo.database import Database
 
 from backfill_engine import clock, store
+from backfill_engine.batch_outcome import BatchOutcome
 from backfill_engine.batch_run import process_batch
 from backfill_engine.planner import plan_job, start_or_join
 from backfill_engine.runtime import build_runtime
@@ -132,7 +133,7 @@ def test_a_batch_leased_past_max_attempts_fails_and_says_why(system: System) -> 
     # Two earlier leases whose worker died mid-batch; this is the third.
     outcome = process_batch(build_runtime(s), RecordingSender(), job_id, 0, "w")
     batch = meta.find_one({"_id": store.batch_id(job_id, 0)})
-    assert outcome == "failed"
+    assert outcome is BatchOutcome.FAILED
     assert batch["status"] == BatchStatus.FAILED.value
     assert "leased 2 times without finishing" in batch["last_error"]
     assert meta.find_one({"_id": job_id})["status"] == JobStatus.COMPLETED_WITH_ERRORS.value
@@ -199,7 +200,7 @@ def test_worker_sweeper_outlives_a_broker_outage(
 def test_a_write_skips_the_lease_round_trip_only_while_the_lease_surely_holds(
     meta_db: Database,
 ) -> None:
-    from backfill_engine.batch_run import LeaseKeeper, write_margin
+    from backfill_engine.lease_keeper import LeaseKeeper, write_margin
 
     meta = meta_db[METADATA]
     job_id = _job(meta_db)

@@ -19,13 +19,10 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from backfill_engine import store
-from backfill_engine.batch_run import (
-    BatchLog,
-    CheckpointPipe,
-    LeaseKeeper,
-    LeaseLost,
-    _after_batch,
-)
+from backfill_engine.batch_context import BatchLog
+from backfill_engine.checkpoint_pipe import CheckpointPipe
+from backfill_engine.hooks.dispatch import after_batch
+from backfill_engine.lease_keeper import LeaseKeeper, LeaseLost
 from backfill_engine.planner import plan_job, start_or_join
 from backfill_engine.runtime import Runtime
 from backfill_engine.settings import Settings
@@ -173,7 +170,7 @@ def test_after_batch_thread_completes_the_job_after_its_last_batch(
     meta.insert_one({**store.new_batch(job_id, 0, [1]), "status": "done"})
     blog = BatchLog(logging.getLogger("test"), {"job_id": job_id, "batch_no": 0})
     rt = _runtime(settings, db)
-    done = rt.after_batch.submit(_after_batch, rt, RecordingSender(), job_id, {}, blog)
+    done = rt.after_batch.submit(after_batch, rt, RecordingSender(), job_id, {}, blog)
     done.result(timeout=30)
     assert read_job(meta, job_id, ("status",))["status"] == JobStatus.COMPLETED.value
 
@@ -187,7 +184,7 @@ def test_after_batch_survives_an_unreachable_database(
     rt = _runtime(settings, dead["nowhere"])
     blog = BatchLog(logging.getLogger("test"), {"job_id": "j", "batch_no": 0})
     with caplog.at_level(logging.INFO):
-        rt.after_batch.submit(_after_batch, rt, RecordingSender(), "j", {}, blog).result(30)
+        rt.after_batch.submit(after_batch, rt, RecordingSender(), "j", {}, blog).result(30)
     # The batch stays done; the sweeper hands out what this could not.
     assert "dispatching next batches failed" in caplog.text
     assert "done: {} after_s=" in caplog.text

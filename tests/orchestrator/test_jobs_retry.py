@@ -6,7 +6,7 @@ from typing import Any
 
 from pymongo.database import Database
 
-from backfill_engine.batch_run import _quarantine_ops
+from backfill_engine.batch_io import quarantine_ops
 from backfill_engine.planner import start_or_join
 from backfill_engine.states import METADATA, QUARANTINE, JobStatus
 from orchestrator import jobs
@@ -42,7 +42,7 @@ def _quarantine(db: Database, job_id: str, *item_ids: Any) -> None:
         }
         for pid in item_ids
     ]
-    db[QUARANTINE].bulk_write(_quarantine_ops(job_id, 0, entries), ordered=False)
+    db[QUARANTINE].bulk_write(quarantine_ops(job_id, 0, entries), ordered=False)
 
 
 class RacingReplay:
