@@ -20,9 +20,9 @@ import pymongo
 import requests
 
 from backfill_engine.settings import Settings
+from backfill_migrations import runner
 from bench.data import product_docs, seed
 from catalog_service.scenario import start_catalog
-from migrations import runner
 from orchestrator import jobs
 from orchestrator.commands import Broker, RunOptions, launch
 from orchestrator.stack import ManagedProcess, start_worker

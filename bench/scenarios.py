@@ -16,10 +16,10 @@ from pymongo.database import Database
 
 from backfill_engine.settings import Settings
 from backfill_engine.states import METADATA
+from backfill_migrations import runner
 from bench.data import precomputed_updates, seed
 from bench.probes import CpuMeter, RssSampler, calls_delta, cpu_seconds, machine_busy
 from bench.servers import Servers
-from migrations import runner
 from migrations.versions._catalog import CATALOG_FIELDS, PRODUCTS, SYNCED_AT_FIELD
 from orchestrator.commands import Broker, RunOptions, launch, wait_for
 from orchestrator.stack import ManagedProcess, start_worker

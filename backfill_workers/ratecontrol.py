@@ -7,7 +7,7 @@ from pymongo.database import Database
 
 from backfill_engine.rate_control import RateController
 from backfill_engine.settings import Settings
-from workers.background import ServerLoop
+from backfill_workers.background import ServerLoop
 
 
 class RateControlThread(ServerLoop):
