@@ -1,8 +1,10 @@
 """Finding backfill definitions: the modules BACKFILL_IMPORTS names, and the migrations directory.
 
 Like Celery's `imports`, a worker imports each module named in the setting and takes every
-module-level `Backfill` it finds; it also loads the migration modules of the migrations
-directory, so a backfill defined beside the migration that runs it needs no setting.
+module-level `Backfill` it finds; it also loads the migration modules of the project's
+migrations directory, so a backfill defined beside the migration that runs it needs no
+setting. Nothing is found by default: with neither, a worker knows no backfill (this
+project's example migrations are found only where its own config names them).
 A worker takes only batches of backfills it knows (each backfill has its own queue).
 """
 
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import importlib.util
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -18,8 +19,7 @@ from types import ModuleType
 
 from backfill_engine.definition import Backfill
 from backfill_engine.errors import BackfillError
-
-MIGRATIONS_PACKAGE = "migrations"  # whose versions/ folder holds the example migrations
+from backfill_engine.project import put_on_path
 
 
 class UnknownBackfillError(BackfillError):
@@ -44,13 +44,6 @@ def _import(name: str) -> ModuleType:
         return importlib.import_module(name)
     except Exception as exc:  # a team's module: report it as one line, whatever it raised
         raise DefinitionImportError(name, f"{type(exc).__name__}: {exc}") from None
-
-
-def default_migrations_dir() -> Path | None:
-    """The `versions/` folder of the installed `migrations` package, found, never imported."""
-    spec = importlib.util.find_spec(MIGRATIONS_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    return Path(locations[0]) / "versions" if locations else None
 
 
 def _migration_modules(directory: Path) -> list[ModuleType]:
@@ -80,13 +73,19 @@ def _migration_modules(directory: Path) -> list[ModuleType]:
 
 
 def load_definitions(
-    imports: Iterable[str] = (), migrations_dir: Path | None = None
+    imports: Iterable[str] = (),
+    migrations_dir: Path | None = None,
+    project_dir: str | Path | None = None,
 ) -> dict[str, Backfill]:
-    """Every definition found, by name; two different definitions of one name are an error."""
+    """Every definition found, by name; two different definitions of one name are an error.
+
+    `project_dir` (the project's root) is made importable first: its migration files import
+    the project's own modules.
+    """
+    put_on_path(project_dir)
     modules = [_import(name) for name in imports if name.strip()]
-    directory = migrations_dir or default_migrations_dir()
-    if directory is not None:
-        modules += _migration_modules(directory)
+    if migrations_dir is not None:
+        modules += _migration_modules(migrations_dir)
     found: dict[str, Backfill] = {}
     for module in modules:
         for backfill in definitions_in(module):

@@ -231,6 +231,7 @@ def build_runtime(settings: Settings, definitions: dict[str, Any] | None = None)
 
 
 def worker_definitions(settings: Settings) -> dict[str, Backfill]:
-    """The backfills this worker knows: BACKFILL_IMPORTS, then the migrations directory."""
+    """The backfills this worker knows: BACKFILL_IMPORTS, then the project's migrations
+    directory (both from the environment or the project config); nothing else."""
     directory = Path(settings.migrations_dir) if settings.migrations_dir else None
-    return load_definitions(settings.imports, directory)
+    return load_definitions(settings.imports, directory, settings.project_dir)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 from backfill_engine.notify import safe_webhook, webhook_secrets
+from backfill_engine.project import CONFIG_ENV, ProjectConfigError, load_project
 from backfill_engine.redact import REDACTED, redact_url, url_secrets
 
 DEFAULT_MONGO_DB = "backfill"
@@ -170,7 +172,8 @@ class Settings:
     flower_port: int = DEFAULT_FLOWER_PORT
     imports: tuple[str, ...] = ()  # modules holding backfill definitions (BACKFILL_IMPORTS)
     hooks: tuple[str, ...] = ()  # module:Class batch hooks added to the engine's (BACKFILL_HOOKS)
-    migrations_dir: str | None = None  # default: the package's migrations/versions
+    migrations_dir: str | None = None  # BACKFILL_MIGRATIONS_DIR, else the project config's
+    config_file: str | None = None  # the project config in use (backfill_engine.project)
     flower_basic_auth: str | None = field(default=None, repr=False)
     log_json: bool = False
     worker_sweep: bool = True  # workers re-send lost batches themselves (one per interval)
@@ -182,9 +185,36 @@ class Settings:
     journal_days: int = DEFAULT_JOURNAL_DAYS  # before-image retention (backfill_engine.journal)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from `env` (default os.environ); SettingsError names a bad variable."""
+    def from_env(cls, env: Mapping[str, str] | None = None, *, cwd: Path | None = None) -> Settings:
+        """Build settings from `env` (default os.environ); SettingsError names a bad variable.
+
+        The process environment also brings the project config (BACKFILL_CONFIG, else the
+        nearest one from `cwd` upward); an explicit `env` only the one its BACKFILL_CONFIG names.
+        """
         e = os.environ if env is None else env
+        settings = cls._from_variables(e)
+        if env is None or e.get(CONFIG_ENV):
+            try:
+                project = load_project(e, cwd)
+            except ProjectConfigError as exc:
+                raise SettingsError(str(exc)) from None
+            if project is not None:
+                settings = replace(
+                    settings,
+                    config_file=str(project.path),
+                    migrations_dir=settings.migrations_dir
+                    or (str(project.migrations_dir) if project.migrations_dir else None),
+                    imports=settings.imports or project.imports,
+                )
+        return settings
+
+    @property
+    def project_dir(self) -> str | None:
+        """The project's root (its config file's directory): its modules are imported from here."""
+        return str(Path(self.config_file).parent) if self.config_file else None
+
+    @classmethod
+    def _from_variables(cls, e: Mapping[str, str]) -> Settings:
         return cls(
             mongo_url=_url(e, "MONGO_URL", ("mongodb", "mongodb+srv")),
             mongo_db=_text(e, "MONGO_DB", DEFAULT_MONGO_DB) or DEFAULT_MONGO_DB,
@@ -342,6 +372,7 @@ class Settings:
             **self.source_env,
             "FLOWER_BASIC_AUTH": self.flower_basic_auth,
             "BACKFILL_MIGRATIONS_DIR": self.migrations_dir,
+            CONFIG_ENV: self.config_file,
             "BACKFILL_NOTIFY_URL": self.notify_url,
         }
         env.update({k: v for k, v in optional.items() if v})

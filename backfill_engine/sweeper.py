@@ -40,7 +40,7 @@ from backfill_engine.store import maybe_complete_job, now_utc
 log = logging.getLogger(__name__)
 
 # The servers themselves do not answer: every job would fail alike, so the round ends and
-# the caller (workers.background) logs the outage once.
+# the caller (backfill_workers.background) logs the outage once.
 SERVER_OUTAGES: tuple[type[BaseException], ...] = (
     pymongo.errors.ConnectionFailure,
     redis.ConnectionError,

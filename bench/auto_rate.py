@@ -20,9 +20,10 @@ import pymongo
 import requests
 
 from backfill_engine.settings import Settings
+from backfill_migrations import runner
 from bench.data import product_docs, seed
 from catalog_service.scenario import start_catalog
-from migrations import runner
+from migrations import VERSIONS_DIR
 from orchestrator import jobs
 from orchestrator.commands import Broker, RunOptions, launch
 from orchestrator.stack import ManagedProcess, start_worker
@@ -74,6 +75,7 @@ def one_start(
             subchunk_size=SUBCHUNK,
             rate_per_second=start,
             data_dir=str(log_dir),
+            migrations_dir=str(VERSIONS_DIR),  # the example scenario's
         ).with_source_env(CATALOG_URL=catalog.url)
         runner.up(
             db, runner.RunnerConfig.from_settings(settings, log=lambda m: None), to=METADATA_VERSION

@@ -16,10 +16,11 @@ from pymongo.database import Database
 
 from backfill_engine.settings import Settings
 from backfill_engine.states import METADATA
+from backfill_migrations import runner
 from bench.data import precomputed_updates, seed
 from bench.probes import CpuMeter, RssSampler, calls_delta, cpu_seconds, machine_busy
 from bench.servers import Servers
-from migrations import runner
+from migrations import VERSIONS_DIR
 from migrations.versions._catalog import CATALOG_FIELDS, PRODUCTS, SYNCED_AT_FIELD
 from orchestrator.commands import Broker, RunOptions, launch, wait_for
 from orchestrator.stack import ManagedProcess, start_worker
@@ -339,6 +340,7 @@ def system(
         read_ids=bench.read_ids,
         rate_per_second=bench.rate_per_second,
         data_dir=str(bench.log_dir),
+        migrations_dir=str(VERSIONS_DIR),  # the example scenario's
         # The engine's own throughput is measured, as in earlier runs: the database health
         # throttle (on by default) would hold slots back once the one SecantusDB saturates.
         max_write_latency_ms=0,

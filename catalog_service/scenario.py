@@ -15,6 +15,7 @@ from bson.objectid import ObjectId
 from pymongo.database import Database
 
 from catalog_service.cli import catalog_server
+from migrations import VERSIONS_DIR
 from migrations.versions._catalog import CATALOG, PRODUCTS, SYNCED_AT_FIELD
 from orchestrator.scenario import LocalScenario, StandIn
 from orchestrator.stack import LOOPBACK, ManagedProcess, free_port, spawn, wait_for_port
@@ -73,4 +74,5 @@ SCENARIO = LocalScenario(
     seed=seed_products,
     stand_ins=(StandIn(url_env="CATALOG_URL", label="catalog", start=_start_standin),),
     commands=(catalog_server,),
+    migrations_dir=VERSIONS_DIR,
 )

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     import requests
 
     from backfill_engine.http_client import SourceError
-    from migrations.errors import MigrationError
+    from backfill_migrations.errors import MigrationError
 
     # SIGTERM unwinds like Ctrl-C, so servers and workers we started are stopped.
     signal.signal(signal.SIGTERM, _raise_interrupt)

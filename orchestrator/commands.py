@@ -48,9 +48,9 @@ class Broker:
     def from_settings(cls, settings: Settings) -> Broker:
         url = settings.redis_url or "redis://127.0.0.1:6379/0"
         client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
-        # Imported here: importing workers.app builds the worker's app from the environment,
-        # and the CLI must be able to report a bad variable as one line before that.
-        from workers.app import create_app
+        # Imported here: importing backfill_workers.app builds the worker's app from the
+        # environment, and the CLI must be able to report a bad variable as one line before that.
+        from backfill_workers.app import create_app
 
         return cls(create_app(settings), client, settings.queue)
 

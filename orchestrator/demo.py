@@ -90,13 +90,16 @@ def jobs_table(summaries: list[JobSummary]) -> Table:
 
 def run_demo(app: AppContext, opts: DemoOptions) -> None:
     """Start everything, seed, migrate (the backfill included), summarize, stop everything."""
-    from migrations import runner
+    from backfill_migrations import runner
 
     started = time.monotonic()
     scenario: LocalScenario = load_scenario(os.environ)
     embedded = app.settings.mongo_url is None  # app.stack() fills it in
     stack = app.stack()
     s: Settings = stack.settings
+    if scenario.migrations_dir is not None:
+        # The scenario's migrations, for this runner and the workers started below.
+        s = replace(s, migrations_dir=str(scenario.migrations_dir))
     if embedded:
         # The embedded server answers no client while it builds an index (docs/benchmarks.md):
         # the demo's only migration runner must not lose its lock to that.

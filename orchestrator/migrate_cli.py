@@ -1,4 +1,4 @@
-"""`backfill migrate ...`: parse, call a verb in migrations.runner, print. Nothing else."""
+"""`backfill migrate ...`: parse, call a verb in backfill_migrations.runner, print. Nothing else."""
 
 from __future__ import annotations
 
@@ -13,14 +13,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from backfill_engine.project import HOW_TO_CONFIGURE, put_on_path
 from backfill_engine.schema import ensure_schema, taken_down
-from migrations import runner
-from migrations.discovery import MIGRATIONS_DIR
-from migrations.runner import RunnerConfig, RunResult, StatusReport
+from backfill_migrations import runner
+from backfill_migrations.errors import NoMigrationsDirError
+from backfill_migrations.runner import RunnerConfig, RunResult, StatusReport
 from orchestrator.context import AppContext
 
 EXIT_NEEDS_ATTENTION = 3  # status --exit-code: pending, failed, drifted or missing
-DIR_ENV = "BACKFILL_MIGRATIONS_DIR"
+DIR_ENV = "BACKFILL_MIGRATIONS_DIR"  # read with the settings (backfill_engine/settings.py)
 WIDE = 160  # rich's width when not on a terminal, so tables never truncate versions
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -45,16 +46,31 @@ def dir_option(fn: F) -> F:
         "--dir",
         "directory",
         type=click.Path(file_okay=False, path_type=Path),
-        envvar=DIR_ENV,
         default=None,
-        help=f"Migrations directory (default: {MIGRATIONS_DIR}; env {DIR_ENV}).",
+        help=f"Migrations directory (default: env {DIR_ENV}, else the project config's "
+        "migrations_dir).",
     )(fn)
+
+
+def migrations_dir(app: AppContext, directory: Path | None) -> Path:
+    """--dir, else the settings' (env or project config); NoMigrationsDirError before any I/O.
+
+    Never a default of ours: in a team's project, this project's example migrations would
+    otherwise be applied to the team's database.
+    """
+    if directory is None and app.settings.migrations_dir:
+        directory = Path(app.settings.migrations_dir)
+    if directory is None:
+        raise NoMigrationsDirError(f"{HOW_TO_CONFIGURE}, or pass --dir")
+    # The project's migration files import the project's own modules (its backfills).
+    put_on_path(app.settings.project_dir)
+    return directory
 
 
 def _config(app: AppContext, directory: Path | None, console: Console) -> RunnerConfig:
     return RunnerConfig.from_settings(
         app.settings,
-        directory=directory,
+        directory=migrations_dir(app, directory),
         log=lambda message: console.print(message, highlight=False, markup=False),
         # ctx.settings in a migration gets REDIS_URL etc. filled in (embedded servers if unset).
         settings_factory=app.resolved_settings,
@@ -133,7 +149,8 @@ def _status_json(report: StatusReport) -> str:
 def status_cmd(app: AppContext, exit_code: bool, as_json: bool, directory: Path | None) -> None:
     """Show every migration's state, checksum drift and order."""
     console = _console()
-    report = runner.status(app.db(engine=False), _config(app, directory, console))
+    config = _config(app, directory, console)
+    report = runner.status(app.db(engine=False), config)
     if as_json:
         click.echo(_status_json(report))
     else:
@@ -201,6 +218,7 @@ def up_cmd(
 ) -> None:
     """Apply pending migrations in version order."""
     console = _console()
+    config = _config(app, directory, console)
     db = app.db(engine=False)
     if not dry_run and taken_down(db):
         # Moving forward with this release: a database 20240409 took back for the earlier
@@ -210,7 +228,7 @@ def up_cmd(
         console.print("backfill metadata brought forward to this release's schema")
     result = runner.up(
         db,
-        _config(app, directory, console),
+        config,
         to=to,
         dry_run=dry_run,
         retry=retry,
@@ -236,9 +254,8 @@ def down_cmd(
     if steps is not None and to is not None:
         raise click.UsageError("give --steps or --to, not both")
     console = _console()
-    result = runner.down(
-        app.db(engine=False), _config(app, directory, console), steps=steps, to=to, dry_run=dry_run
-    )
+    config = _config(app, directory, console)
+    result = runner.down(app.db(engine=False), config, steps=steps, to=to, dry_run=dry_run)
     if dry_run:
         _print_plan(console, result)
     elif not result.done:
@@ -253,9 +270,10 @@ def down_cmd(
 @click.argument("slug")
 @click.option("--description", help="One line saying what the migration does.")
 @dir_option
-def create_cmd(slug: str, description: str | None, directory: Path | None) -> None:
-    """Write a new dated migration module from the template."""
-    path = runner.create(slug, directory, description=description)
+@click.pass_obj
+def create_cmd(app: AppContext, slug: str, description: str | None, directory: Path | None) -> None:
+    """Write a new dated migration module from the template, in the project's directory."""
+    path = runner.create(slug, migrations_dir(app, directory), description=description)
     click.echo(f"created {path}")
 
 
@@ -266,4 +284,5 @@ def create_cmd(slug: str, description: str | None, directory: Path | None) -> No
 def mark_applied_cmd(app: AppContext, version: str, directory: Path | None) -> None:
     """Record VERSION as applied without running it (after fixing things by hand)."""
     console = _console()
-    runner.mark_applied(app.db(engine=False), version, _config(app, directory, console))
+    config = _config(app, directory, console)
+    runner.mark_applied(app.db(engine=False), version, config)

@@ -42,6 +42,9 @@ class LocalScenario:
     seed: Callable[[Database, int], int]  # (db, target count) -> documents added now
     stand_ins: tuple[StandIn, ...] = ()
     commands: tuple[click.Command, ...] = ()  # extra CLI verbs, e.g. a stand-in's server
+    # The migrations `backfill demo` applies (its backfill among them); `backfill up` applies
+    # the first. The scenario's own, whatever project the command runs in.
+    migrations_dir: Path | None = None
 
     def start_stand_ins(
         self, source_env: Mapping[str, str], log_dir: Path, latency_ms: int

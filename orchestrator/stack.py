@@ -259,8 +259,8 @@ def start_redis(
 
 
 def celery_argv(command: str) -> list[str]:
-    """`celery -A workers.app COMMAND` run by this interpreter (the project's venv)."""
-    return [sys.executable, "-m", "celery", "-A", "workers.app", command]
+    """`celery -A backfill_workers.app COMMAND` run by this interpreter (the project's venv)."""
+    return [sys.executable, "-m", "celery", "-A", "backfill_workers.app", command]
 
 
 def start_worker(
@@ -272,7 +272,7 @@ def start_worker(
     pool: str = "prefork",
     extra_env: dict[str, str] | None = None,
 ) -> ManagedProcess:
-    """Start one Celery worker process (`celery -A workers.app worker`).
+    """Start one Celery worker process (`celery -A backfill_workers.app worker`).
 
     Its node name is `<name>@<host>` (e.g. `worker-2@db-backfill-3`), so Flower tells
     workers on different hosts apart.

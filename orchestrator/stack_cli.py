@@ -29,7 +29,7 @@ def _is_loopback(address: str) -> bool:
 
 
 def _celery(settings: Settings, command: str) -> tuple[dict[str, str], list[str]]:
-    """Environment and argv start of `celery -A workers.app COMMAND` for these settings."""
+    """Environment and argv start of `celery -A backfill_workers.app COMMAND` for these settings."""
     env = {**os.environ, **settings.to_env()}
     return env, celery_argv(command)
 
@@ -57,7 +57,7 @@ def flower_auth_problem(address: str, basic_auth: str | None) -> str | None:
 @click.option("--name", default=None, help="Worker node name (default worker-<pid>).")
 @click.pass_obj
 def worker(app: AppContext, concurrency: int, pool: str, name: str | None) -> None:
-    """Run a Celery worker for backfill batches (same as `celery -A workers.app worker`)."""
+    """Run a Celery worker for backfill batches (`celery -A backfill_workers.app worker`)."""
     s = app.resolved_settings()
     for variable, backfill in missing_source_urls(s):
         # Not fatal: this worker runs the backfills it can; the others' batches go to

@@ -53,11 +53,14 @@ def _prepare_database(
     app: AppContext, scenario: LocalScenario, seed: int, echo: Callable[[str], None]
 ) -> None:
     """Create the backfill collections, so `backfill run NAME` works at once; seed if asked."""
-    from migrations import runner
+    from backfill_migrations import runner
 
-    db = app.db()
-    config = runner.RunnerConfig.from_settings(app.settings, log=lambda _line: None)
-    runner.up(db, config, to=METADATA_MIGRATION)
+    db = app.db()  # the engine's own collections, whatever the scenario
+    if scenario.migrations_dir is not None:
+        config = runner.RunnerConfig.from_settings(
+            app.settings, directory=scenario.migrations_dir, log=lambda _line: None
+        )
+        runner.up(db, config, to=METADATA_MIGRATION)
     if seed:
         added = scenario.seed(db, seed)
         total = db[scenario.collection].estimated_document_count()

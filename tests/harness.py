@@ -13,8 +13,8 @@ from pymongo.database import Database
 
 from backfill_engine.runtime import worker_definitions
 from backfill_engine.settings import Settings
+from backfill_migrations import runner
 from catalog_service.scenario import start_catalog
-from migrations import runner
 from migrations.versions._catalog import PRODUCTS
 from orchestrator.commands import Broker, RunOptions, launch, wait_for
 from orchestrator.jobs import JobSummary, summarize

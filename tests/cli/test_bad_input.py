@@ -19,8 +19,8 @@ import redis
 from pymongo.database import Database
 
 from backfill_engine.settings import Settings
+from backfill_migrations import runner
 from catalog_service.scenario import start_catalog
-from migrations import runner
 from orchestrator.stack import ManagedProcess, free_port
 from tests.harness import METADATA_VERSION, seed_products
 

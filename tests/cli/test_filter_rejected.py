@@ -11,8 +11,8 @@ from pymongo.database import Database
 
 from backfill_engine.settings import Settings
 from backfill_engine.states import METADATA
+from backfill_migrations import runner
 from catalog_service.scenario import start_catalog
-from migrations import runner
 from orchestrator.stack import ManagedProcess
 from tests.cli.test_bad_input import assert_one_line_refusal, run_cli
 from tests.harness import METADATA_VERSION, seed_products

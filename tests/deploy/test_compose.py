@@ -68,7 +68,7 @@ def test_workers_scale_and_share_one_configuration() -> None:
     worker = services["worker"]
     # `--scale worker=N` needs no fixed container name and no host port per replica.
     assert "container_name" not in worker and "ports" not in worker
-    assert worker["command"][:4] == ["celery", "-A", "workers.app", "worker"]
+    assert worker["command"][:4] == ["celery", "-A", "backfill_workers.app", "worker"]
     env = _environment(worker, {})
     assert env["MONGO_URL"].startswith("mongodb://mongo:")
     assert env["REDIS_URL"].startswith("redis://redis:")

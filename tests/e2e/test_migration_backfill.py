@@ -10,7 +10,7 @@ import pytest
 from bson.objectid import ObjectId
 
 from backfill_engine.states import METADATA
-from migrations import runner
+from backfill_migrations import runner
 from migrations.versions._catalog import PRODUCTS
 from tests.harness import System, seed_products
 

@@ -14,8 +14,8 @@ import bson
 import pytest
 
 from backfill_engine.journal import JOURNAL
+from backfill_migrations import runner
 from catalog_service.data import expected_fields
-from migrations import runner
 from migrations.versions._catalog import PRODUCTS
 from tests.harness import System, seed_products
 

@@ -19,8 +19,9 @@ from backfill_engine.batch_run import process_batch
 from backfill_engine.planner import plan_job, start_or_join
 from backfill_engine.runtime import Runtime, worker_definitions
 from backfill_engine.settings import Settings
-from migrations import runner
-from migrations.discovery import MIGRATIONS_DIR, load_file
+from backfill_migrations import runner
+from backfill_migrations.discovery import load_file
+from migrations import VERSIONS_DIR as MIGRATIONS_DIR
 from migrations.versions._catalog import PRODUCTS
 from orchestrator.stack import start_worker
 from tests.faults.cli import ROOT, cli_env

@@ -25,17 +25,17 @@ from backfill_engine.planner import plan_job, start_or_join
 from backfill_engine.runtime import build_runtime
 from backfill_engine.settings import Settings
 from backfill_engine.states import BATCH_IDS, METADATA, QUARANTINE, BatchStatus, JobStatus
+from backfill_workers.app import create_app
+from backfill_workers.autosweep import AutoSweeper, sweep_once
 from migrations.versions._catalog import PRODUCTS
 from orchestrator.stack import free_port
 from tests.harness import System
 from tests.orchestrator.test_planner import RecordingSender
-from workers.app import create_app
-from workers.autosweep import AutoSweeper, sweep_once
 
 
 @pytest.fixture
 def meta_db(db: Database, settings: Settings) -> Database:
-    from migrations import runner
+    from backfill_migrations import runner
     from tests.harness import METADATA_VERSION
 
     runner.up(
@@ -184,7 +184,7 @@ def test_worker_sweeper_outlives_a_broker_outage(
         sweep_once(meta_db, lock, sender, dead)
     lock.delete(f"backfill:sweep:{dead.queue}")
     sweeper = AutoSweeper(replace(dead, redis_url=settings.redis_url), sender)
-    with caplog.at_level(logging.WARNING, logger="workers.autosweep"):
+    with caplog.at_level(logging.WARNING, logger="backfill_workers.autosweep"):
         sweeper.start()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and "sweep skipped" not in caplog.text:

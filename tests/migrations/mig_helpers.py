@@ -15,7 +15,7 @@ from pathlib import Path
 from pymongo.database import Database
 
 from backfill_engine.settings import Settings
-from migrations.runner import RunnerConfig
+from backfill_migrations.runner import RunnerConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,7 +23,7 @@ MODULE = '''"""{description}"""
 
 import time  # noqa: F401  (some bodies sleep)
 
-from migrations import Migration
+from backfill_migrations import Migration
 
 
 class Step(Migration):
@@ -105,7 +105,7 @@ RUNNER_SCRIPT = """
 import sys
 from pathlib import Path
 import pymongo
-from migrations import runner
+from backfill_migrations import runner
 from backfill_engine.settings import Settings
 
 s = Settings.from_env()

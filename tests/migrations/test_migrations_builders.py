@@ -9,7 +9,7 @@ from pymongo import IndexModel
 from pymongo.database import Database
 from pymongo.errors import OperationFailure, WriteError
 
-from migrations import (
+from backfill_migrations import (
     IndexBuilder,
     SchemaBuilder,
     asc,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from migrations import (
+from backfill_migrations import (
     MigrationBlockedError,
     MigrationMetadata,
     MissingMigrationFileError,
     UnknownTargetError,
 )
-from migrations.plan import (
+from backfill_migrations.plan import (
     Available,
     Direction,
     HistoryRecord,

@@ -9,7 +9,7 @@ import pytest
 from pymongo.database import Database
 
 from backfill_engine.settings import Settings
-from migrations import MigrationBlockedError, runner
+from backfill_migrations import MigrationBlockedError, runner
 from tests.migrations.mig_helpers import MigrationDir, effects, start_runner
 
 VERSIONS = ("20240401_one", "20240402_two", "20240403_three")

@@ -6,7 +6,7 @@ import pytest
 from pymongo.database import Database
 
 import migrations
-from migrations import (
+from backfill_migrations import (
     InvalidVersionFormatError,
     Migration,
     MigrationError,
@@ -15,7 +15,7 @@ from migrations import (
     Registry,
     validate_version,
 )
-from migrations.registry import reset_registry
+from backfill_migrations.registry import reset_registry
 
 
 class Noop(Migration):

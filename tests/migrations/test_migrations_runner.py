@@ -6,12 +6,13 @@ import hashlib
 import os
 import socket
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from pymongo.database import Database
 
 from backfill_engine.settings import Settings
-from migrations import (
+from backfill_migrations import (
     InvalidMigrationError,
     LockLostError,
     LockTimeoutError,
@@ -21,7 +22,7 @@ from migrations import (
     UnknownTargetError,
     runner,
 )
-from migrations.lock import Lease
+from backfill_migrations.lock import Lease
 from tests.migrations.mig_helpers import MigrationDir, effects, snapshot
 
 V1, V2, V3 = "20240401_one", "20240402_two", "20240403_three"
@@ -244,8 +245,8 @@ def test_lease_is_renewed_during_a_long_migration(db: Database, mdir: MigrationD
     body = (
         "time.sleep(3.5)\n"
         "ctx.check_lock()\n"
-        "from migrations.lock import Lease\n"
-        "from migrations import LockTimeoutError\n"
+        "from backfill_migrations.lock import Lease\n"
+        "from backfill_migrations import LockTimeoutError\n"
         "try:\n"
         "    Lease(db, wait_seconds=0).acquire()\n"
         '    db.seen.insert_one({"stolen": True})\n'
@@ -336,4 +337,4 @@ def test_from_settings_takes_lock_timings(settings: Settings) -> None:
     s = replace(settings, migration_lock_seconds=7.0, migration_lock_wait_seconds=3.0)
     config = runner.RunnerConfig.from_settings(s)
     assert (config.lock_seconds, config.lock_wait_seconds) == (7.0, 3.0)
-    assert config.directory == runner.MIGRATIONS_DIR
+    assert config.directory == Path(settings.migrations_dir or "")

@@ -10,8 +10,9 @@ from bson.int64 import Int64
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, WriteError
 
-from migrations import MigrationFailedError, PreconditionFailedError, runner
-from migrations.discovery import MIGRATIONS_DIR, load_file
+from backfill_migrations import MigrationFailedError, PreconditionFailedError, runner
+from backfill_migrations.discovery import load_file
+from migrations import VERSIONS_DIR as MIGRATIONS_DIR
 from tests.migrations.mig_helpers import MigrationDir
 
 METADATA = "20240405_create_backfill_metadata"

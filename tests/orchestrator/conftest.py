@@ -4,7 +4,7 @@ import pytest
 from pymongo.database import Database
 
 from backfill_engine.settings import Settings
-from migrations import runner
+from backfill_migrations import runner
 from tests.harness import METADATA_VERSION
 
 

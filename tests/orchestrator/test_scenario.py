@@ -9,6 +9,7 @@ import pytest
 
 from backfill_engine.runtime import missing_source_urls, worker_definitions
 from backfill_engine.settings import Settings
+from migrations import VERSIONS_DIR
 from orchestrator.errors import BackfillError, StackError
 from orchestrator.scenario import LocalScenario, StandIn, load_scenario
 from orchestrator.stack import ManagedProcess, spawn
@@ -72,7 +73,9 @@ def test_workers_name_the_unset_api_and_the_backfill_that_calls_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("CATALOG_URL", raising=False)
-    bare = Settings(mongo_url="mongodb://127.0.0.1:1", data_dir=".")
+    bare = Settings(
+        mongo_url="mongodb://127.0.0.1:1", data_dir=".", migrations_dir=str(VERSIONS_DIR)
+    )
     definitions = worker_definitions(bare)
     assert ("CATALOG_URL", "catalog") in missing_source_urls(bare, definitions)
     given = bare.with_source_env(CATALOG_URL="http://127.0.0.1:8700")

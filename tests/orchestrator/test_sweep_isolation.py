@@ -1,7 +1,7 @@
 """One job whose planning always fails stops no sweep: each job is swept on its own.
 
 Real SecantusDB and Redis, no worker processes: the sweep a worker's thread runs
-(`workers.autosweep.sweep_once`) is called directly, over a job stuck in `planning` and
+(`backfill_workers.autosweep.sweep_once`) is called directly, over a job stuck in `planning` and
 a running job whose batch lease expired.
 """
 
@@ -22,11 +22,11 @@ from backfill_engine.planner import start_or_join
 from backfill_engine.settings import Settings
 from backfill_engine.states import METADATA, BatchStatus, JobStatus
 from backfill_engine.sweeper import SweepFailures, sweep_jobs
+from backfill_workers.autosweep import sweep_lock_key, sweep_once
 from migrations.versions._catalog import PRODUCTS
 from orchestrator.jobs import summarize
 from orchestrator.progress import summary_table
 from tests.orchestrator.test_planner import RecordingSender
-from workers.autosweep import sweep_lock_key, sweep_once
 
 
 def _job(db: Database, key: str, **kw: Any) -> str:

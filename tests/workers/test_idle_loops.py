@@ -10,7 +10,7 @@ import pymongo.monitoring
 from pymongo.database import Database
 
 from backfill_engine.settings import Settings
-from workers.ratecontrol import RateControlThread
+from backfill_workers.ratecontrol import RateControlThread
 
 TICK_SECONDS = 0.05
 WINDOW_SECONDS = 3.0

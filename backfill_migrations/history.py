@@ -16,7 +16,7 @@ from typing import Any
 from pymongo.database import Database
 
 from backfill_engine.redact import redact_text
-from migrations.plan import Available, Direction, HistoryRecord, MigrationState
+from backfill_migrations.plan import Available, Direction, HistoryRecord, MigrationState
 
 HISTORY_COLLECTION = "schema_migrations"
 MAX_ERROR_CHARS = 2000

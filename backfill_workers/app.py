@@ -58,7 +58,7 @@ app = create_app(Settings.from_env())
 @signals.worker_init.connect
 def _refuse_another_release(sender: Any = None, **_: Any) -> None:
     """A worker starts only on metadata in its release's layout (else one line, exit 3)."""
-    from workers.runtime import check_schema_at_start
+    from backfill_workers.runtime import check_schema_at_start
 
     problem = check_schema_at_start(Settings.from_env())
     if problem:
@@ -70,14 +70,14 @@ def _refuse_another_release(sender: Any = None, **_: Any) -> None:
 @signals.worker_ready.connect
 def _start_autosweep(sender: Any = None, **_: Any) -> None:
     """Workers recover lost work themselves, with or without an orchestrator watching."""
-    from workers.autosweep import AutoSweeper
+    from backfill_workers.autosweep import AutoSweeper
 
     settings = Settings.from_env()
     if settings.worker_sweep and settings.mongo_url:
         AutoSweeper(settings, app).start()
     if settings.rate_control_interval_seconds > 0 and settings.mongo_url:
         # `--rate auto`: every worker runs one; per bucket a Redis lock lets one of them act.
-        from workers.ratecontrol import RateControlThread
+        from backfill_workers.ratecontrol import RateControlThread
 
         RateControlThread(settings).start()
 
@@ -108,4 +108,4 @@ def _scrub_worker_logs(logger: logging.Logger, **_: Any) -> None:
         handler.addFilter(RedactingFilter(secrets))
 
 
-import workers.tasks  # noqa: E402,F401  (registers the batch task on this app)
+import backfill_workers.tasks  # noqa: E402,F401  (registers the batch task on this app)

@@ -13,7 +13,7 @@ from typing import Any
 
 from pymongo.database import Database
 
-from migrations.errors import (
+from backfill_migrations.errors import (
     InvalidVersionFormatError,
     MigrationNilError,
     MigrationRegisteredError,

@@ -87,6 +87,13 @@ class MissingMigrationFileError(MigrationError):
         super().__init__(f"migration {version} is recorded in history but its module is missing")
 
 
+class NoMigrationsDirError(MigrationError):
+    """A verb was asked to run with no migrations directory configured."""
+
+    def __init__(self, how: str = "") -> None:
+        super().__init__("no migrations directory is configured" + (f"; {how}" if how else ""))
+
+
 # Running
 
 

@@ -7,7 +7,7 @@ from pymongo.database import Database
 
 from backfill_engine.rate_control import RateController
 from backfill_engine.settings import Settings
-from workers.background import ServerLoop
+from backfill_workers.background import ServerLoop
 
 # While no `--rate auto` job is active, control ticks back off to this far apart: a new
 # auto job starts at its starting rate and is steered from the next tick on.

@@ -16,11 +16,9 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
-from migrations.errors import InvalidMigrationError, InvalidVersionFormatError
-from migrations.plan import Available
-from migrations.registry import Migration, Registry, validate_version
-
-MIGRATIONS_DIR = Path(__file__).resolve().parent / "versions"
+from backfill_migrations.errors import InvalidMigrationError, InvalidVersionFormatError
+from backfill_migrations.plan import Available
+from backfill_migrations.registry import Migration, Registry, validate_version
 
 
 @dataclass(frozen=True)
@@ -104,11 +102,9 @@ def load_file(path: Path) -> LoadedMigration:
     return LoadedMigration(m, path, checksum(source))
 
 
-def discover(
-    directory: Path | None = None, registry: Registry | None = None
-) -> list[LoadedMigration]:
-    """Load and register every migration in `directory` (default MIGRATIONS_DIR), by version."""
-    directory = (directory or MIGRATIONS_DIR).resolve()
+def discover(directory: Path, registry: Registry | None = None) -> list[LoadedMigration]:
+    """Load and register every migration in `directory`, by version."""
+    directory = directory.resolve()
     if not directory.is_dir():
         raise InvalidMigrationError(str(directory), "migrations directory does not exist")
     loaded = [load_file(p) for p in sorted(directory.glob("*.py")) if not p.name.startswith("_")]

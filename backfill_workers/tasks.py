@@ -16,8 +16,8 @@ from backfill_engine.batch_outcome import BatchOutcome
 from backfill_engine.batch_run import process_batch
 from backfill_engine.states import METADATA
 from backfill_engine.store import batch_id
-from workers.runtime import get_runtime
-from workers.task_result import (
+from backfill_workers.runtime import get_runtime
+from backfill_workers.task_result import (
     BatchFailed,
     BatchRetry,
     TaskReport,

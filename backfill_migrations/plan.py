@@ -11,12 +11,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from migrations.errors import (
+from backfill_migrations.errors import (
     MigrationBlockedError,
     MissingMigrationFileError,
     UnknownTargetError,
 )
-from migrations.registry import MigrationMetadata, MigrationStatus
+from backfill_migrations.registry import MigrationMetadata, MigrationStatus
 
 
 class MigrationState(StrEnum):

@@ -15,7 +15,7 @@ from pymongo.database import Database
 from backfill_engine.dispatch import TaskSender
 from backfill_engine.settings import Settings
 from backfill_engine.sweeper import SweepFailures, sweep_jobs
-from workers.background import ServerLoop
+from backfill_workers.background import ServerLoop
 
 MIN_INTERVAL_SECONDS = 1.0
 # While no job is active, sweeps back off to this far apart: a job that starts meanwhile is

@@ -10,7 +10,7 @@ from pymongo.database import Database
 
 from backfill_engine import ddl
 from backfill_engine.schema import ENGINE_COLLECTIONS, ensure_schema
-from migrations.schema import SchemaBuilder
+from backfill_migrations.schema import SchemaBuilder
 
 VALIDATION_LEVELS = ("off", "strict", "moderate")
 VALIDATION_ACTIONS = ("error", "warn")

@@ -24,19 +24,25 @@ from typing import Any
 
 from pymongo.database import Database
 
-from migrations.discovery import MIGRATIONS_DIR, LoadedMigration, discover
-from migrations.errors import (
+from backfill_migrations.discovery import LoadedMigration, discover
+from backfill_migrations.errors import (
     InvalidDescriptionError,
     InvalidVersionFormatError,
     LockLostError,
     MigrationError,
     MigrationFailedError,
+    NoMigrationsDirError,
     UnknownTargetError,
 )
-from migrations.history import History, format_error, read_history
-from migrations.indexes import reporting_to
-from migrations.lock import DEFAULT_LEASE_SECONDS, DEFAULT_WAIT_SECONDS, LOCK_COLLECTION, Lease
-from migrations.plan import (
+from backfill_migrations.history import History, format_error, read_history
+from backfill_migrations.indexes import reporting_to
+from backfill_migrations.lock import (
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_WAIT_SECONDS,
+    LOCK_COLLECTION,
+    Lease,
+)
+from backfill_migrations.plan import (
     Direction,
     Plan,
     needs_attention,
@@ -44,7 +50,7 @@ from migrations.plan import (
     plan_up,
     status_rows,
 )
-from migrations.registry import MigrationContext, MigrationStatus, validate_version
+from backfill_migrations.registry import MigrationContext, MigrationStatus, validate_version
 
 TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "migration.py.tmpl"
 SLUG_PATTERN = re.compile(r"[a-z0-9_]+")  # fullmatch: `$` admits a final \n
@@ -60,7 +66,7 @@ def _log(message: str) -> None:
 class RunnerConfig:
     """Where migrations live, lock timings, and what migrations receive through `ctx`."""
 
-    directory: Path = MIGRATIONS_DIR
+    directory: Path | None = None  # None: every verb refuses (NoMigrationsDirError)
     lock_seconds: float = DEFAULT_LEASE_SECONDS
     lock_wait_seconds: float = DEFAULT_WAIT_SECONDS
     log: Callable[[str], None] = _log
@@ -68,8 +74,10 @@ class RunnerConfig:
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> RunnerConfig:
-        """Lock timings from the engine's Settings; the settings themselves reach `ctx`."""
+        """Directory and lock timings from the engine's Settings; the settings reach `ctx`."""
+        directory = getattr(settings, "migrations_dir", None)
         base: dict[str, Any] = {
+            "directory": Path(directory) if directory else None,
             "lock_seconds": settings.migration_lock_seconds,
             "lock_wait_seconds": settings.migration_lock_wait_seconds,
             "settings_factory": lambda: settings,
@@ -136,6 +144,8 @@ class RunResult:
 
 
 def _load(config: RunnerConfig) -> dict[str, LoadedMigration]:
+    if config.directory is None:
+        raise NoMigrationsDirError()
     return {lm.version: lm for lm in discover(config.directory)}
 
 
@@ -315,7 +325,8 @@ def create(
     if not SLUG_PATTERN.fullmatch(slug) or not slug.strip("_"):
         raise InvalidVersionFormatError(slug, "slug must be lower-case letters, digits and _")
     version = validate_version(f"{(today or dt.date.today()):%Y%m%d}_{slug}")
-    directory = directory or MIGRATIONS_DIR
+    if directory is None:
+        raise NoMigrationsDirError()
     if not directory.is_dir():
         raise MigrationError(f"migrations directory {directory} does not exist")
     path = directory / f"{version}.py"

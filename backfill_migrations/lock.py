@@ -22,7 +22,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from backfill_engine import clock
-from migrations.errors import LockLostError, LockTimeoutError
+from backfill_migrations.errors import LockLostError, LockTimeoutError
 
 LOCK_COLLECTION = "schema_migrations_lock"
 LOCK_ID = "lock"
