@@ -72,10 +72,12 @@ def test_read_timeouts_are_retried_to_completion(system: System) -> None:
 def test_429_storm_never_exceeds_the_global_rate(system: System) -> None:
     started = time.monotonic()
     rate = 12.0
-    # The catalog allows 8/s; the job asks for 12/s across all workers: a 429 storm.
-    system.start_catalog("--rate-limit", "8")
-    ids = seed_products(system.db, 600)
-    # 10 ids per request so the job makes 60 requests: enough to overrun the catalog.
+    # The catalog allows 3/s; the job asks for 12/s across all workers: a 429 storm. The
+    # limit sits far below what even a loaded host sends (at 8/s a slow host never got
+    # there, the catalog never pushed back, and the storm did not happen).
+    system.start_catalog("--rate-limit", "3")
+    ids = seed_products(system.db, 400)
+    # 10 ids per request so the job makes 40 requests: enough to overrun the catalog.
     system.start_workers(3, concurrency=2, extra_env={"BACKFILL_SUBCHUNK_SIZE": "10"})
     job_id = system.launch(rate_per_second=rate, batch_size=100, max_in_flight=6)
     system.wait(job_id, timeout=240)
@@ -93,8 +95,8 @@ def test_429_storm_never_exceeds_the_global_rate(system: System) -> None:
     record(
         "6c",
         title="429 storm with Retry-After",
-        fault="catalog rate limit (8/s) below the job's rate (12/s): 429 + Retry-After",
-        how="stand-in `--rate-limit 8`; 3 workers x 2 processes, `--rate 12/s`, 10 ids per request",
+        fault="catalog rate limit (3/s) below the job's rate (12/s): 429 + Retry-After",
+        how="stand-in `--rate-limit 3`; 3 workers x 2 processes, `--rate 12/s`, 10 ids per request",
         outcome=f"{throttled} answers 429 vs {ok} answers 200; highest observed rate "
         f"{stats['max_rate_1s']} requests in any 1 s (limit {rate:g}); no batch failed",
         rec=rec,
