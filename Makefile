@@ -26,8 +26,8 @@ typecheck: $(STAMP)
 # Three pytest processes: most tests wait on real workers and servers, not on the CPU.
 # Tests whose outcome depends on timing (rates, leases, Flower's view) then run alone.
 test: $(STAMP) lint typecheck
-	$(BIN)/python -m pytest -m "not soak and not slow and not serial" -n 3 -p no:cacheprovider
-	$(BIN)/python -m pytest -m "serial and not soak and not slow" -p no:cacheprovider
+	$(BIN)/python -m pytest -m "not soak and not slow and not serial" -n 3 -p no:cacheprovider --durations=25
+	$(BIN)/python -m pytest -m "serial and not soak and not slow" -p no:cacheprovider --durations=10
 
 soak: $(STAMP)
 	$(BIN)/python -m pytest -m soak -p no:cacheprovider
