@@ -68,5 +68,7 @@ def test_backfill_worker_starts_and_names_the_unset_setting(system: System) -> N
         assert "'catalog'" in first
         assert proc.poll() is None, "the worker must start, not exit"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        # SIGKILL: nothing reads its stderr any more, so a worker logging its way through a
+        # warm shutdown could block on the full pipe.
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)

@@ -7,7 +7,7 @@ from typing import Any
 from bson.objectid import ObjectId
 from pymongo.database import Database
 
-from backfill_engine.batch_run import _quarantine_ops
+from backfill_engine.batch_io import quarantine_ops
 from backfill_engine.states import BATCH_IDS, METADATA, QUARANTINE, BatchStatus, JobStatus
 from migrations.versions._catalog import PRODUCTS
 
@@ -54,7 +54,7 @@ def quarantine(db: Database, job_id: str, *item_ids: Any) -> None:
         }
         for pid in item_ids
     ]
-    db[QUARANTINE].bulk_write(_quarantine_ops(job_id, 0, entries), ordered=False)
+    db[QUARANTINE].bulk_write(quarantine_ops(job_id, 0, entries), ordered=False)
 
 
 def planned_ids(db: Database, job_id: str) -> list[Any]:
