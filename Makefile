@@ -36,7 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 # Every fault scenario (the soak included), then docs/reliability.md from what they measured.
-RELIABILITY_TESTS := tests/faults tests/security/test_hostile_neighbours.py
+RELIABILITY_TESTS := tests/faults tests/security/test_hostile_neighbours.py tests/e2e/test_rate_auto.py
 reliability: $(STAMP)
 	rm -f docs/reliability.json
 	RELIABILITY_JSON=docs/reliability.json $(BIN)/python -m pytest $(RELIABILITY_TESTS) -m "soak or not soak" -p no:cacheprovider

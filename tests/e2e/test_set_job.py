@@ -46,7 +46,7 @@ def test_set_max_in_flight_caps_batches_thereafter(system: System) -> None:
 
 @pytest.mark.serial  # an observed rate: alone, so load does not bend it
 def test_set_rate_changes_the_observed_request_rate(system: System) -> None:
-    seed_products(system.db, 3000)  # 300 requests: several seconds at the first rate
+    seed_products(system.db, 1600)  # 160 requests: seconds at the first rate
     # Planned before any worker starts: launch plans to the end, and must not race the job.
     job_id = system.launch(batch_size=20, max_in_flight=4, rate_per_second=40.0)
     system.start_workers(2, concurrency=2, extra_env=SLOW)
