@@ -43,8 +43,7 @@ def test_nothing_is_assumed_without_a_config(
 ) -> None:
     outside = tmp_path / "empty"
     outside.mkdir()
-    if find_config(outside) is not None:
-        pytest.skip("a config file above the temporary directory")
+    assert find_config(outside) is None, "a config file above the temporary directory"
     for name in ("BACKFILL_CONFIG", "BACKFILL_MIGRATIONS_DIR", "BACKFILL_IMPORTS"):
         monkeypatch.delenv(name, raising=False)
     settings = Settings.from_env(cwd=outside)
