@@ -7,7 +7,7 @@ import time
 import pytest
 
 from backfill_engine.states import BATCH_IDS, METADATA
-from backfill_engine.store import load_batch_ids
+from backfill_engine.store import load_batch_ids, now_utc
 from tests.faults.reconcile import reconcile, wait_sweeping
 from tests.faults.report import record
 from tests.harness import System, seed_products
@@ -67,15 +67,45 @@ def test_every_worker_killed_twice_during_one_job(system: System) -> None:
     def done() -> int:
         return meta.count_documents({"job_id": job_id, "kind": "batch", "status": "done"})
 
-    interrupted = 0
-    for target in (2, 6):
-        wait_sweeping(system, job_id, lambda t=target: done() >= t, what=f"{target} done")
-        interrupted += meta.count_documents(
-            {"job_id": job_id, "kind": "batch", "status": "running"}
+    def fetch_ahead() -> bool:
+        # A batch held by a live worker with its second sub-chunk's 300 ms fetch still to
+        # come: a kill now lands mid-batch, not in the gap between two batches.
+        return bool(
+            meta.count_documents(
+                {
+                    "job_id": job_id,
+                    "kind": "batch",
+                    "status": "running",
+                    "processed": 0,
+                    "lease_expires_at": {"$gt": now_utc()},
+                },
+                limit=1,
+            )
+        )
+
+    # An interrupted attempt is a (batch, fencing token) left running by a kill; counted
+    # after the kill, when nothing can move it, and once, since it stays running until a
+    # fresh worker leases it again.
+    attempts: set[tuple[str, int]] = set()
+    kills = 0
+    for target in (2, 6, 9, 12):
+        if kills >= 2 and len(attempts) >= 2:
+            break
+        wait_sweeping(
+            system,
+            job_id,
+            lambda t=target: done() >= t and fetch_ahead(),
+            what=f"{target} done and a batch mid-way",
         )
         system.kill_workers()
+        kills += 1
+        attempts |= {
+            (d["_id"], d["fencing_token"])
+            for d in meta.find({"job_id": job_id, "kind": "batch", "status": "running"})
+        }
         assert done() < len(ids) // 200, "the job ended before the kill: nothing was tested"
         system.start_workers(2, concurrency=2)
+    interrupted = len(attempts)
 
     system.wait(job_id)
     rec = reconcile(system, job_id, ids)
@@ -90,10 +120,10 @@ def test_every_worker_killed_twice_during_one_job(system: System) -> None:
         "2",
         title="all workers SIGKILLed, twice",
         fault="`kill -9` every worker at once, two times in one job",
-        how="2 workers x 2 processes; SIGKILL all after 2 and after 6 done batches, "
-        "start 2 fresh workers each time",
-        outcome=f"{interrupted} batches interrupted, {recovered} recovered by the sweeper; "
-        "job completed",
+        how="2 workers x 2 processes; SIGKILL all after 2 and after 6 done batches, each "
+        "time with a batch mid-way, start 2 fresh workers each time",
+        outcome=f"{kills} kills, {interrupted} batches interrupted, "
+        f"{recovered} recovered by the sweeper; job completed",
         rec=rec,
         seconds=time.monotonic() - started,
     )
