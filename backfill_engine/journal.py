@@ -232,6 +232,13 @@ def job_batches(db: Database, job_id: str) -> Iterator[tuple[int, dict[Any, dict
         yield batch_no, merge(entries)
 
 
+def batch_changes(db: Database, job_id: str, batch_no: int) -> dict[Any, dict[str, Change]]:
+    """What one batch of the job changed, over all its deliveries (a revert batch's input)."""
+    query = {"job_id": job_id, "batch_no": batch_no}
+    cursor = db[JOURNAL].find(query).sort([("token", 1), ("part", 1)])
+    return merge(e for doc in cursor for e in doc["docs"])
+
+
 def has_journal(db: Database, job_id: str) -> bool:
     return db[JOURNAL].find_one({"job_id": job_id}, {"_id": 1}) is not None
 
@@ -252,15 +259,25 @@ class RevertCounts:
         self.unrestorable += other.unrestorable
 
 
+# Why a field is left: changed since the job wrote it, its document gone, or no before-image.
+CHANGED, DELETED, UNRESTORABLE = "changed", "deleted", "unrestorable"
+OnLeft = Callable[[str, Change, str, Mapping[str, Any] | None], None]
+
+
 def plan_restore(
-    pid: Any, current: Mapping[str, Any] | None, changes: Mapping[str, Change], counts: RevertCounts
+    pid: Any,
+    current: Mapping[str, Any] | None,
+    changes: Mapping[str, Change],
+    counts: RevertCounts,
+    on_left: OnLeft | None = None,
 ) -> UpdateOne | None:
     """The guarded update that puts back the fields still holding what the job wrote.
 
     The filter names each such field's written value and its BSON type, so an application
     write that lands between our read and this update makes it match nothing. A dotted
     field's guard also refuses arrays on its way, where the filter would match an element
-    but the leaf could not be set.
+    but the leaf could not be set. `on_left(field, change, why, current)` hears of every
+    field counted as a conflict or unrestorable (a revert job lists them).
     """
     guard: dict[str, Any] = {"_id": pid}
     sets: dict[str, Any] = {}
@@ -270,6 +287,8 @@ def plan_restore(
         found, now = paths.lookup(doc, f)
         if c.lost:
             counts.unrestorable += 1
+            if on_left is not None:
+                on_left(f, c, UNRESTORABLE, current)
         elif found and same(now, c.wrote):
             guard[f] = {"$eq": c.wrote, "$type": bson_type(c.wrote)}
             parts = paths.segments(f)
@@ -279,10 +298,12 @@ def plan_restore(
                 sets[f] = c.before
             else:
                 unsets[f] = ""
-        elif current is not None and _holds_before(doc, f, c):
+        elif current is not None and holds_before(doc, f, c):
             counts.already += 1
         else:
             counts.conflicts += 1  # changed since, or the document is gone
+            if on_left is not None:
+                on_left(f, c, DELETED if current is None else CHANGED, current)
     if not (sets or unsets):
         return None
     update: dict[str, Any] = {}
@@ -331,7 +352,7 @@ def _revert_piece(coll: Collection, changes: dict[Any, dict[str, Change]]) -> Re
         return counts
     res = coll.bulk_write(list(planned.values()), ordered=False)
     if res.matched_count == len(planned):
-        counts.restored += sum(_restoring(changes[p], current.get(p)) for p in planned)
+        counts.restored += sum(restoring(changes[p], current.get(p)) for p in planned)
         return counts
     # An application write beat some guarded updates: find out, field by field, which ones
     # were put back (they hold their before-image now) and which were left.
@@ -339,30 +360,32 @@ def _revert_piece(coll: Collection, changes: dict[Any, dict[str, Change]]) -> Re
     for pid in planned:
         doc = after.get(pid)
         for f, c in changes[pid].items():
-            if not _was_restoring(f, c, current.get(pid)):
+            if not was_restoring(f, c, current.get(pid)):
                 continue
-            if doc is not None and _holds_before(doc, f, c):
+            if doc is not None and holds_before(doc, f, c):
                 counts.restored += 1
             else:
                 counts.conflicts += 1
     return counts
 
 
-def _holds_before(doc: Mapping[str, Any], f: str, c: Change) -> bool:
+def holds_before(doc: Mapping[str, Any], f: str, c: Change) -> bool:
     """Whether field `f` of `doc` is as it was before the job (the value, or absent)."""
     found, value = paths.lookup(doc, f)
     return same(value, c.before) if c.had and found else not c.had and not found
 
 
-def _was_restoring(f: str, c: Change, current: Mapping[str, Any] | None) -> bool:
+def was_restoring(f: str, c: Change, current: Mapping[str, Any] | None) -> bool:
+    """Whether field `f` of `current` still held what the job wrote (so it was to be put back)."""
     if c.lost or current is None:
         return False
     found, value = paths.lookup(current, f)
     return found and same(value, c.wrote)
 
 
-def _restoring(per_doc: Mapping[str, Change], current: Mapping[str, Any] | None) -> int:
-    return sum(1 for f, c in per_doc.items() if _was_restoring(f, c, current))
+def restoring(per_doc: Mapping[str, Change], current: Mapping[str, Any] | None) -> int:
+    """How many fields of one document a guarded restore puts back."""
+    return sum(1 for f, c in per_doc.items() if was_restoring(f, c, current))
 
 
 def _read(coll: Collection, ids: list[Any], fields: set[str]) -> dict[Any, dict[str, Any]]:

@@ -48,6 +48,12 @@ class BatchHook:
     def after_source(self, batch: BatchContext, answer: SourceResult) -> None:
         """The source answered the sub-chunk."""
 
+    def before_write(self, batch: BatchContext, n_ops: int) -> None:
+        """`n_ops` document updates are about to be written: their before-images (when the
+        job journals) are already recorded, the lease was proven right before. Not called
+        for a sub-chunk with nothing to update. A hook that raises here (or dies, as the
+        reliability tests' kill hook does) never writes or skips anything itself."""
+
     def after_write(self, batch: BatchContext, seconds: float, ok: bool) -> None:
         """A document write took `seconds` (`ok` False: it raised)."""
 

@@ -1,0 +1,115 @@
+"""The revert's sub-chunk step: put back what one batch of a job changed, and only that.
+
+A revert batch covers the documents one batch of the reverted job journaled
+(backfill_engine.revert_plan). Per sub-chunk it reads their current fields and plans, with
+journal.plan_restore, an update guarded on exactly what the job wrote; a field changed
+since (or whose document is gone, or that has no before-image) is left and held as a
+conflict entry (backfill_engine.revert_conflicts). The core never journals these writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pymongo.database import Database
+from pymongo.results import BulkWriteResult
+
+from backfill_engine import journal
+from backfill_engine.batch_io import read_current
+from backfill_engine.batch_progress import Progress
+from backfill_engine.journal import CHANGED, Change, RevertCounts, holds_before, was_restoring
+from backfill_engine.revert_conflicts import conflict_entry, write_conflicts
+from backfill_engine.subchunk_step import Planned
+
+# The revert counters a revert batch keeps beside the item counters (field values).
+REVERT_COUNTERS = ("restored", "already", "conflicts", "unrestorable")
+
+
+class RevertStep:
+    """Compare with the journal → guarded restores and conflicts, for one revert batch."""
+
+    journals = False  # a revert is undone by running the job again, never by its own journal
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        collection: str,
+        reverts: str,
+        source_batch: int,
+        job_id: str,
+        subchunk_size: int,
+        read_ids: int,
+    ) -> None:
+        self.db, self.collection, self.reverts = db, collection, reverts
+        self.source_batch, self.job_id = source_batch, job_id
+        self.subchunk_size, self.read_ids = subchunk_size, read_ids
+        self._changes: dict[Any, dict[str, Change]] | None = None
+        self._reading: dict[Any, dict[str, Any] | None] = {}  # current docs of planned ops
+
+    def changes(self) -> dict[Any, dict[str, Change]]:
+        """What the reverted batch changed, read once per delivery."""
+        if self._changes is None:
+            self._changes = journal.batch_changes(self.db, self.reverts, self.source_batch)
+        return self._changes
+
+    def plan(self, chunk: Sequence[Any], progress: Progress) -> Planned:
+        changes = self.changes()
+        fields = {f for pid in chunk for f in changes.get(pid, {})}
+        coll = self.db[self.collection]
+        current = read_current(coll, list(chunk), fields, per_read=self.read_ids)
+        planned, counts = Planned(), RevertCounts()
+        self._reading = {}
+        for pid in chunk:
+            per_doc = changes.get(pid)
+            if not per_doc:
+                continue  # not journaled (an expired journal, or an id list that named it)
+            doc = current.get(pid)
+
+            def left(f: str, c: Change, why: str, cur: Any, pid: Any = pid) -> None:
+                planned.held.append(conflict_entry(pid, f, c, why, cur))
+
+            op = journal.plan_restore(pid, doc, per_doc, counts, on_left=left)
+            if op is None:
+                progress.counters["deleted" if doc is None else "unchanged"] += 1
+                continue
+            planned.ops.append(op)
+            self._reading[pid] = doc
+        add_counts(progress, counts)
+        return planned
+
+    def count_write(self, planned: Planned, result: BulkWriteResult, progress: Progress) -> None:
+        changes, counts = self.changes(), RevertCounts()
+        c = progress.counters
+        c["written"] += result.modified_count
+        c["unchanged"] += result.matched_count - result.modified_count
+        if result.matched_count == len(planned.ops):
+            reading = self._reading.items()
+            counts.restored += sum(journal.restoring(changes[p], d) for p, d in reading)
+        else:
+            # An application write beat some guarded updates: find out, field by field,
+            # which were put back (they hold their before-image now) and which were left.
+            fields = {f for pid in self._reading for f in changes[pid]}
+            after = read_current(self.db[self.collection], list(self._reading), fields)
+            for pid, doc in self._reading.items():
+                now = after.get(pid)
+                for f, change in changes[pid].items():
+                    if not was_restoring(f, change, doc):
+                        continue
+                    if now is not None and holds_before(now, f, change):
+                        counts.restored += 1
+                    else:
+                        counts.conflicts += 1
+                        planned.held.append(conflict_entry(pid, f, change, CHANGED, now))
+        add_counts(progress, counts)
+
+    def hold(self, job_id: str, batch_no: int, held: list[dict[str, Any]]) -> None:
+        write_conflicts(self.db, job_id, self.reverts, batch_no, held)
+
+
+def add_counts(progress: Progress, counts: RevertCounts) -> None:
+    """Add field-value counts to a revert batch's counters."""
+    c = progress.counters
+    for name in REVERT_COUNTERS:
+        c[name] = c.get(name, 0) + getattr(counts, name)
