@@ -223,8 +223,12 @@ def start_or_join(
     string_keyed: bool = True,
     rate_auto: dict[str, Any] | None = None,
     ids: Sequence[Any] | None = None,
+    journal: bool = True,
 ) -> tuple[dict[str, Any], bool]:
     """Create a job, or return the active one holding the same key; (job, created).
+
+    `journal=False` (`backfill run --no-journal`): its workers record no before-images, so
+    the job cannot be reverted exactly.
 
     The key is `exclusive_key` (a slice, an ids file, a replay) or the backfill's name;
     the job keeps it as `exclusive_key` after it ends, so a retry takes back its own key.
@@ -255,6 +259,8 @@ def start_or_join(
         "created_at": now,
         "updated_at": now,
     }
+    if not journal:
+        doc["journal"] = False
     if ids is not None:
         # The list before the job: a planner never sees the job without its whole list.
         doc[ID_LIST_FIELD] = store_ids(db, job_id, ids)
@@ -281,6 +287,7 @@ def start_or_join(
                 string_keyed=string_keyed,
                 rate_auto=rate_auto,
                 ids=ids,
+                journal=journal,
             )
         return existing, False
 
@@ -421,6 +428,10 @@ def plan_job(
     job = meta.find_one({"_id": job_id, "kind": "job"})
     if job is None or job["status"] in [s.value for s in TERMINAL_JOB_STATES]:
         return True  # failed or cancelled: nothing is cut for it any more
+    if job.get("reverts"):
+        from backfill_engine.revert_plan import plan_revert  # cut from a journal, not a scan
+
+        return plan_revert(db, sender, queue, job_id)
     try:
         if _scans_from_the_start(job):
             refuse_uncarried_ids(db[job["collection"]], job_id, job.get("scope") or {})

@@ -42,11 +42,12 @@ def cli(ctx: click.Context, log_json: bool, verbose: int) -> None:
 def _register_commands() -> None:
     from orchestrator.job_cli import JOB_COMMANDS
     from orchestrator.migrate_cli import migrate
+    from orchestrator.revert_cli import REVERT_COMMANDS
     from orchestrator.stack_cli import STACK_COMMANDS
     from orchestrator.tune_cli import TUNE_COMMANDS
 
     cli.add_command(migrate)
-    for command in (*JOB_COMMANDS, *TUNE_COMMANDS, *STACK_COMMANDS):
+    for command in (*JOB_COMMANDS, *REVERT_COMMANDS, *TUNE_COMMANDS, *STACK_COMMANDS):
         cli.add_command(command)
 
 

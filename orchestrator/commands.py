@@ -80,6 +80,7 @@ class RunOptions:
     scope: tuple[tuple[str, Any], ...] = ()  # --filter, as items of the query
     limit: int | None = None
     params: tuple[tuple[str, Any], ...] = ()  # typed values of the backfill's declared params
+    journal: bool = True  # False: `--no-journal`, workers record no before-images
 
     def audited(self) -> dict[str, Any]:
         """The options as the audit trail keeps them: an id list only by its length."""
@@ -93,6 +94,7 @@ class RunOptions:
             "scope": dict(self.scope),
             "limit": self.limit,
             "params": dict(self.params),
+            "journal": self.journal,
         }
 
 
@@ -170,6 +172,7 @@ def launch(
         string_keyed=backfill.source.keyed_by_string,
         rate_auto=_rate_auto(opts, backfill),
         ids=None if opts.ids is None else list(opts.ids),
+        journal=opts.journal,
     )
     if not created and exclusive is None and jobs.own_key(job) != opts.backfill:
         # An earlier release's retry gave a slice the main key: joining it would report
@@ -292,6 +295,7 @@ def replay_starter(
             source_job=source_job,
             scope=tuple((source.get("scope") or {}).items()),
             params=tuple(sorted(params.items())),
+            journal=source.get("journal") is not False,
         )
         job, created = launch(db, broker, opts)
         if not created:

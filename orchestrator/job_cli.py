@@ -30,6 +30,7 @@ from orchestrator.context import AppContext, check_source
 from orchestrator.errors import BackfillError
 from orchestrator.progress import LiveProgress, counters_line, jobs_table, summary_table
 from orchestrator.rates import RateSpec, parse_rate
+from orchestrator.revert import revert_status
 from orchestrator.verify import verify as verify_job
 
 console = Console()
@@ -99,6 +100,11 @@ def _rate(value: str) -> RateSpec:
     metavar="KEY=VALUE",
     help="A parameter the backfill declares (repeatable); typed and checked.",
 )
+@click.option(
+    "--no-journal",
+    is_flag=True,
+    help="Record no before-images: faster, but `backfill revert` cannot undo the job.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def run(
@@ -114,6 +120,7 @@ def run(
     ids_file: TextIO | None,
     limit: int | None,
     param_texts: tuple[str, ...],
+    no_journal: bool,
     as_json: bool,
 ) -> None:
     """Start a backfill job (or join the one already running) and fan it out to workers."""
@@ -138,6 +145,7 @@ def run(
         scope=tuple(parse_filter(filter_text).items()) if filter_text else (),
         limit=limit,
         params=tuple(sorted(parse_params(definition, raw_params).items())),
+        journal=not no_journal,
     )
     validate_run_options(opts, definitions)  # before any server is started or written to
     if dry_run:
@@ -248,12 +256,16 @@ def status(app: AppContext, job_id: str, as_json: bool, watch: bool) -> None:
         summary = _watch(app, _broker(app), job_id, quiet=as_json, stop_when_paused=True)
     else:
         summary = jobs.summarize(db, job_id)
-        if not as_json:
-            console.print(summary_table(summary))
-            for line in recent_lines(summary.job):  # the last changes; --json has them all
-                console.print(line, markup=False, highlight=False)
+    undo = revert_status(db, summary.job)
+    if not as_json and not watch:
+        console.print(summary_table(summary))
+        for line in recent_lines(summary.job):  # the last changes; --json has them all
+            console.print(line, markup=False, highlight=False)
+    if not as_json:
+        for line in undo.lines(job_id):
+            console.print(line, markup=False, highlight=False)
     if as_json:
-        _json(summary.as_dict())
+        _json({**summary.as_dict(), "revert": undo.as_dict()})
 
 
 @click.command()
@@ -412,4 +424,5 @@ def sweep(app: AppContext, job_id: str) -> None:
 
 
 JOB_COMMANDS = [run, jobs_cmd, status, pause, resume, cancel, retry, verify, quarantine, sweep]
-__all__ = ["JOB_COMMANDS", "counters_line"]
+__all__ = ["JOB_COMMANDS", "counters_line", "json_array", "print_json", "watch"]
+json_array, print_json, watch = _json_array, _json, _watch  # shared with orchestrator.revert_cli
