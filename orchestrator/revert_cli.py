@@ -27,7 +27,10 @@ CONFLICTS_SHOWN = 50  # conflicts `backfill conflicts` prints unless --limit say
 @click.command()
 @click.argument("job_id")
 @click.option(
-    "--dry-run", is_flag=True, help="Count what would be restored and left; write nothing."
+    "--dry-run",
+    "preview",
+    is_flag=True,
+    help="Count what would be restored and left; write nothing.",
 )
 @click.option(
     "--ids-file",
@@ -41,7 +44,7 @@ CONFLICTS_SHOWN = 50  # conflicts `backfill conflicts` prints unless --limit say
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def revert(
-    app: AppContext, job_id: str, dry_run_: bool, ids_file: TextIO | None, wait: bool, as_json: bool
+    app: AppContext, job_id: str, preview: bool, ids_file: TextIO | None, wait: bool, as_json: bool
 ) -> None:
     """Put back exactly what JOB changed; fields changed since are left, listed as conflicts."""
     ids = None if ids_file is None else tuple(parse_ids(ids_file))
@@ -56,7 +59,7 @@ def revert(
         )
         return
     if mode is Mode.RECOMPUTE:
-        if ids is not None or dry_run_:
+        if ids is not None or preview:
             raise BackfillError(
                 f"cannot revert job {job_id} with --ids-file or --dry-run: it has no journal, "
                 "and the recomputing fallback undoes the whole job"
@@ -70,7 +73,7 @@ def revert(
             f"unset, {counts.conflicts:,} kept (their previous values cannot come back)",
         )
         return
-    if dry_run_:
+    if preview:
         counts = dry_run(db, target, ids)
         _say(
             as_json,
