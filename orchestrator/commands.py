@@ -21,7 +21,7 @@ from backfill_engine.registry import lookup
 from backfill_engine.schema import ensure_schema
 from backfill_engine.scope import check_filter, combine
 from backfill_engine.settings import MAX_BATCH_SIZE, Settings
-from backfill_engine.states import METADATA, TERMINAL_JOB_STATES, JobStatus
+from backfill_engine.states import DISPATCHABLE_JOB_STATES, METADATA, TERMINAL_JOB_STATES, JobStatus
 from backfill_engine.store import now_utc
 from backfill_engine.sweeper import sweep_job
 from orchestrator import jobs
@@ -181,7 +181,7 @@ def launch(
         )
     if created:
         changed(db, job["_id"], "run", opts.audited(), event=Event.STARTED)
-    if job["status"] in (JobStatus.PLANNING.value, JobStatus.RUNNING.value):
+    if job["status"] in DISPATCHABLE_JOB_STATES:
         plan_job(db, broker.sender, broker.queue, job["_id"], on_batch=on_batch)
     return jobs.get_job(db, job["_id"]), created
 
@@ -235,7 +235,7 @@ def wait_for(
         now = time.monotonic()
         if now - last_sweep >= settings.sweep_interval_seconds:
             job = jobs.get_job(db, job_id)
-            if job["status"] in (JobStatus.PLANNING.value, JobStatus.RUNNING.value):
+            if job["status"] in DISPATCHABLE_JOB_STATES:
                 try:
                     if not job["planning"].get("done"):
                         # The planner that started this job died: carry on from its cursor.
