@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
-import socket
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +27,6 @@ from orchestrator.errors import BackfillError, JobNotFoundError, JobStateError
 from orchestrator.job_events import changed
 from orchestrator.tuning import tuning_update
 
-AUDIT_KEPT = 200  # the job's `audit` list keeps this many newest entries
 TUNABLE_JOB_STATES = ACTIVE_JOB_STATES
 OPERATOR_PAUSE = "paused by operator"
 REOPEN_ATTEMPTS = 3  # planning -> running happens once, so the second reopen settles it
@@ -241,26 +237,6 @@ def count_quarantined(db: Database, job_id: str) -> int:
     return db[QUARANTINE].count_documents({"job_id": job_id})
 
 
-def record_change(db: Database, job_id: str, what: dict[str, Any]) -> dict[str, Any]:
-    """Append who changed what to the job's `audit` list (newest AUDIT_KEPT kept); the entry."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (some containers)
-        user = "unknown"
-    entry = {
-        "at": now_utc(),
-        "user": user,
-        "host": socket.gethostname(),
-        "argv": list(sys.argv),
-        "changes": what,
-    }
-    db[METADATA].update_one(
-        {"_id": job_id, "kind": "job"},
-        {"$push": {"audit": {"$each": [entry], "$slice": -AUDIT_KEPT}}},
-    )
-    return entry
-
-
 def set_job(
     db: Database,
     job_id: str,
@@ -270,7 +246,28 @@ def set_job(
     batch_size: int | None = None,
     definitions: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Change a running or paused job's rate (`50/s`, `auto`, `auto:200/s`), cap or batch size.
+    """Change a running or paused job's rate (`50/s`, `auto`, `auto:200/s`), cap or batch size;
+    the job as it is now (see `tune` for what changed)."""
+    return tune(
+        db,
+        job_id,
+        rate=rate,
+        max_in_flight=max_in_flight,
+        batch_size=batch_size,
+        definitions=definitions,
+    )[0]
+
+
+def tune(
+    db: Database,
+    job_id: str,
+    *,
+    rate: str | float | None = None,
+    max_in_flight: int | None = None,
+    batch_size: int | None = None,
+    definitions: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`set_job`, returning (job, {field: {"from": old, "to": new}}); the change is audited.
 
     Workers pick each up as they next read the job: dispatch reads the cap on every fill,
     a batch reads the rate when it starts, the planner the batch size at every cut.
@@ -281,5 +278,5 @@ def set_job(
     )
     if not tune_job(db[METADATA], job_id, TUNABLE_JOB_STATES, update):
         raise _refused(db, job_id, "set")
-    record_change(db, job_id, changes)
-    return get_job(db, job_id)
+    changed(db, job_id, "set", changes)
+    return get_job(db, job_id), changes
