@@ -27,7 +27,7 @@ from backfill_engine.sweeper import sweep_job
 from orchestrator import jobs
 from orchestrator.errors import BackfillError
 from orchestrator.job_events import changed
-from orchestrator.rates import RateSpec
+from orchestrator.rates import RateSpec, auto_bucket
 
 log = logging.getLogger(__name__)
 
@@ -114,15 +114,6 @@ def validate_run_options(opts: RunOptions, definitions: dict[str, Backfill] | No
         raise BackfillError(f"--rate must be above 0 requests/s, got {opts.rate_per_second:g}")
     if opts.rate_auto and definitions is not None:
         auto_bucket(lookup(definitions, opts.backfill))
-
-
-def auto_bucket(definition: Backfill) -> str:
-    """The rate bucket `--rate auto` controls; refused for a backfill that calls no API."""
-    if definition.rate_bucket is None:
-        raise BackfillError(
-            f"--rate auto needs an API to watch; backfill {definition.name!r} calls none"
-        )
-    return definition.rate_bucket
 
 
 def launch(
