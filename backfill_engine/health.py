@@ -31,7 +31,7 @@ import pymongo.errors
 from pymongo.database import Database
 
 from backfill_engine.settings import Settings
-from backfill_engine.states import METADATA, JobStatus
+from backfill_engine.states import DISPATCHABLE_JOB_STATES, METADATA
 from backfill_engine.store import now_utc
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def throttle_view(job: Mapping[str, Any], now: dt.datetime) -> ThrottleView | No
         return None
     seen = _aware(rec.get("seen_at"))
     fresh = seen is not None and (now - seen).total_seconds() <= STALE_SECONDS
-    running = job.get("status") in (JobStatus.PLANNING.value, JobStatus.RUNNING.value)
+    running = job.get("status") in DISPATCHABLE_JOB_STATES
     until = _aware(rec.get("until"))
     return ThrottleView(
         kind=str(rec.get("kind") or WRITE_LATENCY),
@@ -323,4 +323,4 @@ class HealthGate:
             log.warning("[job %s] throttle not recorded: %s", job_id, type(exc).__name__)
 
 
-_RUNNABLE = (JobStatus.PLANNING.value, JobStatus.RUNNING.value)
+_RUNNABLE = tuple(s.value for s in DISPATCHABLE_JOB_STATES)

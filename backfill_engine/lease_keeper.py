@@ -10,10 +10,10 @@ from __future__ import annotations
 import threading
 import time
 
-import pymongo.errors
 from pymongo.collection import Collection
 
 from backfill_engine import store
+from backfill_engine.renewer import Renewer
 from backfill_engine.states import JobStatus
 from backfill_engine.store import Lease, read_job
 
@@ -61,8 +61,14 @@ class LeaseKeeper:
         # Until when (monotonic) the lease is surely ours: set from the send time of the last
         # update that extended it (lease, renewal, checkpoint), so it errs on the early side.
         self.valid_until = (time.monotonic() if leased_at is None else leased_at) + lease_seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="lease-keeper")
+        self._renewer = Renewer(
+            self._renew,
+            lease_seconds / 3,
+            name="lease-keeper",
+            lost=self.lost,
+            poll=self._read_job_state,
+            poll_seconds=recheck_seconds,
+        )
 
     def extended(self, sent: float) -> None:
         """An update sent at `sent` (monotonic) extended the lease by a full lease period."""
@@ -77,30 +83,21 @@ class LeaseKeeper:
         return not self.lost.is_set() and time.monotonic() + margin < self.valid_until
 
     def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
+        self._renewer.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        self._renewer.stop(timeout=5)
 
-    def _run(self) -> None:
-        renew_every = self.lease_seconds / 3
-        next_renew = time.monotonic() + renew_every
-        next_status = time.monotonic() + self.recheck_seconds
-        while not self._stop.wait(max(0.0, min(next_renew, next_status) - time.monotonic())):
-            now = time.monotonic()
-            try:
-                if now >= next_status:
-                    next_status = now + self.recheck_seconds
-                    job = read_job(self.coll, self.job_id, ("status",))
-                    self.job_state = job["status"] if job else JobStatus.CANCELLED.value
-                if now >= next_renew:
-                    next_renew = now + renew_every
-                    sent = time.monotonic()
-                    if not store.renew_lease(self.coll, self.lease, self.lease_seconds):
-                        self.lost.set()
-                        return
-                    self.extended(sent)
-            except pymongo.errors.PyMongoError:
-                continue  # the next round, the checkpoint or the finish will tell
+    def _read_job_state(self) -> None:
+        job = read_job(self.coll, self.job_id, ("status",))
+        self.job_state = job["status"] if job else JobStatus.CANCELLED.value
+
+    def _renew(self) -> bool:
+        # A failed round trip (PyMongoError) is left to the next round, the checkpoint or
+        # the finish to tell: the Renewer carries on.
+        sent = time.monotonic()
+        if not store.renew_lease(self.coll, self.lease, self.lease_seconds):
+            return False
+        self.extended(sent)
+        return True

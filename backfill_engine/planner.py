@@ -34,7 +34,7 @@ from backfill_engine.id_lists import ID_LIST_FIELD, drop_ids, store_ids, stream_
 from backfill_engine.ids import string_twins
 from backfill_engine.scope import ScopeError, check_filter, combine
 from backfill_engine.states import BATCH_IDS, METADATA, TERMINAL_JOB_STATES, JobStatus
-from backfill_engine.store import batch_id, batch_ids_doc, new_batch, now_utc
+from backfill_engine.store import batch_id, batch_ids_doc, new_batch, new_job, now_utc
 
 log = logging.getLogger(__name__)
 
@@ -236,29 +236,21 @@ def start_or_join(
     """
     meta = db[METADATA]
     key = exclusive_key or backfill
-    now = now_utc()
     job_id = new_job_id(backfill)
-    doc = {
-        "_id": job_id,
-        "kind": "job",
-        "backfill": backfill,
-        "status": JobStatus.PLANNING.value,
-        "active_key": key,
-        "exclusive_key": key,
-        "batch_size": batch_size,
-        "max_in_flight": max_in_flight,
-        "rate_per_second": float(rate_per_second),
-        "rate_auto": rate_auto,  # `--rate auto`: followed and filled by rate_control.py
-        "params": params or {},
-        "collection": collection,
-        "scope": scope or {},
-        "limit": limit,
-        "string_keyed": string_keyed,
-        "planning": {"cursor": None, "batches": 0, "items": 0, "done": False},
-        "dispatch_lock": None,
-        "created_at": now,
-        "updated_at": now,
-    }
+    doc = new_job(
+        job_id,
+        backfill=backfill,
+        key=key,
+        batch_size=batch_size,
+        max_in_flight=max_in_flight,
+        rate_per_second=rate_per_second,
+        rate_auto=rate_auto,
+        params=params,
+        collection=collection,
+        scope=scope,
+        limit=limit,
+        string_keyed=string_keyed,
+    )
     if not journal:
         doc["journal"] = False
     if ids is not None:
@@ -560,10 +552,6 @@ def _cut_batches(
         },
         return_document=ReturnDocument.AFTER,
     )
-    # A paused job stays paused; otherwise planning is over and the job is running.
-    meta.update_one(
-        {"_id": job_id, "status": JobStatus.PLANNING.value},
-        {"$set": {"status": JobStatus.RUNNING.value}},
-    )
+    store.finish_planning(meta, job_id)
     fill_in_flight(meta, sender, queue, job_id)
     return True

@@ -33,7 +33,7 @@ from backfill_engine.rate_policy import (
     with_ceiling,
 )
 from backfill_engine.ratelimit import KEY_PREFIX, control_key, limiter_name
-from backfill_engine.states import METADATA, JobStatus
+from backfill_engine.states import ACTIVE_JOB_STATES, METADATA
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ OBSERVATIONS_TTL_SECONDS = 120  # a bucket nobody controls forgets its counters
 CONTROL_TTL_SECONDS = 60  # the live rate outlives its controller this long, then lapses
 MIRROR_SECONDS = 2.0  # a probing rate moves every tick; the job documents need less
 MAX_WINDOW_TICKS = 10  # a holder back after a long stall treats the gap as this many ticks
-AUTO_JOB_STATES = (JobStatus.PLANNING.value, JobStatus.RUNNING.value, JobStatus.PAUSED.value)
+AUTO_JOB_STATES = tuple(s.value for s in ACTIVE_JOB_STATES)
 
 _HOLD_SCRIPT = (Path(__file__).with_name("holder_lock.lua")).read_text()
 

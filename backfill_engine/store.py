@@ -2,7 +2,8 @@
 
 Named for the transition it makes (lease_batch, checkpoint, finish_batch, fail_batch,
 requeue_stale, maybe_complete_job, pause_job_for, ...), so no state string is written
-anywhere else.
+anywhere else. Each status filter comes from backfill_engine.transitions, the table of
+which changes exist: a change it does not list cannot be written.
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ from pymongo.collection import Collection
 
 from backfill_engine import clock, notify
 from backfill_engine.states import (
-    ACTIVE_JOB_STATES,
     COUNTER_NAMES,
     IN_FLIGHT_BATCH_STATES,
-    LEASABLE_BATCH_STATES,
     UNFINISHED_BATCH_STATES,
     BatchStatus,
     JobStatus,
     zero_counters,
 )
+from backfill_engine.transitions import batch_guard, job_guard
 
 MAX_ERRORS_KEPT = 5
 
@@ -59,6 +59,47 @@ def new_batch(job_id: str, batch_no: int, ids: list[Any]) -> dict[str, Any]:
         "counters": zero_counters(),
         "errors": [],
         "created_at": now_utc(),
+    }
+
+
+def new_job(
+    job_id: str,
+    *,
+    backfill: str,
+    key: str,
+    batch_size: int,
+    max_in_flight: int,
+    rate_per_second: float,
+    collection: str,
+    rate_auto: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+    scope: dict[str, Any] | None = None,
+    limit: int | None = None,
+    string_keyed: bool = True,
+) -> dict[str, Any]:
+    """The job document of a new job, `planning` and holding the active `key` (unique while
+    the job is active, so one job per key runs)."""
+    now = now_utc()
+    return {
+        "_id": job_id,
+        "kind": "job",
+        "backfill": backfill,
+        "status": JobStatus.PLANNING.value,
+        "active_key": key,
+        "exclusive_key": key,
+        "batch_size": batch_size,
+        "max_in_flight": max_in_flight,
+        "rate_per_second": float(rate_per_second),
+        "rate_auto": rate_auto,  # `--rate auto`: followed and filled by rate_control.py
+        "params": params or {},
+        "collection": collection,
+        "scope": scope or {},
+        "limit": limit,
+        "string_keyed": string_keyed,
+        "planning": {"cursor": None, "batches": 0, "items": 0, "done": False},
+        "dispatch_lock": None,
+        "created_at": now,
+        "updated_at": now,
     }
 
 
@@ -118,7 +159,7 @@ def lease_batch(
     res = coll.update_one(
         {
             "_id": bid,
-            "status": {"$in": [s.value for s in LEASABLE_BATCH_STATES]},
+            **batch_guard(BatchStatus.RUNNING),
             "lease_expires_at": {"$not": {"$gte": now}},
         },
         {
@@ -143,7 +184,7 @@ def lease_batch(
 def unqueue_batch(coll: Collection, bid: str) -> bool:
     """A queued batch of a paused or stopped job goes back to pending (resume re-sends it)."""
     res = coll.update_one(
-        {"_id": bid, "status": BatchStatus.QUEUED.value},
+        {"_id": bid, **batch_guard(BatchStatus.PENDING, BatchStatus.QUEUED)},
         {"$set": {"status": BatchStatus.PENDING.value}},
     )
     return res.modified_count == 1
@@ -222,7 +263,7 @@ def finish_batch(
         done["timings"] = timings
     update: dict[str, Any] = {"$set": done}
     _add_source_inc(update, source_inc)
-    res = coll.update_one(lease.guard(), update)
+    res = coll.update_one({**lease.guard(), **batch_guard(BatchStatus.DONE)}, update)
     return res.matched_count == 1
 
 
@@ -253,14 +294,15 @@ def release_batch(
         update["$push"] = {
             "errors": {"$each": [{"at": now, "error": error}], "$slice": -MAX_ERRORS_KEPT}
         }
-    return coll.update_one(lease.guard(), update).matched_count == 1
+    guard = {**lease.guard(), **batch_guard(status, BatchStatus.RUNNING)}
+    return coll.update_one(guard, update).matched_count == 1
 
 
 def fail_batch(coll: Collection, lease: Lease, error: str) -> bool:
     """Give up on the batch after its last attempt; the job goes on without it."""
     now = now_utc()
     res = coll.update_one(
-        lease.guard(),
+        {**lease.guard(), **batch_guard(BatchStatus.FAILED, BatchStatus.RUNNING)},
         {
             "$set": {
                 "status": BatchStatus.FAILED.value,
@@ -295,7 +337,7 @@ def claim_pending(coll: Collection, job_id: str) -> dict[str, Any] | None:
             return None
         now = now_utc()
         res = coll.update_one(
-            {"_id": cand["_id"], "status": BatchStatus.PENDING.value},
+            {"_id": cand["_id"], **batch_guard(BatchStatus.QUEUED, BatchStatus.PENDING)},
             {"$set": {"status": BatchStatus.QUEUED.value, "dispatched_at": now, "updated_at": now}},
         )
         if res.modified_count == 1:
@@ -313,10 +355,15 @@ def count_in_flight(coll: Collection, job_id: str) -> int:
 
 
 def requeue_stale(coll: Collection, bid: str, expected: dict[str, Any]) -> bool:
-    """Sweeper: mark a lost batch queued again, only if it is still in the state we saw."""
+    """Sweeper: mark a lost batch queued again, only if it is still in the state we saw.
+
+    `expected` holds the `status` seen and what else must still hold (a token, an age).
+    """
+    seen = {k: v for k, v in expected.items() if k != "status"}
+    guard = batch_guard(BatchStatus.QUEUED, BatchStatus(expected["status"]))
     now = now_utc()
     res = coll.update_one(
-        {"_id": bid, **expected},
+        {"_id": bid, **seen, **guard},
         {
             "$set": {
                 "status": BatchStatus.QUEUED.value,
@@ -423,12 +470,12 @@ def maybe_complete_job(
     )
     if unfinished:
         return None
-    failed = coll.count_documents({"job_id": job_id, "status": "failed"})
+    failed = coll.count_documents({"job_id": job_id, "status": BatchStatus.FAILED.value})
     quarantined = db_quarantine.count_documents({"job_id": job_id})
     final = JobStatus.COMPLETED_WITH_ERRORS if failed or quarantined else JobStatus.COMPLETED
     now = now_utc()
     res = coll.update_one(
-        {"_id": job_id, "kind": "job", "status": JobStatus.RUNNING.value},
+        {"_id": job_id, "kind": "job", **job_guard(final)},
         {
             "$set": {"status": final.value, "finished_at": now, "updated_at": now},
             "$unset": {"active_key": ""},
@@ -456,7 +503,7 @@ def resume_job(coll: Collection, job_id: str) -> JobStatus | None:
                 {
                     "_id": job_id,
                     "kind": "job",
-                    "status": JobStatus.PAUSED.value,
+                    **job_guard(target, JobStatus.PAUSED),
                     "planning.done": done,
                 },
                 {
@@ -483,7 +530,7 @@ def reset_failed_batches(coll: Collection, job_id: str) -> list[str]:
     ]
     if failed:
         coll.update_many(
-            {"_id": {"$in": failed}, "status": BatchStatus.FAILED.value},
+            {"_id": {"$in": failed}, **batch_guard(BatchStatus.PENDING, BatchStatus.FAILED)},
             {"$set": {"status": BatchStatus.PENDING.value, "attempts": 0, "updated_at": now_utc()}},
         )
     return failed
@@ -493,7 +540,7 @@ def refail_batches(coll: Collection, batch_ids: list[str]) -> None:
     """Undo `reset_failed_batches` when the job cannot be reopened (still pending: the job
     was not dispatchable, so nothing took them)."""
     coll.update_many(
-        {"_id": {"$in": batch_ids}, "status": BatchStatus.PENDING.value},
+        {"_id": {"$in": batch_ids}, **batch_guard(BatchStatus.FAILED, BatchStatus.PENDING)},
         {"$set": {"status": BatchStatus.FAILED.value, "updated_at": now_utc()}},
     )
 
@@ -515,7 +562,7 @@ def reopen_job(coll: Collection, job_id: str, key: str) -> bool:
     """
     now = now_utc()
     res = coll.update_one(
-        {"_id": job_id, "kind": "job", "status": {"$in": [s.value for s in REOPENABLE_JOB_STATES]}},
+        {"_id": job_id, "kind": "job", **job_guard(JobStatus.RUNNING, *REOPENABLE_JOB_STATES)},
         {
             "$set": {"status": JobStatus.RUNNING.value, "active_key": key, "updated_at": now},
             "$unset": {"finished_at": ""},
@@ -524,16 +571,80 @@ def reopen_job(coll: Collection, job_id: str, key: str) -> bool:
     return res.matched_count == 1
 
 
+def pause_job(coll: Collection, job_id: str, reason: str) -> bool:
+    """Pause a planning or running job with `reason`; False if it was in another state."""
+    res = coll.update_one(
+        {"_id": job_id, "kind": "job", **job_guard(JobStatus.PAUSED)},
+        {
+            "$set": {
+                "status": JobStatus.PAUSED.value,
+                "pause_reason": reason,
+                "updated_at": now_utc(),
+            }
+        },
+    )
+    return res.modified_count == 1
+
+
 def pause_job_for(coll: Collection, job_id: str, reason: str) -> bool:
     """Pause a running job on a condition only an operator can fix (e.g. an API answers 401)."""
+    if not pause_job(coll, job_id, reason):
+        return False
+    notify.job_event(coll.database, job_id, notify.Event.PAUSED, reason=reason)
+    return True
+
+
+def finish_planning(coll: Collection, job_id: str) -> bool:
+    """Planning is over: a `planning` job runs on; a paused one stays paused (resume_job
+    then sees `planning.done` and resumes it running)."""
+    res = coll.update_one(
+        {"_id": job_id, "kind": "job", **job_guard(JobStatus.RUNNING, JobStatus.PLANNING)},
+        {"$set": {"status": JobStatus.RUNNING.value, "updated_at": now_utc()}},
+    )
+    return res.modified_count == 1
+
+
+def _cancel_untaken_batches(coll: Collection, job_id: str, now: dt.datetime) -> None:
+    # Running batches are their lease holder's to hand back: they stop at their next
+    # sub-chunk, seeing the job's status.
+    coll.update_many(
+        {
+            "job_id": job_id,
+            **batch_guard(BatchStatus.CANCELLED, BatchStatus.PENDING, BatchStatus.QUEUED),
+        },
+        {"$set": {"status": BatchStatus.CANCELLED.value, "updated_at": now}},
+    )
+
+
+def cancel_job(coll: Collection, job_id: str) -> bool:
+    """Stop an active job for good; False if it was not active. Batches not yet taken are
+    cancelled with it; the `active_key` goes, so the backfill can run again."""
     now = now_utc()
     res = coll.update_one(
-        {"_id": job_id, "kind": "job", "status": {"$in": ["planning", "running"]}},
-        {"$set": {"status": JobStatus.PAUSED.value, "pause_reason": reason, "updated_at": now}},
+        {"_id": job_id, "kind": "job", **job_guard(JobStatus.CANCELLED)},
+        {
+            "$set": {"status": JobStatus.CANCELLED.value, "finished_at": now, "updated_at": now},
+            "$unset": {"active_key": ""},
+        },
     )
-    if res.modified_count == 1:
-        notify.job_event(coll.database, job_id, notify.Event.PAUSED, reason=reason)
-    return res.modified_count == 1
+    if res.matched_count != 1:
+        return False
+    _cancel_untaken_batches(coll, job_id, now)
+    return True
+
+
+def tune_job(
+    coll: Collection, job_id: str, states: tuple[JobStatus, ...], update: dict[str, Any]
+) -> bool:
+    """Apply `update` (rate, cap, batch size: never the status) to the job if it is in one of
+    `states`; False otherwise."""
+    if "status" in update.get("$set", {}) or "status" in update.get("$unset", {}):
+        raise ValueError("tune_job changes no status: use the transition's own function")
+    res = coll.update_one(
+        {"_id": job_id, "kind": "job", "status": {"$in": [s.value for s in states]}},
+        {**update, "$currentDate": {"updated_at": True}},
+    )
+    return res.matched_count == 1
 
 
 def fail_job(coll: Collection, job_id: str, reason: str) -> bool:
@@ -544,7 +655,7 @@ def fail_job(coll: Collection, job_id: str, reason: str) -> bool:
     """
     now = now_utc()
     res = coll.update_one(
-        {"_id": job_id, "kind": "job", "status": {"$in": [s.value for s in ACTIVE_JOB_STATES]}},
+        {"_id": job_id, "kind": "job", **job_guard(JobStatus.FAILED)},
         {
             "$set": {
                 "status": JobStatus.FAILED.value,
@@ -558,12 +669,6 @@ def fail_job(coll: Collection, job_id: str, reason: str) -> bool:
     )
     if res.modified_count != 1:
         return False
-    coll.update_many(
-        {
-            "job_id": job_id,
-            "status": {"$in": [BatchStatus.PENDING.value, BatchStatus.QUEUED.value]},
-        },
-        {"$set": {"status": BatchStatus.CANCELLED.value, "updated_at": now}},
-    )
+    _cancel_untaken_batches(coll, job_id, now)
     notify.job_event(coll.database, job_id, notify.Event.FAILED, reason=reason)
     return True

@@ -119,7 +119,7 @@ def sweep_job(
     meta = db[METADATA]
     report = SweepReport()
     job = meta.find_one({"_id": job_id, "kind": "job"}, {"status": 1, "planning": 1})
-    if job is None or job["status"] not in (JobStatus.PLANNING.value, JobStatus.RUNNING.value):
+    if job is None or job["status"] not in DISPATCHABLE_JOB_STATES:
         return report
     now = now_utc()
     # A running batch whose lease expired: its worker died (guard: nobody leased it since).

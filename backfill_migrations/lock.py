@@ -1,9 +1,10 @@
 """A lease lock that serialises migration runners: one document, an owner token, an expiry.
 
-The holder renews the lease from a background thread every third of the lease while a
-migration runs, so a long `up` keeps it; a runner that dies stops renewing and its lease
-simply expires. Expiry is compared with the runners' clocks, so hosts need roughly synced time
-(skew must stay well below the lease).
+The holder renews the lease from a background thread (backfill_engine.renewer, the loop
+that also keeps batch leases) every third of the lease while a migration runs, so a long
+`up` keeps it; a runner that dies stops renewing and its lease simply expires. Expiry is
+compared with the runners' clocks, so hosts need roughly synced time (skew must stay well
+below the lease).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from backfill_engine import clock
+from backfill_engine.renewer import Renewer
 from backfill_migrations.errors import LockLostError, LockTimeoutError
 
 LOCK_COLLECTION = "schema_migrations_lock"
@@ -58,8 +60,7 @@ class Lease:
         self.pid = os.getpid()
         self._held = False
         self._lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._renewer: Renewer | None = None
 
     # --- acquire / release ---------------------------------------------------------------
 
@@ -118,10 +119,9 @@ class Lease:
 
     def release(self) -> None:
         """Stop renewing and delete the lock if it is still ours."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.lease_seconds)
-            self._thread = None
+        if self._renewer is not None:
+            self._renewer.stop(timeout=self.lease_seconds)
+            self._renewer = None
         if self._held:
             self._held = False
             try:
@@ -153,23 +153,16 @@ class Lease:
         return result.matched_count == 1
 
     def _start_renewal(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._renew_loop, name="migration-lock-renewal", daemon=True
+        self._renewer = Renewer(
+            self._renew,
+            self.lease_seconds / 3,
+            name="migration-lock-renewal",
+            lost=self._lost,
+            on_lost=lambda: log.error("migration lock lost: lease expired or taken over"),
+            # A blip: retry at the next tick; confirm() decides if the lease really lapsed.
+            on_transient=lambda exc: log.warning("migration lock renewal failed: %s", exc),
         )
-        self._thread.start()
-
-    def _renew_loop(self) -> None:
-        interval = self.lease_seconds / 3
-        while not self._stop.wait(interval):
-            try:
-                if not self._renew():
-                    log.error("migration lock lost: lease expired or taken over")
-                    self._lost.set()
-                    return
-            except PyMongoError as exc:
-                # A blip: retry at the next tick; confirm() decides if the lease really lapsed.
-                log.warning("migration lock renewal failed: %s", exc)
+        self._renewer.start()
 
     # --- the guard every history write calls ----------------------------------------------
 

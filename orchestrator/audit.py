@@ -1,7 +1,9 @@
 """Who changed a job, when, from which command line, with which parameters.
 
 Every verb that changes a job (run, pause, resume, cancel, retry, set) appends one entry
-to the job's `audit` array, newest last, keeping the last AUDIT_KEEP. `status` shows the
+to the job's `audit` array through `record` (via orchestrator.job_events.changed), newest
+last, keeping the last AUDIT_KEEP: this is the only writer of the trail, so every entry
+names its verb and carries a redacted command line. `status` shows the
 last few, `status --json` all of them.
 """
 
@@ -102,13 +104,30 @@ def record(db: Database, job_id: str, verb: str, params: dict[str, Any] | None =
         log.warning("job %s: %s not audited (%s)", job_id, verb, type(exc).__name__)
 
 
+def set_changes(e: dict[str, Any]) -> dict[str, Any] | None:
+    """What a `backfill set` entry changed, {field: {"from": old, "to": new}}; None for other
+    verbs. Entries of earlier releases kept it under `changes`, with no verb."""
+    if e.get("verb") == "set":
+        return dict(e.get("params") or {})
+    return e.get("changes") if e.get("verb") is None else None
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict) and set(value) == {"from", "to"}:
+        return f"{value['from']} -> {value['to']}"
+    return str(value)
+
+
 def recent_lines(job: dict[str, Any], n: int = SHOWN_IN_STATUS) -> list[str]:
     """The last `n` audit entries of `job`, one line each, oldest first."""
     lines = []
     for e in (job.get("audit") or [])[-n:]:
         at = e.get("at")
         when = at.strftime("%Y-%m-%d %H:%M:%S") if isinstance(at, dt.datetime) else "?"
-        params = ", ".join(f"{k}={v}" for k, v in (e.get("params") or {}).items())
-        line = f"{when}  {e.get('verb')} by {e.get('user')}@{e.get('host')}"
+        changes = set_changes(e)
+        verb = e.get("verb") or ("set" if changes else "?")
+        shown = changes if changes is not None else (e.get("params") or {})
+        params = ", ".join(f"{k}={_shown(v)}" for k, v in shown.items())
+        line = f"{when}  {verb} by {e.get('user')}@{e.get('host')}"
         lines.append(f"{line}  ({params})" if params else line)
     return lines

@@ -15,7 +15,7 @@ from pymongo.database import Database
 from backfill_engine.definition import Backfill
 from backfill_engine.journal import RevertCounts, has_journal, revert_job
 from backfill_engine.settings import Settings
-from backfill_engine.states import METADATA, JobStatus
+from backfill_engine.states import DISPATCHABLE_JOB_STATES, METADATA, JobStatus
 from backfill_engine.store import item_totals
 from backfill_engine.unjournaled import recomputable, undo_recomputed
 from orchestrator.commands import Broker, RunOptions, launch, wait_for
@@ -193,7 +193,7 @@ def undo_backfill(
         ).sort([("created_at", -1), ("_id", -1)])
     )
     for job in jobs:
-        if job["status"] in (JobStatus.PLANNING.value, JobStatus.RUNNING.value):
+        if job["status"] in DISPATCHABLE_JOB_STATES:
             raise UndoRefusedError(str(job["_id"]), job["status"])
     report = UndoReport(backfill.name, tuple(backfill.writes))
     for job in jobs:

@@ -21,13 +21,13 @@ from backfill_engine.registry import lookup
 from backfill_engine.schema import ensure_schema
 from backfill_engine.scope import check_filter, combine
 from backfill_engine.settings import MAX_BATCH_SIZE, Settings
-from backfill_engine.states import METADATA, TERMINAL_JOB_STATES, JobStatus
+from backfill_engine.states import DISPATCHABLE_JOB_STATES, METADATA, TERMINAL_JOB_STATES, JobStatus
 from backfill_engine.store import now_utc
 from backfill_engine.sweeper import sweep_job
 from orchestrator import jobs
 from orchestrator.errors import BackfillError
 from orchestrator.job_events import changed
-from orchestrator.rates import RateSpec
+from orchestrator.rates import RateSpec, auto_bucket
 
 log = logging.getLogger(__name__)
 
@@ -118,15 +118,6 @@ def validate_run_options(opts: RunOptions, definitions: dict[str, Backfill] | No
         auto_bucket(lookup(definitions, opts.backfill))
 
 
-def auto_bucket(definition: Backfill) -> str:
-    """The rate bucket `--rate auto` controls; refused for a backfill that calls no API."""
-    if definition.rate_bucket is None:
-        raise BackfillError(
-            f"--rate auto needs an API to watch; backfill {definition.name!r} calls none"
-        )
-    return definition.rate_bucket
-
-
 def launch(
     db: Database,
     broker: Broker,
@@ -184,7 +175,7 @@ def launch(
         )
     if created:
         changed(db, job["_id"], "run", opts.audited(), event=Event.STARTED)
-    if job["status"] in (JobStatus.PLANNING.value, JobStatus.RUNNING.value):
+    if job["status"] in DISPATCHABLE_JOB_STATES:
         plan_job(db, broker.sender, broker.queue, job["_id"], on_batch=on_batch)
     return jobs.get_job(db, job["_id"]), created
 
@@ -238,7 +229,7 @@ def wait_for(
         now = time.monotonic()
         if now - last_sweep >= settings.sweep_interval_seconds:
             job = jobs.get_job(db, job_id)
-            if job["status"] in (JobStatus.PLANNING.value, JobStatus.RUNNING.value):
+            if job["status"] in DISPATCHABLE_JOB_STATES:
                 try:
                     if not job["planning"].get("done"):
                         # The planner that started this job died: carry on from its cursor.

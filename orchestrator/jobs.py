@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
-import socket
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,21 +11,24 @@ from pymongo.database import Database
 
 from backfill_engine.dispatch import TaskSender, fill_in_flight
 from backfill_engine.notify import Event
-from backfill_engine.states import METADATA, QUARANTINE, BatchStatus, JobStatus
+from backfill_engine.states import ACTIVE_JOB_STATES, METADATA, QUARANTINE, BatchStatus, JobStatus
 from backfill_engine.store import (
     batch_summary,
+    cancel_job,
     now_utc,
+    pause_job,
     refail_batches,
     reopen_job,
     reset_failed_batches,
     resume_job,
+    tune_job,
 )
 from orchestrator.errors import BackfillError, JobNotFoundError, JobStateError
 from orchestrator.job_events import changed
 from orchestrator.tuning import tuning_update
 
-AUDIT_KEPT = 200  # the job's `audit` list keeps this many newest entries
-TUNABLE_JOB_STATES = (JobStatus.PLANNING, JobStatus.RUNNING, JobStatus.PAUSED)
+TUNABLE_JOB_STATES = ACTIVE_JOB_STATES
+OPERATOR_PAUSE = "paused by operator"
 REOPEN_ATTEMPTS = 3  # planning -> running happens once, so the second reopen settles it
 
 
@@ -80,37 +80,24 @@ def summarize(db: Database, job_id: str) -> JobSummary:
     )
 
 
-def _transition(
-    db: Database, job_id: str, verb: str, allowed: tuple[JobStatus, ...], update: dict[str, Any]
-) -> dict[str, Any]:
-    meta = db[METADATA]
-    res = meta.update_one(
-        {"_id": job_id, "kind": "job", "status": {"$in": [s.value for s in allowed]}},
-        {**update, "$currentDate": {"updated_at": True}},
-    )
-    if res.matched_count == 0:
-        job = get_job(db, job_id)
-        raise JobStateError(job_id, job["status"], verb)
-    return get_job(db, job_id)
+def _refused(db: Database, job_id: str, verb: str) -> JobStateError:
+    """Why `verb` matched nothing: no such job (raised here), or the state it is in."""
+    return JobStateError(job_id, get_job(db, job_id)["status"], verb)
 
 
 def pause(db: Database, job_id: str) -> dict[str, Any]:
     """No new batches start; running ones stop at their next sub-chunk and keep their checkpoint."""
-    job = _transition(
-        db,
-        job_id,
-        "pause",
-        (JobStatus.PLANNING, JobStatus.RUNNING),
-        {"$set": {"status": JobStatus.PAUSED.value, "pause_reason": "paused by operator"}},
-    )
-    changed(db, job_id, "pause", event=Event.PAUSED, reason="paused by operator")
+    if not pause_job(db[METADATA], job_id, OPERATOR_PAUSE):
+        raise _refused(db, job_id, "pause")
+    job = get_job(db, job_id)
+    changed(db, job_id, "pause", event=Event.PAUSED, reason=OPERATOR_PAUSE)
     return job
 
 
 def resume(db: Database, sender: TaskSender, queue: str, job_id: str) -> dict[str, Any]:
     """Continue a paused job from its checkpoints."""
     if resume_job(db[METADATA], job_id) is None:
-        raise JobStateError(job_id, get_job(db, job_id)["status"], "resume")
+        raise _refused(db, job_id, "resume")
     job = get_job(db, job_id)
     changed(db, job_id, "resume", event=Event.RESUMED)
     # Batches a paused worker handed back are pending again; queued ones keep their message.
@@ -120,23 +107,9 @@ def resume(db: Database, sender: TaskSender, queue: str, job_id: str) -> dict[st
 
 def cancel(db: Database, job_id: str) -> dict[str, Any]:
     """Stop for good: pending batches are cancelled, running ones stop at their next sub-chunk."""
-    job = _transition(
-        db,
-        job_id,
-        "cancel",
-        (JobStatus.PLANNING, JobStatus.RUNNING, JobStatus.PAUSED),
-        {
-            "$set": {"status": JobStatus.CANCELLED.value, "finished_at": now_utc()},
-            "$unset": {"active_key": ""},
-        },
-    )
-    db[METADATA].update_many(
-        {
-            "job_id": job_id,
-            "status": {"$in": [BatchStatus.PENDING.value, BatchStatus.QUEUED.value]},
-        },
-        {"$set": {"status": BatchStatus.CANCELLED.value, "updated_at": now_utc()}},
-    )
+    if not cancel_job(db[METADATA], job_id):
+        raise _refused(db, job_id, "cancel")
+    job = get_job(db, job_id)
     changed(db, job_id, "cancel", event=Event.CANCELLED)
     return job
 
@@ -264,26 +237,6 @@ def count_quarantined(db: Database, job_id: str) -> int:
     return db[QUARANTINE].count_documents({"job_id": job_id})
 
 
-def record_change(db: Database, job_id: str, what: dict[str, Any]) -> dict[str, Any]:
-    """Append who changed what to the job's `audit` list (newest AUDIT_KEPT kept); the entry."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (some containers)
-        user = "unknown"
-    entry = {
-        "at": now_utc(),
-        "user": user,
-        "host": socket.gethostname(),
-        "argv": list(sys.argv),
-        "changes": what,
-    }
-    db[METADATA].update_one(
-        {"_id": job_id, "kind": "job"},
-        {"$push": {"audit": {"$each": [entry], "$slice": -AUDIT_KEPT}}},
-    )
-    return entry
-
-
 def set_job(
     db: Database,
     job_id: str,
@@ -293,7 +246,28 @@ def set_job(
     batch_size: int | None = None,
     definitions: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Change a running or paused job's rate (`50/s`, `auto`, `auto:200/s`), cap or batch size.
+    """Change a running or paused job's rate (`50/s`, `auto`, `auto:200/s`), cap or batch size;
+    the job as it is now (see `tune` for what changed)."""
+    return tune(
+        db,
+        job_id,
+        rate=rate,
+        max_in_flight=max_in_flight,
+        batch_size=batch_size,
+        definitions=definitions,
+    )[0]
+
+
+def tune(
+    db: Database,
+    job_id: str,
+    *,
+    rate: str | float | None = None,
+    max_in_flight: int | None = None,
+    batch_size: int | None = None,
+    definitions: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`set_job`, returning (job, {field: {"from": old, "to": new}}); the change is audited.
 
     Workers pick each up as they next read the job: dispatch reads the cap on every fill,
     a batch reads the rate when it starts, the planner the batch size at every cut.
@@ -302,6 +276,7 @@ def set_job(
     update, changes = tuning_update(
         job, rate=rate, max_in_flight=max_in_flight, batch_size=batch_size, definitions=definitions
     )
-    _transition(db, job_id, "set", TUNABLE_JOB_STATES, update)
-    record_change(db, job_id, changes)
-    return get_job(db, job_id)
+    if not tune_job(db[METADATA], job_id, TUNABLE_JOB_STATES, update):
+        raise _refused(db, job_id, "set")
+    changed(db, job_id, "set", changes)
+    return get_job(db, job_id), changes

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from backfill_engine.health import throttle_view
 from backfill_engine.store import now_utc
+from orchestrator.audit import set_changes
 from orchestrator.jobs import JobSummary
 from orchestrator.tuning import describe_rate
 
@@ -37,7 +38,9 @@ def rate_line(job: dict[str, Any]) -> str:
 
 def change_line(entry: dict[str, Any]) -> str:
     """One `backfill set`: when, who, what."""
-    what = ", ".join(f"{k} {v.get('from')} → {v.get('to')}" for k, v in entry["changes"].items())
+    what = ", ".join(
+        f"{k} {v.get('from')} → {v.get('to')}" for k, v in (set_changes(entry) or {}).items()
+    )
     when = entry.get("at")
     stamp = f"{when:%Y-%m-%d %H:%M:%S}" if hasattr(when, "strftime") else ""
     return f"{stamp} {entry.get('user', '?')}@{entry.get('host', '?')}: {what}"
@@ -116,7 +119,7 @@ def summary_table(summary: JobSummary) -> Table:
         table.add_row("throttle", throttle)
     table.add_row("rate", rate_line(job))
     for entry in job.get("audit", [])[-SHOWN_CHANGES:]:
-        if entry.get("changes"):
+        if set_changes(entry):
             table.add_row("changed", change_line(entry), end_section=False)
     if job.get("times_interrupted") or job.get("messages_resent"):
         table.add_row(

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backfill_engine.errors import BackfillError
+
+if TYPE_CHECKING:
+    from backfill_engine.definition import Backfill
 
 AUTO = "auto"
 
@@ -64,3 +67,12 @@ def parse_rate(value: str) -> RateSpec:
     if text.startswith(AUTO + ":"):
         return RateSpec(auto=True, ceiling=parse_per_second(text[len(AUTO) + 1 :]))
     return RateSpec(fixed=parse_per_second(value))
+
+
+def auto_bucket(definition: Backfill) -> str:
+    """The rate bucket `--rate auto` controls; refused for a backfill that calls no API."""
+    if definition.rate_bucket is None:
+        raise BackfillError(
+            f"--rate auto needs an API to watch; backfill {definition.name!r} calls none"
+        )
+    return definition.rate_bucket

@@ -37,10 +37,9 @@ def set_cmd(
     batch_size: int | None,
 ) -> None:
     """Change a running or paused job; workers pick it up within a sweep interval."""
-    job = jobs.set_job(
+    job, change = jobs.tune(
         app.db(), job_id, rate=rate, max_in_flight=max_in_flight, batch_size=batch_size
     )
-    change = job["audit"][-1]["changes"]
     said = ", ".join(f"{k} {v['from']} -> {v['to']}" for k, v in change.items())
     console.print(f"job {job['_id']}: {said}", markup=False)
 

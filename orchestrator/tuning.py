@@ -7,7 +7,7 @@ from typing import Any
 from backfill_engine.errors import BackfillError
 from backfill_engine.settings import MAX_BATCH_SIZE
 from backfill_engine.store import now_utc
-from orchestrator.rates import RateSpec, parse_rate
+from orchestrator.rates import RateSpec, auto_bucket, parse_rate
 
 MAX_IN_FLIGHT_LIMIT = 10_000
 
@@ -98,7 +98,6 @@ def _bucket_of(job: dict[str, Any], definitions: dict[str, Any] | None) -> str:
     from backfill_engine.registry import lookup
     from backfill_engine.runtime import worker_definitions
     from backfill_engine.settings import Settings
-    from orchestrator.commands import auto_bucket
 
     if definitions is None:
         definitions = worker_definitions(Settings.from_env())

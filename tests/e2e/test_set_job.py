@@ -40,7 +40,8 @@ def test_set_max_in_flight_caps_batches_thereafter(system: System) -> None:
     assert most == 1
     assert system.wait(job_id).job["status"] == "completed"
     change = system.summary(job_id).job["audit"][-1]
-    assert change["changes"] == {"max_in_flight": {"from": 4, "to": 1}}
+    assert change["verb"] == "set"
+    assert change["params"] == {"max_in_flight": {"from": 4, "to": 1}}
     assert change["user"] and change["host"] and change["argv"]
 
 
@@ -129,7 +130,7 @@ def test_set_refuses_bad_values_and_finished_jobs_in_one_line(
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, proc.stderr)
         assert mentions.lower() in lines[0].lower(), (args, lines[0])
     audit = system.summary(job_id).job.get("audit", [])
-    assert not [e for e in audit if e.get("changes")]  # `run` is audited; no refused `set` is
+    assert [e["verb"] for e in audit] == ["run"]  # no refused `set` is audited
     proc = _cli(system, tmp_path, "set", "no-such-job", "--rate", "5/s")
     assert proc.returncode == 1 and "no backfill job" in proc.stderr
 
