@@ -25,7 +25,7 @@ from backfill_engine.lease_keeper import STOPPING_JOB_STATES
 from backfill_engine.revert_step import RevertStep
 from backfill_engine.runtime import Runtime
 from backfill_engine.sources import SourceContext
-from backfill_engine.states import BATCH_IDS, METADATA, JobStatus
+from backfill_engine.states import BATCH_IDS, DISPATCHABLE_JOB_STATES, METADATA
 from backfill_engine.store import read_job
 from backfill_engine.subchunk_step import SubchunkStep
 
@@ -70,7 +70,7 @@ def take(
         if backfill is None and not job.get("reverts"):
             chain.before("on_unknown_backfill", batch, name, rt.lacking.get(name))
             return BatchOutcome.UNKNOWN_BACKFILL
-        if job["status"] not in (JobStatus.PLANNING, JobStatus.RUNNING):
+        if job["status"] not in DISPATCHABLE_JOB_STATES:
             store.unqueue_batch(meta, store.batch_id(job_id, batch_no))
             blog.info("job is %s; batch left pending", job["status"])
             return BatchOutcome.JOB_NOT_RUNNABLE

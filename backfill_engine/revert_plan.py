@@ -76,31 +76,19 @@ def start_revert(
     from backfill_engine.planner import new_job_id
 
     key = revert_key(str(job["_id"]))
-    now = now_utc()
     revert_id = new_job_id(f"{job['backfill']}-revert")
-    doc: dict[str, Any] = {
-        "_id": revert_id,
-        "kind": "job",
-        "backfill": job["backfill"],
-        "reverts": job["_id"],
-        "status": JobStatus.PLANNING.value,
-        "active_key": key,
-        "exclusive_key": key,
-        "batch_size": batch_size,
-        "max_in_flight": max_in_flight,
-        "rate_per_second": float(job.get("rate_per_second") or 1.0),
-        "rate_auto": None,
-        "params": {},
-        "collection": job["collection"],
-        "scope": {},
-        "limit": None,
-        "string_keyed": False,
-        "journal": False,  # its writes are never journaled
-        "planning": {"cursor": None, "batches": 0, "items": 0, "done": False},
-        "dispatch_lock": None,
-        "created_at": now,
-        "updated_at": now,
-    }
+    doc = store.new_job(
+        revert_id,
+        backfill=job["backfill"],
+        key=key,
+        batch_size=batch_size,
+        max_in_flight=max_in_flight,
+        rate_per_second=float(job.get("rate_per_second") or 1.0),
+        collection=job["collection"],
+        string_keyed=False,
+    )
+    doc["reverts"] = job["_id"]
+    doc["journal"] = False  # its writes are never journaled
     if ids is not None:
         doc[ID_LIST_FIELD] = store_ids(db, revert_id, ids)
     try:
@@ -197,10 +185,7 @@ def plan_revert(db: Database, sender: TaskSender, queue: str, job_id: str) -> bo
             }
         },
     )
-    meta.update_one(
-        {"_id": job_id, "status": JobStatus.PLANNING.value},
-        {"$set": {"status": JobStatus.RUNNING.value}},
-    )
+    store.finish_planning(meta, job_id)
     fill_in_flight(meta, sender, queue, job_id)
     # Nothing journaled (or nothing in the id list): the job is done as soon as it is planned.
     store.maybe_complete_job(meta, db[QUARANTINE], job_id)
