@@ -22,7 +22,7 @@ DEFAULT_PRODUCTS = 15_000
 DEFAULT_NAIVE_PRODUCTS = 300
 DEFAULT_RATE = 2000.0  # catalog requests/s for the global limiter: high, so it never binds
 MEMORY_CHECK_DIVISOR = 4  # the memory check also runs a quarter of --products
-DEFAULT_READ_IDS0_PRODUCTS = 5000  # the BACKFILL_READ_IDS=0 run that counts commands/batch
+DEFAULT_READ_IDS0_PRODUCTS = 5000  # most products of the BACKFILL_READ_IDS=0 run
 
 
 @dataclass
@@ -59,7 +59,7 @@ class Options:
     with_auto_rate: bool = True
     # The floor of a diff-only backfill (issue 19 part 2), measured before each compared run.
     with_floor: bool = True
-    read_ids0_products: int = DEFAULT_READ_IDS0_PRODUCTS
+    read_ids0_products: int | None = None  # None: --products, at most 5000
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -185,7 +185,7 @@ def parse(argv: Sequence[str] | None = None) -> Options:
     a = p.parse_args(argv)
     if a.products < 1 or a.naive_products < 1 or a.scaling_products < 1:
         p.error("--products, --naive-products and --scaling-products must be at least 1")
-    if a.read_ids0_products < 1:
+    if a.read_ids0_products is not None and a.read_ids0_products < 1:
         p.error("--read-ids0-products must be at least 1")
     if not a.scaling_slots or min(a.scaling_slots) < 1:
         p.error("--scaling-slots must list slot counts of at least 1")
@@ -359,9 +359,9 @@ def _floor_args(p: argparse.ArgumentParser) -> None:
     f.add_argument(
         "--read-ids0-products",
         type=int,
-        default=DEFAULT_READ_IDS0_PRODUCTS,
+        default=None,
         help="products of the BACKFILL_READ_IDS=0 run that counts MongoDB commands per "
-        "batch (default %(default)s)",
+        f"batch (default: --products, at most {DEFAULT_READ_IDS0_PRODUCTS})",
     )
 
 
@@ -382,7 +382,7 @@ def _floor_series(
     """Engine vs floor per document for the compared runs, then the commands per batch of
     a 1-slot run with BACKFILL_READ_IDS=0 (the mongod default) against its own floor."""
     points = [p for p in (floor.compare(base, row) for base, row in pairs) if p is not None]
-    n = opts.read_ids0_products
+    n = opts.read_ids0_products or min(opts.products, DEFAULT_READ_IDS0_PRODUCTS)
     base = floor.floor(bench, n, read_ids=0)
     cfg = SystemConfig(1, opts.pools[0], 1, 0.0)
     row = system(bench, n, cfg, rerun=False, read_ids=0)[0]
