@@ -197,6 +197,9 @@ def compare(run: FloorRun, row: Row) -> dict[str, Any] | None:
         "commands_per_batch": round(
             row.mongo_traffic.get("commands", 0) / max(row.batches or 1, 1), 1
         ),
+        "orchestrator_commands_per_batch": round(
+            row.mongo_traffic.get("orchestrator_commands", 0) / max(row.batches or 1, 1), 1
+        ),
         "floor_commands_per_batch": round(base["commands"] * BATCH_IDS, 1),
         "by_name": dict(row.mongo_traffic.get("by_name") or {}),
         "floor_writes": run.writes,
@@ -240,8 +243,9 @@ def targets(points: list[dict[str, Any]], reads0: dict[str, Any] | None) -> list
             {
                 "target": f"MongoDB commands per 500-id batch <= {TARGET_CMDS_PER_BATCH:.0f} "
                 "(BACKFILL_READ_IDS=0)",
-                "measured": f"{cmds:.1f} ({reads0['label']}; floor "
-                f"{reads0['floor_commands_per_batch']:.1f})",
+                "measured": f"{cmds:.1f} ({reads0['label']}; "
+                f"{reads0.get('orchestrator_commands_per_batch', 0):.1f} of them the "
+                f"orchestrator's polls; floor {reads0['floor_commands_per_batch']:.1f})",
                 "met": cmds <= TARGET_CMDS_PER_BATCH,
             }
         )

@@ -296,6 +296,8 @@ def _run_job(
     cpu_used = cpu.stop()
     cpu_used["orchestrator"] = round(time.thread_time() - orchestrator0, 2)
     mongo_traffic = traffic.stop().as_dict()
+    # Polls while the job runs, so it grows with the run's length rather than its batches.
+    mongo_traffic["orchestrator_commands"] = traffic.own.commands
     calls = calls_delta(calls_before, bench.servers.redis_calls())
     busy_after = machine_busy()
     # minus the serverStatus that read the "before" counters

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -33,6 +34,11 @@ BENCH_PROBES = frozenset({"serverStatus"})  # the bench's own probes on its clie
 # How a bench worker loads the hook and where it writes its counts.
 WORKER_ENV = "BENCH_TRAFFIC_DIR"
 WORKER_ARGV = ("--include", "bench.traffic_hook")
+# Diagnosis: BENCH_TRAFFIC_CALLERS=1 also names, per command, the function of ours that sent
+# it ("find backfill_metadata <- store.lease_batch"); walking the stack costs CPU, so the
+# CPU columns of such a run are not comparable.
+CALLERS_ENV = "BENCH_TRAFFIC_CALLERS"
+OUR_PACKAGES = ("backfill_engine", "backfill_workers", "orchestrator", "bench")
 
 
 @dataclass
@@ -92,8 +98,9 @@ class Traffic:
 class TrafficListener(monitoring.CommandListener):
     """Counts every command a client sends and the sizes of commands and replies."""
 
-    def __init__(self, ignore: Iterable[str] = ()) -> None:
+    def __init__(self, ignore: Iterable[str] = (), *, callers: bool | None = None) -> None:
         self.ignore = frozenset(ignore)
+        self.callers = os.environ.get(CALLERS_ENV) == "1" if callers is None else callers
         self._lock = threading.Lock()
         self._totals = Traffic()
 
@@ -114,6 +121,8 @@ class TrafficListener(monitoring.CommandListener):
         # "find products", "update backfill_metadata": which collection costs what
         target = event.command.get(event.command_name)
         name = f"{event.command_name} {target}" if isinstance(target, str) else event.command_name
+        if self.callers:
+            name += f" <- {_caller()}"
         with self._lock:
             t = self._totals
             t.commands += 1
@@ -132,6 +141,17 @@ class TrafficListener(monitoring.CommandListener):
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         """A failed command was counted when it started; its error reply is not sized."""
+
+
+def _caller() -> str:
+    """The innermost function of our packages on the stack (module.function)."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        module = str(frame.f_globals.get("__name__", ""))
+        if module.startswith(OUR_PACKAGES) and not module.startswith("bench.traffic"):
+            return f"{module.rsplit('.', 1)[-1]}.{frame.f_code.co_name}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return "?"
 
 
 def write_file(path: Path, listener: TrafficListener) -> None:
@@ -177,16 +197,19 @@ class TrafficMeter:
 
     listener: TrafficListener
     directory: Path | None
-    _before: Traffic = field(default_factory=Traffic)
+    own: Traffic = field(default_factory=Traffic)  # this process's share, after stop()
+    _before: tuple[Traffic, Traffic] = field(default_factory=lambda: (Traffic(), Traffic()))
 
-    def _read(self) -> Traffic:
+    def _read(self) -> tuple[Traffic, Traffic]:
         own = self.listener.snapshot()
         if self.directory is None:
-            return own
-        return own.plus(read_dir(self.directory, fresh_after=time.time()))
+            return own, Traffic()
+        return own, read_dir(self.directory, fresh_after=time.time())
 
     def start(self) -> None:
         self._before = self._read()
 
     def stop(self) -> Traffic:
-        return self._read().minus(self._before)
+        own, workers = self._read()
+        self.own = own.minus(self._before[0])
+        return self.own.plus(workers.minus(self._before[1]))

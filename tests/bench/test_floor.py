@@ -159,6 +159,8 @@ def test_bench_floor_series_compares_the_engine_with_the_floor(tmp_path: Path) -
             assert all(v > 0 for v in p[side].values())
         # Only the worker processes write products: their counts reached the bench.
         assert p["by_name"].get("update products", 0) >= 5
+        # The orchestrator (this process) launched and polled the job: its share is apart.
+        assert 0 < p["orchestrator_commands_per_batch"] < p["commands_per_batch"]
     # The floor does 25-id reads like the engine; with BACKFILL_READ_IDS=0 one per 100 ids.
     assert point["floor_commands_per_batch"] == 25.0
     assert reads0["floor_commands_per_batch"] == 10.0
