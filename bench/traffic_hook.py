@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from pathlib import Path
 
 from pymongo import monitoring
@@ -21,8 +22,8 @@ _listener = TrafficListener()
 
 def _flush_forever(directory: Path) -> None:
     path = directory / f"{os.getpid()}.json"
-    stop = threading.Event()
-    while not stop.wait(FLUSH_SECONDS):
+    while True:  # a daemon thread: it ends with the process
+        time.sleep(FLUSH_SECONDS)
         with contextlib.suppress(OSError):
             write_file(path, _listener)
 
