@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import auto_rate, report, scaling
+from bench import auto_rate, floor, report, scaling
 from bench.data import product_docs
 from bench.scenarios import Bench, Row, SystemConfig, ceiling, describe, naive, system, with_ratios
 from bench.servers import start_servers
@@ -22,6 +22,7 @@ DEFAULT_PRODUCTS = 15_000
 DEFAULT_NAIVE_PRODUCTS = 300
 DEFAULT_RATE = 2000.0  # catalog requests/s for the global limiter: high, so it never binds
 MEMORY_CHECK_DIVISOR = 4  # the memory check also runs a quarter of --products
+DEFAULT_READ_IDS0_PRODUCTS = 5000  # most products of the BACKFILL_READ_IDS=0 run
 
 
 @dataclass
@@ -56,6 +57,9 @@ class Options:
     )
     # The `--rate auto` series (issue 12 part 2): about 2.5 minutes.
     with_auto_rate: bool = True
+    # The floor of a diff-only backfill (issue 19 part 2), measured before each compared run.
+    with_floor: bool = True
+    read_ids0_products: int | None = None  # None: --products, at most 5000
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +80,8 @@ class Options:
             "scaling_pools": list(self.scaling_pools),
             "scaling_slots_per_process": dict(self.scaling_per_process),
             "auto_rate": self.with_auto_rate,
+            "floor": self.with_floor,
+            "read_ids0_products": self.read_ids0_products,
         }
 
 
@@ -86,6 +92,7 @@ class Result:
     scaling: list[Row]
     json_path: Path
     env: dict[str, Any]
+    floor: dict[str, Any] | None = None
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -174,9 +181,12 @@ def parse(argv: Sequence[str] | None = None) -> Options:
     p.add_argument(
         "--no-auto-rate", action="store_true", help="skip the `--rate auto` series (~2.5 min)"
     )
+    _floor_args(p)
     a = p.parse_args(argv)
     if a.products < 1 or a.naive_products < 1 or a.scaling_products < 1:
         p.error("--products, --naive-products and --scaling-products must be at least 1")
+    if a.read_ids0_products is not None and a.read_ids0_products < 1:
+        p.error("--read-ids0-products must be at least 1")
     if not a.scaling_slots or min(a.scaling_slots) < 1:
         p.error("--scaling-slots must list slot counts of at least 1")
     return Options(
@@ -204,6 +214,8 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         scaling_pools=tuple(x.strip() for x in a.scaling_pools.split(",") if x.strip()),
         scaling_per_process=a.scaling_slots_per_process,
         with_auto_rate=not a.no_auto_rate,
+        with_floor=not a.no_floor,
+        read_ids0_products=a.read_ids0_products,
     )
 
 
@@ -227,6 +239,7 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
             say=say,
         )
         rows: list[Row] = [ceiling(bench, opts.products)]
+        floor_pairs: list[tuple[floor.FloorRun, Row]] = []
         say(describe(rows[-1]))
         for latency in opts.latencies:
             rows.append(naive(bench, opts.naive_products, latency))
@@ -243,9 +256,12 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
             for cfg in configs:
                 # The ceiling again, on the server as it is now (see Row.ceiling_ps).
                 here = ceiling(bench, opts.products)
+                base = _floor_before(bench, opts, cfg)
                 for row in system(bench, opts.products, cfg, rerun=opts.rerun):
                     row.ceiling_ps = here.products_per_s
                     rows.append(row)
+                    if base is not None and floor.compared(row):
+                        floor_pairs.append((base, row))
         memory: list[Row] = []
         if opts.memory_check:
             cfg = SystemConfig(max(opts.processes), opts.pools[0], opts.concurrency, 0.0)
@@ -270,6 +286,7 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
                 opts.scaling_per_process,
             )
             scaling_seconds = round(time.monotonic() - t_scaling, 1)
+        floor_series = _floor_series(bench, opts, floor_pairs) if opts.with_floor else None
         auto_rows: list[dict[str, Any]] = []
         if opts.with_auto_rate:
             auto_rows = auto_rate.run_on_fresh_servers(log_dir / "auto-rate", say=say)
@@ -300,7 +317,7 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
         )
     args = opts.as_dict()
     json_path = opts.results_dir / f"{dt.date.today().isoformat()}.json"
-    report.write_json(json_path, rows, memory, env, args, scaled)
+    report.write_json(json_path, rows, memory, env, args, scaled, floor=floor_series)
     if opts.doc is not None:
         chart = opts.chart or opts.doc.with_suffix(".png")
         report.chart(rows, chart)
@@ -310,18 +327,78 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
             scaling_chart = chart.with_name(chart.stem + "-scaling" + chart.suffix)
             report.scaling_chart(scaled, opts.rate, scaling_chart)
             scaling_rel = os.path.relpath(scaling_chart, opts.doc.parent)
-        block = report.generated_block(rows, memory, env, args, rel, scaled, scaling_rel)
+        block = report.generated_block(
+            rows, memory, env, args, rel, scaled, scaling_rel, floor=floor_series
+        )
         report.write_doc(opts.doc, block)
         if auto_rows:
             auto_rate.write_section(opts.doc, auto_rows)
         if opts.readme is not None:
-            report.write_readme(opts.readme, rows, memory, scaled, args)
+            report.write_readme(opts.readme, rows, memory, scaled, args, floor=floor_series)
     say(report.table(rows))
     if scaled:
         say(report.scaling_table(scaled, opts.rate))
     say(report.targets_table(report.targets(rows, memory, scaled, opts.rate)))
+    if floor_series is not None:
+        say(report.floor_table(floor_series))
+        say(report.targets_table(report.floor_targets(floor_series)))
     say(f"results in {json_path} ({env['bench_seconds']} s)")
-    return Result(rows, memory, scaled, json_path, env)
+    return Result(rows, memory, scaled, json_path, env, floor_series)
+
+
+# --- The floor of a diff-only backfill (issue 19 part 2) ---
+
+
+def _floor_args(p: argparse.ArgumentParser) -> None:
+    f = p.add_argument_group("floor (the least database work a diff-only backfill needs)")
+    f.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the floor and the BACKFILL_READ_IDS=0 run (engine vs floor per document)",
+    )
+    f.add_argument(
+        "--read-ids0-products",
+        type=int,
+        default=None,
+        help="products of the BACKFILL_READ_IDS=0 run that counts MongoDB commands per "
+        f"batch (default: --products, at most {DEFAULT_READ_IDS0_PRODUCTS})",
+    )
+
+
+def _floor_before(bench: Bench, opts: Options, cfg: SystemConfig) -> floor.FloorRun | None:
+    """The floor on the server as it is now, before a run the floor section compares."""
+    if not opts.with_floor or cfg.latency_ms != 0:
+        return None
+    if cfg.processes * cfg.concurrency not in floor.FLOOR_SLOTS:
+        return None
+    run = floor.floor(bench, opts.products)
+    bench.say(f"  floor before {cfg.label}: {run.writes} writes, {run.per_product()}")
+    return run
+
+
+def _floor_series(
+    bench: Bench, opts: Options, pairs: list[tuple[floor.FloorRun, Row]]
+) -> dict[str, Any]:
+    """Engine vs floor per document for the compared runs, then the commands per batch of
+    a 1-slot run with BACKFILL_READ_IDS=0 (the mongod default) against its own floor."""
+    points = [p for p in (floor.compare(base, row) for base, row in pairs) if p is not None]
+    n = opts.read_ids0_products or min(opts.products, DEFAULT_READ_IDS0_PRODUCTS)
+    base = floor.floor(bench, n, read_ids=0)
+    cfg = SystemConfig(1, opts.pools[0], 1, 0.0)
+    row = system(bench, n, cfg, rerun=False, read_ids=0)[0]
+    reads0 = floor.compare(base, row)
+    if reads0 is not None:
+        # Judged for its commands per batch only: the CPU targets are the default reads'
+        # (the points above).
+        reads0["server_cpu_target_x"] = reads0["server_cpu_met"] = None
+        reads0["own_cpu_met"] = None
+    return {
+        "products": opts.products,
+        "read_ids": bench.read_ids,
+        "points": points,
+        "reads0": reads0,
+        "floors": [base.as_dict() for base, _ in pairs] + [base.as_dict()],
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench import floor as floor_series
 from bench import scaling
 from bench.scenarios import Row
 
@@ -511,6 +512,8 @@ def generated_block(
     chart_name: str,
     scaled: list[Row] | None = None,
     scaling_chart_name: str | None = None,
+    *,
+    floor: dict[str, Any] | None = None,
 ) -> str:
     rate = float(args["rate_per_second"])
     return (
@@ -541,6 +544,7 @@ def generated_block(
         "workers' included) divided by the run's 500-id batches; Redis commands are "
         "`INFO commandstats` deltas on the bench's private Redis.\n\n"
         + (scaling_block(scaled, env, args, scaling_chart_name) if scaled else "")
+        + (floor_block(floor) if floor else "")
         + (f"### Memory at two sizes\n\n{table(memory)}\n" if memory else "")
         + f"### Environment\n\n{environment_block(env, args)}\n{END}"
     )
@@ -566,6 +570,8 @@ def write_json(
     env: dict[str, Any],
     args: dict[str, Any],
     scaled: list[Row] | None = None,
+    *,
+    floor: dict[str, Any] | None = None,
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     rate = float(args["rate_per_second"])
@@ -579,11 +585,19 @@ def write_json(
         "scaling_flattening": scaling.flattening(scaled or [], rate),
         "targets": targets(rows, memory, scaled, rate),
     }
+    if floor is not None:
+        body["floor"] = floor
+        body["floor_targets"] = floor_targets(floor)
     path.write_text(json.dumps(body, indent=2, default=str) + "\n")
 
 
 def readme_block(
-    rows: list[Row], memory: list[Row], scaled: list[Row], args: dict[str, Any]
+    rows: list[Row],
+    memory: list[Row],
+    scaled: list[Row],
+    args: dict[str, Any],
+    *,
+    floor: dict[str, Any] | None = None,
 ) -> str:
     """The README's generated headline: scaling curve, our CPU and commands, targets."""
     rate = float(args["rate_per_second"])
@@ -620,7 +634,9 @@ def readme_block(
             "Our own CPU (workers + orchestrator) per product and MongoDB / Redis commands "
             "per 500-id batch: " + "; ".join(ranges) + ".\n"
         )
-    met = targets(rows, memory, scaled, rate)
+    if floor is not None:
+        parts.append(floor_headline(floor))
+    met = targets(rows, memory, scaled, rate) + (floor_targets(floor) if floor else [])
     if met:
         parts.append("| target | measured | met |\n|---|---|---|")
         parts += [
@@ -646,7 +662,13 @@ def _cost_range(name: str, rows: list[Row]) -> str:
 
 
 def write_readme(
-    path: Path, rows: list[Row], memory: list[Row], scaled: list[Row], args: dict[str, Any]
+    path: Path,
+    rows: list[Row],
+    memory: list[Row],
+    scaled: list[Row],
+    args: dict[str, Any],
+    *,
+    floor: dict[str, Any] | None = None,
 ) -> None:
     """Replace the README's generated headline between its markers (nothing if it has none)."""
     if not path.exists():
@@ -656,4 +678,106 @@ def write_readme(
         return
     head, rest = text.split(README_BEGIN, 1)
     tail = rest.split(README_END, 1)[1]
-    path.write_text(head + readme_block(rows, memory, scaled, args) + tail)
+    path.write_text(head + readme_block(rows, memory, scaled, args, floor=floor) + tail)
+
+
+# --- The floor of a diff-only backfill (issue 19 part 2): engine vs floor per document ---
+
+FLOOR_METRICS = (
+    ("server_cpu_ms", "database server CPU ms", ".4f"),
+    ("commands", "MongoDB commands", ".3f"),
+    ("bytes_sent", "bytes sent to the server", ",.0f"),
+    ("bytes_received", "bytes received from it", ",.0f"),
+    ("own_cpu_ms", "our CPU ms", ".4f"),
+)
+
+
+def _floor_target(point: dict[str, Any], key: str) -> tuple[str, str]:
+    """The target cell and the met cell of one metric of one compared run."""
+    if key == "server_cpu_ms" and point["server_cpu_target_x"] is not None:
+        target, met = point["server_cpu_target_x"], point["server_cpu_met"]
+    elif key == "own_cpu_ms":
+        target, met = point["own_cpu_target_x"], point["own_cpu_met"]
+    else:
+        return "-", "-"
+    return f"<= {target}x", "-" if met is None else ("yes" if met else "**no**")
+
+
+def floor_table(floor: dict[str, Any]) -> str:
+    """Engine vs floor per document: one block of rows per compared run, a row per metric."""
+    out = [
+        "| engine run (0 ms) | ids per read | per document | engine | floor | engine / floor "
+        "| target | met |",
+        "|---|---:|---|---:|---:|---:|---|---|",
+    ]
+    points = list(floor["points"]) + ([floor["reads0"]] if floor.get("reads0") else [])
+    for p in points:
+        for i, (key, name, spec) in enumerate(FLOOR_METRICS):
+            target, met = _floor_target(p, key)
+            run = f"{p['label']} ({p['slots']} slot{'s' if p['slots'] != 1 else ''})"
+            reads = str(p["read_ids"] or "all")
+            out.append(
+                f"| {run if i == 0 else ''} | {reads if i == 0 else ''} | {name} "
+                f"| {p['engine'][key]:{spec}} | {p['floor'][key]:{spec}} "
+                f"| {_fmt(p['ratios'][key], '.2f', 'x')} | {target} | {met} |"
+            )
+    return "\n".join(out) + "\n"
+
+
+def floor_commands_table(floor: dict[str, Any]) -> str:
+    """The engine's MongoDB commands per 500-id batch by name, for each compared run."""
+    out = [
+        "| engine run (0 ms) | ids per read | commands / 500-id batch "
+        "| of them the orchestrator's | floor | by command |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    points = list(floor["points"]) + ([floor["reads0"]] if floor.get("reads0") else [])
+    for p in points:
+        batches = max(int(p["batches"] or 1), 1)
+        names = ", ".join(f"{k} {v / batches:.1f}" for k, v in list(p["by_name"].items())[:8])
+        out.append(
+            f"| {p['label']} | {p['read_ids'] or 'all'} | {p['commands_per_batch']:.1f} "
+            f"| {p.get('orchestrator_commands_per_batch', 0):.1f} "
+            f"| {p['floor_commands_per_batch']:.1f} | {names or '-'} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def floor_targets(floor: dict[str, Any]) -> list[dict[str, Any]]:
+    return floor_series.targets(list(floor["points"]), floor.get("reads0"))
+
+
+def floor_headline(floor: dict[str, Any]) -> str:
+    """One README line: the engine's database work per document as multiples of the floor."""
+    parts = [
+        f"{p['label']}: server CPU {_fmt(p['ratios']['server_cpu_ms'], '.2f', 'x')}, "
+        f"commands {_fmt(p['ratios']['commands'], '.2f', 'x')}, "
+        f"bytes {_fmt(p['ratios']['bytes_sent'], '.2f', 'x')} sent / "
+        f"{_fmt(p['ratios']['bytes_received'], '.2f', 'x')} received, "
+        f"our CPU {_fmt(p['ratios']['own_cpu_ms'], '.2f', 'x')}"
+        for p in floor["points"]
+    ]
+    return (
+        "Database work per document against the floor of a diff-only backfill (0 ms, "
+        "engine / floor): " + ("; ".join(parts) or "not measured") + ".\n"
+    )
+
+
+def floor_block(floor: dict[str, Any]) -> str:
+    """The Floor section of the doc's generated part."""
+    reads0 = floor.get("reads0")
+    reads0_products = f"{reads0['products']:,}" if reads0 else "?"
+    return (
+        "## Floor: the engine's database work per document\n\n"
+        f"{floor_table(floor)}\n"
+        "### MongoDB commands per 500-id batch\n\n"
+        f"{floor_commands_table(floor)}\n"
+        "Commands are every client's during the run: the workers' (pool children and "
+        "parents) and the orchestrator's, whose polls while it waits for the job grow with "
+        "the run's length, not with its batches (their share is in its own column).\n\n"
+        f"### Floor targets\n\n{targets_table(floor_targets(floor))}\n"
+        f"The floor ran on {floor['products']:,} products right before each compared run, "
+        f"and on {reads0_products} "
+        "before the `BACKFILL_READ_IDS=0` run; the method is described under "
+        '"The floor of a diff-only backfill" below the generated part.\n\n'
+    )

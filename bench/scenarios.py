@@ -20,6 +20,7 @@ from backfill_migrations import runner
 from bench.data import precomputed_updates, seed
 from bench.probes import CpuMeter, RssSampler, calls_delta, cpu_seconds, machine_busy
 from bench.servers import Servers
+from bench.traffic import WORKER_ARGV, WORKER_ENV, TrafficMeter
 from migrations import VERSIONS_DIR
 from migrations.versions._catalog import CATALOG_FIELDS, PRODUCTS, SYNCED_AT_FIELD
 from orchestrator.commands import Broker, RunOptions, launch, wait_for
@@ -63,6 +64,8 @@ class Row:
     # database commands per batch over the run (serverStatus opcounters deltas), by kind
     mongo_cmds_per_batch: float | None = None
     mongo_top: dict[str, int] = field(default_factory=dict)
+    # MongoDB commands and bytes as every client of the run saw them (bench.traffic)
+    mongo_traffic: dict[str, Any] = field(default_factory=dict)
     # the whole machine's CPU use over the run (other users' load included), % of all cores
     machine_busy_pct: float | None = None
 
@@ -250,6 +253,7 @@ def _run_job(
     scenario: str,
     worker_pids: list[int],
     timeout: float | None = None,
+    traffic_dir: Path | None = None,
 ) -> tuple[Row, str]:
     n = db[PRODUCTS].estimated_document_count()
     slots = cfg.processes * cfg.concurrency
@@ -268,6 +272,8 @@ def _run_job(
         },
     )
     ops_before = bench.servers.mongo_ops()
+    traffic = TrafficMeter(bench.servers.traffic, traffic_dir)
+    traffic.start()
     busy_before = machine_busy()
     cpu.start()
     # The orchestrator is this thread (launch, plan, wait): not the bench's own samplers,
@@ -289,6 +295,9 @@ def _run_job(
         seconds = time.perf_counter() - t0
     cpu_used = cpu.stop()
     cpu_used["orchestrator"] = round(time.thread_time() - orchestrator0, 2)
+    mongo_traffic = traffic.stop().as_dict()
+    # Polls while the job runs, so it grows with the run's length rather than its batches.
+    mongo_traffic["orchestrator_commands"] = traffic.own.commands
     calls = calls_delta(calls_before, bench.servers.redis_calls())
     busy_after = machine_busy()
     # minus the serverStatus that read the "before" counters
@@ -314,6 +323,7 @@ def _run_job(
         cpu_s=cpu_used,
         mongo_cmds_per_batch=round(sum(ops.values()) / max(batches, 1), 1),
         mongo_top=ops,
+        mongo_traffic=mongo_traffic,
         machine_busy_pct=(
             round(100 * (busy_after[0] - busy_before[0]) / total_cpu, 1) if total_cpu > 0 else None
         ),
@@ -322,11 +332,18 @@ def _run_job(
 
 
 def system(
-    bench: Bench, n: int, cfg: SystemConfig, *, rerun: bool, timeout: float | None = None
+    bench: Bench,
+    n: int,
+    cfg: SystemConfig,
+    *,
+    rerun: bool,
+    timeout: float | None = None,
+    read_ids: int | None = None,
 ) -> list[Row]:
     """The full system on `n` products with `cfg`'s workers; then optionally the same job again.
 
     `timeout` bounds each job's wait (seconds); past it the run fails instead of hanging.
+    `read_ids` overrides the bench's BACKFILL_READ_IDS for this run.
     """
     db = bench.fresh_db(n)
     run_no = bench._runs
@@ -337,7 +354,7 @@ def system(
         redis_url=bench.servers.redis_proc.url,
         queue=f"bench-{run_no:03d}",
         batch_size=bench.batch_size,
-        read_ids=bench.read_ids,
+        read_ids=bench.read_ids if read_ids is None else read_ids,
         rate_per_second=bench.rate_per_second,
         data_dir=str(bench.log_dir),
         migrations_dir=str(VERSIONS_DIR),  # the example scenario's
@@ -349,6 +366,7 @@ def system(
         db, runner.RunnerConfig.from_settings(settings, log=lambda m: None), to=METADATA_VERSION
     )
     broker = Broker.from_settings(settings)
+    traffic_dir = bench.log_dir / f"traffic-run{run_no:03d}"
     workers: list[ManagedProcess] = []
     rows: list[Row] = []
     try:
@@ -360,13 +378,18 @@ def system(
                     name=f"run{run_no:03d}-w{i}",
                     concurrency=cfg.concurrency,
                     pool=cfg.pool,
+                    # each worker counts its MongoDB commands and bytes (bench.traffic)
+                    extra_env={WORKER_ENV: str(traffic_dir)},
+                    extra_argv=WORKER_ARGV,
                 )
             )
         _wait_ready(broker, cfg.processes)
         logs = [w.log_path for w in workers if w.log_path]
         pids = [w.pid for w in workers]
         with RssSampler(w.pid for w in workers) as rss:
-            first, job_id = _run_job(bench, db, broker, settings, cfg, "system", pids, timeout)
+            first, job_id = _run_job(
+                bench, db, broker, settings, cfg, "system", pids, timeout, traffic_dir
+            )
         first.timings = _batch_timings(db, job_id, logs)
         first.overhead_pct = _overhead_pct(first.timings)
         first.peak_rss_mb = round(rss.peak_mb, 1)
@@ -380,7 +403,9 @@ def system(
                 path.write_text("")
             since = dt.datetime.now(dt.UTC)
             with RssSampler(w.pid for w in workers) as rss:
-                again, job_id = _run_job(bench, db, broker, settings, cfg, "rerun", pids, timeout)
+                again, job_id = _run_job(
+                    bench, db, broker, settings, cfg, "rerun", pids, timeout, traffic_dir
+                )
             again.timings = _batch_timings(db, job_id, logs)
             again.overhead_pct = _overhead_pct(again.timings)
             again.peak_rss_mb = round(rss.peak_mb, 1)

@@ -10,6 +10,7 @@ import pymongo
 import redis
 import requests
 
+from bench.traffic import BENCH_PROBES, TrafficListener
 from catalog_service.scenario import start_catalog
 from orchestrator.stack import ManagedProcess, start_mongo, start_redis
 
@@ -26,9 +27,15 @@ class Servers:
     catalog: ManagedProcess
     client: pymongo.MongoClient = field(init=False)
     redis: redis.Redis = field(init=False)
+    # The commands of this process's client (the orchestrator's while a job runs),
+    # the bench's own serverStatus probes left out.
+    traffic: TrafficListener = field(init=False)
 
     def __post_init__(self) -> None:
-        self.client = pymongo.MongoClient(self.mongo.url, serverSelectionTimeoutMS=10_000)
+        self.traffic = TrafficListener(ignore=BENCH_PROBES)
+        self.client = pymongo.MongoClient(
+            self.mongo.url, serverSelectionTimeoutMS=10_000, event_listeners=[self.traffic]
+        )
         self.redis = redis.Redis.from_url(self.redis_proc.url)
 
     def set_latency(self, latency_ms: float) -> None:

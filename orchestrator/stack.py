@@ -271,16 +271,18 @@ def start_worker(
     concurrency: int = 1,
     pool: str = "prefork",
     extra_env: dict[str, str] | None = None,
+    extra_argv: Sequence[str] = (),
 ) -> ManagedProcess:
     """Start one Celery worker process (`celery -A backfill_workers.app worker`).
 
     Its node name is `<name>@<host>` (e.g. `worker-2@db-backfill-3`), so Flower tells
-    workers on different hosts apart.
+    workers on different hosts apart. `extra_argv` goes to `celery worker` as is.
     """
     argv = celery_argv("worker")
     argv += ["--loglevel", "INFO", "--concurrency", str(concurrency), "--pool", pool]
     argv += ["--hostname", f"{name}@%h", "--queues", settings.queue]
     argv += ["--without-gossip", "--without-mingle", "--without-heartbeat", "-E"]
+    argv += list(extra_argv)
     env = {**settings.to_env(), **(extra_env or {})}
     return spawn(name, argv, log_dir / f"{name}.log", env=env)
 

@@ -73,6 +73,7 @@ def test_bench_scaling_series_reports_curve_and_targets(tmp_path: Path) -> None:
             "--no-single-slot",
             "--no-rerun",
             "--no-memory-check",
+            "--no-floor",
             "--scaling-products", "1000",
             "--scaling-latencies", "5",
             "--scaling-slots", "1,2",
