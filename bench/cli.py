@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import auto_rate, report, scaling
+from bench import auto_rate, peer, report, scaling
 from bench.data import product_docs
 from bench.scenarios import Bench, Row, SystemConfig, ceiling, describe, naive, system, with_ratios
 from bench.servers import start_servers
+from catalog_service.limiters import SCHEMES
 from orchestrator.stack import EMBEDDED_READ_IDS
 
 DEFAULT_PRODUCTS = 15_000
@@ -54,8 +55,12 @@ class Options:
     scaling_per_process: dict[str, int] = field(
         default_factory=lambda: dict(scaling.DEFAULT_SLOTS_PER_PROCESS)
     )
-    # The `--rate auto` series (issue 12 part 2): about 2.5 minutes.
+    # The `--rate auto` series (issue 12 part 2): about 2.5 minutes per limiter scheme.
     with_auto_rate: bool = True
+    auto_rate_schemes: tuple[str, ...] = SCHEMES
+    # The peer series (issue 19 part 3): the engine next to a hand-written Celery group.
+    with_peer: bool = True
+    peer_latencies: tuple[float, ...] = peer.DEFAULT_PEER_LATENCIES_MS
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +81,9 @@ class Options:
             "scaling_pools": list(self.scaling_pools),
             "scaling_slots_per_process": dict(self.scaling_per_process),
             "auto_rate": self.with_auto_rate,
+            "auto_rate_schemes": list(self.auto_rate_schemes),
+            "peer": self.with_peer,
+            "peer_latencies_ms": list(self.peer_latencies),
         }
 
 
@@ -172,13 +180,19 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         help="most pool slots per worker process, per pool, e.g. prefork=2,threads=8",
     )
     p.add_argument(
-        "--no-auto-rate", action="store_true", help="skip the `--rate auto` series (~2.5 min)"
+        "--no-auto-rate",
+        action="store_true",
+        help="skip the `--rate auto` series (~2.5 min per scheme)",
     )
+    _add_series_options(p)
     a = p.parse_args(argv)
     if a.products < 1 or a.naive_products < 1 or a.scaling_products < 1:
         p.error("--products, --naive-products and --scaling-products must be at least 1")
     if not a.scaling_slots or min(a.scaling_slots) < 1:
         p.error("--scaling-slots must list slot counts of at least 1")
+    unknown = [x for x in a.auto_rate_schemes if x not in SCHEMES]
+    if unknown or not a.auto_rate_schemes:
+        p.error(f"--auto-rate-schemes takes some of {','.join(SCHEMES)}")
     return Options(
         products=a.products,
         naive_products=a.naive_products,
@@ -204,6 +218,45 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         scaling_pools=tuple(x.strip() for x in a.scaling_pools.split(",") if x.strip()),
         scaling_per_process=a.scaling_slots_per_process,
         with_auto_rate=not a.no_auto_rate,
+        auto_rate_schemes=a.auto_rate_schemes,
+        with_peer=not a.no_peer,
+        peer_latencies=a.peer_latencies,
+    )
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _add_series_options(p: argparse.ArgumentParser) -> None:
+    """The peer series' and the auto-rate schemes' options."""
+    g = p.add_argument_group("peer series (the engine next to a hand-written Celery group)")
+    g.add_argument("--no-peer", action="store_true", help="skip the peer series")
+    g.add_argument(
+        "--peer-latencies",
+        type=_floats,
+        default=peer.DEFAULT_PEER_LATENCIES_MS,
+        help="catalog latencies in ms for the peer series, e.g. 0,150",
+    )
+    p.add_argument(
+        "--auto-rate-schemes",
+        type=_names,
+        default=SCHEMES,
+        help=f"limiter schemes the `--rate auto` series runs against, e.g. {','.join(SCHEMES)}",
+    )
+
+
+def _peer_series(bench: Bench, opts: Options, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Engine and peer on the same slots at each --peer-latencies (empty with --no-peer)."""
+    if not opts.with_peer or not opts.peer_latencies:
+        return []
+    return peer.run_series(
+        bench,
+        opts.products,
+        opts.peer_latencies,
+        peer.DEFAULT_PEER_PROCESSES,
+        opts.concurrency,
+        say,
     )
 
 
@@ -270,9 +323,12 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
                 opts.scaling_per_process,
             )
             scaling_seconds = round(time.monotonic() - t_scaling, 1)
+        peer_pairs = _peer_series(bench, opts, say)
         auto_rows: list[dict[str, Any]] = []
         if opts.with_auto_rate:
-            auto_rows = auto_rate.run_on_fresh_servers(log_dir / "auto-rate", say=say)
+            auto_rows = auto_rate.run_on_fresh_servers(
+                log_dir / "auto-rate", say=say, schemes=opts.auto_rate_schemes
+            )
         rows = with_ratios(rows)
         memory = with_ratios(memory)
         scaled = with_ratios(scaled)
@@ -287,6 +343,8 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
     env["bench_seconds"] = round(time.monotonic() - t_start, 1)
     if auto_rows:
         env["auto_rate"] = auto_rows  # kept in the JSON results with the rest
+    if peer_pairs:
+        env["peer"] = peer_pairs
     if opts.with_scaling:
         env["scaling_seconds"] = scaling_seconds
         env["scaling_bound_seconds"] = round(
@@ -314,6 +372,7 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
         report.write_doc(opts.doc, block)
         if auto_rows:
             auto_rate.write_section(opts.doc, auto_rows)
+        report.write_peer(opts.doc, peer_pairs)
         if opts.readme is not None:
             report.write_readme(opts.readme, rows, memory, scaled, args)
     say(report.table(rows))
