@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.auto_rate import BEGIN, END, LIMIT, measure, write_section
+from catalog_service.limiters import SCHEMES
 
 
 def snap(ok: int, throttled: int) -> dict[str, object]:
@@ -30,3 +31,18 @@ def test_section_is_replaced_in_place(tmp_path: Path) -> None:
     text = doc.read_text()
     assert text.startswith("# head") and text.rstrip().endswith("tail")
     assert "stale numbers" not in text and f"| 400/s | {LIMIT:.1f} |" in text and "| met |" in text
+
+
+def test_each_scheme_gets_its_own_rows(tmp_path: Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    ok = int(LIMIT) * 40
+    rows = [
+        measure(start, snap(0, 0), snap(ok, 1), 40.0, {"current": 19.0}, scheme)
+        for scheme in SCHEMES
+        for start in (200.0, 2.0)
+    ]
+    write_section(doc, rows)
+    text = doc.read_text()
+    assert "## `--rate auto` by limiter scheme" in text
+    for scheme in SCHEMES:
+        assert f"| {scheme} | 200/s |" in text and f"| {scheme} | 2/s |" in text
