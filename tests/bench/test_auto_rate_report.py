@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.auto_rate import BEGIN, END, LIMIT, measure, write_section
+from bench.auto_rate import BEGIN, END, LIMIT, UNTESTED, measure, write_section
 from catalog_service.limiters import SCHEMES
 
 
@@ -20,6 +20,17 @@ def test_window_rate_and_429_share_decide_met_or_missed() -> None:
     assert slow["x_limit"] == 0.8 and not slow["met"]
     throttled = measure(4.0, snap(0, 0), snap(n, n // 50), 40.0, {})
     assert throttled["share_429"] > 0.01 and not throttled["met"]
+    assert (good["verdict"], slow["verdict"], throttled["verdict"]) == (
+        "met",
+        UNTESTED,
+        "missed",
+    )  # the slow run never met a 429: its workers never reached the limit
+
+
+def test_a_run_throttled_only_before_the_window_is_missed_not_untested() -> None:
+    n = int(LIMIT) * 40
+    low = measure(400.0, snap(100, 30), snap(100 + n // 2, 30), 40.0, {"current": 9.0})
+    assert not low["met"] and low["verdict"] == "missed" and low["answered_429_run"] == 30
 
 
 def test_section_is_replaced_in_place(tmp_path: Path) -> None:
