@@ -18,6 +18,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from celery import group
@@ -37,7 +38,7 @@ PHASE_KEYS = ("lease_s", "read_s", "source_s", "write_s", "checkpoint_s", "total
 
 
 def start_peer_worker(
-    settings: peer_app.PeerSettings, *, log_dir: Any, name: str, concurrency: int, queue: str
+    settings: peer_app.PeerSettings, *, log_dir: Path, name: str, concurrency: int, queue: str
 ) -> ManagedProcess:
     """One `celery -A bench.peer_app worker` process, prefork, on `queue`."""
     argv = [sys.executable, "-m", "celery", "-A", "bench.peer_app", "worker"]
