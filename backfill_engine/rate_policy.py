@@ -7,14 +7,21 @@ what every worker observed and stores what it returns.
 - **Start.** Until the API first pushes back, the rate grows by START_FACTOR per tick
   (TCP's slow start), so a start ten times too low is corrected within seconds.
 - **Cut.** On a 429 the rate becomes CUT_FACTOR x what the API sustained since the last
-  cut: the mean rate of good answers (pauses included), or PEAK_SHARE x the best tick's if
-  that is higher (after a fast start from far below, the mean is dragged down by the slow
-  early ticks) — never above the current rate. A latency rise cuts by LATENCY_CUT_FACTOR.
+  cut: the mean rate of good answers (pauses included), or the best tick's if that is
+  higher (after a fast start from far below, the mean is dragged down by the slow early
+  ticks) — never above the current rate. A latency rise cuts by LATENCY_CUT_FACTOR.
   For HOLD_SECONDS after a cut nothing changes: answers to requests sent before it are
   echoes of the same overshoot.
-- **Approach, then probe.** Below APPROACH x the knee (the sustained rate at the last
-  cut) the rate closes half the gap per tick; above it, it creeps up by PROBE_SHARE per
-  tick, so the next 429 comes late and the time spent below the limit is short.
+- **The knee.** Where the API pushed back. After the fast start it is only an estimate
+  (phase "steady": what the API sustained while the rate was still rising), so above it
+  the rate explores by EXPLORE_SHARE per tick. Once a slow probe past it is refused, the
+  rate it was probing at is the API's limit, better than any mean (phase "probed").
+- **Approach, plateau, probe.** Below APPROACH x the knee the rate closes half the gap per
+  tick. Just below a probed knee it creeps by PLATEAU_SHARE per tick: an API that counts
+  per fixed or sliding second refuses the first request over its limit, and each refusal
+  costs a whole `Retry-After` second of every worker plus a cut, so it pays to stay
+  close under the limit rather than find it again every few seconds. Above the knee it
+  creeps up by PROBE_SHARE per tick, so the next 429 comes late.
 - Only a busy bucket grows: when the workers do not use the rate they have, more of it
   would only become a burst later.
 """
@@ -26,10 +33,13 @@ from dataclasses import dataclass, replace
 
 START_FACTOR = 1.5  # per tick, until the first cut
 CUT_FACTOR = 0.9  # x the sustained rate, on 429
-PEAK_SHARE = 0.9  # the best tick's good-answer rate counts at this share as "sustained"
+PEAK_SHARE = 1.0  # the best tick's good-answer rate counts at this share as "sustained"
 LATENCY_CUT_FACTOR = 0.8  # x the current rate, on a latency rise
 APPROACH = 0.95  # fast climb up to this share of the knee...
-PROBE_SHARE = 0.01  # ...then this share of the rate per tick
+PROBE_SHARE = 0.01  # ...then this share of the rate per tick above the knee...
+PLATEAU_SHARE = 0.001  # ...this share just below a knee found by probing...
+EXPLORE_SHARE = 0.03  # ...and this share above a knee the fast start only estimated
+MIN_PLATEAU_STEP = 0.01  # requests/s
 MIN_PROBE_STEP = 0.1  # requests/s: a tiny rate still probes upwards
 HOLD_SECONDS = 2.0  # after a cut, let its effect show before deciding again
 BUSY_SHARE = 0.8  # grow only when the workers used this share of the rate
@@ -64,8 +74,10 @@ class ControlState:
 
     rate: float
     ceiling: float | None = None
-    phase: str = "start"  # "start" until the first cut, then "steady"
-    knee: float = 0.0  # the sustained good-answer rate when the API last pushed back
+    # "start" until the first cut, "steady" after it, "probed" once a probe past the knee
+    # was refused
+    phase: str = "start"
+    knee: float = 0.0  # where the API last pushed back (see the module's docstring)
     baseline: float = 0.0  # EWMA of p50 latency (s) while latency was normal
     hold_until: float = 0.0  # server time (s) before which nothing changes
     ok_since_cut: int = 0
@@ -101,7 +113,12 @@ def decide(state: ControlState, window: Window, now: float) -> Decision:
         sustained = max(mean, PEAK_SHARE * peak)
         base = min(state.rate, sustained) if sustained > 0 else state.rate
         reason = f"429 on {window.throttled} of {window.answers} requests"
-        return _cut(state, base * CUT_FACTOR, max(sustained, MIN_RATE), reason, now)
+        if state.phase == "start":
+            # The rate overshot by up to START_FACTOR within one tick: what the API
+            # sustained meanwhile is the best estimate of its limit.
+            return _cut(state, base * CUT_FACTOR, max(sustained, MIN_RATE), reason, now)
+        # Refused while growing slowly: the API's limit is about the rate we were at.
+        return _cut(state, base * CUT_FACTOR, max(state.rate, MIN_RATE), reason, now, "probed")
 
     p50 = statistics.median(window.latencies) if len(window.latencies) >= MIN_LATENCY_SAMPLES else 0
     if p50 and state.baseline > 0 and _elevated(p50, state.baseline):
@@ -110,7 +127,8 @@ def decide(state: ControlState, window: Window, now: float) -> Decision:
         reason = f"latency p50 {p50 * 1000:.0f} ms > {LATENCY_FACTOR:g}x baseline " + (
             f"{state.baseline * 1000:.0f} ms"
         )
-        cut = _cut(state, state.rate * LATENCY_CUT_FACTOR, state.knee, reason, now)
+        phase = "probed" if state.phase == "probed" else "steady"
+        cut = _cut(state, state.rate * LATENCY_CUT_FACTOR, state.knee, reason, now, phase)
         return replace(cut, clear_latencies=True)
     if p50:
         baseline = p50 if state.baseline <= 0 else state.baseline
@@ -123,8 +141,12 @@ def decide(state: ControlState, window: Window, now: float) -> Decision:
     elif state.knee and state.rate < APPROACH * state.knee:
         gap = APPROACH * state.knee - state.rate
         target, reason = state.rate + max(gap / 2, MIN_PROBE_STEP), "answering well: approach"
+    elif state.phase == "probed" and state.rate < state.knee:
+        step = max(state.rate * PLATEAU_SHARE, MIN_PLATEAU_STEP)
+        target, reason = min(state.rate + step, state.knee), "answering well: plateau"
     else:
-        step = max(state.rate * PROBE_SHARE, MIN_PROBE_STEP)
+        estimated = state.phase == "steady" and state.rate >= state.knee
+        step = max(state.rate * (EXPLORE_SHARE if estimated else PROBE_SHARE), MIN_PROBE_STEP)
         target, reason = state.rate + step, "answering well: probe"
     new = clamp(target, state.ceiling)
     if new <= state.rate:
@@ -156,12 +178,19 @@ def _may_grow(state: ControlState, window: Window) -> bool:
     return window.answers / window.seconds >= BUSY_SHARE * state.rate
 
 
-def _cut(state: ControlState, target: float, knee: float, reason: str, now: float) -> Decision:
+def _cut(
+    state: ControlState,
+    target: float,
+    knee: float,
+    reason: str,
+    now: float,
+    phase: str = "steady",
+) -> Decision:
     new = clamp(min(target, state.rate), state.ceiling)
     cut = replace(
         state,
         rate=new,
-        phase="steady",
+        phase=phase,
         knee=knee,
         hold_until=now + HOLD_SECONDS,
         ok_since_cut=0,

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import auto_rate, floor, report, scaling
+from bench import auto_rate, floor, peer, report, scaling
 from bench.data import product_docs
 from bench.scenarios import Bench, Row, SystemConfig, ceiling, describe, naive, system, with_ratios
 from bench.servers import start_servers
+from catalog_service.limiters import SCHEMES
 from orchestrator.stack import EMBEDDED_READ_IDS
 
 DEFAULT_PRODUCTS = 15_000
@@ -55,11 +56,15 @@ class Options:
     scaling_per_process: dict[str, int] = field(
         default_factory=lambda: dict(scaling.DEFAULT_SLOTS_PER_PROCESS)
     )
-    # The `--rate auto` series (issue 12 part 2): about 2.5 minutes.
+    # The `--rate auto` series (issue 12 part 2): about 2.5 minutes per limiter scheme.
     with_auto_rate: bool = True
     # The floor of a diff-only backfill (issue 19 part 2), measured before each compared run.
     with_floor: bool = True
     read_ids0_products: int | None = None  # None: --products, at most 5000
+    auto_rate_schemes: tuple[str, ...] = SCHEMES
+    # The peer series (issue 19 part 3): the engine next to a hand-written Celery group.
+    with_peer: bool = True
+    peer_latencies: tuple[float, ...] = peer.DEFAULT_PEER_LATENCIES_MS
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +87,9 @@ class Options:
             "auto_rate": self.with_auto_rate,
             "floor": self.with_floor,
             "read_ids0_products": self.read_ids0_products,
+            "auto_rate_schemes": list(self.auto_rate_schemes),
+            "peer": self.with_peer,
+            "peer_latencies_ms": list(self.peer_latencies),
         }
 
 
@@ -179,9 +187,12 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         help="most pool slots per worker process, per pool, e.g. prefork=2,threads=8",
     )
     p.add_argument(
-        "--no-auto-rate", action="store_true", help="skip the `--rate auto` series (~2.5 min)"
+        "--no-auto-rate",
+        action="store_true",
+        help="skip the `--rate auto` series (~2.5 min per scheme)",
     )
     _floor_args(p)
+    _add_series_options(p)
     a = p.parse_args(argv)
     if a.products < 1 or a.naive_products < 1 or a.scaling_products < 1:
         p.error("--products, --naive-products and --scaling-products must be at least 1")
@@ -189,6 +200,9 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         p.error("--read-ids0-products must be at least 1")
     if not a.scaling_slots or min(a.scaling_slots) < 1:
         p.error("--scaling-slots must list slot counts of at least 1")
+    unknown = [x for x in a.auto_rate_schemes if x not in SCHEMES]
+    if unknown or not a.auto_rate_schemes:
+        p.error(f"--auto-rate-schemes takes some of {','.join(SCHEMES)}")
     return Options(
         products=a.products,
         naive_products=a.naive_products,
@@ -216,6 +230,45 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         with_auto_rate=not a.no_auto_rate,
         with_floor=not a.no_floor,
         read_ids0_products=a.read_ids0_products,
+        auto_rate_schemes=a.auto_rate_schemes,
+        with_peer=not a.no_peer,
+        peer_latencies=a.peer_latencies,
+    )
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _add_series_options(p: argparse.ArgumentParser) -> None:
+    """The peer series' and the auto-rate schemes' options."""
+    g = p.add_argument_group("peer series (the engine next to a hand-written Celery group)")
+    g.add_argument("--no-peer", action="store_true", help="skip the peer series")
+    g.add_argument(
+        "--peer-latencies",
+        type=_floats,
+        default=peer.DEFAULT_PEER_LATENCIES_MS,
+        help="catalog latencies in ms for the peer series, e.g. 0,150",
+    )
+    p.add_argument(
+        "--auto-rate-schemes",
+        type=_names,
+        default=SCHEMES,
+        help=f"limiter schemes the `--rate auto` series runs against, e.g. {','.join(SCHEMES)}",
+    )
+
+
+def _peer_series(bench: Bench, opts: Options, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Engine and peer on the same slots at each --peer-latencies (empty with --no-peer)."""
+    if not opts.with_peer or not opts.peer_latencies:
+        return []
+    return peer.run_series(
+        bench,
+        opts.products,
+        opts.peer_latencies,
+        peer.DEFAULT_PEER_PROCESSES,
+        opts.concurrency,
+        say,
     )
 
 
@@ -287,9 +340,12 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
             )
             scaling_seconds = round(time.monotonic() - t_scaling, 1)
         floor_series = _floor_series(bench, opts, floor_pairs) if opts.with_floor else None
+        peer_pairs = _peer_series(bench, opts, say)
         auto_rows: list[dict[str, Any]] = []
         if opts.with_auto_rate:
-            auto_rows = auto_rate.run_on_fresh_servers(log_dir / "auto-rate", say=say)
+            auto_rows = auto_rate.run_on_fresh_servers(
+                log_dir / "auto-rate", say=say, schemes=opts.auto_rate_schemes
+            )
         rows = with_ratios(rows)
         memory = with_ratios(memory)
         scaled = with_ratios(scaled)
@@ -304,6 +360,8 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
     env["bench_seconds"] = round(time.monotonic() - t_start, 1)
     if auto_rows:
         env["auto_rate"] = auto_rows  # kept in the JSON results with the rest
+    if peer_pairs:
+        env["peer"] = peer_pairs
     if opts.with_scaling:
         env["scaling_seconds"] = scaling_seconds
         env["scaling_bound_seconds"] = round(
@@ -333,6 +391,7 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
         report.write_doc(opts.doc, block)
         if auto_rows:
             auto_rate.write_section(opts.doc, auto_rows)
+        report.write_peer(opts.doc, peer_pairs)
         if opts.readme is not None:
             report.write_readme(opts.readme, rows, memory, scaled, args, floor=floor_series)
     say(report.table(rows))

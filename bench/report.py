@@ -781,3 +781,111 @@ def floor_block(floor: dict[str, Any]) -> str:
         "before the `BACKFILL_READ_IDS=0` run; the method is described under "
         '"The floor of a diff-only backfill" below the generated part.\n\n'
     )
+
+
+def write_between(path: Path, begin: str, end: str, block: str) -> None:
+    """Replace what lies between `begin` and `end` in `path` (markers included) with `block`,
+    or append `block`; the rest of the file is kept as it is."""
+    text = path.read_text() if path.exists() else ""
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+# The peer series (bench/peer.py): the engine next to a hand-written Celery group.
+PEER_BEGIN = "<!-- bench:peer:begin (written by `make bench`) -->"
+PEER_END = "<!-- bench:peer:end -->"
+PEER_PHASES = (
+    ("lease_s", "lease"),
+    ("read_s", "read"),
+    ("source_s", "source"),
+    ("write_s", "write"),
+    ("checkpoint_s", "checkpoint"),
+    ("total_s", "batch total"),
+)
+
+
+def peer_section(pairs: list[dict[str, Any]]) -> str:
+    """The doc's "Peer" section: throughput engine/peer per latency and where the time goes."""
+    first = pairs[0]
+    lines = [
+        "## Peer: the engine next to a hand-written Celery group",
+        "",
+        f"Same {first['processes']} x prefork({first['concurrency']}) worker slots, same "
+        f"{first['products']:,} products, a fresh database each; the peer is bench/peer_app.py "
+        "(one task per 500 ids, no leases, checkpoints, quarantine or global rate limit). "
+        "Target: engine/peer >= 0.9 at every latency.",
+        "",
+        "| latency | engine products/s | peer products/s | engine/peer | engine slots busy "
+        "| peer slots busy | MongoDB cmds/batch engine / peer | target |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for p in pairs:
+        busy = p["slot_busy"]
+        cmds = (p["engine"].get("mongo_cmds_per_batch"), p["peer"].get("mongo_cmds_per_batch"))
+        lines.append(
+            f"| {p['latency_ms']:g} ms | {p['engine_ps']:,.0f} | {p['peer_ps']:,.0f} | "
+            f"{p['ratio']:.2f} | {_fmt(busy['engine'], '.2f')} | {_fmt(busy['peer'], '.2f')} | "
+            f"{_fmt(cmds[0], '.1f')} / {_fmt(cmds[1], '.1f')} | "
+            f"{'met' if p['met'] else 'missed'} |"
+        )
+    lines += [
+        "",
+        "Per-batch phases, mean ms (engine / peer; the peer has no lease or checkpoint):",
+        "",
+        "| latency | " + " | ".join(name for _, name in PEER_PHASES) + " |",
+        "|---:|" + "---:|" * len(PEER_PHASES),
+    ]
+    for p in pairs:
+        cells = []
+        for key, _ in PEER_PHASES:
+            ph = p["phases"].get(key, {})
+            cells.append(f"{_fmt(ph.get('engine_ms'), '.1f')} / {_fmt(ph.get('peer_ms'), '.1f')}")
+        lines.append(f"| {p['latency_ms']:g} ms | " + " | ".join(cells) + " |")
+    return PEER_BEGIN + "\n\n" + "\n".join(lines) + "\n\n" + PEER_END
+
+
+def write_peer(doc: Path, pairs: list[dict[str, Any]]) -> None:
+    """Rewrite the doc's peer section (markers of its own, outside the generated block)."""
+    if pairs:
+        write_between(doc, PEER_BEGIN, PEER_END, peer_section(pairs))
+
+
+def auto_rate_schemes_section(rows: list[dict[str, Any]], setup: dict[str, Any]) -> str:
+    """The doc's `--rate auto` section: one row per limiter scheme and start."""
+    limit = setup["limit_per_s"]
+    lo, hi = setup["window_s"]
+    lines = [
+        "## `--rate auto` by limiter scheme",
+        "",
+        f"The stand-in answers 429 (`Retry-After: 1`) above {limit:g} requests/s, counted by a "
+        "token bucket, a fixed one-second window or a sliding one-second window "
+        f"(`--rate-limit-scheme`); the job is not told. {setup['processes']} worker processes "
+        f"x {setup['concurrency']} slots, {setup['ids_per_request']} ids per request. Measured "
+        f"by the stand-in over {lo:g}-{hi:g} s after the workers were ready. Target: >= "
+        f"{setup['target_share']:g} x {limit:g} good answers/s with <= "
+        f"{setup['target_429_share'] * 100:g} % answered 429, within 60 s.",
+        "",
+        "| scheme | start | good answers/s | x limit | 429 share | requests "
+        "| most requests in 1 s | controller rate at end | last reason | target |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in rows:
+        verdict = r.get("verdict") or ("met" if r["met"] else "missed")
+        lines.append(
+            f"| {r.get('scheme', '?')} | {r['start_per_s']:g}/s | {r['ok_per_s']:.1f} | "
+            f"{r['x_limit']:.2f} | {r['share_429'] * 100:.2f} % ({r['answered_429']}) | "
+            f"{r['requests']:,} | {r.get('max_rate_1s', '-')} | {r['final_rate']:.1f}/s | "
+            f"{r['reason']} | {verdict} |"
+        )
+    lines += [
+        "",
+        "A run is untested when the stand-in answered no 429 at all after the workers were "
+        "ready: they never sent more than the limit (a busy host), so there was nothing to "
+        "find.",
+    ]
+    return "\n".join(lines)

@@ -13,6 +13,7 @@ from catalog_service.faults import (
     FaultConfigError,
     Faults,
 )
+from catalog_service.limiters import DEFAULT_SCHEME, SCHEMES
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8700
@@ -27,6 +28,13 @@ _rate = click.FloatRange(0.0, 1.0)
 @click.option("--error-rate", default=0.0, type=_rate, help="Share of requests answered 5xx.")
 @click.option(
     "--rate-limit", default=0.0, type=float, help="Requests/s before 429 + Retry-After; 0 = off."
+)
+@click.option(
+    "--rate-limit-scheme",
+    default=DEFAULT_SCHEME,
+    show_default=True,
+    type=click.Choice(SCHEMES),
+    help="How --rate-limit counts: a token bucket, a fixed or a sliding one-second window.",
 )
 @click.option("--missing-rate", default=0.0, type=_rate, help="Share of ids the catalog lacks.")
 @click.option(
@@ -87,6 +95,7 @@ def catalog_server(
     latency_ms: float,
     error_rate: float,
     rate_limit: float,
+    rate_limit_scheme: str,
     missing_rate: float,
     malformed_rate: float,
     hostile_rate: float,
@@ -111,6 +120,7 @@ def catalog_server(
         "latency_ms": latency_ms,
         "error_rate": error_rate,
         "rate_limit": rate_limit,
+        "rate_limit_scheme": rate_limit_scheme,
         "missing_rate": missing_rate,
         "malformed_rate": malformed_rate,
         "hostile_rate": hostile_rate,

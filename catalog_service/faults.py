@@ -6,12 +6,12 @@ import dataclasses
 import math
 import random
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from catalog_service.data import DEFAULT_HUGE_CHARS
+from catalog_service.limiters import DEFAULT_SCHEME, SCHEMES
 
 MAX_LATENCY_MS = 60_000.0
 MAX_STALL_MS = 120_000.0
@@ -49,6 +49,7 @@ class Faults:
     refuse_status: int = DEFAULT_REFUSE_STATUS
     poison_rate: float = 0.0
     rate_limit: float = 0.0  # requests per second before 429; 0 = unlimited
+    rate_limit_scheme: str = DEFAULT_SCHEME  # how "per second" is counted (limiters.py)
     seed: int = 0
     fail_next: int = 0  # the next N API requests answer 503 (deterministic retries)
     throttle_next: int = 0  # the next N API requests answer 429 with `retry_after`
@@ -76,6 +77,11 @@ class Faults:
         _check("throttle_next", self.throttle_next, 0, MAX_COUNTDOWN)
         _check("retry_after", self.retry_after, 0, MAX_RETRY_AFTER_SECONDS)
         _check("refuse_status", self.refuse_status, 400, 499)
+        if self.rate_limit_scheme not in SCHEMES:
+            raise FaultConfigError(
+                f"rate_limit_scheme must be one of {', '.join(SCHEMES)}, "
+                f"got {self.rate_limit_scheme!r}"
+            )
 
     def updated(self, changes: Mapping[str, Any]) -> Faults:
         """A copy with `changes` applied; FaultConfigError names an unknown or bad knob."""
@@ -84,6 +90,11 @@ class Faults:
         for name, value in changes.items():
             if name not in known:
                 raise FaultConfigError(f"unknown knob {name!r}; known: {', '.join(known)}")
+            if known[name] in ("str", str):
+                if not isinstance(value, str):
+                    raise FaultConfigError(f"{name} must be a string, got {value!r}")
+                typed[name] = value
+                continue
             want_int = known[name] in ("int", int)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise FaultConfigError(f"{name} must be a number, got {value!r}")
@@ -99,30 +110,6 @@ class Faults:
 def _check(name: str, value: float, lo: float, hi: float) -> None:
     if not (isinstance(value, int | float) and math.isfinite(value) and lo <= value <= hi):
         raise FaultConfigError(f"{name} must be between {lo} and {hi}, got {value!r}")
-
-
-class TokenBucket:
-    """The stand-in's own in-process rate limit (thread-safe); burst defaults to max(1, rate)."""
-
-    def __init__(self, rate: float, burst: float | None = None) -> None:
-        self.rate = rate
-        self.burst = burst if burst is not None else max(1.0, rate)
-        self._tokens = self.burst
-        self._stamp = time.monotonic()
-        self._lock = threading.Lock()
-
-    def take(self) -> float:
-        """0.0 when a token was taken, else the seconds until one is available."""
-        if self.rate <= 0:
-            return 0.0
-        with self._lock:
-            now = time.monotonic()
-            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-            self._stamp = now
-            if self._tokens >= 1.0:
-                self._tokens -= 1.0
-                return 0.0
-            return (1.0 - self._tokens) / self.rate
 
 
 class Dice:

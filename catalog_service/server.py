@@ -6,9 +6,10 @@ API (what the real catalog provider serves):
               "missing": [...]}
   GET /v1/products/ID                -> 200 item, or 404
   401 without `Authorization: Bearer <token>` when a token is set; 429 + Retry-After when
-  over the rate limit; 5xx, stalls, trickled heads or bodies and broken bodies at the
-  configured rates; a request asking for a `refuse_rate` id answers `refuse_status`, one
-  asking for a `poison_rate` id a broken body, whatever its other ids.
+  over the rate limit (a token bucket, a fixed or a sliding window: limiters.py); 5xx,
+  stalls, trickled heads or bodies and broken bodies at the configured rates; a request
+  asking for a `refuse_rate` id answers `refuse_status`, one asking for a `poison_rate`
+  id a broken body, whatever its other ids.
 
 Control endpoints for tests (no auth; the stand-in binds to loopback):
   GET /_stats[?ids=a,b][&id_counts=0]   counters (see `Stats.snapshot`); `ids` limits
@@ -32,7 +33,8 @@ from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 from catalog_service import data
-from catalog_service.faults import Dice, FaultConfigError, Faults, TokenBucket
+from catalog_service.faults import Dice, FaultConfigError, Faults
+from catalog_service.limiters import Limiter, make_limiter
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +139,11 @@ class CatalogState:
 
     def _install(self, faults: Faults) -> None:
         self.faults = faults
-        self.bucket = TokenBucket(faults.rate_limit)
+        self.bucket: Limiter = make_limiter(faults.rate_limit_scheme, faults.rate_limit)
         self.dice = Dice(faults.seed)
 
     def update_faults(self, changes: dict[str, Any]) -> Faults:
-        """Apply knob changes at run time; a new rate limit starts a full bucket."""
+        """Apply knob changes at run time; a new rate limit (or scheme) starts afresh."""
         with self._lock:
             self._install(self.faults.updated(changes))
             return self.faults

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from catalog_service import data
-from catalog_service.faults import TokenBucket
+from catalog_service.limiters import TokenBucket
 from catalog_service.server import Stats, serve_until_signal
 
 if TYPE_CHECKING:

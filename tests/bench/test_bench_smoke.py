@@ -33,6 +33,7 @@ def test_bench_harness_produces_rows(tmp_path: Path) -> None:
             "--readme", str(readme),
             "--log-dir", str(tmp_path / "logs"),
             "--no-auto-rate",
+            "--peer-latencies", "0",
         ]
     )  # fmt: skip
     result = run(opts, say=lambda line: None)
@@ -56,6 +57,10 @@ def test_bench_harness_produces_rows(tmp_path: Path) -> None:
         assert r.redis_cmds_per_batch
     assert "Our own CPU and commands per batch" in doc
     assert any(t["target"].startswith("our own CPU") for t in body["targets"])
+    # The peer series ran in the same run, on its own rows, into its own section.
+    [pair] = body["environment"]["peer"]
+    assert pair["engine"]["products"] == pair["peer"]["products"] == 600
+    assert "## Peer: the engine next to a hand-written Celery group" in doc
 
 
 @pytest.mark.timeout(420)
@@ -84,6 +89,7 @@ def test_bench_scaling_series_reports_curve_and_targets(tmp_path: Path) -> None:
             "--readme", str(readme),
             "--log-dir", str(tmp_path / "logs"),
             "--no-auto-rate",
+            "--no-peer",
         ]
     )  # fmt: skip
     result = run(opts, say=lambda line: None)

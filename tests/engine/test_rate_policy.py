@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import pairwise
 
 from backfill_engine.rate_policy import (
+    APPROACH,
     CUT_FACTOR,
     HOLD_SECONDS,
+    PLATEAU_SHARE,
     ControlState,
     Window,
     decide,
@@ -87,3 +90,39 @@ def test_a_cut_after_a_fast_start_from_far_below_lands_near_the_limit() -> None:
         t += 1
     cut = decide(state, Window(seconds=1.0, ok=20, throttled=2), now=t).state
     assert 16.0 <= cut.rate <= 20.0, cut
+
+
+def test_a_refused_probe_makes_its_rate_the_knee_and_the_rate_stays_just_below() -> None:
+    # After the fast start the knee (18) is an estimate; the probe past it is refused at 20.5.
+    state = ControlState(
+        rate=20.5, phase="steady", knee=18.0, ok_since_cut=200, seconds_since_cut=10
+    )
+    cut = decide(state, Window(seconds=1.0, ok=19, throttled=1), now=100.0).state
+    assert (cut.phase, cut.knee) == ("probed", 20.5)
+    rates = []
+    for t in range(40):
+        cut = decide(cut, busy(cut.rate), now=103.0 + t).state
+        rates.append(cut.rate)
+    assert APPROACH * 20.5 <= rates[-1] < 20.5  # close under the limit, not past it
+    plateau = [b - a for a, b in pairwise(rates) if a >= APPROACH * 20.5]
+    assert plateau and all(0 < step <= PLATEAU_SHARE * 20.5 + 0.01 for step in plateau)
+
+
+def test_a_per_second_window_limit_is_held_above_nine_tenths() -> None:
+    # An API counting per fixed or sliding second refuses the first request over its
+    # limit, and the `Retry-After` second costs half a tick's answers: probing past the
+    # limit every few seconds (the 1 % probe from a knee the fast start estimated low)
+    # settled at 0.85 x the limit here, as `make bench` saw 0.87 against a fixed window.
+    limit = 20
+    for knee in (16.0, 18.0, 20.0):
+        state = ControlState(rate=0.9 * knee, phase="steady", knee=knee)
+        good, refused = [], 0
+        for t in range(120):
+            if state.rate > limit:
+                window, refused = Window(seconds=1.0, ok=limit // 2, throttled=1), refused + 1
+            else:
+                window = Window(seconds=1.0, ok=int(state.rate))
+            good.append(window.ok)
+            state = decide(state, window, now=float(t)).state
+        assert sum(good[20:]) / len(good[20:]) >= 0.9 * limit, (knee, state)
+        assert refused <= 3, (knee, refused)
