@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import auto_rate, floor, peer, report, scaling
+from bench import auto_rate, floor, journal_cost, peer, report, scaling
 from bench.data import product_docs
 from bench.scenarios import Bench, Row, SystemConfig, ceiling, describe, naive, system, with_ratios
 from bench.servers import start_servers
@@ -65,6 +65,8 @@ class Options:
     # The peer series (issue 19 part 3): the engine next to a hand-written Celery group.
     with_peer: bool = True
     peer_latencies: tuple[float, ...] = peer.DEFAULT_PEER_LATENCIES_MS
+    # The journal series (issue 18): first runs with and without it, and a revert.
+    with_journal_cost: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +92,7 @@ class Options:
             "auto_rate_schemes": list(self.auto_rate_schemes),
             "peer": self.with_peer,
             "peer_latencies_ms": list(self.peer_latencies),
+            "journal_cost": self.with_journal_cost,
         }
 
 
@@ -233,6 +236,7 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         auto_rate_schemes=a.auto_rate_schemes,
         with_peer=not a.no_peer,
         peer_latencies=a.peer_latencies,
+        with_journal_cost=not a.no_journal_cost,
     )
 
 
@@ -244,6 +248,11 @@ def _add_series_options(p: argparse.ArgumentParser) -> None:
     """The peer series' and the auto-rate schemes' options."""
     g = p.add_argument_group("peer series (the engine next to a hand-written Celery group)")
     g.add_argument("--no-peer", action="store_true", help="skip the peer series")
+    p.add_argument(
+        "--no-journal-cost",
+        action="store_true",
+        help="skip the journal series (first runs with and without it, and a revert)",
+    )
     g.add_argument(
         "--peer-latencies",
         type=_floats,
@@ -341,6 +350,11 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
             scaling_seconds = round(time.monotonic() - t_scaling, 1)
         floor_series = _floor_series(bench, opts, floor_pairs) if opts.with_floor else None
         peer_pairs = _peer_series(bench, opts, say)
+        journal_series = (
+            journal_cost.run_series(bench, opts.products, say=say)
+            if opts.with_journal_cost
+            else None
+        )
         auto_rows: list[dict[str, Any]] = []
         if opts.with_auto_rate:
             auto_rows = auto_rate.run_on_fresh_servers(
@@ -362,6 +376,8 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
         env["auto_rate"] = auto_rows  # kept in the JSON results with the rest
     if peer_pairs:
         env["peer"] = peer_pairs
+    if journal_series:
+        env["journal"] = journal_series
     if opts.with_scaling:
         env["scaling_seconds"] = scaling_seconds
         env["scaling_bound_seconds"] = round(
@@ -392,6 +408,7 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
         if auto_rows:
             auto_rate.write_section(opts.doc, auto_rows)
         report.write_peer(opts.doc, peer_pairs)
+        report.write_journal(opts.doc, journal_series)
         if opts.readme is not None:
             report.write_readme(opts.readme, rows, memory, scaled, args, floor=floor_series)
     say(report.table(rows))

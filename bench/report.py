@@ -855,6 +855,50 @@ def write_peer(doc: Path, pairs: list[dict[str, Any]]) -> None:
         write_between(doc, PEER_BEGIN, PEER_END, peer_section(pairs))
 
 
+# The journal series (bench/journal_cost.py): its cost, its size and revert throughput.
+JOURNAL_BEGIN = "<!-- bench:journal:begin (written by `make bench`) -->"
+JOURNAL_END = "<!-- bench:journal:end -->"
+
+
+def journal_section(series: dict[str, Any]) -> str:
+    """The doc's journal section: each run, then the medians against the target."""
+    met = series["met"]
+    verdict = "-" if met is None else ("met" if met else "**missed**")
+    lines = [
+        "## The before-image journal: cost and revert",
+        "",
+        f"{series['products']:,} products, {series['config']} at {series['latency_ms']:g} ms, "
+        "first runs in a fresh database each, journal on and off alternating "
+        "(bench/journal_cost.py). After each journaled run: the journal's BSON bytes per "
+        "written document and `backfill revert` of the job on the same workers.",
+        "",
+        "| run | journal | products/s | journal bytes / doc | revert docs/s |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for i, r in enumerate(series["runs"], 1):
+        lines.append(
+            f"| {i} | {'on' if r['journal'] else 'off'} | {r['products_per_s']:.1f} "
+            f"| {_fmt(r.get('bytes_per_doc'), '.0f')} | {_fmt(r.get('revert_docs_per_s'), '.1f')} |"
+        )
+    slowdown = series["slowdown"]
+    lines += [
+        "",
+        f"Median with the journal {_fmt(series['with_journal_per_s'], '.1f')}/s, without "
+        f"{_fmt(series['without_journal_per_s'], '.1f')}/s: "
+        f"{'-' if slowdown is None else f'{100 * slowdown:.1f} %'} slower (target <= "
+        f"{100 * series['target_slowdown']:g} %: {verdict}); "
+        f"{_fmt(series['bytes_per_doc'], '.0f')} journal bytes per changed document; revert "
+        f"{_fmt(series['revert_docs_per_s'], '.1f')} documents/s.",
+    ]
+    return JOURNAL_BEGIN + "\n\n" + "\n".join(lines) + "\n\n" + JOURNAL_END
+
+
+def write_journal(doc: Path, series: dict[str, Any] | None) -> None:
+    """Rewrite the doc's journal section (markers of its own, outside the generated block)."""
+    if series:
+        write_between(doc, JOURNAL_BEGIN, JOURNAL_END, journal_section(series))
+
+
 def auto_rate_schemes_section(rows: list[dict[str, Any]], setup: dict[str, Any]) -> str:
     """The doc's `--rate auto` section: one row per limiter scheme and start."""
     limit = setup["limit_per_s"]

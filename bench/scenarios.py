@@ -193,6 +193,10 @@ def naive(bench: Bench, n: int, latency_ms: float) -> Row:
     )
 
 
+# What `system` runs after its first job: (db, broker, settings, job id, the job's row).
+AfterFirst = Callable[[Database, Broker, Settings, str, "Row"], None]
+
+
 @dataclass(frozen=True)
 class SystemConfig:
     processes: int
@@ -254,6 +258,7 @@ def _run_job(
     worker_pids: list[int],
     timeout: float | None = None,
     traffic_dir: Path | None = None,
+    journal: bool = True,
 ) -> tuple[Row, str]:
     n = db[PRODUCTS].estimated_document_count()
     slots = cfg.processes * cfg.concurrency
@@ -262,6 +267,7 @@ def _run_job(
         batch_size=bench.batch_size,
         max_in_flight=max(8, 2 * slots),
         rate_per_second=bench.rate_per_second,
+        journal=journal,
     )
     cpu = CpuMeter(
         {
@@ -339,11 +345,15 @@ def system(
     rerun: bool,
     timeout: float | None = None,
     read_ids: int | None = None,
+    journal: bool = True,
+    after_first: AfterFirst | None = None,
 ) -> list[Row]:
     """The full system on `n` products with `cfg`'s workers; then optionally the same job again.
 
     `timeout` bounds each job's wait (seconds); past it the run fails instead of hanging.
-    `read_ids` overrides the bench's BACKFILL_READ_IDS for this run.
+    `read_ids` overrides the bench's BACKFILL_READ_IDS for this run. `journal=False` runs
+    the job as `--no-journal`. `after_first(db, broker, settings, job_id, row)` runs once
+    the first job is done, on the same workers and database (bench/journal_cost.py).
     """
     db = bench.fresh_db(n)
     run_no = bench._runs
@@ -388,7 +398,7 @@ def system(
         pids = [w.pid for w in workers]
         with RssSampler(w.pid for w in workers) as rss:
             first, job_id = _run_job(
-                bench, db, broker, settings, cfg, "system", pids, timeout, traffic_dir
+                bench, db, broker, settings, cfg, "system", pids, timeout, traffic_dir, journal
             )
         first.timings = _batch_timings(db, job_id, logs)
         first.overhead_pct = _overhead_pct(first.timings)
@@ -398,6 +408,8 @@ def system(
             raise RuntimeError(f"{cfg.label}: {enriched} of {n} products enriched")
         rows.append(first)
         bench.say(_line(first))
+        if after_first is not None:
+            after_first(db, broker, settings, job_id, first)
         if rerun:
             for path in logs:  # later `after_s` lines belong to the rerun only
                 path.write_text("")

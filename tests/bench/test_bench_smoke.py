@@ -34,6 +34,7 @@ def test_bench_harness_produces_rows(tmp_path: Path) -> None:
             "--log-dir", str(tmp_path / "logs"),
             "--no-auto-rate",
             "--peer-latencies", "0",
+            "--no-journal-cost",  # tests/bench/test_journal_cost.py runs it
         ]
     )  # fmt: skip
     result = run(opts, say=lambda line: None)
@@ -90,6 +91,7 @@ def test_bench_scaling_series_reports_curve_and_targets(tmp_path: Path) -> None:
             "--log-dir", str(tmp_path / "logs"),
             "--no-auto-rate",
             "--no-peer",
+            "--no-journal-cost",
         ]
     )  # fmt: skip
     result = run(opts, say=lambda line: None)
