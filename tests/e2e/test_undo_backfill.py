@@ -8,6 +8,7 @@ that was already right, a value the application changed since) stays as it is.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import bson
@@ -20,6 +21,7 @@ from backfill_migrations import runner
 from catalog_service.data import expected_fields
 from migrations.versions._catalog import PRODUCTS
 from orchestrator.revert import revert_status
+from tests.e2e.test_revert import backfill
 from tests.harness import System, seed_products
 
 pytestmark = pytest.mark.e2e
@@ -114,6 +116,13 @@ def test_migrate_down_restores_only_what_the_backfill_wrote(system: System) -> N
     status = revert_status(system.db, undo)
     assert (status.totals["conflicts"], status.conflicts_listed) == (51, 51)
     assert status.totals["restored"] > 0
+    # And from the CLI, as a `migrate down` user would look.
+    listed = backfill(system, "conflicts", str(undo["_id"]), "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)) == 51
+    shown = backfill(system, "status", str(undo["_id"]))
+    assert shown.returncode == 0, shown.stderr
+    assert f"reverts job {job['_id']}" in shown.stdout and "conflicts 51" in shown.stdout
 
 
 def test_undo_without_journal_unsets_nothing_and_says_so(system: System) -> None:
