@@ -115,6 +115,7 @@ def take(
                 reverts=str(job["reverts"]),
                 source_batch=int(doc["reverts_batch"]),
                 job_id=job_id,
+                batch_no=batch.batch_no,
                 subchunk_size=s.subchunk_size,
                 read_ids=s.read_ids,
             )

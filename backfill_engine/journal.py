@@ -25,6 +25,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import bson
@@ -319,33 +320,48 @@ def bson_type(value: Any) -> int:
     return bson.encode({"v": value})[4]
 
 
+# Hears of each field a revert leaves: (batch, document id, field, change, why, current).
+OnLeftField = Callable[[int, Any, str, Change, str, Mapping[str, Any] | None], None]
+
+
 def revert_job(
     db: Database,
     collection: str,
     job_id: str,
     *,
     on_batch: Callable[[], None] | None = None,
+    on_left: OnLeftField | None = None,
 ) -> RevertCounts:
-    """Put back what job `job_id` changed in `collection` and nothing else; count each field."""
+    """Put back what job `job_id` changed in `collection` and nothing else; count each field.
+
+    `on_left` hears of every field left (a conflict or unrestorable), with its batch number,
+    so the caller can list them as a revert job does (backfill_engine.revert_conflicts).
+    """
     coll = db[collection]
     total = RevertCounts()
-    for _batch_no, changes in job_batches(db, job_id):
+    for batch_no, changes in job_batches(db, job_id):
         if on_batch is not None:
             on_batch()
         ids = list(changes)
         for start in range(0, len(ids), REVERT_READ_IDS):
             piece = {pid: changes[pid] for pid in ids[start : start + REVERT_READ_IDS]}
-            total.add(_revert_piece(coll, piece))
+            total.add(_revert_piece(coll, piece, batch_no, on_left))
     return total
 
 
-def _revert_piece(coll: Collection, changes: dict[Any, dict[str, Change]]) -> RevertCounts:
+def _revert_piece(
+    coll: Collection,
+    changes: dict[Any, dict[str, Change]],
+    batch_no: int,
+    on_left: OnLeftField | None,
+) -> RevertCounts:
     fields = {f for per_doc in changes.values() for f in per_doc}
     current = _read(coll, list(changes), fields)
     counts = RevertCounts()
     planned: dict[Any, UpdateOne] = {}
     for pid, per_doc in changes.items():
-        op = plan_restore(pid, current.get(pid), per_doc, counts)
+        left: OnLeft | None = None if on_left is None else partial(on_left, batch_no, pid)
+        op = plan_restore(pid, current.get(pid), per_doc, counts, on_left=left)
         if op is not None:
             planned[pid] = op
     if not planned:
@@ -366,6 +382,8 @@ def _revert_piece(coll: Collection, changes: dict[Any, dict[str, Change]]) -> Re
                 counts.restored += 1
             else:
                 counts.conflicts += 1
+                if on_left is not None:
+                    on_left(batch_no, pid, f, c, DELETED if doc is None else CHANGED, doc)
     return counts
 
 

@@ -43,6 +43,32 @@ class RevertRefusedError(BackfillError):
         super().__init__(f"cannot revert job {job_id}: {problem}")
 
 
+class RetryRefusedError(BackfillError):
+    """A job that must not be retried: a revert is undoing it, or has undone it."""
+
+    def __init__(self, job_id: str, revert_id: str, status: str) -> None:
+        self.job_id, self.revert_id, self.status = job_id, revert_id, status
+        if status in {s.value for s in ACTIVE_JOB_STATES}:
+            then = f"is {status}; cancel it (`backfill cancel {revert_id}`) first"
+        else:
+            then = f"ended {status}; `backfill run` starts a new job if the values should come back"
+        super().__init__(
+            f"cannot retry job {job_id}: it was reverted (revert job {revert_id} {then}), and a "
+            "retry would write again what the revert undid"
+        )
+
+
+def check_retryable(db: Database, job: dict[str, Any]) -> None:
+    """Refuse, in one line, to retry a job whose revert runs or ran (unless it was cancelled)."""
+    revert = db[METADATA].find_one(
+        {"kind": "job", "reverts": job["_id"], "status": {"$ne": JobStatus.CANCELLED.value}},
+        {"status": 1},
+        sort=[("created_at", -1)],
+    )
+    if revert is not None:
+        raise RetryRefusedError(str(job["_id"]), str(revert["_id"]), str(revert["status"]))
+
+
 def revert_key(job_id: str) -> str:
     """The active key of a revert of `job_id`: two reverts of one job join one revert job."""
     return f"revert:{job_id}"
@@ -211,7 +237,9 @@ def revert_totals(db: Database, job_id: str) -> dict[str, int]:
 
 
 __all__ = [
+    "RetryRefusedError",
     "RevertRefusedError",
+    "check_retryable",
     "check_revertable",
     "plan_revert",
     "revert_batch",

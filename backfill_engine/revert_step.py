@@ -4,7 +4,14 @@ A revert batch covers the documents one batch of the reverted job journaled
 (backfill_engine.revert_plan). Per sub-chunk it reads their current fields and plans, with
 journal.plan_restore, an update guarded on exactly what the job wrote; a field changed
 since (or whose document is gone, or that has no before-image) is left and held as a
-conflict entry (backfill_engine.revert_conflicts). The core never journals these writes.
+conflict entry (backfill_engine.revert_conflicts).
+
+The core journals a revert's own writes under the revert job's id, as it does a
+backfill's, but only so the counts stay exact across deliveries: a delivery killed after
+its write and before its checkpoint left fields put back that the next delivery finds
+"as before"; those the revert's own journal names for this batch were restored by this
+revert job, and count as restored, not already. Nothing ever reverts a revert from it
+(check_revertable refuses).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ REVERT_COUNTERS = ("restored", "already", "conflicts", "unrestorable")
 class RevertStep:
     """Compare with the journal → guarded restores and conflicts, for one revert batch."""
 
-    journals = False  # a revert is undone by running the job again, never by its own journal
+    journals = True  # its own writes, to count them once across deliveries (see above)
 
     def __init__(
         self,
@@ -41,9 +48,11 @@ class RevertStep:
         job_id: str,
         subchunk_size: int,
         read_ids: int,
+        batch_no: int | None = None,
     ) -> None:
         self.db, self.collection, self.reverts = db, collection, reverts
-        self.source_batch, self.job_id = source_batch, job_id
+        self.source_batch, self.job_id, self.batch_no = source_batch, job_id, batch_no
+        self._own: dict[Any, dict[str, Change]] | None = None
         self.subchunk_size, self.read_ids = subchunk_size, read_ids
         self._changes: dict[Any, dict[str, Change]] | None = None
         self._reading: dict[Any, dict[str, Any] | None] = {}  # current docs of planned ops
@@ -53,6 +62,14 @@ class RevertStep:
         if self._changes is None:
             self._changes = journal.batch_changes(self.db, self.reverts, self.source_batch)
         return self._changes
+
+    def own_restores(self) -> dict[Any, dict[str, Change]]:
+        """What earlier deliveries of this revert batch journaled they would put back."""
+        if self._own is None:
+            self._own = {}
+            if self.batch_no is not None:
+                self._own = journal.batch_changes(self.db, self.job_id, self.batch_no)
+        return self._own
 
     def plan(self, chunk: Sequence[Any], progress: Progress) -> Planned:
         changes = self.changes()
@@ -71,10 +88,16 @@ class RevertStep:
                 planned.held.append(conflict_entry(pid, f, c, why, cur))
 
             op = journal.plan_restore(pid, doc, per_doc, counts, on_left=left)
+            earlier = self.own_restores().get(pid) or {}
+            for f, c in per_doc.items():
+                if f in earlier and doc is not None and not c.lost and holds_before(doc, f, c):
+                    counts.already -= 1  # put back by an earlier delivery of this revert
+                    counts.restored += 1
             if op is None:
                 progress.counters["deleted" if doc is None else "unchanged"] += 1
                 continue
             planned.ops.append(op)
+            planned.before.append(journal.before_image(pid, doc or {}, _restores(per_doc, doc)))
             self._reading[pid] = doc
         add_counts(progress, counts)
         return planned
@@ -113,3 +136,12 @@ def add_counts(progress: Progress, counts: RevertCounts) -> None:
     c = progress.counters
     for name in REVERT_COUNTERS:
         c[name] = c.get(name, 0) + getattr(counts, name)
+
+
+def _restores(per_doc: dict[str, Change], doc: dict[str, Any] | None) -> dict[str, Any]:
+    """The fields a guarded restore of `doc` puts back, with the value each gets (None: unset)."""
+    return {
+        f: c.before if c.had else None
+        for f, c in per_doc.items()
+        if journal.was_restoring(f, c, doc)
+    }

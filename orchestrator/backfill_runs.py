@@ -13,10 +13,11 @@ from typing import Any
 from pymongo.database import Database
 
 from backfill_engine.definition import Backfill
-from backfill_engine.journal import RevertCounts, has_journal, revert_job
+from backfill_engine.journal import RevertCounts, has_journal
 from backfill_engine.settings import Settings
 from backfill_engine.states import DISPATCHABLE_JOB_STATES, METADATA, JobStatus
 from backfill_engine.store import item_totals
+from backfill_engine.undo import undo_job
 from backfill_engine.unjournaled import recomputable, undo_recomputed
 from orchestrator.commands import Broker, RunOptions, launch, wait_for
 from orchestrator.errors import BackfillError
@@ -117,6 +118,9 @@ class UndoReport:
     backfill: str
     written: tuple[str, ...] = ()  # the fields the backfill writes
     jobs: list[str] = field(default_factory=list)  # undone from their journal, newest first
+    # Per job undone from its journal, the revert job recording it (`backfill conflicts ID`).
+    undo_ids: dict[str, str] = field(default_factory=dict)
+    conflicts_by_job: dict[str, int] = field(default_factory=dict)
     counts: RevertCounts = field(default_factory=RevertCounts)
     jobs_without_journal: list[str] = field(default_factory=list)
     # Jobs without a journal undone by recomputing their values (backfill_engine.unjournaled).
@@ -147,6 +151,12 @@ class UndoReport:
                 f"  {c.unrestorable:,} field values kept: their previous value was too large "
                 "to journal"
             )
+        out.extend(
+            f"  job {job_id}: {n:,} field values kept, listed by `backfill conflicts "
+            f"{self.undo_ids[job_id]}`"
+            for job_id, n in self.conflicts_by_job.items()
+            if n
+        )
         written = ", ".join(self.written)
         out.extend(
             f"  job {job_id}: no journal; unset {c.restored:,} {written} values that still equal "
@@ -187,16 +197,18 @@ def undo_backfill(
     check_lock: Callable[[], None] | None = getattr(ctx, "check_lock", None) if ctx else None
     meta = db[METADATA]
     jobs = list(
-        meta.find(
-            {"kind": "job", "backfill": backfill.name},
-            {"status": 1, "created_at": 1, "finished_at": 1, "params": 1},
-        ).sort([("created_at", -1), ("_id", -1)])
+        meta.find({"kind": "job", "backfill": backfill.name}, {"dispatch_lock": 0}).sort(
+            [("created_at", -1), ("_id", -1)]
+        )
     )
     for job in jobs:
+        # A revert job of the backfill running too: both would put back the same fields.
         if job["status"] in DISPATCHABLE_JOB_STATES:
             raise UndoRefusedError(str(job["_id"]), job["status"])
     report = UndoReport(backfill.name, tuple(backfill.writes))
-    for job in jobs:
+    # Revert jobs (ours from an earlier `down` included) wrote no journal and are no
+    # backfill to undo: undoing their job again finds its fields as before.
+    for job in (j for j in jobs if not j.get("reverts")):
         job_id = str(job["_id"])
         if not has_journal(db, job_id):
             if not item_totals(meta, job_id)["written"]:
@@ -206,9 +218,13 @@ def undo_backfill(
             else:
                 report.jobs_without_journal.append(job_id)
             continue
-        counts = revert_job(db, backfill.collection, job_id, on_batch=check_lock)
+        undo_id, counts = undo_job(
+            db, job, backfill.collection, via="migrate down", on_batch=check_lock
+        )
         report.counts.add(counts)
         report.jobs.append(job_id)
+        report.undo_ids[job_id] = undo_id
+        report.conflicts_by_job[job_id] = counts.conflicts + counts.unrestorable
     for line in report.lines():
         log(line)
     return report

@@ -137,6 +137,9 @@ def retry(
     """
     meta = db[METADATA]
     job = get_job(db, job_id)
+    from backfill_engine.revert_plan import check_retryable  # a revert undid what it wrote
+
+    check_retryable(db, job)
     failed = meta.count_documents({"job_id": job_id, "status": BatchStatus.FAILED.value})
     if failed:
         if job["status"] == JobStatus.CANCELLED.value:

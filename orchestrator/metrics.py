@@ -15,6 +15,13 @@ some of them only from a given version on):
 
 The job document's `throttle` record (backfill_engine.health) gives
 `backfill_job_throttled{reason}`: 1 while workers hold the job back for that reason.
+
+Every job series carries `kind`: `backfill` for a run, `revert` for a revert job
+(`reverts: JOB`), so a dashboard never adds a revert's documents to a backfill's.
+Revert jobs also export `backfill_revert_field_values_total{outcome}`, field values
+restored, already as before, left as conflicts and unrestorable: summed from their
+batches' `counters`, or read from `revert_counts` for an undo a migration's `down` ran in
+its own process (backfill_engine.undo).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from prometheus_client.registry import Collector
 from pymongo.database import Database
 
 from backfill_engine.health import REASON_KINDS, throttle_view
+from backfill_engine.revert_step import REVERT_COUNTERS
 from backfill_engine.states import (
     COUNTER_NAMES,
     DISPATCHABLE_JOB_STATES,
@@ -49,7 +57,8 @@ DEFAULT_MAX_JOBS = 50  # newest jobs shown besides every active one
 RATE_WINDOW_SECONDS = 60.0  # documents/s over the last minute of scrapes
 MIN_WINDOW_SECONDS = 5.0  # below this the window is noise: fall back to the lifetime rate
 
-LABELS = ("job", "backfill", "status")
+LABELS = ("job", "backfill", "status", "kind")
+KIND_BACKFILL, KIND_REVERT = "backfill", "revert"
 PHASES = ("lease", "read", "source", "write", "checkpoint", "throttle", "total")
 HTTP_FIELDS = ("requests", "http_429", "http_5xx")
 
@@ -75,6 +84,7 @@ METRIC_NAMES = (
     "backfill_source_http_429_total",
     "backfill_source_http_5xx_total",
     "backfill_job_throttled",
+    "backfill_revert_field_values_total",
 )
 
 
@@ -90,6 +100,15 @@ class JobRow:
     def total(self, key: str) -> float:
         return float(self.sums.get(key, 0) or 0)
 
+    @property
+    def kind(self) -> str:
+        return KIND_REVERT if self.job.get("reverts") else KIND_BACKFILL
+
+    def revert_values(self, outcome: str) -> float:
+        """Field values of a revert job with this outcome (restored, already, ...)."""
+        inline = self.job.get("revert_counts") or {}
+        return self.total(f"r_{outcome}") + float(inline.get(outcome, 0) or 0)
+
 
 def _batch_group() -> dict[str, Any]:
     group: dict[str, Any] = {
@@ -100,6 +119,8 @@ def _batch_group() -> dict[str, Any]:
     }
     for name in COUNTER_NAMES:
         group[name] = {"$sum": f"$counters.{name}"}
+    for name in REVERT_COUNTERS:
+        group[f"r_{name}"] = {"$sum": f"$counters.{name}"}  # revert batches only
     for phase in PHASES:
         group[f"t_{phase}"] = {"$sum": f"$timings.{phase}_s"}  # $sum skips missing fields
     group["t_rate_wait"] = {"$sum": "$source.rate_wait_s"}
@@ -234,13 +255,26 @@ class JobMetrics(Collector):
             "1 while workers hold the job back for this reason (database health)",
             ("reason",),
         )
+        reverted = counter(
+            "backfill_revert_field_values",
+            "Field values a revert job restored, found already as before, or left",
+            ("outcome",),
+        )
         mono, now = time.monotonic(), dt.datetime.now(dt.UTC)
         live = {str(r.job["_id"]) for r in rows}
         for gone in set(self._seen) - live:
             del self._seen[gone]
         for row in rows:
             job = row.job
-            labels = [str(job["_id"]), str(job.get("backfill", "")), str(job.get("status", ""))]
+            labels = [
+                str(job["_id"]),
+                str(job.get("backfill", "")),
+                str(job.get("status", "")),
+                row.kind,
+            ]
+            if row.kind == KIND_REVERT:
+                for outcome in REVERT_COUNTERS:
+                    reverted.add_metric([*labels, outcome], row.revert_values(outcome))
             planning = job.get("planning") or {}
             planned = max(float(planning.get("items", 0) or 0), row.total("size"))
             processed = row.total("processed")
@@ -271,7 +305,7 @@ class JobMetrics(Collector):
                 throttled.add_metric([*labels, kind], 1.0 if held else 0.0)
         yield from documents.values()
         yield from (batches, planned_batches, speed, eta, created, rate_limit, throttled)
-        yield from (phases, rate_wait, *http.values())
+        yield from (phases, rate_wait, *http.values(), reverted)
 
 
 @dataclass

@@ -163,9 +163,9 @@ def revert_status(db: Database, job: dict[str, Any]) -> RevertStatus:
     job_id = str(job["_id"])
     if not job.get("reverts"):
         return RevertStatus(None, {}, 0, job.get("journal") is not False)
-    return RevertStatus(
-        str(job["reverts"]), revert_totals(db, job_id), count_conflicts(db, job_id), False
-    )
+    # An undo run in a migration's process (backfill_engine.undo) keeps its counts on the job.
+    totals = job.get("revert_counts") or revert_totals(db, job_id)
+    return RevertStatus(str(job["reverts"]), dict(totals), count_conflicts(db, job_id), False)
 
 
 def counts_line(counts: RevertCounts) -> str:

@@ -21,7 +21,7 @@ import pytest
 
 from backfill_engine.journal import JOURNAL, job_batches
 from backfill_engine.revert_conflicts import CONFLICTS
-from backfill_engine.states import METADATA
+from backfill_engine.states import METADATA, QUARANTINE
 from catalog_service.data import expected_fields
 from migrations.versions._catalog import PRODUCTS
 from tests.harness import System, seed_products
@@ -125,7 +125,10 @@ def test_revert_restores_exactly_and_lists_what_the_application_changed(system: 
         expect[pid].update(category="app", stock=3)
     expect[ids[251]] = {**before[ids[251]], "weight_grams": 12}
     assert_exactly(system, expect)
-    assert system.db[JOURNAL].count_documents({"job_id": revert_id}) == 0  # never journaled
+    # The revert journals its own restores (to count them once across deliveries): exactly
+    # the fields it put back, nothing that `backfill revert` could ever undo (refused).
+    own = sum(len(c) for _n, b in job_batches(system.db, revert_id) for c in b.values())
+    assert own == counts["restored"]
 
     listed = as_json(backfill(system, "conflicts", revert_id, "--json"))
     assert len(listed) == 51
@@ -298,3 +301,31 @@ def test_a_no_journal_pure_function_job_is_reverted_by_recomputing(system: Syste
     assert result.returncode == 0, result.stderr
     assert "no journal" in result.stdout and "55 unset, 5 kept" in result.stdout, result.stdout
     assert products.count_documents({"gtin14": {"$exists": True}}) == 5
+
+
+def test_retry_is_refused_while_a_revert_of_the_job_runs_and_once_it_is_done(
+    system: System,
+) -> None:
+    system.start_catalog("--missing-rate", "0.2", "--seed", "3")
+    seed_products(system.db, 100)
+    system.start_workers(1)
+    job_id = system.wait(system.launch(batch_size=50)).job["_id"]
+    quarantined = {"job_id": job_id, "replayed": False}
+    waiting = system.db[QUARANTINE].count_documents(quarantined)
+    assert waiting > 0  # a retry would replay these: write what the revert undid
+    system.kill_workers()
+    revert_id = as_json(backfill(system, "revert", job_id, "--json"))["job_id"]
+
+    def refused(status: str) -> None:
+        result = backfill(system, "retry", job_id)
+        assert result.returncode != 0
+        assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+        assert f"cannot retry job {job_id}" in result.stderr
+        assert f"revert job {revert_id} {status}" in result.stderr, result.stderr
+        assert system.db[QUARANTINE].count_documents(quarantined) == waiting
+        assert system.db[METADATA].count_documents({"params.replay_of": job_id}) == 0
+
+    refused("is running")  # no worker has taken it yet
+    system.start_workers(1)
+    assert system.wait(revert_id).job["status"] == "completed"
+    refused("ended completed")

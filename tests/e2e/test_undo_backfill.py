@@ -8,15 +8,20 @@ that was already right, a value the application changed since) stays as it is.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import bson
 import pytest
 
 from backfill_engine.journal import JOURNAL
+from backfill_engine.revert_conflicts import iter_conflicts
+from backfill_engine.states import METADATA
 from backfill_migrations import runner
 from catalog_service.data import expected_fields
 from migrations.versions._catalog import PRODUCTS
+from orchestrator.revert import revert_status
+from tests.e2e.test_revert import backfill
 from tests.harness import System, seed_products
 
 pytestmark = pytest.mark.e2e
@@ -94,6 +99,30 @@ def test_migrate_down_restores_only_what_the_backfill_wrote(system: System) -> N
         )
     assert products.count_documents({"catalog_synced_at": {"$exists": True}}) == 0
     assert any("51 kept" in line for line in lines), lines
+
+    # What was left is listed, as for `backfill revert`, under the id the down printed.
+    job = system.db[METADATA].find_one({"kind": "job", "backfill": "catalog", "reverts": None})
+    assert job is not None
+    undo = system.db[METADATA].find_one({"kind": "job", "reverts": job["_id"]})
+    assert undo is not None and undo["via"] == "migrate down" and undo["status"] == "completed"
+    assert any(f"backfill conflicts {undo['_id']}" in line for line in lines), lines
+    left = list(iter_conflicts(system.db, str(undo["_id"])))
+    assert len(left) == 51
+    by_item = {(c["item_id"], c["field"]): c for c in left}
+    assert set(by_item) == {(p, "category") for p in app_ids} | {(ids[250], "weight_grams")}
+    weight = by_item[(ids[250], "weight_grams")]
+    assert weight["reason"] == "changed" and _bson(weight["current"]) == _bson(12)
+    assert weight["before_absent"] is True
+    status = revert_status(system.db, undo)
+    assert (status.totals["conflicts"], status.conflicts_listed) == (51, 51)
+    assert status.totals["restored"] > 0
+    # And from the CLI, as a `migrate down` user would look.
+    listed = backfill(system, "conflicts", str(undo["_id"]), "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)) == 51
+    shown = backfill(system, "status", str(undo["_id"]))
+    assert shown.returncode == 0, shown.stderr
+    assert f"reverts job {job['_id']}" in shown.stdout and "conflicts 51" in shown.stdout
 
 
 def test_undo_without_journal_unsets_nothing_and_says_so(system: System) -> None:

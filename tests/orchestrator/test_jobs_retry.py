@@ -88,3 +88,27 @@ def test_two_retries_in_a_row_replay_every_item_exactly_once(db: Database) -> No
 
     assert replay.replayed == [[1, 2], [3, 4]]
     assert _unreplayed(db, job_id) == set()
+
+
+def test_a_retry_is_refused_while_a_revert_runs_or_after_it_ended_not_once_cancelled(
+    db: Database,
+) -> None:
+    from backfill_engine.revert_plan import RetryRefusedError, start_revert
+
+    job_id = _finished_job(db)
+    _quarantine(db, job_id, 1, 2)
+    target = jobs.get_job(db, job_id)
+    revert, _ = start_revert(db, target, max_in_flight=1, batch_size=10)
+    replay = RacingReplay(db, late=[])
+    for status in ("planning", "running", "paused", "completed", "failed"):
+        db[METADATA].update_one({"_id": revert["_id"]}, {"$set": {"status": status}})
+        try:
+            jobs.retry(db, RecordingSender(), "q", job_id, start_replay=replay)
+        except RetryRefusedError as exc:
+            assert exc.revert_id == revert["_id"] and exc.status == status
+        else:
+            raise AssertionError(f"retried while its revert was {status}")
+    assert replay.replayed == [] and _unreplayed(db, job_id) == {1, 2}
+    db[METADATA].update_one({"_id": revert["_id"]}, {"$set": {"status": "cancelled"}})
+    jobs.retry(db, RecordingSender(), "q", job_id, start_replay=replay)
+    assert replay.replayed == [[1, 2]]

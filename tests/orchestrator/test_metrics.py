@@ -13,7 +13,10 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from backfill_engine.revert_plan import revert_totals
+from migrations.versions._catalog import PRODUCTS
 from orchestrator.metrics import METRIC_NAMES
+from orchestrator.revert import revert
 from orchestrator.stack import free_port
 from tests.harness import System, seed_products
 
@@ -60,7 +63,9 @@ def test_metrics_match_the_job_documents(system: System, metrics_url: str) -> No
     assert summary.quarantined > 0 and items["missing"] > 0  # so the zeros prove nothing wrong
 
     samples = _samples(metrics_url)
-    labels = frozenset({"job": job_id, "backfill": "catalog", "status": job["status"]}.items())
+    labels = frozenset(
+        {"job": job_id, "backfill": "catalog", "status": job["status"], "kind": "backfill"}.items()
+    )
 
     def value(name: str, **extra: str) -> float:
         return samples[(name, labels | frozenset(extra.items()))]
@@ -108,3 +113,44 @@ def test_a_taken_port_is_one_error_line(system: System, tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.startswith(f"error: metrics cannot listen on 127.0.0.1:{port}")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_revert_job_has_its_kind_and_its_field_value_counts(
+    system: System, metrics_url: str
+) -> None:
+    ids = seed_products(system.db, 200)
+    system.start_workers(1)
+    job_id = system.wait(system.launch(batch_size=100)).job["_id"]
+    # The application changes 30 brands and already puts back 10 categories: conflicts
+    # and "already as before" are then both non-zero.
+    products = system.db[PRODUCTS]
+    products.update_many({"_id": {"$in": ids[:30]}}, {"$set": {"brand": "app"}})
+    products.update_many({"_id": {"$in": ids[30:40]}}, {"$unset": {"category": ""}})
+    started, _ = revert(system.db, system.broker, system.settings, job_id)
+    revert_id = str(started["_id"])
+    summary = system.wait(revert_id)
+    assert summary.job["status"] == "completed"
+    totals = revert_totals(system.db, revert_id)
+    assert totals == {"restored": 200 * 5 - 40, "already": 10, "conflicts": 30, "unrestorable": 0}
+
+    samples = _samples(metrics_url)
+    labels = {"job": revert_id, "backfill": "catalog", "status": "completed", "kind": "revert"}
+    for outcome, n in totals.items():
+        key = (
+            "backfill_revert_field_values_total",
+            frozenset({**labels, "outcome": outcome}.items()),
+        )
+        assert samples[key] == n, outcome
+    batches = frozenset(labels.items())
+    assert samples[("backfill_documents_processed", batches)] == 200
+    # The backfill it reverted stays a backfill, with no revert counts of its own.
+    assert any(
+        name == "backfill_documents_processed"
+        and ("job", job_id) in lab
+        and ("kind", "backfill") in lab
+        for name, lab in samples
+    )
+    assert not any(
+        name == "backfill_revert_field_values_total" and ("job", job_id) in lab
+        for name, lab in samples
+    )
