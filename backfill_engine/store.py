@@ -103,6 +103,15 @@ def new_job(
     }
 
 
+def record_finished_job(coll: Collection, doc: dict[str, Any]) -> None:
+    """Record a job that ran outside the workers (a migration's in-process undo) as the
+    completed job it already is: it holds no active key and takes no transition."""
+    now = now_utc()
+    coll.insert_one(
+        {**doc, "status": JobStatus.COMPLETED.value, "updated_at": now, "finished_at": now}
+    )
+
+
 def batch_ids_doc(
     job_id: str, batch_no: int, ids: list[Any], ambiguous: list[Any] | None = None
 ) -> dict[str, Any]:

@@ -16,10 +16,10 @@ from typing import Any
 
 from pymongo.database import Database
 
-from backfill_engine import journal
+from backfill_engine import journal, store
 from backfill_engine.journal import Change, RevertCounts
 from backfill_engine.revert_conflicts import conflict_entry, write_conflicts
-from backfill_engine.states import METADATA, JobStatus
+from backfill_engine.states import METADATA
 from backfill_engine.store import now_utc
 
 CONFLICTS_PER_WRITE = 1000  # conflict entries buffered before one bulk upsert
@@ -72,14 +72,14 @@ def undo_job(
     held.flush()
     # Written once the undo is over: a crash before it leaves the products half put back
     # (a second `down` finishes them) and no revert job that claims more than happened.
-    db[METADATA].insert_one(
+    store.record_finished_job(
+        db[METADATA],
         {
             "_id": undo_id,
             "kind": "job",
             "backfill": job["backfill"],
             "reverts": job_id,
             "via": via,
-            "status": JobStatus.COMPLETED.value,
             "collection": collection,
             "batch_size": int(job.get("batch_size") or 1),
             "max_in_flight": int(job.get("max_in_flight") or 1),
@@ -88,9 +88,7 @@ def undo_job(
             "planning": {"cursor": None, "batches": 0, "items": 0, "done": True},
             "revert_counts": asdict(counts),
             "created_at": started,
-            "updated_at": now_utc(),
-            "finished_at": now_utc(),
-        }
+        },
     )
     return undo_id, counts
 
