@@ -135,6 +135,8 @@ def test_bench_floor_series_compares_the_engine_with_the_floor(tmp_path: Path) -
             "--no-memory-check",
             "--no-scaling",
             "--no-auto-rate",
+            "--no-peer",  # tests/bench/test_peer.py
+            "--no-journal-cost",  # tests/bench/test_journal_cost.py
             "--read-ids0-products", "500",
             "--results-dir", str(tmp_path / "results"),
             "--doc", str(tmp_path / "benchmarks.md"),
