@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import requests
 
+from backfill_workers.app import create_app
 from orchestrator.stack import LOOPBACK, ManagedProcess, free_port, start_flower
 from tests.browser import chromium
 from tests.harness import System, seed_products
@@ -45,9 +46,12 @@ def _start_flower(system: System) -> tuple[ManagedProcess, tuple[str, str]]:
 
 
 def _await_workers(system: System, flower: ManagedProcess, auth: tuple[str, str], n: int) -> None:
-    """Until every worker answers Flower's broadcast as `worker-N@<host>`.
+    """Until every worker answers Flower's broadcast and Flower's event stream is live.
 
-    Then Flower is connected to the broker (and receiving events) before the first batch.
+    The broadcast answer proves only the control channel. Task events are Redis pub/sub:
+    whatever a worker publishes before Flower's receiver has subscribed is gone, so the
+    first batches would never show. A probe heartbeat that Flower has recorded proves the
+    subscription; it is re-sent on each poll, since the early ones are lost the same way.
     """
     wanted = {f"worker-{i + 1}" for i in range(n)}
     system.wait_until(
@@ -56,6 +60,17 @@ def _await_workers(system: System, flower: ManagedProcess, auth: tuple[str, str]
         ),
         what="the workers in Flower",
     )
+    probe = f"flower-probe-{secrets.token_hex(4)}@test"
+    app = create_app(system.settings)
+    with app.connection_for_write() as conn:
+        dispatcher = app.events.Dispatcher(conn, hostname=probe, enabled=True)
+
+        def probe_seen() -> bool:
+            dispatcher.send("worker-heartbeat", freq=2.0, active=0, processed=0)
+            return probe in _api(flower, auth, "/api/workers", status=1)
+
+        system.wait_until(probe_seen, what="Flower's event stream")
+        dispatcher.close()
 
 
 def _job_tasks(flower: ManagedProcess, auth: tuple[str, str], job_id: str) -> list[dict[str, Any]]:
@@ -71,28 +86,23 @@ def test_tasks_page_shows_job_batch_and_counts(
     try:
         seed_products(system.db, 600)
         system.start_workers(2, concurrency=1)
-        # Both workers answer Flower's broadcast under `worker-N@<host>`: Flower is
-        # connected to the broker (and receiving events) before the first batch is sent.
-        system.wait_until(
-            lambda: (
-                {name.split("@")[0] for name in _api(flower, auth, "/api/workers", refresh=1)}
-                >= {"worker-1", "worker-2"}
-            ),
-            what="both workers in Flower",
-        )
+        _await_workers(system, flower, auth, 2)
         job_id = system.launch(batch_size=100)
         assert system.wait(job_id).job["status"] == "completed"
-        system.wait_until(
-            lambda: (
-                sum(
-                    1
-                    for t in _api(flower, auth, "/api/tasks").values()
-                    if job_id in str(t.get("name")) and t.get("state") == "SUCCESS"
-                )
-                == 6
-            ),
-            what="six succeeded batch tasks in Flower",
-        )
+        seen: list[tuple[str, str]] = []
+
+        def six_succeeded() -> bool:
+            seen[:] = sorted(
+                (str(t.get("name")), str(t.get("state")))
+                for t in _api(flower, auth, "/api/tasks").values()
+                if job_id in str(t.get("name")) or t.get("name") is None
+            )
+            return sum(1 for name, state in seen if job_id in name and state == "SUCCESS") == 6
+
+        try:
+            system.wait_until(six_succeeded, what="six succeeded batch tasks in Flower")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; Flower saw {seen}") from None
 
         url = f"http://{auth[0]}:{auth[1]}@{LOOPBACK}:{flower.url.rsplit(':', 1)[1]}/tasks"
         dom = chromium.dump_dom(browser, url, tmp_path / "profile")
