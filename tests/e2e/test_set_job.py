@@ -19,6 +19,10 @@ pytestmark = pytest.mark.e2e
 SLOW = {"BACKFILL_SUBCHUNK_SIZE": "10"}
 
 
+def _done(system: System, job_id: str) -> int:
+    return system.db.backfill_metadata.count_documents({"job_id": job_id, "status": "done"})
+
+
 def _in_flight(system: System, job_id: str) -> int:
     return system.db.backfill_metadata.count_documents(
         {"job_id": job_id, "status": {"$in": ["queued", "running"]}}
@@ -34,15 +38,20 @@ def test_set_max_in_flight_caps_batches_thereafter(system: System) -> None:
     set_job(system.db, job_id, max_in_flight=1)
     # Batches already running finish; from then on one at a time.
     system.wait_until(lambda: _in_flight(system, job_id) <= 1, what="in-flight drained to 1")
+    # Eight batches in a row, each dispatched after the cap changed: never two at once.
+    done_at_drain = _done(system, job_id)
     most = 0
-    while system.summary(job_id).job["status"] == "running":
+    while _done(system, job_id) < done_at_drain + 8:
+        assert system.summary(job_id).job["status"] == "running"
         most = max(most, _in_flight(system, job_id))
     assert most == 1
+    set_job(system.db, job_id, max_in_flight=8)  # and finish quickly
     assert system.wait(job_id).job["status"] == "completed"
-    change = system.summary(job_id).job["audit"][-1]
-    assert change["verb"] == "set"
-    assert change["params"] == {"max_in_flight": {"from": 4, "to": 1}}
-    assert change["user"] and change["host"] and change["argv"]
+    first, second = system.summary(job_id).job["audit"][-2:]
+    assert first["verb"] == second["verb"] == "set"
+    assert first["params"] == {"max_in_flight": {"from": 4, "to": 1}}
+    assert second["params"] == {"max_in_flight": {"from": 1, "to": 8}}
+    assert first["user"] and first["host"] and first["argv"]
 
 
 @pytest.mark.serial  # an observed rate: alone, so load does not bend it
