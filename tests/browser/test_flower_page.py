@@ -18,8 +18,9 @@ from orchestrator.stack import LOOPBACK, ManagedProcess, free_port, start_flower
 from tests.browser import chromium
 from tests.harness import System, seed_products
 
-# Timing-sensitive under load: `make test` runs these after the parallel phase, alone.
-pytestmark = [pytest.mark.e2e, pytest.mark.serial]
+# Not timing-sensitive: what a busy host once broke here was a late `task-sent` event
+# renaming a finished batch (tests/workers/test_flower_events.py), not a slow wait.
+pytestmark = pytest.mark.e2e
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "flower.png"
 

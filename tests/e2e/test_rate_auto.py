@@ -77,7 +77,7 @@ def test_auto_rate_converges_to_the_apis_limit(system: System, start: float) -> 
 
 def test_auto_with_a_ceiling_never_exceeds_it(system: System) -> None:
     ceiling = 1.2 * LIMIT  # below what the workers send when nothing holds them back
-    seed_products(system.db, 3000)  # an unlimited stand-in: only the ceiling holds the rate
+    seed_products(system.db, 2400)  # an unlimited stand-in: only the ceiling holds the rate
     system.start_workers(2, concurrency=2, extra_env=SUBCHUNK)
     job_id = system.launch(
         batch_size=100, max_in_flight=4, rate_per_second=5.0, rate_auto=True, rate_ceiling=ceiling
