@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -73,3 +74,18 @@ def system(settings: Settings, db: Database, tmp_path: Path) -> Iterator[System]
     sys_.migrate()
     yield sys_
     sys_.close()
+
+
+@pytest.fixture(autouse=True)
+def _signal_dispositions_restored() -> Iterator[None]:
+    """A test that leaves SIGINT or SIGTERM changed fails, and the handler is put back.
+
+    Children inherit an ignored signal: one test's SIG_IGN would make a later test's
+    `demo` or `up` deaf to Ctrl-C in the same pytest process.
+    """
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    changed = {s.name: signal.getsignal(s) for s, h in before.items() if signal.getsignal(s) != h}
+    for s, h in before.items():
+        signal.signal(s, h)
+    assert not changed, f"the test left signal handlers changed: {changed}"

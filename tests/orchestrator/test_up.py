@@ -91,7 +91,12 @@ def test_up_serves_a_run_from_another_terminal_and_stops_every_child(tmp_path: P
             )
 
         up.send_signal(signal.SIGINT)
-        out, _ = up.communicate(timeout=60)
+        try:
+            out, _ = up.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            out, _ = up.communicate()
+            raise AssertionError(f"up ran on 60 s after SIGINT: {out[-1500:]}") from None
         assert up.returncode == 0, out
         assert "Traceback" not in out and "stopped" in out
     finally:
