@@ -18,9 +18,10 @@ from orchestrator.stack import LOOPBACK, ManagedProcess, free_port, start_flower
 from tests.browser import chromium
 from tests.harness import System, seed_products
 
-# Not timing-sensitive: what a busy host once broke here was a late `task-sent` event
-# renaming a finished batch (tests/workers/test_flower_events.py), not a slow wait.
-pytestmark = pytest.mark.e2e
+# Alone, after the parallel phase: Flower hears every task event on this Redis, and beside
+# other tests' jobs its page paginates this job's rows away. (What a busy host once broke
+# here was a late `task-sent` renaming a finished batch: tests/workers/test_flower_events.py.)
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "flower.png"
 
