@@ -64,15 +64,14 @@ def _await_workers(system: System, flower: ManagedProcess, auth: tuple[str, str]
     )
     probe = f"flower-probe-{secrets.token_hex(4)}@test"
     app = create_app(system.settings)
-    with app.connection_for_write() as conn:
-        dispatcher = app.events.Dispatcher(conn, hostname=probe, enabled=True)
+    with app.connection_for_write() as conn, app.events.Dispatcher(conn, hostname=probe) as ev:
 
         def probe_seen() -> bool:
-            dispatcher.send("worker-heartbeat", freq=2.0, active=0, processed=0)
+            ev.send("worker-heartbeat", freq=2.0, active=0, processed=0)
             return probe in _api(flower, auth, "/api/workers", status=1)
 
         system.wait_until(probe_seen, what="Flower's event stream")
-        dispatcher.close()
+    app.close()
 
 
 def _job_tasks(flower: ManagedProcess, auth: tuple[str, str], job_id: str) -> list[dict[str, Any]]:
@@ -95,11 +94,9 @@ def test_tasks_page_shows_job_batch_and_counts(
 
         def six_succeeded() -> bool:
             seen[:] = sorted(
-                (str(t.get("name")), str(t.get("state")))
-                for t in _api(flower, auth, "/api/tasks").values()
-                if job_id in str(t.get("name")) or t.get("name") is None
+                (str(t.get("name")), str(t.get("state"))) for t in _job_tasks(flower, auth, job_id)
             )
-            return sum(1 for name, state in seen if job_id in name and state == "SUCCESS") == 6
+            return sum(1 for _, state in seen if state == "SUCCESS") == 6
 
         try:
             system.wait_until(six_succeeded, what="six succeeded batch tasks in Flower")
