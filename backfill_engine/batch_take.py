@@ -7,6 +7,8 @@ revert must work even where the backfill's settings are gone.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -26,7 +28,7 @@ from backfill_engine.revert_step import RevertStep
 from backfill_engine.runtime import Runtime
 from backfill_engine.sources import SourceContext
 from backfill_engine.states import BATCH_IDS, DISPATCHABLE_JOB_STATES, METADATA
-from backfill_engine.store import read_job
+from backfill_engine.store import now_utc, read_job
 from backfill_engine.subchunk_step import SubchunkStep
 
 UNLEASED_RETRY_SECONDS = 2.0  # a task that could not even take its lease is re-sent after this
@@ -91,6 +93,11 @@ def take(
         # instead would ack the message away and leave the batch to a sweeper.
         error = error_text(exc)
         blog.warning("could not start (%s); re-sent in %.0fs", error, UNLEASED_RETRY_SECONDS)
+        resend_at = now_utc() + dt.timedelta(seconds=UNLEASED_RETRY_SECONDS)
+        # First the batch says its message is fresh, so no sweeper takes it for lost (if
+        # that fails too, at worst a sweeper re-sends it as well: the lease decides).
+        with contextlib.suppress(*TRANSIENT_ERRORS):
+            store.note_resent(meta, store.batch_id(job_id, batch_no), resend_at)
         try:
             send_batch(sender, s.queue, job_id, batch_no, countdown=UNLEASED_RETRY_SECONDS)
         except SERVER_OUTAGES as again:

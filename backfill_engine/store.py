@@ -12,6 +12,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+import pymongo.errors
 from pymongo.collection import Collection
 
 from backfill_engine import clock, notify
@@ -184,10 +185,44 @@ def lease_batch(
     )
     if res.modified_count != 1:
         return None
-    doc = coll.find_one({"_id": bid, "lease_owner": owner, "lease_expires_at": expires})
+    mine = {"_id": bid, "lease_owner": owner, "lease_expires_at": expires}
+    try:
+        doc = coll.find_one(mine)
+    except pymongo.errors.PyMongoError:
+        # Leased, but we cannot tell our token: hand the lease back rather than leave it
+        # to expire into a sweeper's pass (if this fails too, that is what happens).
+        _hand_back_lease(coll, mine)
+        raise
     if doc is None:
         return None
     return Lease(bid, owner, int(doc["fencing_token"])), doc
+
+
+def _hand_back_lease(coll: Collection, mine: dict[str, Any]) -> None:
+    """A lease its delivery could not start under goes back to queued; it was no attempt."""
+    now = now_utc()
+    coll.update_one(
+        {**mine, **batch_guard(BatchStatus.QUEUED, BatchStatus.RUNNING)},
+        {
+            "$set": {
+                "status": BatchStatus.QUEUED.value,
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "dispatched_at": now,
+                "updated_at": now,
+            },
+            "$inc": {"attempts": -1},
+        },
+    )
+
+
+def note_resent(coll: Collection, bid: str, at: dt.datetime) -> None:
+    """A queued batch's message was sent again, to be taken from `at`: until a while after
+    that, no sweeper takes the message for lost."""
+    coll.update_one(
+        {"_id": bid, **batch_guard(BatchStatus.QUEUED, BatchStatus.QUEUED)},
+        {"$max": {"dispatched_at": at}},
+    )
 
 
 def unqueue_batch(coll: Collection, bid: str) -> bool:

@@ -1,0 +1,107 @@
+"""A delivery that cannot start (a read fails before or just after the lease) hands the batch
+back and re-sends it itself: no sweeper pass may take it for lost or for an expired lease.
+
+In-process batch runs on the real SecantusDB and Redis; the failpoint (`failCommand`) hits
+only the batch runtime's own client, by its appName.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import pymongo
+import pytest
+import redis
+from pymongo.database import Database
+
+from backfill_engine.batch_outcome import BatchOutcome
+from backfill_engine.batch_run import process_batch
+from backfill_engine.runtime import Runtime
+from backfill_engine.settings import Settings
+from backfill_engine.states import METADATA
+from backfill_engine.store import batch_id
+from backfill_engine.sweeper import sweep_job
+from tests.engine.test_failing_hooks import DOUBLING, _job
+from tests.orchestrator.test_planner import RecordingSender
+
+WORKER_APP = "unstarted-resend-worker"
+NETWORK_TIMEOUT = 89
+
+
+@pytest.fixture
+def rt(mongo_client: pymongo.MongoClient, settings: Settings) -> Iterator[Runtime]:
+    client: pymongo.MongoClient = pymongo.MongoClient(
+        settings.mongo_url, appname=WORKER_APP, retryReads=False
+    )
+    yield Runtime(
+        settings,
+        client[settings.mongo_db],
+        redis.Redis.from_url(settings.redis_url or ""),
+        {DOUBLING.name: DOUBLING},
+    )
+    mongo_client.admin.command("configureFailPoint", "failCommand", mode="off")
+    client.close()
+
+
+def _fail_finds(mongo_client: pymongo.MongoClient, mode: Any) -> None:
+    mongo_client.admin.command(
+        "configureFailPoint",
+        "failCommand",
+        mode=mode,
+        data={"failCommands": ["find"], "appName": WORKER_APP, "errorCode": NETWORK_TIMEOUT},
+    )
+
+
+def _dispatched_long_ago(db: Database, bid: str) -> None:
+    # A batch that waited its turn in the broker for a while before this delivery.
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=60)
+    db[METADATA].update_one({"_id": bid}, {"$set": {"dispatched_at": long_ago}})
+
+
+def _sweep(db: Database, settings: Settings, job_id: str) -> tuple[int, int]:
+    report = sweep_job(db, RecordingSender(), settings.queue, job_id, redispatch_seconds=5.0)
+    return report.expired_leases, report.resent
+
+
+def test_a_failed_job_read_resends_the_batch_and_no_sweep_takes_it_for_lost(
+    rt: Runtime, db: Database, settings: Settings, mongo_client: pymongo.MongoClient
+) -> None:
+    job_id = _job(rt, DOUBLING, 6)
+    bid = batch_id(job_id, 0)
+    _dispatched_long_ago(db, bid)
+    _fail_finds(mongo_client, {"times": 1})
+    sender = RecordingSender()
+
+    assert process_batch(rt, sender, job_id, 0, "w") is BatchOutcome.RETRY
+
+    assert sender.sent == [("backfill.batch", [job_id, 0])]  # re-sent by the worker itself
+    batch = db[METADATA].find_one({"_id": bid}) or {}
+    assert batch["status"] == "queued" and batch["attempts"] == 0
+    # The re-sent message is on its way (held back for a moment): not lost.
+    assert _sweep(db, settings, job_id) == (0, 0)
+
+
+def test_a_failed_read_after_the_lease_hands_it_back_before_resending(
+    rt: Runtime, db: Database, settings: Settings, mongo_client: pymongo.MongoClient
+) -> None:
+    job_id = _job(rt, DOUBLING, 6)
+    bid = batch_id(job_id, 0)
+    _dispatched_long_ago(db, bid)
+    # The job's read passes; the read of the lease just taken fails, and so on.
+    _fail_finds(mongo_client, {"skip": 1})
+    sender = RecordingSender()
+
+    assert process_batch(rt, sender, job_id, 0, "w") is BatchOutcome.RETRY
+
+    assert sender.sent == [("backfill.batch", [job_id, 0])]
+    batch = db[METADATA].find_one({"_id": bid}) or {}
+    # Not left leased to a delivery that has given up: that lease would only expire.
+    assert batch["status"] == "queued" and batch["lease_owner"] is None
+    assert batch["attempts"] == 0  # a delivery that never started is no attempt
+    assert _sweep(db, settings, job_id) == (0, 0)
+    db[METADATA].update_one({"_id": bid}, {"$set": {"dispatched_at": dt.datetime.now(dt.UTC)}})
+    mongo_client.admin.command("configureFailPoint", "failCommand", mode="off")
+    assert process_batch(rt, RecordingSender(), job_id, 0, "w") is BatchOutcome.DONE
+    assert db[METADATA].find_one({"_id": bid})["attempts"] == 1
