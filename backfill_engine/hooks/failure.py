@@ -3,9 +3,14 @@ to do with a batch this worker cannot run. The core carries the decision out."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import socket
 from typing import TYPE_CHECKING
 
+import pymongo.errors
+
+from backfill_engine import store
 from backfill_engine.batch_context import BatchContext
 from backfill_engine.batch_outcome import (
     TRANSIENT_ERRORS,
@@ -66,6 +71,10 @@ class FailurePolicy(BatchHook):
             self.rt.db[METADATA].update_one(
                 {"_id": batch.job_id, "kind": "job"}, {"$addToSet": record}
             )
+            resend_at = store.now_utc() + dt.timedelta(seconds=UNKNOWN_RETRY_SECONDS)
+            bid = store.batch_id(batch.job_id, batch.batch_no)
+            with contextlib.suppress(pymongo.errors.PyMongoError):  # else a sweeper re-sends
+                store.note_resent(self.rt.db[METADATA], bid, resend_at)  # not lost meanwhile
             send_batch(
                 self.sender,
                 self.rt.settings.queue,

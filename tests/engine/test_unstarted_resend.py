@@ -105,3 +105,19 @@ def test_a_failed_read_after_the_lease_hands_it_back_before_resending(
     mongo_client.admin.command("configureFailPoint", "failCommand", mode="off")
     assert process_batch(rt, RecordingSender(), job_id, 0, "w") is BatchOutcome.DONE
     assert db[METADATA].find_one({"_id": bid})["attempts"] == 1
+
+
+def test_a_batch_left_to_workers_that_know_its_backfill_is_not_taken_for_lost(
+    rt: Runtime, db: Database, settings: Settings
+) -> None:
+    job_id = _job(rt, DOUBLING, 6)
+    bid = batch_id(job_id, 0)
+    _dispatched_long_ago(db, bid)
+    stranger = Runtime(settings, rt.db, rt.redis, {})  # knows no backfill
+    sender = RecordingSender()
+
+    assert process_batch(stranger, sender, job_id, 0, "w") is BatchOutcome.UNKNOWN_BACKFILL
+
+    assert sender.sent == [("backfill.batch", [job_id, 0])]
+    assert db[METADATA].find_one({"_id": bid})["status"] == "queued"
+    assert _sweep(db, settings, job_id) == (0, 0)
