@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,9 @@ class Runtime:
     definitions: dict[str, Backfill] = field(default_factory=dict)
     # Backfills this process knows but cannot run, with the settings each lacks.
     lacking: dict[str, list[str]] = field(default_factory=dict)
+    # How `backfill status` names this process when it leaves a batch to others (a
+    # worker's Celery node name, e.g. `worker-1@host`).
+    worker_name: str = field(default_factory=socket.gethostname)
     # Classes of the team's batch hooks (BACKFILL_HOOKS), built once per delivery.
     hook_classes: list[type[Any]] = field(default_factory=list)
     _limiters: dict[tuple[str, float, bool], RateLimiter] = field(default_factory=dict)
@@ -135,27 +139,33 @@ class Runtime:
             log.debug("answer not reported to the rate controller: %s", type(exc).__name__)
 
 
-def unmet_settings(backfill: Backfill, env: dict[str, str]) -> list[str]:
-    """The variables `backfill`'s source needs that `env` lacks: its HTTP API's URL. (Its
-    token may rightly be unset for an API that needs none; a refused one pauses the job.)"""
+def unmet_settings(backfill: Backfill, env: Mapping[str, str]) -> list[str]:
+    """The variables `backfill`'s source needs that `env` lacks: its HTTP API's URL, and its
+    token unless the API answers without one (`token_required=False`)."""
     endpoint = http_endpoint(backfill.source)
-    if endpoint is None:
-        return []
-    return [endpoint.url_env] if not env.get(endpoint.url_env) else []
+    return endpoint.unmet(env) if endpoint is not None else []
 
 
-def missing_source_urls(
+def missing_settings(
     settings: Settings, definitions: dict[str, Backfill] | None = None
-) -> list[tuple[str, str]]:
-    """(variable, backfill) for every setting a known backfill needs but is not set."""
+) -> list[tuple[str, list[str]]]:
+    """(variable, the backfills that need it) for every setting a known backfill needs but
+    is not set here, one entry per variable."""
     env = {**os.environ, **settings.to_env()}
     if definitions is None:
         definitions = worker_definitions(settings)
-    return [
-        (variable, name)
-        for name, d in sorted(definitions.items())
-        for variable in unmet_settings(d, env)
-    ]
+    needing: dict[str, list[str]] = {}
+    for name, d in sorted(definitions.items()):
+        for variable in unmet_settings(d, env):
+            needing.setdefault(variable, []).append(name)
+    return sorted(needing.items())
+
+
+def lacking_line(variable: str, backfills: list[str]) -> str:
+    """The one line a worker says at start for a setting it lacks."""
+    names = ", ".join(repr(b) for b in backfills)
+    which = "backfill" if len(backfills) == 1 else "backfills"
+    return f"{variable} is not set: this worker will not take batches of {which} {names}"
 
 
 def runnable(

@@ -77,12 +77,21 @@ class SourceResult:
 class HttpEndpoint:
     """An HTTP API a source calls: the variables holding its base URL and bearer token.
 
-    Names, not values, so a definition holds no secret; a worker lacking `url_env` leaves
-    the backfill to workers that have it. A token variable left unset sends no token.
+    Names, not values, so a definition holds no secret. A worker lacking `url_env`, or
+    `token_env` when the API needs its token, leaves the backfill to workers that have
+    them; `token_required=False` says the API also answers without one (none is sent).
     """
 
     url_env: str
     token_env: str | None = None
+    token_required: bool = True
+
+    def unmet(self, env: Mapping[str, str]) -> list[str]:
+        """The variables this endpoint needs that `env` does not set (or sets empty)."""
+        needed = [self.url_env]
+        if self.token_env and self.token_required:
+            needed.append(self.token_env)
+        return [v for v in needed if not env.get(v)]
 
 
 @dataclass
@@ -479,6 +488,7 @@ class HttpSource:
 
     url_env: str
     token_env: str | None = None
+    token_required: bool = True  # False: the API answers without a token too
     path: str = "/"
     rate_bucket: str | None = "http"
     keyed_by_string: bool = True
@@ -507,7 +517,7 @@ class HttpSource:
     @property
     def http(self) -> HttpEndpoint:
         """The API it calls, for the engine to build its client."""
-        return HttpEndpoint(self.url_env, self.token_env)
+        return HttpEndpoint(self.url_env, self.token_env, self.token_required)
 
     @property
     def shape(self) -> Shape:

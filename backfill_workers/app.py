@@ -86,19 +86,22 @@ def _start_autosweep(sender: Any = None, **_: Any) -> None:
 
 @signals.worker_ready.connect
 def _say_what_cannot_run(sender: Any = None, **_: Any) -> None:
-    """One line per setting a known backfill lacks here: its batches are left to others."""
-    from backfill_engine.runtime import missing_source_urls
+    """One line per setting the known backfills lack here: their batches are left to others.
 
+    `backfill worker` says these lines itself before Celery starts (BACKFILL_LACKING_SAID).
+    """
+    from backfill_engine.runtime import lacking_line, missing_settings
+
+    if os.environ.get("BACKFILL_LACKING_SAID"):
+        return
     settings = Settings.from_env()
     try:
-        unset = missing_source_urls(settings)
+        unset = missing_settings(settings)
     except Exception as exc:  # a definition that fails to load is reported when used
         logging.getLogger(__name__).warning("backfills not checked: %s", exc)
         return
-    for variable, backfill in unset:
-        logging.getLogger(__name__).warning(
-            "%s is not set: this worker will not take batches of backfill %r", variable, backfill
-        )
+    for variable, backfills in unset:
+        logging.getLogger(__name__).warning("%s", lacking_line(variable, backfills))
 
 
 @signals.after_setup_logger.connect

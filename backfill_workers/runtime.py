@@ -20,12 +20,17 @@ _runtime: Runtime | None = None
 _runtime_pid: int | None = None
 
 
-def get_runtime() -> Runtime:
-    """This process's runtime; rebuilt in a forked child, where sockets cannot be shared."""
+def get_runtime(worker_name: str | None = None) -> Runtime:
+    """This process's runtime; rebuilt in a forked child, where sockets cannot be shared.
+
+    `worker_name` is the Celery node name the process runs under (the task's hostname).
+    """
     global _runtime, _runtime_pid
     if _runtime is None or _runtime_pid != os.getpid():
         _runtime = build_runtime(Settings.from_env())
         _runtime_pid = os.getpid()
+    if worker_name:
+        _runtime.worker_name = worker_name
     return _runtime
 
 

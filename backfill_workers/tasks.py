@@ -59,7 +59,7 @@ def run_batch(self: Any, job_id: str, batch_no: int) -> TaskReport:
     if not isinstance(job_id, str) or not isinstance(batch_no, int) or isinstance(batch_no, bool):
         log.error("rejecting malformed task arguments")
         return TaskReport({"outcome": BatchOutcome.BAD_ARGS.value})
-    rt = get_runtime()
+    rt = get_runtime(self.request.hostname)
     progress: dict[str, Any] = {}
     started = time.perf_counter()
     outcome = process_batch(

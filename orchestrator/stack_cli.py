@@ -9,7 +9,7 @@ import time
 
 import click
 
-from backfill_engine.runtime import missing_source_urls
+from backfill_engine.runtime import lacking_line, missing_settings
 from backfill_engine.settings import Settings
 from orchestrator.context import AppContext
 from orchestrator.demo import DEFAULT_SEED
@@ -59,14 +59,14 @@ def flower_auth_problem(address: str, basic_auth: str | None) -> str | None:
 def worker(app: AppContext, concurrency: int, pool: str, name: str | None) -> None:
     """Run a Celery worker for backfill batches (`celery -A backfill_workers.app worker`)."""
     s = app.resolved_settings()
-    for variable, backfill in missing_source_urls(s):
+    lacking = missing_settings(s)
+    for variable, backfills in lacking:
         # Not fatal: this worker runs the backfills it can; the others' batches go to
         # workers that have the setting, and `backfill status` names this one.
-        click.echo(
-            f"warning: {variable} is not set: this worker will not take backfill {backfill!r}",
-            err=True,
-        )
+        click.echo(f"warning: {lacking_line(variable, backfills)}", err=True)
     env, argv = _celery(s, "worker")
+    if lacking:
+        env["BACKFILL_LACKING_SAID"] = "1"  # said once, here: the worker does not repeat it
     argv += [
         "--loglevel",
         "INFO",

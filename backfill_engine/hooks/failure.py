@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import socket
 from typing import TYPE_CHECKING
 
 import pymongo.errors
@@ -58,7 +57,7 @@ class FailurePolicy(BatchHook):
         """Leave the batch to a worker that can run it: not leased, re-sent later; the job
         records which workers lack the definition or which setting, so `status` can say
         so instead of the job silently stalling."""
-        host = socket.gethostname()
+        host = self.rt.worker_name
         if unmet:
             batch.log.error("backfill %r needs %s, not set on this worker; not taken", name, unmet)
             record = {"workers_lacking_settings": f"{host}: {', '.join(unmet)}"}

@@ -39,7 +39,11 @@ CATALOG = Backfill(
     description="brand, category, gtin, weight_grams from the catalog API",
     collection=PRODUCTS,
     source=HttpSource(
-        url_env="CATALOG_URL", token_env="CATALOG_TOKEN", path=CATALOG_PATH, rate_bucket="catalog"
+        url_env="CATALOG_URL",
+        token_env="CATALOG_TOKEN",
+        token_required=False,  # the stand-in answers without one unless started with one
+        path=CATALOG_PATH,
+        rate_bucket="catalog",
     ),
     writes=CATALOG_FIELDS,
     check=check_catalog_item,

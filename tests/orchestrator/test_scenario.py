@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from backfill_engine.runtime import missing_source_urls, worker_definitions
+from backfill_engine.runtime import missing_settings, worker_definitions
 from backfill_engine.settings import Settings
 from migrations import VERSIONS_DIR
 from orchestrator.errors import BackfillError, StackError
@@ -77,6 +77,6 @@ def test_workers_name_the_unset_api_and_the_backfill_that_calls_it(
         mongo_url="mongodb://127.0.0.1:1", data_dir=".", migrations_dir=str(VERSIONS_DIR)
     )
     definitions = worker_definitions(bare)
-    assert ("CATALOG_URL", "catalog") in missing_source_urls(bare, definitions)
+    assert ("CATALOG_URL", ["catalog"]) in missing_settings(bare, definitions)
     given = bare.with_source_env(CATALOG_URL="http://127.0.0.1:8700")
-    assert "CATALOG_URL" not in dict(missing_source_urls(given, definitions))
+    assert "CATALOG_URL" not in dict(missing_settings(given, definitions))
