@@ -14,7 +14,6 @@ from pathlib import Path
 from bson.objectid import ObjectId
 from pymongo.database import Database
 
-from catalog_service.cli import catalog_server
 from migrations import VERSIONS_DIR
 from migrations.versions._catalog import CATALOG, PRODUCTS, SYNCED_AT_FIELD
 from orchestrator.scenario import LocalScenario, StandIn
@@ -73,6 +72,5 @@ SCENARIO = LocalScenario(
     synced_field=SYNCED_AT_FIELD,
     seed=seed_products,
     stand_ins=(StandIn(url_env="CATALOG_URL", label="catalog", start=_start_standin),),
-    commands=(catalog_server,),
     migrations_dir=VERSIONS_DIR,
 )

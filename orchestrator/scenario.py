@@ -21,6 +21,7 @@ from orchestrator.errors import BackfillError
 from orchestrator.stack import ManagedProcess
 
 ENTRY_POINT_GROUP = "mongo_backfill.scenarios"
+COMMANDS_ENTRY_POINT_GROUP = "mongo_backfill.commands"
 SCENARIO_ENV = "BACKFILL_LOCAL_SCENARIO"
 
 
@@ -41,7 +42,6 @@ class LocalScenario:
     synced_field: str  # the backfill's synced-at stamp: its presence counts as done
     seed: Callable[[Database, int], int]  # (db, target count) -> documents added now
     stand_ins: tuple[StandIn, ...] = ()
-    commands: tuple[click.Command, ...] = ()  # extra CLI verbs, e.g. a stand-in's server
     # The migrations `backfill demo` applies (its backfill among them); `backfill up` applies
     # the first. The scenario's own, whatever project the command runs in.
     migrations_dir: Path | None = None
@@ -93,11 +93,15 @@ def load_scenario(env: Mapping[str, str]) -> LocalScenario:
 
 
 def scenario_commands() -> list[click.Command]:
-    """The CLI verbs every installed scenario brings (a broken one brings none)."""
+    """The CLI verbs installed scenarios bring (entry point COMMANDS_ENTRY_POINT_GROUP),
+    e.g. a stand-in's server; a broken one brings none. Loading them loads no scenario:
+    a scenario's migrations are imported only by the commands that run it."""
     commands: list[click.Command] = []
     try:
-        for scenario in registered().values():
-            commands += scenario.commands
+        for ep in entry_points(group=COMMANDS_ENTRY_POINT_GROUP):
+            command = ep.load()
+            if isinstance(command, click.Command):
+                commands.append(command)
     except Exception as exc:  # a broken plugin must not take the whole CLI down
         click.echo(f"warning: a local scenario did not load: {type(exc).__name__}: {exc}", err=True)
     return commands

@@ -217,3 +217,36 @@ def test_migrate_create_writes_into_the_projects_directory(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     (made,) = (root / "db" / "migrations").glob("*_add_sku_index.py")
     assert "from backfill_migrations import Migration" in made.read_text()
+
+
+def test_a_team_migration_imports_the_teams_own_migrations_package(
+    tmp_path: Path, settings: Settings, db: Database
+) -> None:
+    # `migrations` is the usual name of a team's package, and ours ships one for the
+    # example: every `backfill` command must leave the name to the team's.
+    root = tmp_path / "team"
+    (root / "migrations").mkdir(parents=True)
+    (root / "backfill.toml").write_text('migrations_dir = "migrations"\n')
+    (root / "migrations" / "__init__.py").write_text("")
+    (root / "migrations" / "_naming.py").write_text('SKU_INDEX = "team_sku_unique"\n')
+    (root / "migrations" / "20250102_sku_index.py").write_text(
+        "from backfill_migrations import Migration\n"
+        "from migrations._naming import SKU_INDEX\n\n\n"
+        "class SkuIndex(Migration):\n"
+        "    def up(self, db, ctx=None):\n"
+        "        db.items.create_index('sku', name=SKU_INDEX, unique=True)\n\n"
+        "    def down(self, db, ctx=None):\n"
+        "        db.items.drop_index(SKU_INDEX)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKFILL_", "PYTHONPATH"))}
+    assert settings.mongo_url
+    env.update(MONGO_URL=settings.mongo_url, MONGO_DB=settings.mongo_db)
+    backfill = str(Path(sys.executable).with_name("backfill"))
+    for verb in ("status", "up"):
+        done = subprocess.run(
+            [backfill, "migrate", verb], cwd=root, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, (verb, done.stdout, done.stderr)
+        assert "20250102_sku_index" in done.stdout + done.stderr
+        assert "2024040" not in done.stdout + done.stderr  # none of our examples
+    assert "team_sku_unique" in db["items"].index_information()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from backfill_engine.runtime import missing_settings, worker_definitions
 from backfill_engine.settings import Settings
 from migrations import VERSIONS_DIR
 from orchestrator.errors import BackfillError, StackError
-from orchestrator.scenario import LocalScenario, StandIn, load_scenario
+from orchestrator.scenario import LocalScenario, StandIn, load_scenario, scenario_commands
 from orchestrator.stack import ManagedProcess, spawn
 
 
@@ -19,7 +20,20 @@ def test_the_installed_catalog_scenario_is_found_without_settings() -> None:
     scenario = load_scenario({})
     assert scenario.name == "catalog" and scenario.backfill == "catalog"
     assert [s.url_env for s in scenario.stand_ins] == ["CATALOG_URL"]
-    assert "catalog-server" in {c.name for c in scenario.commands}
+    assert "catalog-server" in {c.name for c in scenario_commands()}
+
+
+def test_a_backfill_command_imports_no_scenario_migrations() -> None:
+    # Every command loads the scenarios' CLI verbs; were that to import our example
+    # `migrations` package, a team's own `migrations.*` modules would resolve to ours.
+    code = (
+        "import sys; from orchestrator.cli import cli; "
+        "print(sorted(m for m in sys.modules "
+        "if m.split('.')[0] == 'migrations' or m == 'catalog_service.scenario'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_an_unknown_scenario_is_refused_in_one_line_naming_the_installed_ones() -> None:
