@@ -30,11 +30,12 @@ from typing import Any
 
 import bson
 import pymongo.errors
-from pymongo import UpdateOne
+from pymongo import IndexModel, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 
 from backfill_engine import paths
+from backfill_engine.ddl import create_indexes, ensure_collection
 from backfill_engine.settings import DEFAULT_JOURNAL_DAYS
 from backfill_engine.store import now_utc
 
@@ -51,32 +52,37 @@ JOURNAL_DOC_BYTES = 8 * 1024 * 1024
 MAX_ENTRY_BYTES = 15 * 1024 * 1024
 REVERT_READ_IDS = 1000  # documents per read and per guarded bulk write while reverting
 
-_ensured: set[tuple[int, str, int]] = set()  # (client, database, days) this process set up
+_ensured: set[tuple[int, str, int | None]] = set()  # (client, database, days) set up here
 _lock = threading.Lock()
 
 
-def ensure_journal(db: Database, days: int = DEFAULT_JOURNAL_DAYS, *, force: bool = False) -> None:
-    """Create the journal's indexes (TTL of `days`, per-job order); idempotent, once per process."""
+def ensure_journal(
+    db: Database, days: int | None = DEFAULT_JOURNAL_DAYS, *, force: bool = False
+) -> None:
+    """Create the journal and its indexes (TTL of `days`, per-job order); idempotent, once
+    per process, safe when processes race on a new database.
+
+    `days=None` is the engine's setup on first use (backfill_engine.schema): a retention
+    some process already set is left as it is, else the default is used.
+    """
     key = (id(db.client), db.name, days)
     with _lock:
         if key in _ensured and not force:
             return
-        coll = db[JOURNAL]
-        seconds = days * SECONDS_PER_DAY
-        existing = {ix["name"]: ix for ix in coll.list_indexes()}
-        ttl = existing.get(TTL_INDEX)
+        coll = ensure_collection(db, JOURNAL)
+        order = [("job_id", 1), ("batch_no", 1), ("token", 1), ("part", 1)]
+        create_indexes(coll, [IndexModel(order, name=JOB_INDEX)])
+        seconds = (DEFAULT_JOURNAL_DAYS if days is None else days) * SECONDS_PER_DAY
+        ttl = {ix["name"]: ix for ix in coll.list_indexes()}.get(TTL_INDEX)
         if ttl is None:
             try:
                 coll.create_index([("created_at", 1)], name=TTL_INDEX, expireAfterSeconds=seconds)
             except pymongo.errors.OperationFailure:
                 # Another process created it meanwhile, maybe with another retention.
-                _set_retention(db, seconds)
-        elif ttl.get("expireAfterSeconds") != seconds:
+                if days is not None:
+                    _set_retention(db, seconds)
+        elif days is not None and ttl.get("expireAfterSeconds") != seconds:
             _set_retention(db, seconds)
-        if JOB_INDEX not in existing:
-            coll.create_index(
-                [("job_id", 1), ("batch_no", 1), ("token", 1), ("part", 1)], name=JOB_INDEX
-            )
         _ensured.add(key)
 
 

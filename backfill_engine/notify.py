@@ -43,7 +43,6 @@ DELIVERY_DEADLINE_SECONDS = 10.0  # one POST, connect to the last byte of its an
 # and a 2xx that does not end within it is not taken as delivered.
 MAX_ANSWER_BYTES = 64 * 1024
 MAX_PER_CALL = 20  # notices one sweep delivers at most; the next sweep takes the rest
-KEEP_DAYS = 30  # delivered or abandoned notices expire after this (TTL index)
 ERROR_MAX_CHARS = 200
 
 
@@ -172,21 +171,6 @@ def _totals(db: Database, job_id: str) -> dict[str, int]:
     return totals
 
 
-_indexed: set[tuple[int, str]] = set()
-
-
-def ensure_indexes(db: Database) -> None:
-    """Due-notice lookup, and expiry of old notices (created here: no migration owns this)."""
-    key = (id(db.client), db.name)
-    if key in _indexed:
-        return
-    coll = db[NOTIFICATIONS]
-    coll.create_index([("state", 1), ("next_at", 1)])
-    coll.create_index([("job_id", 1), ("event", 1)])
-    coll.create_index("created_at", expireAfterSeconds=KEEP_DAYS * 86_400)
-    _indexed.add(key)
-
-
 def _claim(db: Database, owner: str) -> dict[str, Any] | None:
     """Lease one due notice: find, then a guarded update_one (see store.lease_batch)."""
     coll = db[NOTIFICATIONS]
@@ -258,7 +242,6 @@ def deliver_due(
     owner = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
     delivered = 0
     try:
-        ensure_indexes(db)
         for _ in range(limit):
             notice = _claim(db, owner)
             if notice is None:

@@ -30,6 +30,8 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from backfill_engine.ddl import create_indexes, drop_indexes, ensure_collection
 from backfill_engine.errors import BackfillError
+from backfill_engine.journal import ensure_journal
+from backfill_engine.notify import NOTIFICATIONS
 from backfill_engine.states import (
     BATCH_IDS,
     COUNTER_NAMES,
@@ -52,8 +54,7 @@ ITEM_INDEX = "job_item_unique"  # one entry per (job, document)
 OLD_FIELD, OLD_INDEX = "product_id", "job_product_unique"
 OLD_PLANNED, PLANNED = "planning.products", "planning.items"
 
-NOTIFICATIONS = "backfill_notifications"  # notify.py's outbox
-NOTICE_KEEP_SECONDS = 30 * 86_400  # delivered or abandoned notices expire (notify.KEEP_DAYS)
+NOTICE_KEEP_SECONDS = 30 * 86_400  # delivered or abandoned notices expire (a TTL index)
 
 ENGINE_COLLECTIONS = frozenset({METADATA, QUARANTINE, BATCH_IDS, NOTIFICATIONS})
 # Indexes an earlier layout had and this one dropped: a historical migration that still
@@ -204,6 +205,7 @@ def _create_layout(db: Database) -> None:
     create_indexes(ensure_collection(db, QUARANTINE), QUARANTINE_INDEXES)
     ensure_collection(db, BATCH_IDS)
     create_indexes(ensure_collection(db, NOTIFICATIONS), NOTICE_INDEXES)
+    ensure_journal(db, None)  # its retention is each process's setting (BACKFILL_JOURNAL_DAYS)
 
 
 def _record(db: Database, version: int, *, down_by: str | None = None) -> None:

@@ -16,8 +16,11 @@ from pymongo.database import Database
 
 from backfill_engine.batch_outcome import BatchOutcome
 from backfill_engine.batch_run import process_batch
+from backfill_engine.journal import JOURNAL, ensure_journal
+from backfill_engine.notify import NOTIFICATIONS
 from backfill_engine.planner import plan_job, start_or_join
 from backfill_engine.runtime import Runtime, worker_definitions
+from backfill_engine.schema import ensure_schema
 from backfill_engine.settings import Settings
 from backfill_migrations import runner
 from backfill_migrations.discovery import load_file
@@ -137,6 +140,17 @@ def test_two_processes_setting_up_a_new_database_at_once_both_succeed(
     assert set(bare.db.backfill_metadata.index_information()) == METADATA_INDEXES
     assert set(bare.db.backfill_quarantine.index_information()) == QUARANTINE_INDEXES
     assert list(bare.db[SCHEMA].find()) and bare.db[SCHEMA].count_documents({}) == 1
+    # Every collection the engine owns, the journal and the notices included.
+    assert {"journal_ttl", "journal_job_batch"} <= set(bare.db[JOURNAL].index_information())
+    notices = bare.db[NOTIFICATIONS].index_information()
+    assert any(ix.get("expireAfterSeconds") for ix in notices.values()) and len(notices) == 4
+
+
+def test_first_use_leaves_the_journal_retention_a_process_chose(bare: System) -> None:
+    ensure_journal(bare.db, 7)  # a worker run with BACKFILL_JOURNAL_DAYS=7
+    ensure_schema(bare.db, force=True)  # another process's first use, with the default
+    ttl = bare.db[JOURNAL].index_information()["journal_ttl"]
+    assert ttl["expireAfterSeconds"] == 7 * 86_400
 
 
 def test_a_release_older_than_the_metadata_refuses_in_one_line(system: System) -> None:
