@@ -2,7 +2,7 @@
 
 Shape: a `Shape` (backfill_engine.sources) says how ids are asked for (query string, one
 per path, JSON body by POST; at most 100 per request) and how a 200 answer reads. The
-default is the catalog's contract: `GET {base}{path}?ids=ID1,ID2,...` (each percent-encoded,
+default is the query-string shape: `GET {base}{path}?ids=ID1,ID2,...` (each percent-encoded,
 comma-separated) answering `{"items": [{"id": ...}, ...], "missing": [...]}`. An id travels
 as its string form (backfill_engine.ids.id_string), and answers are mapped back to the
 original `_id` values. A custom source calls `SourceHttp.get`/`post` under the same policy.

@@ -465,7 +465,7 @@ class Shape:
 
 @dataclass(frozen=True)
 class HttpSource:
-    """An HTTP API answering a few ids per request; by default the catalog's contract,
+    """An HTTP API answering a few ids per request; by default the query-string shape,
     `GET {url}{path}?ids=a,b,c` answering `{"items": [{"id": ...}], "missing": [...]}`.
 
     Other APIs are described, not coded:

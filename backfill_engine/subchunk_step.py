@@ -42,7 +42,7 @@ class SubchunkStep(Protocol):
         before anything was decided (the core then stops at the checkpoint)."""
 
     def count_write(self, planned: Planned, result: BulkWriteResult, progress: Progress) -> None:
-        """Count what the product write did (it may add entries to `planned.held`)."""
+        """Count what the document write did (it may add entries to `planned.held`)."""
 
     def hold(self, job_id: str, batch_no: int, held: list[dict[str, Any]]) -> None:
         """Store the sub-chunk's held entries (after its writes, under the same lease)."""

@@ -70,7 +70,7 @@ def undo_job(
     started = now_utc()
     counts = journal.revert_job(db, collection, job_id, on_batch=on_batch, on_left=held.add)
     held.flush()
-    # Written once the undo is over: a crash before it leaves the products half put back
+    # Written once the undo is over: a crash before it leaves the documents half put back
     # (a second `down` finishes them) and no revert job that claims more than happened.
     store.record_finished_job(
         db[METADATA],

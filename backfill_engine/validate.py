@@ -80,7 +80,7 @@ def _typed(name: str, expected: type, value: Any) -> Any:
 
 def _finite(name: str, value: Any) -> None:
     """Refuse NaN and infinities anywhere in the value: NaN equals nothing, itself included,
-    so the diff would rewrite it on every run, and neither is a catalog fact."""
+    so the diff would rewrite it on every run, and neither is a value any source means."""
     stack = [value]
     while stack:
         v = stack.pop()
