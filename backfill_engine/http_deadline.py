@@ -116,6 +116,9 @@ class _DeadlineResponse(http.client.HTTPResponse):
         super().__init__(sock, *args, **kwargs)
         deadline = current()
         if deadline is not None:
+            # Keep http.client's own file alive: discarded, it would close the socket stream
+            # both read, and a `Connection: close` answer would lose its socket mid-body.
+            self._socket_file = self.fp
             self.fp = io.BufferedReader(_DeadlineReader(self.fp.raw, sock, deadline))
 
 

@@ -5,8 +5,8 @@ and handed their client as the engine does, `Runtime.source_client` under the so
 rate bucket in the test's Redis. Each one calls a real HTTP server on loopback that records
 what it was sent, and when: 429 `Retry-After`, the body cap, redirects, the overall request
 deadline, 401 and the bearer token are pinned on the calls themselves, not only through
-`HttpSource.fetch` (tests/workers/test_catalog_client.py). The last test, a strict xfail,
-records a defect of the client: a 200 whose connection closes after it.
+`HttpSource.fetch` (tests/workers/test_catalog_client.py). The last test: a 200 whose
+connection closes after it (Connection: close, HTTP/1.0) is read whole.
 """
 
 from __future__ import annotations
@@ -122,7 +122,6 @@ Reply = Callable[["_Handler", Seen], None]
 
 
 class _Handler(BaseHTTPRequestHandler):
-    # Keep-alive: an answer that closes its connection is not read whole yet (the xfail below).
     protocol_version = "HTTP/1.1"
     server: _Server
 
@@ -399,12 +398,6 @@ def test_the_bearer_token_is_sent_and_never_shown(
             assert TOKEN not in _shown(record.exc_info[1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product defect: http_deadline._DeadlineResponse drops http.client's reader of the "
-    "socket, so when an answer closes its connection (Connection: close, HTTP/1.0) http.client "
-    "really closes the socket and a body not yet received fails (EBADF, ChunkedEncodingError)",
-)
 def test_a_200_that_closes_its_connection_is_read_whole(
     source: Any, serve: Callable[[Reply], Loopback], context_for: Callable[..., SourceContext]
 ) -> None:
