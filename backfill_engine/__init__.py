@@ -41,6 +41,7 @@ from backfill_engine.sources import Items as Items
 from backfill_engine.sources import PerPath as PerPath
 from backfill_engine.sources import PostJson as PostJson
 from backfill_engine.sources import Query as Query
+from backfill_engine.sources import Shape as Shape
 from backfill_engine.sources import Source as Source
 from backfill_engine.sources import SourceContext as SourceContext
 from backfill_engine.sources import SourceResult as SourceResult
@@ -63,6 +64,7 @@ __all__ = [
     "PerPath",
     "PostJson",
     "Query",
+    "Shape",
     "Source",
     "SourceAuthError",
     "SourceContext",

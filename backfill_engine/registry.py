@@ -5,7 +5,8 @@ module-level `Backfill` it finds; it also loads the migration modules of the pro
 migrations directory, so a backfill defined beside the migration that runs it needs no
 setting. Nothing is found by default: with neither, a worker knows no backfill (this
 project's example migrations are found only where its own config names them).
-A worker takes only batches of backfills it knows (each backfill has its own queue).
+A worker takes only batches of backfills it knows and has the settings for; it sends any
+other batch back to the shared queue for a worker that can run it (hooks/failure.py).
 """
 
 from __future__ import annotations
@@ -104,8 +105,3 @@ def lookup(definitions: Mapping[str, Backfill], name: str) -> Backfill:
         return definitions[name]
     except KeyError:
         raise UnknownBackfillError(name, definitions) from None
-
-
-def queue_for(base_queue: str, backfill: str) -> str:
-    """The broker queue of one backfill's batches: only workers that know it consume it."""
-    return f"{base_queue}.{backfill}"
