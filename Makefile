@@ -27,7 +27,7 @@ typecheck: $(STAMP)
 # (Four, with worksteal, failed the Ctrl-C tests of demo and up in two clean clones.)
 # Tests whose outcome depends on timing (rates, leases, Flower's view) then run alone.
 test: $(STAMP) lint typecheck
-	$(BIN)/python -m pytest -m "not soak and not slow and not serial" -n 3 --maxschedchunk 2 -p no:cacheprovider --durations=25
+	$(BIN)/python -m pytest -m "not soak and not slow and not serial" -n 3 -p no:cacheprovider --durations=25
 	$(BIN)/python -m pytest -m "serial and not soak and not slow" -p no:cacheprovider --durations=10
 
 soak: $(STAMP)

@@ -18,24 +18,6 @@ from migrations import VERSIONS_DIR
 from orchestrator.stack import Stack, ensure_servers
 from tests.harness import FAST, System
 
-# Long tests first, so `make test`'s parallel phase ends on short ones instead of one
-# process finishing a long test while the others idle (pytest-xdist hands out tests in
-# collection order, a couple at a time: see the Makefile's --maxschedchunk).
-SLOW_DIRS = {"bench": 3, "faults": 2, "browser": 2, "e2e": 2, "orchestrator": 1, "packaging": 1}
-
-
-def _weight(item: pytest.Item) -> int:
-    parts = Path(str(item.path)).parts
-    top = parts[parts.index("tests") + 1] if "tests" in parts[:-1] else ""
-    weight = SLOW_DIRS.get(top, 0)
-    if item.get_closest_marker("e2e") is not None:
-        weight = max(weight, 2)  # real worker processes
-    return weight
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=_weight, reverse=True)  # stable: collection order within a weight
-
 
 @pytest.fixture(scope="session")
 def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
