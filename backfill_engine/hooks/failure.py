@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import random
 from typing import TYPE_CHECKING
 
 import pymongo.errors
@@ -28,7 +29,15 @@ from backfill_engine.states import METADATA
 if TYPE_CHECKING:
     from backfill_engine.runtime import Runtime
 
-UNKNOWN_RETRY_SECONDS = 5.0  # a batch of a backfill this worker does not know, sent on
+UNKNOWN_RETRY_SECONDS = 5.0  # about when a batch this worker cannot run is offered again
+
+
+def unknown_retry_seconds() -> float:
+    """When to offer a batch this worker cannot run again: about UNKNOWN_RETRY_SECONDS, at
+    random. Idle workers wait on the queue in turns, and the longest waiting takes the next
+    message; a fixed delay keeps the re-send in step with those turns, so the same worker,
+    the one that cannot run it, could take it back every time while one that can waits."""
+    return UNKNOWN_RETRY_SECONDS * random.uniform(0.5, 1.5)
 
 
 class FailurePolicy(BatchHook):
@@ -70,7 +79,8 @@ class FailurePolicy(BatchHook):
             self.rt.db[METADATA].update_one(
                 {"_id": batch.job_id, "kind": "job"}, {"$addToSet": record}
             )
-            resend_at = store.now_utc() + dt.timedelta(seconds=UNKNOWN_RETRY_SECONDS)
+            delay = unknown_retry_seconds()
+            resend_at = store.now_utc() + dt.timedelta(seconds=delay)
             bid = store.batch_id(batch.job_id, batch.batch_no)
             with contextlib.suppress(pymongo.errors.PyMongoError):  # else a sweeper re-sends
                 store.note_resent(self.rt.db[METADATA], bid, resend_at)  # not lost meanwhile
@@ -79,7 +89,7 @@ class FailurePolicy(BatchHook):
                 self.rt.settings.queue,
                 batch.job_id,
                 batch.batch_no,
-                countdown=UNKNOWN_RETRY_SECONDS,
+                countdown=delay,
             )
         except SERVER_OUTAGES as exc:
             batch.log.warning("could not re-send (%s); left to the sweeper", type(exc).__name__)
