@@ -41,6 +41,8 @@ JOB_FIELDS = (
     "reverts",
     "journal",
     "collection",
+    "workers_lacking_settings",
+    "unknown_to_workers",
 )
 
 
@@ -72,6 +74,10 @@ def take(
         if backfill is None and not job.get("reverts"):
             chain.before("on_unknown_backfill", batch, name, rt.lacking.get(name))
             return BatchOutcome.UNKNOWN_BACKFILL
+        if job.get("workers_lacking_settings") or job.get("unknown_to_workers"):
+            # This worker can run it now (restarted with the setting): status stops saying
+            # it cannot. Other workers' entries stay until they can too.
+            store.forget_lacking(meta, job_id, rt.worker_name)
         if job["status"] not in DISPATCHABLE_JOB_STATES:
             store.unqueue_batch(meta, store.batch_id(job_id, batch_no))
             blog.info("job is %s; batch left pending", job["status"])

@@ -9,6 +9,7 @@ which changes exist: a change it does not list cannot be written.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -657,6 +658,19 @@ def _cancel_untaken_batches(coll: Collection, job_id: str, now: dt.datetime) -> 
             **batch_guard(BatchStatus.CANCELLED, BatchStatus.PENDING, BatchStatus.QUEUED),
         },
         {"$set": {"status": BatchStatus.CANCELLED.value, "updated_at": now}},
+    )
+
+
+def forget_lacking(coll: Collection, job_id: str, worker: str) -> None:
+    """`worker` can run the job's backfill now: drop what the job recorded it lacked."""
+    coll.update_one(
+        {"_id": job_id, "kind": "job"},
+        {
+            "$pull": {
+                "workers_lacking_settings": {"$regex": f"^{re.escape(worker)}: "},
+                "unknown_to_workers": worker,
+            }
+        },
     )
 
 

@@ -153,10 +153,19 @@ def test_a_worker_without_an_apis_token_runs_its_other_backfills_and_leaves_that
     assert items_api.stats()["requests"] == 0, "no request went out without the token"
     log = lacking.log_path.read_text() if lacking.log_path else ""
     assert log.count("TOKENED_TOKEN is not set") == 1, "one line per missing setting"
-    # A worker with the token takes them over.
-    system.start_workers(1, concurrency=1, extra_env={**env, "TOKENED_TOKEN": "t0k3n"})
+    # Restarted with the token, the same worker takes them over, and status stops saying
+    # it lacks the token.
+    lacking.kill()
+    again = start_worker(
+        system.settings,
+        log_dir=system.log_dir,
+        name="worker-notoken",
+        extra_env={**env, "TOKENED_TOKEN": "t0k3n"},
+    )
+    system.workers.append(again)
     summary = system.wait(job_id)
     assert summary.job["status"] == "completed" and summary.items["written"] == 8
+    assert summary.job.get("workers_lacking_settings") == []
     for doc in system.db["items"].find():
         assert doc["brand"] == expected_fields(doc["_id"])["brand"]
 
