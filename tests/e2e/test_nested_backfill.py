@@ -1,4 +1,8 @@
-"""A team backfill that reads and writes nested fields (dotted paths), with real workers.
+"""The README's nested-path backfills, run as written by real workers.
+
+The block marked `<!-- example: nested_backfills.py -->` in "### Writing a backfill" is
+written unchanged into a module outside this repository, found by the workers through
+BACKFILL_IMPORTS and their PYTHONPATH.
 
 It writes one leaf and leaves its siblings; a document whose parent is not a document is
 held in quarantine alone; verify agrees; undo puts the leaf back exactly (int stays int,
@@ -8,7 +12,6 @@ field to ours.
 
 from __future__ import annotations
 
-import textwrap
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,52 +25,22 @@ from orchestrator.backfill_runs import undo_backfill
 from orchestrator.dryrun import dry_run
 from orchestrator.verify import verify
 from tests.harness import System
+from tests.readme_blocks import blocks, section
 
 pytestmark = pytest.mark.e2e
 
-TEAM_MODULE = '''
-"""Weights in grams, nested under `dimensions`, from the spec's kilograms."""
-
-from backfill_engine import Backfill, CollectionSource, FunctionSource
-
-
-def grams(doc, params):
-    kg = doc.get("spec", {}).get("weight_kg")
-    if kg is None:
-        return None
-    return {"dimensions": {"weight_g": int(round(kg * 1000))}}
-
-
-WEIGHT_G = Backfill(
-    name="weight-g",
-    collection="items",
-    query={"spec.weight_kg": {"$exists": True}},
-    reads=("spec.weight_kg",),
-    source=FunctionSource(grams),
-    writes={"dimensions.weight_g": int},
-    synced_field="weight_synced_at",
-    subchunk_size=4,
-)
-
-CUSTOMER_NAME = Backfill(
-    name="customer-name",
-    collection="orders",
-    reads=("customer_id",),
-    source=CollectionSource(
-        "customers", key="code", local="customer_id", fields={"name": "customer_name"}
-    ),
-    writes={"customer_name": str},
-)
-'''
+MODULE = "nested_backfills"
+SYNCED = "backfill_synced_at"  # the README's WEIGHT_G keeps the default synced_field
 
 
 @pytest.fixture
 def team(system: System, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> System:
     package_dir = tmp_path / "team_code"
     package_dir.mkdir()
-    (package_dir / "team_nested.py").write_text(textwrap.dedent(TEAM_MODULE))
+    body = blocks("example", section("### Writing a backfill"))[f"{MODULE}.py"]
+    (package_dir / f"{MODULE}.py").write_text(body)
     monkeypatch.syspath_prepend(str(package_dir))
-    system.settings = replace(system.settings, imports=("team_nested",))
+    system.settings = replace(system.settings, imports=(MODULE,))
     system.start_workers(1, concurrency=2, extra_env={"PYTHONPATH": str(package_dir)})
     return system
 
@@ -95,6 +68,7 @@ BEFORE: dict[int, dict[str, Any]] = {
     7: {"dimensions": [{"weight_g": 1}]},  # an array: held too
     8: {"dimensions": {"depth": {"cm": 2}, "weight_g": 1}, "tags": ["a"]},
 }
+NO_WEIGHT = 9
 
 
 def test_a_nested_backfill_writes_the_leaf_and_undo_puts_it_back(team: System) -> None:
@@ -105,10 +79,12 @@ def test_a_nested_backfill_writes_the_leaf_and_undo_puts_it_back(team: System) -
             for pid, held in BEFORE.items()
         ]
     )
+    # No spec.weight_kg: the README's grams() answers None, so it is missing, not written.
+    items.insert_one({"_id": NO_WEIGHT, "spec": {"note": "x"}, "dimensions": {"height": 1}})
     original = {d["_id"]: d for d in items.find()}
     backfill = _definition(team, "weight-g")
     dry = dry_run(team.db, backfill, SourceContext(team.db, {}))
-    assert (dry.changed, dry.unchanged, dry.invalid) == (6, 1, 2)
+    assert (dry.changed, dry.unchanged, dry.invalid, dry.missing) == (6, 1, 2, 1)
     assert dry.fields_changed == {"dimensions.weight_g": 6}
     assert dry.examples[0]["set"] == {"dimensions.weight_g": 1500}
 
@@ -117,6 +93,7 @@ def test_a_nested_backfill_writes_the_leaf_and_undo_puts_it_back(team: System) -
     assert summary.job["status"] == "completed_with_errors"
     assert summary.items["written"] == 6 and summary.items["unchanged"] == 1
     assert summary.items["invalid"] == 2 and summary.batches.get("failed", 0) == 0
+    assert summary.items["missing"] == 1
 
     after = {d["_id"]: d for d in items.find()}
     for pid in (0, 1, 2, 3, 4, 8):
@@ -125,12 +102,12 @@ def test_a_nested_backfill_writes_the_leaf_and_undo_puts_it_back(team: System) -
         siblings = {k: v for k, v in dims.items() if k != "weight_g"}
         was = original[pid].get("dimensions", {})
         assert siblings == {k: v for k, v in was.items() if k != "weight_g"}
-        assert after[pid]["spec"] == original[pid]["spec"] and "weight_synced_at" in after[pid]
+        assert after[pid]["spec"] == original[pid]["spec"] and SYNCED in after[pid]
     assert after[5] == original[5]  # right already: not even stamped
-    for pid in (6, 7):
+    for pid in (6, 7, NO_WEIGHT):
         assert after[pid] == original[pid]
     held = {d["item_id"]: d for d in team.db[QUARANTINE].find({"job_id": job_id})}
-    assert set(held) == {6, 7}
+    assert set(held) == {6, 7, NO_WEIGHT} and held[NO_WEIGHT]["reason"] == "missing"
     assert held[6]["reason"] == "invalid" and held[6]["error_class"] == "ParentNotDocument"
     assert "dimensions is str, not a document" in held[6]["error"]
     assert "dimensions is an array" in held[7]["error"]
@@ -144,7 +121,7 @@ def test_a_nested_backfill_writes_the_leaf_and_undo_puts_it_back(team: System) -
     assert report.restored == 12  # 6 leaves and their 6 stamps
     assert report.conflicts == 0
     restored = {d["_id"]: d for d in items.find()}
-    for pid in BEFORE:
+    for pid in original:
         if pid == 4:
             continue
         assert _bson(restored[pid]) == _bson(original[pid]), pid
