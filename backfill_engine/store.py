@@ -199,19 +199,24 @@ def lease_batch(
     return Lease(bid, owner, int(doc["fencing_token"])), doc
 
 
+def _queued_again(now: dt.datetime) -> dict[str, Any]:
+    """The `$set` that puts a batch back to queued with no lease, its message sent `now`."""
+    return {
+        "status": BatchStatus.QUEUED.value,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "dispatched_at": now,
+        "updated_at": now,
+    }
+
+
 def _hand_back_lease(coll: Collection, mine: dict[str, Any]) -> None:
     """A lease its delivery could not start under goes back to queued; it was no attempt."""
     now = now_utc()
     coll.update_one(
         {**mine, **batch_guard(BatchStatus.QUEUED, BatchStatus.RUNNING)},
         {
-            "$set": {
-                "status": BatchStatus.QUEUED.value,
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "dispatched_at": now,
-                "updated_at": now,
-            },
+            "$set": _queued_again(now),
             "$inc": {"attempts": -1},
         },
     )
@@ -410,13 +415,7 @@ def requeue_stale(coll: Collection, bid: str, expected: dict[str, Any]) -> bool:
     res = coll.update_one(
         {"_id": bid, **seen, **guard},
         {
-            "$set": {
-                "status": BatchStatus.QUEUED.value,
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "dispatched_at": now,
-                "updated_at": now,
-            },
+            "$set": _queued_again(now),
             "$inc": {"times_recovered": 1},
         },
     )
