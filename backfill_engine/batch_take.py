@@ -26,6 +26,7 @@ from backfill_engine.hooks import HookChain
 from backfill_engine.lease_keeper import STOPPING_JOB_STATES
 from backfill_engine.revert_step import RevertStep
 from backfill_engine.runtime import Runtime
+from backfill_engine.schema import ensure_schema
 from backfill_engine.sources import SourceContext
 from backfill_engine.states import BATCH_IDS, DISPATCHABLE_JOB_STATES, METADATA
 from backfill_engine.store import now_utc, read_job
@@ -65,6 +66,7 @@ def take(
     job_id, batch_no = batch.job_id, batch.batch_no
     meta: Collection = rt.db[METADATA]
     try:
+        ensure_schema(rt.db)  # once per process; refuses another release's layout
         job = read_job(meta, job_id, JOB_FIELDS)
         if job is None:
             blog.warning("job not found; dropping task")

@@ -25,7 +25,6 @@ from backfill_engine.http_client import HttpSourceClient
 from backfill_engine.rate_control import record_answer
 from backfill_engine.ratelimit import RateLimiter, limiter_name
 from backfill_engine.registry import load_definitions
-from backfill_engine.schema import ensure_schema
 from backfill_engine.settings import MONGO_MAX_IDLE_MS, Settings
 from backfill_engine.sources import HttpEndpoint, Shape, Source, http_endpoint
 
@@ -231,7 +230,8 @@ def build_runtime(settings: Settings, definitions: dict[str, Any] | None = None)
         appname="mongo-backfill-worker",
     )
     clock.attach(client)  # leases follow the server's clock, not this host's
-    ensure_schema(client[settings.mongo_db])  # once per process; refuses another release's
+    # The schema is checked by the first delivery (batch_take), where a server that fails
+    # the check for a moment leaves the batch re-sent, not its message dropped.
     rds = redis.Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0")
     if definitions is None:
         definitions = worker_definitions(settings)

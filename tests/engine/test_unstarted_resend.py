@@ -18,7 +18,7 @@ from pymongo.database import Database
 
 from backfill_engine.batch_outcome import BatchOutcome
 from backfill_engine.batch_run import process_batch
-from backfill_engine.runtime import Runtime
+from backfill_engine.runtime import Runtime, build_runtime
 from backfill_engine.settings import Settings
 from backfill_engine.states import METADATA
 from backfill_engine.store import batch_id
@@ -27,6 +27,7 @@ from tests.engine.test_failing_hooks import DOUBLING, _job
 from tests.orchestrator.test_planner import RecordingSender
 
 WORKER_APP = "unstarted-resend-worker"
+BUILT_WORKER_APP = "mongo-backfill-worker"  # the appName build_runtime gives its client
 NETWORK_TIMEOUT = 89
 
 
@@ -45,12 +46,12 @@ def rt(mongo_client: pymongo.MongoClient, settings: Settings) -> Iterator[Runtim
     client.close()
 
 
-def _fail_finds(mongo_client: pymongo.MongoClient, mode: Any) -> None:
+def _fail_finds(mongo_client: pymongo.MongoClient, mode: Any, app: str = WORKER_APP) -> None:
     mongo_client.admin.command(
         "configureFailPoint",
         "failCommand",
         mode=mode,
-        data={"failCommands": ["find"], "appName": WORKER_APP, "errorCode": NETWORK_TIMEOUT},
+        data={"failCommands": ["find"], "appName": app, "errorCode": NETWORK_TIMEOUT},
     )
 
 
@@ -121,3 +122,28 @@ def test_a_batch_left_to_workers_that_know_its_backfill_is_not_taken_for_lost(
     assert sender.sent == [("backfill.batch", [job_id, 0])]
     assert db[METADATA].find_one({"_id": bid})["status"] == "queued"
     assert _sweep(db, settings, job_id) == (0, 0)
+
+
+def test_a_new_worker_process_whose_schema_check_fails_resends_its_first_batch(
+    rt: Runtime, db: Database, settings: Settings, mongo_client: pymongo.MongoClient
+) -> None:
+    # A pool child builds its runtime on its first delivery and checks the schema once.
+    # When that read failed, the task raised and its message was acked away: the batch
+    # sat queued until a sweeper took it for a lost message (test_mongo_faults[5b]).
+    job_id = _job(rt, DOUBLING, 6)
+    bid = batch_id(job_id, 0)
+    _dispatched_long_ago(db, bid)
+    # Twice: the worker's client retries a failed read once by itself.
+    _fail_finds(mongo_client, {"times": 2}, app=BUILT_WORKER_APP)
+    fresh = build_runtime(settings, {DOUBLING.name: DOUBLING})
+    sender = RecordingSender()
+    try:
+        assert process_batch(fresh, sender, job_id, 0, "w") is BatchOutcome.RETRY
+
+        assert sender.sent == [("backfill.batch", [job_id, 0])]  # re-sent by the delivery
+        assert (db[METADATA].find_one({"_id": bid}) or {})["status"] == "queued"
+        assert _sweep(db, settings, job_id) == (0, 0)
+        # The check is made again by the next delivery, and passes.
+        assert process_batch(fresh, RecordingSender(), job_id, 0, "w") is BatchOutcome.DONE
+    finally:
+        fresh.db.client.close()
