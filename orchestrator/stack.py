@@ -263,6 +263,11 @@ def celery_argv(command: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "backfill_workers.app", command]
 
 
+def worker_argv() -> list[str]:
+    """`celery worker` on backfill_workers.app, without loading the rest of Celery's CLI."""
+    return [sys.executable, "-m", "backfill_workers.start"]
+
+
 def start_worker(
     settings: Settings,
     *,
@@ -273,12 +278,13 @@ def start_worker(
     extra_env: dict[str, str] | None = None,
     extra_argv: Sequence[str] = (),
 ) -> ManagedProcess:
-    """Start one Celery worker process (`celery -A backfill_workers.app worker`).
+    """Start one Celery worker process (`celery worker` on backfill_workers.app, started
+    by backfill_workers.start).
 
     Its node name is `<name>@<host>` (e.g. `worker-2@db-backfill-3`), so Flower tells
     workers on different hosts apart. `extra_argv` goes to `celery worker` as is.
     """
-    argv = celery_argv("worker")
+    argv = worker_argv()
     argv += ["--loglevel", "INFO", "--concurrency", str(concurrency), "--pool", pool]
     argv += ["--hostname", f"{name}@%h", "--queues", settings.queue]
     argv += ["--without-gossip", "--without-mingle", "--without-heartbeat", "-E"]

@@ -16,7 +16,7 @@ from orchestrator.demo import DEFAULT_SEED
 from orchestrator.errors import BackfillError
 from orchestrator.metrics import DEFAULT_METRICS_ADDRESS, DEFAULT_METRICS_PORT
 from orchestrator.scenario import scenario_commands
-from orchestrator.stack import FLOWER_TASK_COLUMNS, celery_argv
+from orchestrator.stack import FLOWER_TASK_COLUMNS, celery_argv, worker_argv
 
 
 def _is_loopback(address: str) -> bool:
@@ -29,9 +29,10 @@ def _is_loopback(address: str) -> bool:
 
 
 def _celery(settings: Settings, command: str) -> tuple[dict[str, str], list[str]]:
-    """Environment and argv start of `celery -A backfill_workers.app COMMAND` for these settings."""
+    """Environment and argv start of `celery -A backfill_workers.app COMMAND` for these
+    settings (`worker` by backfill_workers.start, which loads no other Celery command)."""
     env = {**os.environ, **settings.to_env()}
-    return env, celery_argv(command)
+    return env, worker_argv() if command == "worker" else celery_argv(command)
 
 
 def flower_auth_problem(address: str, basic_auth: str | None) -> str | None:
