@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -63,6 +64,20 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _leave_driver_threads_at_exit() -> None:
+    """Exit without waiting for the MongoDB driver's monitor threads to wake.
+
+    pymongo joins each of them at exit, and they sleep in half-second steps: every command
+    waited up to 0.5 s after its work was done. They are daemon threads with nothing to
+    flush (a client's writes are acknowledged or failed before the call returns), so the
+    interpreter may drop them, as it does any daemon thread.
+    """
+    with contextlib.suppress(ImportError, AttributeError):
+        from pymongo.synchronous import monitor
+
+        atexit.unregister(monitor._shutdown_resources)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one clear line and a non-zero exit for every failure we can name."""
     import pymongo.errors
@@ -74,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # SIGTERM unwinds like Ctrl-C, so servers and workers we started are stopped.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    _leave_driver_threads_at_exit()
     secrets: tuple[str, ...] = ()
     with contextlib.suppress(SettingsError):
         secrets = with_running_stack(Settings.from_env(), os.environ).secrets
