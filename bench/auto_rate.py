@@ -26,6 +26,7 @@ from backfill_engine.settings import Settings
 from backfill_migrations import runner
 from bench import report
 from bench.data import product_docs, seed
+from bench.servers import wait_workers_ready
 from catalog_service.limiters import DEFAULT_SCHEME, SCHEMES
 from catalog_service.scenario import start_catalog
 from migrations import VERSIONS_DIR
@@ -103,7 +104,7 @@ def one_start(
                     settings, log_dir=log_dir, name=f"auto{run_no}-w{i}", concurrency=CONCURRENCY
                 )
             )
-        _wait_ready(broker, PROCESSES)
+        wait_workers_ready(broker.sender.control, PROCESSES, 60.0)  # type: ignore[attr-defined]
         requests.post(f"{catalog.url}/_stats/reset", timeout=10).raise_for_status()
         t0 = time.monotonic()
         time.sleep(SETTLE_SECONDS)
@@ -205,15 +206,6 @@ def write_section(doc: Path, rows: list[dict[str, Any]]) -> None:
     """Replace the series' section in `doc` (or append it) without touching anything else."""
     block = BEGIN + "\n\n" + report.auto_rate_schemes_section(rows, setup()) + "\n\n" + END
     report.write_between(doc, BEGIN, END, block)
-
-
-def _wait_ready(broker: Broker, expected: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        replies = broker.sender.control.ping(timeout=1.0)  # type: ignore[attr-defined]
-        if len(replies or []) >= expected:
-            return
-    raise RuntimeError(f"only some of {expected} workers answered within {timeout:g}s")
 
 
 def run_on_fresh_servers(

@@ -26,6 +26,7 @@ from celery import group
 from bench import peer_app
 from bench.probes import CpuMeter, calls_delta
 from bench.scenarios import Bench, Row, SystemConfig, ceiling, system
+from bench.servers import wait_workers_ready
 from migrations.versions._catalog import PRODUCTS, SYNCED_AT_FIELD
 from orchestrator.stack import ManagedProcess, spawn
 
@@ -46,14 +47,6 @@ def start_peer_worker(
     argv += ["--hostname", f"{name}@%h", "--queues", queue]
     argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
     return spawn(name, argv, log_dir / f"{name}.log", env=settings.to_env())
-
-
-def _wait_ready(app: Any, expected: int) -> None:
-    deadline = time.monotonic() + WORKER_READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if len(app.control.ping(timeout=1.0) or []) >= expected:
-            return
-    raise RuntimeError(f"only some of {expected} peer workers answered")
 
 
 def peer_run(bench: Bench, n: int, cfg: SystemConfig, timeout: float | None = None) -> Row:
@@ -84,7 +77,7 @@ def peer_run(bench: Bench, n: int, cfg: SystemConfig, timeout: float | None = No
                     queue=queue,
                 )
             )
-        _wait_ready(app, cfg.processes)
+        wait_workers_ready(app.control, cfg.processes, WORKER_READY_TIMEOUT, "peer workers")
         cpu = CpuMeter(
             {
                 "secantusdb": [bench.servers.mongo.pid],

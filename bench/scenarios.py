@@ -19,7 +19,7 @@ from backfill_engine.states import METADATA
 from backfill_migrations import runner
 from bench.data import precomputed_updates, seed
 from bench.probes import CpuMeter, RssSampler, calls_delta, cpu_seconds, machine_busy
-from bench.servers import Servers
+from bench.servers import Servers, wait_workers_ready
 from bench.traffic import WORKER_ARGV, WORKER_ENV, TrafficMeter
 from migrations import VERSIONS_DIR
 from migrations.versions._catalog import CATALOG_FIELDS, PRODUCTS, SYNCED_AT_FIELD
@@ -209,15 +209,6 @@ class SystemConfig:
         return f"{self.processes}x{self.pool}({self.concurrency})"
 
 
-def _wait_ready(broker: Broker, expected: int) -> None:
-    deadline = time.monotonic() + WORKER_READY_TIMEOUT
-    while time.monotonic() < deadline:
-        replies = broker.sender.control.ping(timeout=1.0)  # type: ignore[attr-defined]
-        if len(replies or []) >= expected:
-            return
-    raise RuntimeError(f"only some of {expected} workers answered within {WORKER_READY_TIMEOUT}s")
-
-
 def _batch_timings(db: Database, job_id: str, log_paths: list[Path]) -> dict[str, float]:
     """Mean per-batch timings recorded by the workers (batch doc `timings`, log `after_s`)."""
     docs = list(db[METADATA].find({"kind": "batch", "job_id": job_id}, {"timings": 1}))
@@ -393,7 +384,7 @@ def system(
                     extra_argv=WORKER_ARGV,
                 )
             )
-        _wait_ready(broker, cfg.processes)
+        wait_workers_ready(broker.sender.control, cfg.processes, WORKER_READY_TIMEOUT)  # type: ignore[attr-defined]
         logs = [w.log_path for w in workers if w.log_path]
         pids = [w.pid for w in workers]
         with RssSampler(w.pid for w in workers) as rss:

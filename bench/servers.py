@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pymongo
 import redis
@@ -95,3 +97,16 @@ def start_servers(log_dir: Path) -> Servers:
             proc.stop()
         raise
     return Servers(log_dir=log_dir, mongo=mongo, redis_proc=rds, catalog=catalog)
+
+
+def wait_workers_ready(control: Any, expected: int, timeout: float, what: str = "workers") -> None:
+    """Until `expected` workers answer a broadcast ping (`control`: a Celery app's).
+
+    The ping returns once that many have answered; without a limit it would collect
+    answers for its whole timeout, a second added to every configuration's start.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(control.ping(timeout=1.0, limit=expected) or []) >= expected:
+            return
+    raise RuntimeError(f"only some of {expected} {what} answered within {timeout:g}s")
