@@ -6,6 +6,7 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -14,16 +15,30 @@ import pytest
 import requests
 
 from backfill_workers.app import create_app
-from orchestrator.stack import LOOPBACK, ManagedProcess, free_port, start_flower
+from orchestrator.stack import LOOPBACK, ManagedProcess, free_port, start_flower, start_redis
 from tests.browser import chromium
 from tests.harness import System, seed_products
 
-# Alone, after the parallel phase: Flower hears every task event on this Redis, and beside
-# other tests' jobs its page paginates this job's rows away. (What a busy host once broke
-# here was a late `task-sent` renaming a finished batch: tests/workers/test_flower_events.py.)
-pytestmark = [pytest.mark.e2e, pytest.mark.serial]
+# On a Redis of their own: Flower hears every task event on its Redis, and beside other
+# tests' jobs its page paginated this job's rows away. (What a busy host once broke here
+# was a late `task-sent` renaming a finished batch: tests/workers/test_flower_events.py.)
+pytestmark = pytest.mark.e2e
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "flower.png"
+
+
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
+    proc = start_redis(log_dir=tmp_path_factory.mktemp("flower-redis"))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def system(system: System, own_redis: ManagedProcess) -> System:
+    """The test's system on the module's own Redis (no worker or broker has used it yet)."""
+    system.settings = replace(system.settings, redis_url=own_redis.url)
+    return system
 
 
 @pytest.fixture(scope="module")
