@@ -69,6 +69,13 @@ def _refuse_another_release(sender: Any = None, **_: Any) -> None:
         os._exit(EXIT_SCHEMA_MISMATCH)
 
 
+# This process's background loops (the sweeper, the rate controller), stopped at shutdown.
+_loops: list[Any] = []
+# A warm shutdown waits this long for a loop's current tick: a notice being posted (one
+# POST ends within notify.DELIVERY_DEADLINE_SECONDS, 10 s) is then recorded delivered.
+LOOP_STOP_SECONDS = 12.0
+
+
 @signals.worker_ready.connect
 def _start_autosweep(sender: Any = None, **_: Any) -> None:
     """Workers recover lost work themselves, with or without an orchestrator watching."""
@@ -76,12 +83,25 @@ def _start_autosweep(sender: Any = None, **_: Any) -> None:
 
     settings = Settings.from_env()
     if settings.worker_sweep and settings.mongo_url:
-        AutoSweeper(settings, app).start()
+        _loops.append(AutoSweeper(settings, app))
     if settings.rate_control_interval_seconds > 0 and settings.mongo_url:
         # `--rate auto`: every worker runs one; per bucket a Redis lock lets one of them act.
         from backfill_workers.ratecontrol import RateControlThread
 
-        RateControlThread(settings).start()
+        _loops.append(RateControlThread(settings))
+    for loop in _loops:
+        loop.start()
+
+
+@signals.worker_shutdown.connect
+def _stop_background_loops(sender: Any = None, **_: Any) -> None:
+    """Let each loop end its current tick: a daemon thread cut off mid-delivery of a notice
+    left it leased but unrecorded, and another worker posted it again once the lease ran out."""
+    for loop in _loops:
+        loop.stop()
+    for loop in _loops:
+        loop.stop(timeout=LOOP_STOP_SECONDS)
+    _loops.clear()
 
 
 @signals.worker_ready.connect

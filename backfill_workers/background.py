@@ -54,8 +54,11 @@ class ServerLoop:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = None) -> None:
+        """No tick after this one; with `timeout`, wait that long for the current to end."""
         self._stop.set()
+        if timeout is not None and self._thread.is_alive():
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         s = self.settings

@@ -23,7 +23,7 @@ from backfill_engine.settings import Settings
 from orchestrator.errors import StackError
 
 STARTUP_TIMEOUT_SECONDS = 30.0
-STOP_TIMEOUT_SECONDS = 10.0
+STOP_TIMEOUT_SECONDS = 15.0  # > a worker's wait for its loops' last tick (12 s)
 LOOPBACK = "127.0.0.1"
 # Flower's tasks page: who (the `batch 12/40 of <job>` title), how it ended, what it did
 # (the result JSON or the one-line reason), how long, where — readable without clicking.

@@ -6,6 +6,7 @@ import json
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,8 +25,9 @@ pytestmark = pytest.mark.e2e
 class Receiver:
     """A webhook on loopback that answers 500 to its first `fail_first` requests."""
 
-    def __init__(self, fail_first: int = 0) -> None:
+    def __init__(self, fail_first: int = 0, answer_after: float = 0.0) -> None:
         self.fail_first, self.attempts = fail_first, 0
+        self.received = threading.Event()  # a POST has arrived (its answer may be pending)
         self.bodies: list[dict[str, Any]] = []
         self.raw: list[str] = []
         lock = threading.Lock()
@@ -40,6 +42,8 @@ class Receiver:
                     ok = receiver.attempts > receiver.fail_first
                     if ok:
                         receiver.bodies.append(json.loads(raw))
+                receiver.received.set()
+                time.sleep(answer_after)
                 self.send_response(200 if ok else 500)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -145,3 +149,25 @@ def test_notify_url_is_validated_and_never_printed() -> None:
     assert s.notify_url and "s3cr3tpath" not in repr(s)
     assert any("s3cr3tpath" in secret for secret in s.secrets)
     assert s.to_env()["BACKFILL_NOTIFY_URL"] == s.notify_url
+
+
+def test_a_worker_stopped_mid_delivery_records_the_notice_it_posted(system: System) -> None:
+    # The receiver answers 3 s after each POST; the worker is stopped (SIGTERM, a warm
+    # shutdown) while its sweeper waits for that answer. Its sweeper thread was a daemon
+    # cut off at exit: the notice stayed leased and unrecorded, and once the lease ran out
+    # another worker posted it again (test_one_notice_per_transition_..., a clean clone).
+    receiver = Receiver(answer_after=3.0)
+    try:
+        system.settings = replace(system.settings, notify_url=f"{receiver.url}/hook")
+        seed_products(system.db, 20)
+        [worker] = system.start_workers(1, concurrency=1)
+        system.launch(batch_size=100)  # its `started` notice: only the worker's sweeper posts
+        assert receiver.received.wait(60), "the worker's sweeper never posted the notice"
+        worker.stop()
+        system.workers = []
+        [notice] = [n for n in _notices(system) if n["event"] == "started"]
+        assert notice["state"] == "delivered", notice
+        assert notice["lease_owner"] is None
+        assert [b["event"] for b in receiver.bodies].count("started") == 1
+    finally:
+        receiver.close()
