@@ -28,11 +28,9 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
-def _celery(settings: Settings, command: str) -> tuple[dict[str, str], list[str]]:
-    """Environment and argv start of `celery -A backfill_workers.app COMMAND` for these
-    settings (`worker` by backfill_workers.start, which loads no other Celery command)."""
-    env = {**os.environ, **settings.to_env()}
-    return env, worker_argv() if command == "worker" else celery_argv(command)
+def _env(settings: Settings) -> dict[str, str]:
+    """The environment a Celery process (worker or Flower) runs with, for these settings."""
+    return {**os.environ, **settings.to_env()}
 
 
 def flower_auth_problem(address: str, basic_auth: str | None) -> str | None:
@@ -65,7 +63,7 @@ def worker(app: AppContext, concurrency: int, pool: str, name: str | None) -> No
         # Not fatal: this worker runs the backfills it can; the others' batches go to
         # workers that have the setting, and `backfill status` names this one.
         click.echo(f"warning: {lacking_line(variable, backfills)}", err=True)
-    env, argv = _celery(s, "worker")
+    env, argv = _env(s), worker_argv()
     if lacking:
         env["BACKFILL_LACKING_SAID"] = "1"  # said once, here: the worker does not repeat it
     argv += [
@@ -108,7 +106,7 @@ def flower(app: AppContext, address: str | None, port: int | None) -> None:
     if problem:
         raise BackfillError(problem)
     s = app.resolved_settings()
-    env, argv = _celery(s, "flower")
+    env, argv = _env(s), celery_argv("flower")
     argv += [
         f"--address={address}",
         f"--port={port or s.flower_port}",

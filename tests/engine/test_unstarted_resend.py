@@ -55,10 +55,13 @@ def _fail_finds(mongo_client: pymongo.MongoClient, mode: Any, app: str = WORKER_
     )
 
 
-def _dispatched_long_ago(db: Database, bid: str) -> None:
-    # A batch that waited its turn in the broker for a while before this delivery.
+def _job_dispatched_long_ago(rt: Runtime, db: Database) -> tuple[str, str]:
+    """A job whose first batch waited its turn in the broker a while before this delivery."""
+    job_id = _job(rt, DOUBLING, 6)
+    bid = batch_id(job_id, 0)
     long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=60)
     db[METADATA].update_one({"_id": bid}, {"$set": {"dispatched_at": long_ago}})
+    return job_id, bid
 
 
 def _sweep(db: Database, settings: Settings, job_id: str) -> tuple[int, int]:
@@ -69,9 +72,7 @@ def _sweep(db: Database, settings: Settings, job_id: str) -> tuple[int, int]:
 def test_a_failed_job_read_resends_the_batch_and_no_sweep_takes_it_for_lost(
     rt: Runtime, db: Database, settings: Settings, mongo_client: pymongo.MongoClient
 ) -> None:
-    job_id = _job(rt, DOUBLING, 6)
-    bid = batch_id(job_id, 0)
-    _dispatched_long_ago(db, bid)
+    job_id, bid = _job_dispatched_long_ago(rt, db)
     _fail_finds(mongo_client, {"times": 1})
     sender = RecordingSender()
 
@@ -87,9 +88,7 @@ def test_a_failed_job_read_resends_the_batch_and_no_sweep_takes_it_for_lost(
 def test_a_failed_read_after_the_lease_hands_it_back_before_resending(
     rt: Runtime, db: Database, settings: Settings, mongo_client: pymongo.MongoClient
 ) -> None:
-    job_id = _job(rt, DOUBLING, 6)
-    bid = batch_id(job_id, 0)
-    _dispatched_long_ago(db, bid)
+    job_id, bid = _job_dispatched_long_ago(rt, db)
     # The job's read passes; the read of the lease just taken fails, and so on.
     _fail_finds(mongo_client, {"skip": 1})
     sender = RecordingSender()
@@ -111,9 +110,7 @@ def test_a_failed_read_after_the_lease_hands_it_back_before_resending(
 def test_a_batch_left_to_workers_that_know_its_backfill_is_not_taken_for_lost(
     rt: Runtime, db: Database, settings: Settings
 ) -> None:
-    job_id = _job(rt, DOUBLING, 6)
-    bid = batch_id(job_id, 0)
-    _dispatched_long_ago(db, bid)
+    job_id, bid = _job_dispatched_long_ago(rt, db)
     stranger = Runtime(settings, rt.db, rt.redis, {})  # knows no backfill
     sender = RecordingSender()
 
@@ -130,9 +127,7 @@ def test_a_new_worker_process_whose_schema_check_fails_resends_its_first_batch(
     # A pool child builds its runtime on its first delivery and checks the schema once.
     # When that read failed, the task raised and its message was acked away: the batch
     # sat queued until a sweeper took it for a lost message (test_mongo_faults[5b]).
-    job_id = _job(rt, DOUBLING, 6)
-    bid = batch_id(job_id, 0)
-    _dispatched_long_ago(db, bid)
+    job_id, bid = _job_dispatched_long_ago(rt, db)
     # Twice: the worker's client retries a failed read once by itself.
     _fail_finds(mongo_client, {"times": 2}, app=BUILT_WORKER_APP)
     fresh = build_runtime(settings, {DOUBLING.name: DOUBLING})
