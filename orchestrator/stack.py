@@ -173,8 +173,19 @@ def running_embedded_mongo(data_dir: Path) -> str | None:
     except (OSError, ValueError):
         return None
     if pid_alive(pid) and _port_open(port):
-        return f"mongodb://{LOOPBACK}:{port}/?directConnection=true"
+        return embedded_mongo_url(port)
     return None
+
+
+def embedded_mongo_url(port: int) -> str:
+    """How every process of ours reaches the embedded server on this machine.
+
+    Its clients' monitors poll (one `hello` per heartbeat, 10 s) instead of streaming:
+    with one local server there is no failover for a streamed `hello` to announce, and
+    each streaming monitor holds a connection whose handler the server wakes several
+    times a second, for nothing (`python -m bench.monitor_mode`; docs/benchmarks.md).
+    """
+    return f"mongodb://{LOOPBACK}:{port}/?directConnection=true&serverMonitoringMode=poll"
 
 
 def start_mongo(
@@ -208,7 +219,7 @@ def start_mongo(
                 f"data directory {data_dir} is locked by another SecantusDB process; stop it first"
             ) from exc
         raise
-    proc.url = f"mongodb://{LOOPBACK}:{port}/?directConnection=true"
+    proc.url = embedded_mongo_url(port)
     return proc, note
 
 
