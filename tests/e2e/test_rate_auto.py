@@ -13,8 +13,8 @@ from backfill_engine.rate_control import actors_key, read_control
 from backfill_engine.ratelimit import limiter_name
 from tests.harness import System, seed_products
 
-# Timing-sensitive under load: `make test` runs these after the parallel phase, alone.
-pytestmark = [pytest.mark.e2e, pytest.mark.serial]
+# Timing-sensitive under load: `make test` runs these after the parallel phase, away from its load.
+pytestmark = [pytest.mark.e2e, pytest.mark.timing]
 
 LIMIT = 10.0  # the stand-in's requests/s; the job never hears of it
 # Low enough that the workers can exceed it even on a slow host next to a busy database:

@@ -6,8 +6,8 @@ import pytest
 
 from tests.harness import System, seed_products
 
-# Timing-sensitive under load: `make test` runs these after the parallel phase, alone.
-pytestmark = [pytest.mark.e2e, pytest.mark.serial]
+# Timing-sensitive under load: `make test` runs these after the parallel phase, away from its load.
+pytestmark = [pytest.mark.e2e, pytest.mark.timing]
 
 RATE = 8.0  # requests per second, for all workers together
 

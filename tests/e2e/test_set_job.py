@@ -54,7 +54,7 @@ def test_set_max_in_flight_caps_batches_thereafter(system: System) -> None:
     assert first["user"] and first["host"] and first["argv"]
 
 
-@pytest.mark.serial  # an observed rate: alone, so load does not bend it
+@pytest.mark.timing  # an observed rate: away from the parallel phase, so its load does not bend it
 def test_set_rate_changes_the_observed_request_rate(system: System) -> None:
     seed_products(system.db, 1600)  # 160 requests: seconds at the first rate
     # Planned before any worker starts: launch plans to the end, and must not race the job.

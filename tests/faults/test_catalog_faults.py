@@ -13,10 +13,10 @@ from tests.faults.reconcile import FIELDS, reconcile
 from tests.faults.report import record
 from tests.harness import System, seed_products
 
-# Timing-sensitive under load: `make test` runs these after the parallel phase, alone.
+# Timing-sensitive under load: `make test` runs these after the parallel phase, away from its load.
 # Minutes of fault scenarios: `make reliability` runs the module; the global-rate one also
-# runs in `make test` (serial phase), since a rate regression must show on every change.
-pytestmark = [pytest.mark.e2e, pytest.mark.serial]
+# runs in `make test` (timing phase), since a rate regression must show on every change.
+pytestmark = [pytest.mark.e2e, pytest.mark.timing]
 
 
 def _final_status(system: System, job_id: str) -> str:

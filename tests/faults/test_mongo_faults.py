@@ -21,8 +21,8 @@ from tests.faults.reconcile import reconcile, wait_sweeping
 from tests.faults.report import record
 from tests.harness import System, seed_products
 
-# Timing-sensitive under load: `make test` runs these after the parallel phase, alone.
-pytestmark = [pytest.mark.e2e, pytest.mark.serial]
+# Timing-sensitive under load: `make test` runs these after the parallel phase, away from its load.
+pytestmark = [pytest.mark.e2e, pytest.mark.timing]
 
 WORKER_APP_NAME = "mongo-backfill-worker"
 NETWORK_TIMEOUT = 89  # retryable for the driver, but no topology reset

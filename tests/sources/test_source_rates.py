@@ -15,8 +15,8 @@ from tests.harness import System
 from tests.sources.conftest import ShapeApi
 from tests.sources.test_source_backfills import start_team
 
-# Timing-sensitive under load: `make test` runs these after the parallel phase, alone.
-pytestmark = [pytest.mark.e2e, pytest.mark.serial]
+# Timing-sensitive under load: `make test` runs these after the parallel phase, away from its load.
+pytestmark = [pytest.mark.e2e, pytest.mark.timing]
 
 RATE = 10.0  # requests per second, all workers together
 REQUESTS = 30  # enough that an unlimited run would burst far past RATE

@@ -105,7 +105,7 @@ print(json.dumps(grants))
 """
 
 
-@pytest.mark.serial
+@pytest.mark.timing
 def test_two_processes_share_one_bucket(
     make_limiter: LimiterFactory, settings: Settings, tmp_path: Path
 ) -> None:
