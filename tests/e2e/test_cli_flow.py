@@ -61,9 +61,9 @@ def test_dry_run_run_status_jobs_verify(system: System) -> None:
 
 
 def test_pause_and_resume_through_the_cli(system: System) -> None:
-    # Slow enough (20 batches x 300 ms, one at a time) that `pause` lands mid-job.
+    # Slow enough (10 batches x 300 ms, one at a time) that `pause` lands mid-job.
     system.start_catalog("--latency-ms", "300")
-    seed_products(system.db, 2000)
+    seed_products(system.db, 1000)
     system.start_workers(1, concurrency=1)
     started = as_json(
         backfill(system, "run", "catalog", "--json", "--batch-size", "100", "--max-in-flight", "1")
@@ -77,4 +77,4 @@ def test_pause_and_resume_through_the_cli(system: System) -> None:
     resumed = backfill(system, "resume", job_id, "--wait")
     assert resumed.returncode == 0, resumed.stderr
     final = as_json(backfill(system, "status", job_id, "--json"))
-    assert final["job"]["status"] == "completed" and final["items"]["processed"] == 2000
+    assert final["job"]["status"] == "completed" and final["items"]["processed"] == 1000

@@ -31,7 +31,8 @@ def _in_flight(system: System, job_id: str) -> int:
 
 def test_set_max_in_flight_caps_batches_thereafter(system: System) -> None:
     system.start_catalog("--latency-ms", "30")
-    seed_products(system.db, 3000)
+    # 30 batches: a few finish before the cap changes, eight run one at a time after it.
+    seed_products(system.db, 1500)
     job_id = system.launch(batch_size=50, max_in_flight=4)  # planned before workers start
     system.start_workers(2, concurrency=2, extra_env=SLOW)
     system.wait_until(lambda: _in_flight(system, job_id) >= 3, what="several batches in flight")
@@ -145,7 +146,7 @@ def test_set_refuses_bad_values_and_finished_jobs_in_one_line(
 
 
 def test_status_shows_the_rate_and_the_last_changes(system: System, tmp_path: Path) -> None:
-    seed_products(system.db, 3000)
+    seed_products(system.db, 300)
     system.start_catalog("--latency-ms", "50")
     job_id = system.launch(batch_size=100, max_in_flight=2)  # no workers: it stays running
     proc = _cli(system, tmp_path, "set", job_id, "--rate", "auto:30/s", "--batch-size", "80")
