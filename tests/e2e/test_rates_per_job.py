@@ -18,7 +18,8 @@ from bson import ObjectId
 from catalog_service.scenario import start_catalog
 from tests.harness import System
 
-# Timing-sensitive under load (requests delayed in transit can bunch): `make test` runs these after the parallel phase.
+# Timing-sensitive under load (requests delayed in transit can bunch): `make test` runs
+# these after the parallel phase, away from its load.
 pytestmark = [pytest.mark.e2e, pytest.mark.timing]
 
 SLOW_RATE = 3.0  # requests/s the slow API allows
