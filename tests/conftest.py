@@ -19,6 +19,19 @@ from orchestrator.stack import Stack, ensure_servers
 from tests.harness import FAST, System
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C reaches this suite's children, however the suite itself was started.
+
+    A shell without job control (a script's `cmd &`, `nohup`, some CI runners) starts a
+    background job with SIGINT ignored; every child inherits that, and Python keeps an
+    inherited SIG_IGN, so a test interrupting a `demo` or `up` it started saw it run on.
+    A handled signal is reset to its default across exec: with Python's own handler
+    here, each child starts as it would from a terminal.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @pytest.fixture(scope="session")
 def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("backfill")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -58,6 +59,7 @@ def test_up_serves_a_run_from_another_terminal_and_stops_every_child(tmp_path: P
         stderr=subprocess.STDOUT,
         text=True,
     )
+    children: dict[int, psutil.Process] = {}
     try:
         banner = "".join(_wait_for_line(up, "ready"))
         children = {
@@ -103,6 +105,11 @@ def test_up_serves_a_run_from_another_terminal_and_stops_every_child(tmp_path: P
         if up.poll() is None:
             up.kill()
             up.wait()
+            # Its children live in their own sessions: a failed test must not leave them
+            # loading the rest of the suite.
+            for child in children.values():
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
     _gone, alive = psutil.wait_procs(list(children.values()), timeout=30)
     assert not alive, f"left running: {[p.pid for p in alive]}"
     assert not (data_dir / STATE_FILE).exists()  # later commands no longer point at it
