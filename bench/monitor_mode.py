@@ -19,19 +19,19 @@ from pathlib import Path
 import pymongo
 
 from bench.probes import cpu_seconds
-from orchestrator.stack import start_mongo
+from orchestrator.stack import embedded_mongo_url, free_port, start_mongo
 
 IDLE_SECONDS = 10.0
-MODES = {"stream": "serverMonitoringMode=stream", "poll": "serverMonitoringMode=poll"}
+MODES = ("stream", "poll")  # pymongo's serverMonitoringMode values compared
 
 
 def measure(
     mode: str, *, clients: int, updates: int, log_dir: Path, idle_seconds: float = IDLE_SECONDS
 ) -> dict[str, float]:
     """One round on a fresh server: idle CPU share, then server CPU-ms and wall-ms per update."""
-    server, _ = start_mongo(None, log_dir=log_dir)
-    base = server.url.split("&serverMonitoringMode=")[0]
-    url = f"{base}&{MODES[mode]}"
+    port = free_port()
+    server, _ = start_mongo(None, port=port, log_dir=log_dir)
+    url = embedded_mongo_url(port, monitoring=mode)
     writer: pymongo.MongoClient = pymongo.MongoClient(url)
     idle = [pymongo.MongoClient(url) for _ in range(clients)]
     try:

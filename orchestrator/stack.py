@@ -177,7 +177,7 @@ def running_embedded_mongo(data_dir: Path) -> str | None:
     return None
 
 
-def embedded_mongo_url(port: int) -> str:
+def embedded_mongo_url(port: int, *, monitoring: str = "poll") -> str:
     """How every process of ours reaches the embedded server on this machine.
 
     Its clients' monitors poll (one `hello` per heartbeat, 10 s) instead of streaming:
@@ -185,7 +185,8 @@ def embedded_mongo_url(port: int) -> str:
     each streaming monitor holds a connection whose handler the server wakes several
     times a second, for nothing (`python -m bench.monitor_mode`; docs/benchmarks.md).
     """
-    return f"mongodb://{LOOPBACK}:{port}/?directConnection=true&serverMonitoringMode=poll"
+    query = f"directConnection=true&serverMonitoringMode={monitoring}"
+    return f"mongodb://{LOOPBACK}:{port}/?{query}"
 
 
 def start_mongo(

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pymongo
-from pymongo import monitoring
+from pymongo import monitoring, uri_parser
 
 from orchestrator.stack import Stack, running_embedded_mongo
 
@@ -50,7 +50,7 @@ def test_a_command_sharing_a_running_embedded_server_polls_too(
     stack: Stack, tmp_path: Path
 ) -> None:
     assert stack.settings.mongo_url
-    port = int(stack.settings.mongo_url.split("://", 1)[1].split("/")[0].rsplit(":", 1)[1])
+    [(_host, port)] = uri_parser.parse_uri(stack.settings.mongo_url)["nodelist"]
     data_dir = tmp_path / "mongo"
     (tmp_path / "mongo.pid").write_text(f"{os.getpid()} {port}\n")
     shared = running_embedded_mongo(data_dir)
