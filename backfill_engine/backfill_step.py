@@ -12,7 +12,6 @@ from typing import Any
 
 from pymongo import UpdateOne
 from pymongo.database import Database
-from pymongo.results import BulkWriteResult
 
 from backfill_engine import journal
 from backfill_engine.batch_context import BatchContext
@@ -26,7 +25,7 @@ from backfill_engine.payload import CHAIN_START, build_set, chain_hash, item_dig
 from backfill_engine.schema import write_quarantine
 from backfill_engine.sources import SourceContext, SourceResult
 from backfill_engine.store import now_utc
-from backfill_engine.subchunk_step import Planned
+from backfill_engine.subchunk_step import Planned, WriteResult
 
 
 class BackfillStep:
@@ -50,6 +49,7 @@ class BackfillStep:
         self.collection = backfill.collection
         self.subchunk_size = min(subchunk_size, backfill.subchunk_size)
         self.journals = journals  # `backfill run --no-journal` turns it off for the job
+        self.counts_only = True  # what it holds is decided in `plan`, before any write
 
     def plan(self, chunk: Sequence[Any], progress: Progress) -> Planned | None:
         phase, batch = self.chain.phase, self.batch
@@ -67,9 +67,12 @@ class BackfillStep:
             except FetchInterrupted:
                 return None  # nothing written for this sub-chunk; the loop sees why and stops
             self.chain.after("after_source", batch, answer)
-        return apply_decisions(self.backfill, chunk, current, answer, self.ambiguous, progress)
+        namespace = f"{self.db.name}.{self.collection}"
+        return apply_decisions(
+            self.backfill, chunk, current, answer, self.ambiguous, progress, namespace=namespace
+        )
 
-    def count_write(self, planned: Planned, result: BulkWriteResult, progress: Progress) -> None:
+    def count_write(self, planned: Planned, result: WriteResult, progress: Progress) -> None:
         c = progress.counters
         c["written"] += result.modified_count
         c["unchanged"] += result.matched_count - result.modified_count
@@ -87,9 +90,12 @@ def apply_decisions(
     answer: SourceResult,
     ambiguous: set[Any],
     progress: Progress,
+    *,
+    namespace: str | None = None,
 ) -> Planned:
     """The sub-chunk's document updates, their before-images (backfill_engine.journal) and
-    quarantine entries; counts and hashes the rest into `progress`."""
+    quarantine entries; counts and hashes the rest into `progress`. `namespace` (db.coll)
+    goes on each update, so the core can send them in a client bulkWrite."""
     p = progress
     planned = Planned()
     now = now_utc()
@@ -106,7 +112,7 @@ def apply_decisions(
             p.payload_hash = chain_hash(p.payload_hash or CHAIN_START, digest)
             if outcome is Outcome.WRITE:
                 written = build_set(decision.diff, now, backfill.synced_field)
-                planned.ops.append(UpdateOne({"_id": pid}, {"$set": written}))
+                planned.ops.append(UpdateOne({"_id": pid}, {"$set": written}, namespace=namespace))
                 planned.before.append(journal.before_image(pid, current[pid], written))
             else:
                 p.counters["unchanged"] += 1

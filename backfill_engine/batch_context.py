@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from backfill_engine.definition import Backfill
+    from backfill_engine.handoff import Handoff
     from backfill_engine.lease_keeper import LeaseKeeper
     from backfill_engine.sources import SourceContext
     from backfill_engine.store import Lease
@@ -50,6 +51,7 @@ class BatchContext:
     keeper: LeaseKeeper | None = None  # while the batch runs: lease and job state
     source: SourceContext | None = None
     counters: dict[str, int] = field(default_factory=dict)  # as last counted
+    handoff: Handoff | None = None  # a finished batch's slot, handed on (or not tried)
 
     @classmethod
     def new(cls, job_id: str, batch_no: int, owner: str, logger: logging.Logger) -> BatchContext:

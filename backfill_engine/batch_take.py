@@ -44,6 +44,8 @@ JOB_FIELDS = (
     "collection",
     "workers_lacking_settings",
     "unknown_to_workers",
+    "max_in_flight",  # for the finish's handoff (backfill_engine.handoff)
+    "planning",
 )
 
 
@@ -52,6 +54,7 @@ class Taken:
     """A leased batch, ready to run."""
 
     job_state: str
+    job: dict[str, Any]  # the job document as read before the lease (JOB_FIELDS)
     doc: dict[str, Any]  # the batch document as leased
     ids: list[Any]
     step: SubchunkStep
@@ -156,7 +159,7 @@ def take(
             )
     except TRANSIENT_ERRORS as exc:
         return after_error(rt, sender, batch, chain, exc)
-    return Taken(job["status"], doc, ids, step, leased_at)
+    return Taken(job["status"], job, doc, ids, step, leased_at)
 
 
 def stopping(batch: BatchContext) -> bool:

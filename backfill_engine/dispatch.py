@@ -118,9 +118,10 @@ def fill_in_flight(coll: Collection, app: TaskSender, queue: str, job_id: str) -
         if not job or job["status"] not in [s.value for s in DISPATCHABLE_JOB_STATES]:
             return 0
         total = planned_total(job)
-        free = int(job["max_in_flight"]) - count_in_flight(coll, job_id)
+        cap = int(job["max_in_flight"])
+        free = cap - count_in_flight(coll, job_id)
         while free > 0:
-            batch = claim_pending(coll, job_id)
+            batch = claim_pending(coll, job_id, cap)
             if batch is None:
                 break
             send_batch(app, queue, job_id, int(batch["batch_no"]), total=total)

@@ -277,6 +277,8 @@ def plan_restore(
     changes: Mapping[str, Change],
     counts: RevertCounts,
     on_left: OnLeft | None = None,
+    *,
+    namespace: str | None = None,
 ) -> UpdateOne | None:
     """The guarded update that puts back the fields still holding what the job wrote.
 
@@ -318,7 +320,7 @@ def plan_restore(
         update["$set"] = sets
     if unsets:
         update["$unset"] = unsets
-    return UpdateOne(guard, update)
+    return UpdateOne(guard, update, namespace=namespace)
 
 
 def bson_type(value: Any) -> int:

@@ -39,9 +39,10 @@ class LeaseKeeper:
     """Keeps a running batch informed without stopping it: renews its lease and re-reads
     its job's status in the background.
 
-    `lost` is set if another worker took the batch over; `job_state` is the job's status
-    as last read (at most STATUS_RECHECK_SECONDS old), so the batch checks pause and
-    cancel between sub-chunks without a round trip of its own.
+    `lost` is set if another worker took the batch over; `job_state` and `job_cap` are the
+    job's status and `max_in_flight` as last read (at most STATUS_RECHECK_SECONDS old), so
+    the batch checks pause and cancel between sub-chunks, and hands its slot on under the
+    current cap, without a round trip of its own.
     """
 
     def __init__(
@@ -52,11 +53,13 @@ class LeaseKeeper:
         *,
         job_id: str,
         job_state: str,
+        job_cap: object = None,
         recheck_seconds: float = STATUS_RECHECK_SECONDS,
         leased_at: float | None = None,
     ) -> None:
         self.coll, self.lease, self.lease_seconds = coll, lease, lease_seconds
         self.job_id, self.job_state, self.recheck_seconds = job_id, job_state, recheck_seconds
+        self.job_cap = job_cap
         self.lost = threading.Event()
         # Until when (monotonic) the lease is surely ours: set from the send time of the last
         # update that extended it (lease, renewal, checkpoint), so it errs on the early side.
@@ -90,8 +93,9 @@ class LeaseKeeper:
         self._renewer.stop(timeout=5)
 
     def _read_job_state(self) -> None:
-        job = read_job(self.coll, self.job_id, ("status",))
+        job = read_job(self.coll, self.job_id, ("status", "max_in_flight"))
         self.job_state = job["status"] if job else JobStatus.CANCELLED.value
+        self.job_cap = job.get("max_in_flight") if job else None
 
     def _renew(self) -> bool:
         # A failed round trip (PyMongoError) is left to the next round, the checkpoint or

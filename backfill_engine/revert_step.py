@@ -20,14 +20,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from pymongo.database import Database
-from pymongo.results import BulkWriteResult
 
 from backfill_engine import journal
 from backfill_engine.batch_io import read_current
 from backfill_engine.batch_progress import Progress
 from backfill_engine.journal import CHANGED, Change, RevertCounts, holds_before, was_restoring
 from backfill_engine.revert_conflicts import conflict_entry, write_conflicts
-from backfill_engine.subchunk_step import Planned
+from backfill_engine.subchunk_step import Planned, WriteResult
 
 # The revert counters a revert batch keeps beside the item counters (field values).
 REVERT_COUNTERS = ("restored", "already", "conflicts", "unrestorable")
@@ -37,6 +36,7 @@ class RevertStep:
     """Compare with the journal → guarded restores and conflicts, for one revert batch."""
 
     journals = True  # its own writes, to count them once across deliveries (see above)
+    counts_only = False  # an update an application write beat is read back and held
 
     def __init__(
         self,
@@ -56,6 +56,7 @@ class RevertStep:
         self.subchunk_size, self.read_ids = subchunk_size, read_ids
         self._changes: dict[Any, dict[str, Change]] | None = None
         self._reading: dict[Any, dict[str, Any] | None] = {}  # current docs of planned ops
+        self.namespace = f"{db.name}.{collection}"  # on each op, for a client bulkWrite
 
     def changes(self) -> dict[Any, dict[str, Change]]:
         """What the reverted batch changed, read once per delivery."""
@@ -87,7 +88,9 @@ class RevertStep:
             def left(f: str, c: Change, why: str, cur: Any, pid: Any = pid) -> None:
                 planned.held.append(conflict_entry(pid, f, c, why, cur))
 
-            op = journal.plan_restore(pid, doc, per_doc, counts, on_left=left)
+            op = journal.plan_restore(
+                pid, doc, per_doc, counts, on_left=left, namespace=self.namespace
+            )
             earlier = self.own_restores().get(pid) or {}
             for f, c in per_doc.items():
                 if f in earlier and doc is not None and not c.lost and holds_before(doc, f, c):
@@ -102,7 +105,7 @@ class RevertStep:
         add_counts(progress, counts)
         return planned
 
-    def count_write(self, planned: Planned, result: BulkWriteResult, progress: Progress) -> None:
+    def count_write(self, planned: Planned, result: WriteResult, progress: Progress) -> None:
         changes, counts = self.changes(), RevertCounts()
         c = progress.counters
         c["written"] += result.modified_count

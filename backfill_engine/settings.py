@@ -183,6 +183,9 @@ class Settings:
     # `--rate auto` controller tick; 0: this worker runs no controller
     rate_control_interval_seconds: float = DEFAULT_RATE_CONTROL_INTERVAL_SECONDS
     journal_days: int = DEFAULT_JOURNAL_DAYS  # before-image retention (backfill_engine.journal)
+    # A sub-chunk's checkpoint, journal and updates in one client bulkWrite where the
+    # server takes it (MongoDB 8.0+; backfill_engine.subchunk_write)
+    client_bulk_write: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, cwd: Path | None = None) -> Settings:
@@ -273,6 +276,8 @@ class Settings:
             log_json=(_text(e, "BACKFILL_LOG_JSON", "0") or "0").lower() in ("1", "true", "yes"),
             worker_sweep=(_text(e, "BACKFILL_WORKER_SWEEP", "1") or "1").lower()
             in ("1", "true", "yes"),
+            client_bulk_write=(_text(e, "BACKFILL_CLIENT_BULK_WRITE", "1") or "1").lower()
+            in ("1", "true", "yes"),
             max_write_latency_ms=_float(
                 e, "BACKFILL_MAX_WRITE_LATENCY_MS", DEFAULT_MAX_WRITE_LATENCY_MS, 0, 3_600_000
             ),
@@ -359,6 +364,7 @@ class Settings:
             "FLOWER_PORT": str(self.flower_port),
             "BACKFILL_LOG_JSON": "1" if self.log_json else "0",
             "BACKFILL_WORKER_SWEEP": "1" if self.worker_sweep else "0",
+            "BACKFILL_CLIENT_BULK_WRITE": "1" if self.client_bulk_write else "0",
             "BACKFILL_RATE_CONTROL_INTERVAL": str(self.rate_control_interval_seconds),
             "BACKFILL_IMPORTS": ",".join(self.imports),
             "BACKFILL_HOOKS": ",".join(self.hooks),

@@ -266,6 +266,29 @@ def checkpoint(
     `source_inc` adds what the source calls cost since the last write (requests, 429s,
     5xx, rate-limit wait) to the batch's `source` totals, for metrics.
     """
+    update = checkpoint_update(
+        processed=processed,
+        last_processed_id=last_processed_id,
+        payload_hash=payload_hash,
+        counters=counters,
+        lease_seconds=lease_seconds,
+        source_inc=source_inc,
+    )
+    res = coll.update_one(lease.guard(), update)
+    return res.matched_count == 1
+
+
+def checkpoint_update(
+    *,
+    processed: int,
+    last_processed_id: Any,
+    payload_hash: str | None,
+    counters: dict[str, int],
+    lease_seconds: float,
+    source_inc: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """The update `checkpoint` applies under `lease.guard()`; a client bulkWrite sends the
+    same one beside the next sub-chunk's writes (backfill_engine.subchunk_write)."""
     now = now_utc()
     update: dict[str, Any] = {
         "$set": {
@@ -278,8 +301,7 @@ def checkpoint(
         }
     }
     _add_source_inc(update, source_inc)
-    res = coll.update_one(lease.guard(), update)
-    return res.matched_count == 1
+    return update
 
 
 def _add_source_inc(update: dict[str, Any], source_inc: dict[str, float] | None) -> None:
@@ -373,12 +395,14 @@ def fail_batch(coll: Collection, lease: Lease, error: str) -> bool:
 CLAIM_ATTEMPTS = 5
 
 
-def claim_pending(coll: Collection, job_id: str) -> dict[str, Any] | None:
+def claim_pending(coll: Collection, job_id: str, cap: int | None = None) -> dict[str, Any] | None:
     """Move the lowest-numbered pending batch to queued, returning `_id`, `batch_no`, `status`.
 
     Find, then a guarded update_one on `_id`, as for a lease. Callers hold the job's
-    dispatch lock; the guard still loses cleanly to a concurrent cancel, and the next
-    candidate is tried.
+    dispatch lock, or hand on the slot of a batch still running (backfill_engine.handoff);
+    the guard still loses cleanly to a concurrent cancel, and the next candidate is tried.
+    `cap` is the job's max_in_flight the claim was made under, kept on the batch as
+    `dispatch_cap` so its own finish can tell whether the cap was lowered since.
     """
     pending = {"job_id": job_id, "status": BatchStatus.PENDING.value}
     for _ in range(CLAIM_ATTEMPTS):
@@ -388,7 +412,14 @@ def claim_pending(coll: Collection, job_id: str) -> dict[str, Any] | None:
         now = now_utc()
         res = coll.update_one(
             {"_id": cand["_id"], **batch_guard(BatchStatus.QUEUED, BatchStatus.PENDING)},
-            {"$set": {"status": BatchStatus.QUEUED.value, "dispatched_at": now, "updated_at": now}},
+            {
+                "$set": {
+                    "status": BatchStatus.QUEUED.value,
+                    "dispatched_at": now,
+                    "updated_at": now,
+                    "dispatch_cap": cap,
+                }
+            },
         )
         if res.modified_count == 1:
             return {**cand, "status": BatchStatus.QUEUED.value, "dispatched_at": now}

@@ -16,11 +16,17 @@ from pymongo import UpdateOne
 from pymongo.results import BulkWriteResult
 
 from backfill_engine.batch_progress import Progress
+from backfill_engine.subchunk_write import WriteCounts
+
+WriteResult = BulkWriteResult | WriteCounts  # what a document write matched and changed
 
 
 @dataclass
 class Planned:
-    """One sub-chunk's writes: document updates, their before-images, and entries to hold."""
+    """One sub-chunk's writes: document updates, their before-images, and entries to hold.
+
+    Each update carries the namespace of the step's collection (`UpdateOne(...,
+    namespace="db.coll")`): the core may send it in a client bulkWrite with the journal."""
 
     ops: list[UpdateOne] = field(default_factory=list)
     before: list[dict[str, Any]] = field(default_factory=list)  # journal entries for `ops`
@@ -36,12 +42,15 @@ class SubchunkStep(Protocol):
     collection: str  # the documents the step writes
     subchunk_size: int
     journals: bool  # whether the core records before-images of `Planned.ops`
+    # True when `count_write` only counts, whatever the result (nothing read, nothing added
+    # to hold): the core may then send the checkpoint in the same command as the writes.
+    counts_only: bool
 
     def plan(self, chunk: Sequence[Any], progress: Progress) -> Planned | None:
         """Read and decide the sub-chunk, counting into `progress`; None if interrupted
         before anything was decided (the core then stops at the checkpoint)."""
 
-    def count_write(self, planned: Planned, result: BulkWriteResult, progress: Progress) -> None:
+    def count_write(self, planned: Planned, result: WriteResult, progress: Progress) -> None:
         """Count what the document write did (it may add entries to `planned.held`)."""
 
     def hold(self, job_id: str, batch_no: int, held: list[dict[str, Any]]) -> None:

@@ -62,7 +62,8 @@ JOB_TRANSITIONS: Mapping[JobStatus, Mapping[JobStatus, str]] = {
 
 BATCH_TRANSITIONS: Mapping[BatchStatus, Mapping[BatchStatus, str]] = {
     B.PENDING: {
-        B.QUEUED: "a dispatcher under the job's dispatch lock, a slot free (store.claim_pending)",
+        B.QUEUED: "a dispatcher under the job's dispatch lock, a slot free; or a batch "
+        "finishing, handing its slot on (store.claim_pending)",
         B.RUNNING: "a worker with a delivered message, no live lease (store.lease_batch)",
         B.CANCELLED: "the job cancelled or failed (store.cancel_job, store.fail_job)",
         B.FAILED: "a retry that could not reopen its job puts back what it reset "

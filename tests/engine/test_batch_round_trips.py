@@ -1,36 +1,52 @@
-"""The round trips a batch costs: one read and one write per sub-chunk, whatever the server."""
+"""The round trips a batch costs: one read and one write per sub-chunk, and a finish that
+hands its slot on to the next batch."""
 
 from __future__ import annotations
 
 import math
 from collections import Counter
 from dataclasses import replace
+from typing import Any
 
 import pymongo
+import pytest
 import redis
 from pymongo import monitoring
 
+from backfill_engine import backfill_step
 from backfill_engine.batch_outcome import BatchOutcome
 from backfill_engine.batch_run import process_batch
+from backfill_engine.http_client import SourceUnavailableError
+from backfill_engine.journal import JOURNAL
 from backfill_engine.planner import plan_job, start_or_join
 from backfill_engine.runtime import Runtime, worker_definitions
 from backfill_engine.settings import Settings
+from backfill_engine.states import BATCH_IDS, METADATA
+from backfill_engine.store import batch_id, load_batch_ids
 from migrations.versions._catalog import PRODUCTS
 from tests.harness import System, seed_products
 from tests.orchestrator.test_planner import RecordingSender
 
 
 class CommandTally(monitoring.CommandListener):
-    """Commands this client sent, by (command name, collection)."""
+    """Commands this client sent, by (command name, collection); checkpoints and dispatch
+    locks sent on their own are counted apart."""
 
     def __init__(self) -> None:
         self.sent: Counter[tuple[str, str]] = Counter()
+        self.checkpoints = 0
+        self.locks = 0
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         target = event.command.get(event.command_name)
         if not isinstance(target, str):  # getMore names its cursor first, then the collection
             target = event.command.get("collection", "")
         self.sent[(event.command_name, target)] += 1
+        if (event.command_name, target) == ("update", METADATA):
+            for u in event.command["updates"]:
+                sets = u["u"].get("$set", {})
+                self.checkpoints += "processed" in sets and "status" not in sets
+                self.locks += sets.get("dispatch_lock_until") is not None  # taken, not dropped
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass
@@ -39,8 +55,137 @@ class CommandTally(monitoring.CommandListener):
         pass
 
 
+def run_batches(
+    system: System,
+    settings: Settings,
+    n: int = 500,
+    *,
+    batches: int = 1,
+    set_cap: int | None = None,
+) -> tuple[CommandTally, int, str, RecordingSender]:
+    """Plan an `n`-product job (cap 1) and run its first `batches` batches in-process, one
+    after another, the cap set to `set_cap` after planning if given; the commands they
+    sent, sub-chunks per batch, the job and what was sent."""
+    seed_products(system.db, n)
+    job, _ = start_or_join(
+        system.db,
+        backfill="catalog",
+        collection=PRODUCTS,
+        batch_size=500,
+        max_in_flight=1,
+        rate_per_second=settings.rate_per_second,
+    )
+    job_id = str(job["_id"])
+    plan_job(system.db, RecordingSender(), settings.queue, job_id)
+    if set_cap is not None:  # as `backfill set --max-in-flight` does
+        system.db[METADATA].update_one({"_id": job_id}, {"$set": {"max_in_flight": set_cap}})
+    tally = CommandTally()
+    client: pymongo.MongoClient = pymongo.MongoClient(settings.mongo_url, event_listeners=[tally])
+    assert settings.redis_url
+    rt = Runtime(
+        settings,
+        client[settings.mongo_db],
+        redis.Redis.from_url(settings.redis_url),
+        worker_definitions(settings),
+    )
+    sender = RecordingSender()
+    try:
+        for batch_no in range(batches):
+            assert process_batch(rt, sender, job_id, batch_no, "w") is BatchOutcome.DONE
+            rt.after_batch.submit(lambda: None).result()  # its dispatch has run
+    finally:
+        rt.after_batch.shutdown(wait=True)
+        client.close()
+    per_chunk = min(settings.subchunk_size, rt.definitions["catalog"].subchunk_size)
+    written = system.db[PRODUCTS].count_documents({"catalog_synced_at": {"$exists": True}})
+    assert written == min(n, 500 * batches)
+    return tally, math.ceil(500 / per_chunk), job_id, sender
+
+
 def run_one_batch(system: System, settings: Settings) -> tuple[CommandTally, int]:
     """Plan a 500-product job, run its one batch in-process; the commands and sub-chunks."""
+    tally, subchunks, _, _ = run_batches(system, settings)
+    return tally, subchunks
+
+
+def test_a_batch_reads_and_writes_each_sub_chunk_in_one_command(system: System) -> None:
+    # The default; the embedded stack the tests run on reads in shorter lists.
+    tally, subchunks = run_one_batch(system, replace(system.settings, read_ids=0))
+    # A read split into several `$in` lists, or a write per document, shows up here.
+    assert tally.sent[("find", PRODUCTS)] == subchunks
+    assert tally.sent[("getMore", PRODUCTS)] == 0  # each read's first reply holds it all
+    # The server takes a client bulkWrite (SecantusDB speaks wire version 27, as mongod
+    # 8.2): journal, updates and checkpoint go in one command per sub-chunk.
+    assert tally.sent[("bulkWrite", "")] == subchunks
+    assert tally.sent[("update", PRODUCTS)] == 0
+    assert tally.sent[("insert", JOURNAL)] == 0
+    assert tally.checkpoints == 0  # each rode with its sub-chunk's writes, the last with
+    # the finish
+
+
+def test_without_client_bulk_write_each_sub_chunk_writes_journal_updates_and_checkpoint(
+    system: System,
+) -> None:
+    # A server before MongoDB 8.0, or BACKFILL_CLIENT_BULK_WRITE=0.
+    settings = replace(system.settings, read_ids=0, client_bulk_write=False)
+    tally, subchunks = run_one_batch(system, settings)
+    assert tally.sent[("find", PRODUCTS)] == subchunks
+    assert tally.sent[("bulkWrite", "")] == 0
+    assert tally.sent[("update", PRODUCTS)] == subchunks
+    assert tally.sent[("insert", JOURNAL)] == subchunks
+    assert tally.checkpoints == subchunks - 1  # the last is the finish's
+
+
+def test_read_ids_splits_each_sub_chunk_read_and_still_writes_every_document(
+    system: System,
+) -> None:
+    settings = replace(system.settings, subchunk_size=100, read_ids=30)
+    tally, subchunks = run_one_batch(system, settings)
+    assert subchunks == 5
+    assert tally.sent[("find", PRODUCTS)] == subchunks * 4  # 30 + 30 + 30 + 10 ids
+    assert tally.sent[("getMore", PRODUCTS)] == 0
+    assert tally.sent[("bulkWrite", "")] == subchunks
+
+
+def test_a_finished_batch_hands_its_slot_on_without_the_dispatch_lock(system: System) -> None:
+    tally, _, job_id, sender = run_batches(system, system.settings, 1500, batches=1)
+    meta = system.db[METADATA]
+    assert tally.locks == 0  # no lock, no count: the finish claimed the next batch itself
+    nxt = meta.find_one({"_id": batch_id(job_id, 1)})
+    assert nxt is not None and nxt["status"] == "queued" and nxt["dispatch_cap"] == 1
+    assert sender.sent == [("backfill.batch", [job_id, 1])]
+    assert meta.find_one({"_id": batch_id(job_id, 2)})["status"] == "pending"  # cap 1 held
+
+
+def test_a_changed_cap_goes_back_to_the_counted_fill(system: System) -> None:
+    tally, _, job_id, sender = run_batches(system, system.settings, 2000, set_cap=3)
+    assert tally.locks == 1  # the counted fill, which sees the new cap
+    assert sorted(args[1] for _, args in sender.sent) == [1, 2, 3]  # three slots free now
+    queued = system.db[METADATA].find({"job_id": job_id, "status": "queued"})
+    assert {d["dispatch_cap"] for d in queued} == {3}
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["bulkWrite", "separate"])
+def test_every_written_sub_chunk_is_recorded_before_the_source_is_asked_again(
+    system: System, monkeypatch: pytest.MonkeyPatch, together: bool
+) -> None:
+    # What the database holds when the third sub-chunk's source call starts is what a
+    # worker killed during that call leaves: the two sub-chunks written must be recorded,
+    # or the retry asks the source again for what is written already (a checkpoint held
+    # back to ride with the next write would fail this).
+    calls = {"n": 0}
+    real = backfill_step.ask_source
+    durable: dict[str, Any] = {}
+
+    def third_fails(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            durable.update(system.db[METADATA].find_one({"_id": batch_id(job_id, 0)}) or {})
+            raise SourceUnavailableError("the catalog is down")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backfill_step, "ask_source", third_fails)
+    settings = replace(system.settings, read_ids=0, client_bulk_write=together)
     seed_products(system.db, 500)
     job, _ = start_or_join(
         system.db,
@@ -52,40 +197,25 @@ def run_one_batch(system: System, settings: Settings) -> tuple[CommandTally, int
     )
     job_id = str(job["_id"])
     plan_job(system.db, RecordingSender(), settings.queue, job_id)
-    tally = CommandTally()
-    client: pymongo.MongoClient = pymongo.MongoClient(settings.mongo_url, event_listeners=[tally])
     assert settings.redis_url
     rt = Runtime(
         settings,
-        client[settings.mongo_db],
+        system.db,
         redis.Redis.from_url(settings.redis_url),
         worker_definitions(settings),
     )
     try:
-        assert process_batch(rt, RecordingSender(), job_id, 0, "w") is BatchOutcome.DONE
+        assert process_batch(rt, RecordingSender(), job_id, 0, "w") is BatchOutcome.RETRY
     finally:
         rt.after_batch.shutdown(wait=True)
-        client.close()
-    per_chunk = min(settings.subchunk_size, rt.definitions["catalog"].subchunk_size)
-    assert system.db[PRODUCTS].count_documents({"catalog_synced_at": {"$exists": True}}) == 500
-    return tally, math.ceil(500 / per_chunk)
+    assert durable["processed"] == 200 and durable["counters"]["written"] == 200
+    assert durable["last_processed_id"] == durable_last(system, job_id)
+    batch = system.db[METADATA].find_one({"_id": batch_id(job_id, 0)})
+    assert batch is not None and batch["lease_owner"] is None
+    assert batch["processed"] == 200 and batch["counters"]["written"] == 200
+    assert system.db[PRODUCTS].count_documents({"catalog_synced_at": {"$exists": True}}) == 200
 
 
-def test_a_batch_reads_and_writes_each_sub_chunk_in_one_command(system: System) -> None:
-    # The default; the embedded stack the tests run on reads in shorter lists.
-    tally, subchunks = run_one_batch(system, replace(system.settings, read_ids=0))
-    # A read split into several `$in` lists, or a write per document, shows up here.
-    assert tally.sent[("find", PRODUCTS)] == subchunks
-    assert tally.sent[("getMore", PRODUCTS)] == 0  # each read's first reply holds it all
-    assert tally.sent[("update", PRODUCTS)] == subchunks
-
-
-def test_read_ids_splits_each_sub_chunk_read_and_still_writes_every_document(
-    system: System,
-) -> None:
-    settings = replace(system.settings, subchunk_size=100, read_ids=30)
-    tally, subchunks = run_one_batch(system, settings)
-    assert subchunks == 5
-    assert tally.sent[("find", PRODUCTS)] == subchunks * 4  # 30 + 30 + 30 + 10 ids
-    assert tally.sent[("getMore", PRODUCTS)] == 0
-    assert tally.sent[("update", PRODUCTS)] == subchunks
+def durable_last(system: System, job_id: str) -> Any:
+    """The 200th id of the job's first batch: where its checkpoint after two sub-chunks is."""
+    return load_batch_ids(system.db[BATCH_IDS], batch_id(job_id, 0))[199]

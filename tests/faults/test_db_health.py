@@ -1,7 +1,8 @@
 """Scenario 5f: the database slows down; the workers hold back, say why, and go on after.
 
-SecantusDB's failCommand blocks every update of the workers' connections (appName filter)
-for BLOCK_MS while it is on, as a saturated primary would. With a write-latency limit
+SecantusDB's failCommand blocks every update and client bulkWrite (the engine's product
+writes, where the server takes one) of the workers' connections (appName filter) for
+BLOCK_MS while it is on, as a saturated primary would. With a write-latency limit
 below that, the workers' recent write p95 crosses it: they hold new sub-chunks back,
 record the reason on the job (shown by `status` and the metrics) and probe the database
 until it is fast again; the job then completes with every product written once.
@@ -81,7 +82,7 @@ def test_slow_writes_hold_the_job_back_then_it_recovers_and_completes(
     assert "throttle" not in job(), "held back before the database was slow"
 
     how = {
-        "failCommands": ["update"],
+        "failCommands": ["update", "bulkWrite"],
         "blockConnection": True,
         "blockTimeMS": BLOCK_MS,
         "appName": WORKER_APP_NAME,

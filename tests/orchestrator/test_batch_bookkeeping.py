@@ -212,6 +212,23 @@ def test_lease_keeper_brings_a_pause_and_a_vanished_job_to_the_batch(db: Databas
     assert not keeper.lost.is_set()
 
 
+def test_lease_keeper_brings_a_changed_cap_to_the_batch(db: Database) -> None:
+    # A finishing batch hands its slot on under the cap the keeper last read
+    # (backfill_engine.handoff): a `set --max-in-flight` must reach it within a recheck.
+    meta = db[METADATA]
+    job_id = _job(db)
+    lease = _leased_batch(meta, job_id)
+    keeper = LeaseKeeper(
+        meta, lease, 30, job_id=job_id, job_state="running", job_cap=4, recheck_seconds=0.05
+    )
+    assert keeper.job_cap == 4
+    with keeper:
+        meta.update_one({"_id": job_id}, {"$set": {"max_in_flight": 1}})
+        assert _wait_for(lambda: keeper.job_cap == 1)
+        meta.delete_one({"_id": job_id})
+        assert _wait_for(lambda: keeper.job_cap is None)
+
+
 def test_lease_keeper_notices_a_lease_taken_over(db: Database) -> None:
     meta = db[METADATA]
     job_id = _job(db)
