@@ -32,7 +32,9 @@ from orchestrator.rates import RateSpec, auto_bucket
 log = logging.getLogger(__name__)
 
 METADATA_MIGRATION = "20240405_create_backfill_metadata"  # creates the collections jobs need
-WAIT_POLL_SECONDS = 0.5
+# A waiting command's progress tick: three reads (job, batch summary, quarantine count).
+# At 0.5 s they were a third of a fast job's MongoDB commands (docs/benchmarks.md).
+WAIT_POLL_SECONDS = 1.0
 RUN_ONLY = ("ids", "replay_of")  # job params that say what a run was, not how to run it
 
 
