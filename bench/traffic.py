@@ -19,7 +19,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,8 +119,7 @@ class TrafficListener(monitoring.CommandListener):
         t0 = time.thread_time()
         size = len(bson.encode(event.command))
         # "find products", "update backfill_metadata": which collection costs what
-        target = event.command.get(event.command_name)
-        name = f"{event.command_name} {target}" if isinstance(target, str) else event.command_name
+        name = command_label(event.command_name, event.command)
         if self.callers:
             name += f" <- {_caller()}"
         with self._lock:
@@ -213,3 +212,18 @@ class TrafficMeter:
         own, workers = self._read()
         self.own = own.minus(self._before[0])
         return self.own.plus(workers.minus(self._before[1]))
+
+
+def command_label(name: str, command: Mapping[str, Any]) -> str:
+    """ "find products", "update backfill_metadata"; a client bulkWrite names every
+    collection it writes: "bulkWrite backfill_metadata+products"."""
+    target = command.get(name)
+    if isinstance(target, str):
+        return f"{name} {target}"
+    if name == "bulkWrite":
+        colls = sorted(
+            {str(ns.get("ns", "")).split(".", 1)[-1] for ns in command.get("nsInfo", [])}
+        )
+        if colls:
+            return f"{name} {'+'.join(colls)}"
+    return name
