@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import auto_rate, floor, journal_cost, peer, report, scaling
+from bench import auto_rate, floor, journal_cost, peer, report, scaling, validator_cost
 from bench.data import product_docs
 from bench.scenarios import Bench, Row, SystemConfig, ceiling, describe, naive, system, with_ratios
 from bench.servers import start_servers
@@ -24,6 +24,7 @@ DEFAULT_NAIVE_PRODUCTS = 300
 DEFAULT_RATE = 2000.0  # catalog requests/s for the global limiter: high, so it never binds
 MEMORY_CHECK_DIVISOR = 4  # the memory check also runs a quarter of --products
 DEFAULT_READ_IDS0_PRODUCTS = 5000  # most products of the BACKFILL_READ_IDS=0 run
+VALIDATOR_PRODUCTS, VALIDATOR_ROUNDS = 10_000, 3  # the validator probe, on its own server
 
 
 @dataclass
@@ -67,6 +68,8 @@ class Options:
     peer_latencies: tuple[float, ...] = peer.DEFAULT_PEER_LATENCIES_MS
     # The journal series (issue 18): first runs with and without it, and a revert.
     with_journal_cost: bool = True
+    # What 20240407's validator costs each later write (bench/validator_cost.py).
+    with_validator_cost: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -93,6 +96,7 @@ class Options:
             "peer": self.with_peer,
             "peer_latencies_ms": list(self.peer_latencies),
             "journal_cost": self.with_journal_cost,
+            "validator_cost": self.with_validator_cost,
         }
 
 
@@ -237,6 +241,7 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         with_peer=not a.no_peer,
         peer_latencies=a.peer_latencies,
         with_journal_cost=not a.no_journal_cost,
+        with_validator_cost=not a.no_validator_cost,
     )
 
 
@@ -252,6 +257,11 @@ def _add_series_options(p: argparse.ArgumentParser) -> None:
         "--no-journal-cost",
         action="store_true",
         help="skip the journal series (first runs with and without it, and a revert)",
+    )
+    p.add_argument(
+        "--no-validator-cost",
+        action="store_true",
+        help="skip the probe of what 20240407's validator costs each write",
     )
     g.add_argument(
         "--peer-latencies",
@@ -355,6 +365,11 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
             if opts.with_journal_cost
             else None
         )
+        validator = (
+            validator_cost.measure(VALIDATOR_PRODUCTS, VALIDATOR_ROUNDS)
+            if opts.with_validator_cost
+            else None
+        )
         auto_rows: list[dict[str, Any]] = []
         if opts.with_auto_rate:
             auto_rows = auto_rate.run_on_fresh_servers(
@@ -378,6 +393,8 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
         env["peer"] = peer_pairs
     if journal_series:
         env["journal"] = journal_series
+    if validator:
+        env["validator_cost"] = {"products": VALIDATOR_PRODUCTS, "cpu_ms_per_doc": validator}
     if opts.with_scaling:
         env["scaling_seconds"] = scaling_seconds
         env["scaling_bound_seconds"] = round(
@@ -409,6 +426,9 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
             auto_rate.write_section(opts.doc, auto_rows)
         report.write_peer(opts.doc, peer_pairs)
         report.write_journal(opts.doc, journal_series)
+        if validator:
+            block = validator_cost.section(validator, VALIDATOR_PRODUCTS)
+            report.write_between(opts.doc, validator_cost.BEGIN, validator_cost.END, block)
         if opts.readme is not None:
             report.write_readme(opts.readme, rows, memory, scaled, args, floor=floor_series)
     say(report.table(rows))

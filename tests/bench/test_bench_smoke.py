@@ -32,6 +32,7 @@ def test_bench_harness_produces_rows(tmp_path: Path) -> None:
             "--no-auto-rate",
             "--peer-latencies", "0",
             "--no-journal-cost",  # tests/bench/test_journal_cost.py runs it
+            "--no-validator-cost",  # tests/bench/test_validator_cost.py runs it
         ]
     )  # fmt: skip
     result = run(opts, say=lambda line: None)
@@ -89,6 +90,7 @@ def test_bench_scaling_series_reports_curve_and_targets(tmp_path: Path) -> None:
             "--no-auto-rate",
             "--no-peer",
             "--no-journal-cost",
+            "--no-validator-cost",
         ]
     )  # fmt: skip
     result = run(opts, say=lambda line: None)
