@@ -55,6 +55,21 @@ class CommandTally(monitoring.CommandListener):
         pass
 
 
+def plan_catalog_job(system: System, settings: Settings) -> str:
+    """Start and plan a catalog job of 500-id batches, cap 1; its id."""
+    job, _ = start_or_join(
+        system.db,
+        backfill="catalog",
+        collection=PRODUCTS,
+        batch_size=500,
+        max_in_flight=1,
+        rate_per_second=settings.rate_per_second,
+    )
+    job_id = str(job["_id"])
+    plan_job(system.db, RecordingSender(), settings.queue, job_id)
+    return job_id
+
+
 def run_batches(
     system: System,
     settings: Settings,
@@ -67,16 +82,7 @@ def run_batches(
     after another, the cap set to `set_cap` after planning if given; the commands they
     sent, sub-chunks per batch, the job and what was sent."""
     seed_products(system.db, n)
-    job, _ = start_or_join(
-        system.db,
-        backfill="catalog",
-        collection=PRODUCTS,
-        batch_size=500,
-        max_in_flight=1,
-        rate_per_second=settings.rate_per_second,
-    )
-    job_id = str(job["_id"])
-    plan_job(system.db, RecordingSender(), settings.queue, job_id)
+    job_id = plan_catalog_job(system, settings)
     if set_cap is not None:  # as `backfill set --max-in-flight` does
         system.db[METADATA].update_one({"_id": job_id}, {"$set": {"max_in_flight": set_cap}})
     tally = CommandTally()
@@ -187,16 +193,7 @@ def test_every_written_sub_chunk_is_recorded_before_the_source_is_asked_again(
     monkeypatch.setattr(backfill_step, "ask_source", third_fails)
     settings = replace(system.settings, read_ids=0, client_bulk_write=together)
     seed_products(system.db, 500)
-    job, _ = start_or_join(
-        system.db,
-        backfill="catalog",
-        collection=PRODUCTS,
-        batch_size=500,
-        max_in_flight=1,
-        rate_per_second=settings.rate_per_second,
-    )
-    job_id = str(job["_id"])
-    plan_job(system.db, RecordingSender(), settings.queue, job_id)
+    job_id = plan_catalog_job(system, settings)
     assert settings.redis_url
     rt = Runtime(
         settings,
