@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,17 +77,25 @@ class Servers:
             self.client.close()
         for proc in (self.catalog, self.redis_proc, self.mongo):
             proc.stop()
+        shutil.rmtree(self.log_dir / MONGO_DATA, ignore_errors=True)
+
+
+MONGO_DATA = "mongo-data"  # the server's files, beside the run's logs, removed at close
 
 
 def start_servers(log_dir: Path) -> Servers:
-    """Start SecantusDB (in memory), a Redis of our own and the catalog stand-in, on loopback.
+    """Start SecantusDB (its data on disk), a Redis of our own and the catalog stand-in,
+    on loopback.
 
-    A private Redis keeps other users of the machine's Redis out of the command counts.
+    On disk, as the demo keeps it: in memory, everything a whole bench writes (every run's
+    database, dropped after it, and the oplog) must fit in the 256 MB cache, and it did
+    not (WT_CACHE_FULL three runs in). A private Redis keeps other users of the machine's
+    Redis out of the command counts.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     started: list[ManagedProcess] = []
     try:
-        mongo, _ = start_mongo(None, log_dir=log_dir)
+        mongo, _ = start_mongo(log_dir / MONGO_DATA, log_dir=log_dir)
         started.append(mongo)
         rds = start_redis(log_dir=log_dir)
         started.append(rds)
