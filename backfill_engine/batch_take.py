@@ -1,4 +1,4 @@
-"""Starting a batch delivery: check the job, take the lease, load the ids, pick the step.
+"""Starting a batch delivery: read the job and the ids, take the lease, pick the step.
 
 A backfill job's batches run the backfill step (backfill_engine.backfill_step); a revert
 job's (`reverts: JOB`) the revert step, which needs no source and no definition: a
@@ -29,7 +29,7 @@ from backfill_engine.runtime import Runtime
 from backfill_engine.schema import ensure_schema
 from backfill_engine.sources import SourceContext
 from backfill_engine.states import BATCH_IDS, DISPATCHABLE_JOB_STATES, METADATA
-from backfill_engine.store import now_utc, read_job
+from backfill_engine.store import now_utc
 from backfill_engine.subchunk_step import SubchunkStep
 
 UNLEASED_RETRY_SECONDS = 2.0  # a task that could not even take its lease is re-sent after this
@@ -70,7 +70,8 @@ def take(
     meta: Collection = rt.db[METADATA]
     try:
         ensure_schema(rt.db)  # once per process; refuses another release's layout
-        job = read_job(meta, job_id, JOB_FIELDS)
+        bid = store.batch_id(job_id, batch_no)
+        job, id_list = store.read_job_and_ids(meta, BATCH_IDS, job_id, bid, JOB_FIELDS)
         if job is None:
             blog.warning("job not found; dropping task")
             return BatchOutcome.NO_JOB
@@ -84,7 +85,7 @@ def take(
             # it cannot. Other workers' entries stay until they can too.
             store.forget_lacking(meta, job_id, rt.worker_name)
         if job["status"] not in DISPATCHABLE_JOB_STATES:
-            store.unqueue_batch(meta, store.batch_id(job_id, batch_no))
+            store.unqueue_batch(meta, bid)
             blog.info("job is %s; batch left pending", job["status"])
             return BatchOutcome.JOB_NOT_RUNNABLE
         batch.backfill, batch.params = backfill, job.get("params") or {}
@@ -93,9 +94,7 @@ def take(
 
         leased_at = time.monotonic()  # the lease runs from no later than this
         with chain.phase(batch, "lease"):
-            taken = store.lease_batch(
-                meta, store.batch_id(job_id, batch_no), batch.owner, s.lease_seconds
-            )
+            taken = store.lease_batch(meta, bid, batch.owner, s.lease_seconds)
         if taken is None:
             blog.info("already done or leased by a live worker; skipping duplicate delivery")
             return BatchOutcome.SKIPPED
@@ -123,8 +122,9 @@ def take(
         exhausted = LeasedTooOften(batch.attempts - 1, s.max_attempts)
         return after_error(rt, sender, batch, chain, exhausted)
     try:
-        with chain.phase(batch, "lease"):
-            ids, ambiguous = store.load_batch(rt.db[BATCH_IDS], batch.lease.batch_id)
+        if id_list is None:
+            raise LookupError(f"batch {bid} has no id list")
+        ids, ambiguous = id_list
         step: SubchunkStep
         if job.get("reverts"):
             step = RevertStep(

@@ -14,7 +14,7 @@ import redis
 from pymongo.collection import Collection
 
 from backfill_engine.states import DISPATCHABLE_JOB_STATES
-from backfill_engine.store import claim_pending, count_in_flight, now_utc, read_job
+from backfill_engine.store import claim_pending, count_in_flight, now_utc
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +76,18 @@ def planned_total(job: dict[str, Any]) -> int | None:
     return int(planning["batches"]) if planning.get("done") else None
 
 
-def _take_dispatch_lock(coll: Collection, job_id: str, token: str) -> bool:
-    # Free means `dispatch_lock_until` null or past (the drop clears it), said as one
-    # `$not` on that field: an `_id` equality plus one condition, no top-level `$or`.
+JOB_FIELDS = ("status", "max_in_flight", "planning")  # what a fill reads with its lock
+
+
+def _take_dispatch_lock(coll: Collection, job_id: str, token: str) -> dict[str, Any] | None:
+    """Take the job's dispatch lock; the job (JOB_FIELDS) if taken, None if someone holds it.
+
+    Free means `dispatch_lock_until` null or past (the drop clears it), said as one `$not`
+    on that field: an `_id` equality plus one condition, no top-level `$or`. One
+    findAndModify takes the lock and reads the job the fill needs.
+    """
     now = now_utc()
-    res = coll.update_one(
+    return coll.find_one_and_update(
         {"_id": job_id, "kind": "job", "dispatch_lock_until": {"$not": {"$gte": now}}},
         {
             "$set": {
@@ -88,8 +95,8 @@ def _take_dispatch_lock(coll: Collection, job_id: str, token: str) -> bool:
                 "dispatch_lock_until": now + dt.timedelta(seconds=DISPATCH_LOCK_SECONDS),
             }
         },
+        projection=dict.fromkeys(JOB_FIELDS, 1),
     )
-    return res.modified_count == 1
 
 
 def _drop_dispatch_lock(coll: Collection, job_id: str, token: str) -> None:
@@ -106,16 +113,17 @@ def fill_in_flight(coll: Collection, app: TaskSender, queue: str, job_id: str) -
     finishing batches, the orchestrator) cannot both see a free slot and overshoot the cap.
     """
     token = uuid.uuid4().hex
-    for attempt in range(LOCK_ATTEMPTS):
-        if _take_dispatch_lock(coll, job_id, token):
+    job = _take_dispatch_lock(coll, job_id, token)
+    for _ in range(LOCK_ATTEMPTS - 1):
+        if job is not None:
             break
-        if attempt == LOCK_ATTEMPTS - 1:
-            return 0  # someone else is dispatching right now; they will fill the slots
         time.sleep(LOCK_RETRY_SLEEP)
+        job = _take_dispatch_lock(coll, job_id, token)
+    if job is None:
+        return 0  # someone else is dispatching right now (they fill the slots), or no job
     sent = 0
     try:
-        job = read_job(coll, job_id, ("status", "max_in_flight", "planning"))
-        if not job or job["status"] not in [s.value for s in DISPATCHABLE_JOB_STATES]:
+        if job["status"] not in [s.value for s in DISPATCHABLE_JOB_STATES]:
             return 0
         total = planned_total(job)
         cap = int(job["max_in_flight"])

@@ -8,12 +8,14 @@ which changes exist: a change it does not list cannot be written.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import pymongo.errors
+from pymongo import ReturnDocument
 from pymongo.collection import Collection
 
 from backfill_engine import clock, notify
@@ -159,40 +161,37 @@ def lease_batch(
 ) -> tuple[Lease, dict[str, Any]] | None:
     """Take the batch if it is unfinished and nobody holds a live lease; None otherwise.
 
-    A guarded update_one on `_id`, then a read of what it wrote (docs/benchmarks.md says
-    why not findAndModify on the stand-in). "No live lease"
-    is `lease_expires_at` null or past: every transition sets or clears owner and expiry
-    together. The read matches our own owner and expiry, so if the lease had already
-    expired and moved on we see nothing and back off.
+    One guarded findAndModify on `_id` that returns the batch as leased (its new fencing
+    token, its checkpoint). "No live lease" is `lease_expires_at` null or past: every
+    transition sets or clears owner and expiry together.
     """
     now = now_utc()
     expires = now + dt.timedelta(seconds=lease_seconds)
-    res = coll.update_one(
-        {
-            "_id": bid,
-            **batch_guard(BatchStatus.RUNNING),
-            "lease_expires_at": {"$not": {"$gte": now}},
-        },
-        {
-            "$set": {
-                "status": BatchStatus.RUNNING.value,
-                "lease_owner": owner,
-                "lease_expires_at": expires,
-                "updated_at": now,
-            },
-            "$inc": {"fencing_token": 1, "attempts": 1},
-            "$min": {"started_at": now},
-        },
-    )
-    if res.modified_count != 1:
-        return None
-    mine = {"_id": bid, "lease_owner": owner, "lease_expires_at": expires}
     try:
-        doc = coll.find_one(mine)
+        doc = coll.find_one_and_update(
+            {
+                "_id": bid,
+                **batch_guard(BatchStatus.RUNNING),
+                "lease_expires_at": {"$not": {"$gte": now}},
+            },
+            {
+                "$set": {
+                    "status": BatchStatus.RUNNING.value,
+                    "lease_owner": owner,
+                    "lease_expires_at": expires,
+                    "updated_at": now,
+                },
+                "$inc": {"fencing_token": 1, "attempts": 1},
+                "$min": {"started_at": now},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
     except pymongo.errors.PyMongoError:
-        # Leased, but we cannot tell our token: hand the lease back rather than leave it
-        # to expire into a sweeper's pass (if this fails too, that is what happens).
-        _hand_back_lease(coll, mine)
+        # The lease may have been taken with the answer lost: we cannot tell our token, so
+        # hand it back rather than leave it to expire into a sweeper's pass (if this fails
+        # too, that is what happens).
+        with contextlib.suppress(pymongo.errors.PyMongoError):
+            _hand_back_lease(coll, {"_id": bid, "lease_owner": owner, "lease_expires_at": expires})
         raise
     if doc is None:
         return None
@@ -392,38 +391,30 @@ def fail_batch(coll: Collection, lease: Lease, error: str) -> bool:
     return res.matched_count == 1
 
 
-CLAIM_ATTEMPTS = 5
-
-
 def claim_pending(coll: Collection, job_id: str, cap: int | None = None) -> dict[str, Any] | None:
     """Move the lowest-numbered pending batch to queued, returning `_id`, `batch_no`, `status`.
 
-    Find, then a guarded update_one on `_id`, as for a lease. Callers hold the job's
-    dispatch lock, or hand on the slot of a batch still running (backfill_engine.handoff);
-    the guard still loses cleanly to a concurrent cancel, and the next candidate is tried.
-    `cap` is the job's max_in_flight the claim was made under, kept on the batch as
-    `dispatch_cap` so its own finish can tell whether the cap was lowered since.
+    One findAndModify, sorted by `batch_no`. Callers hold the job's dispatch lock, or hand
+    on the slot of a batch still running (backfill_engine.handoff); a concurrent cancel
+    simply leaves nothing pending to claim. `cap` is the job's max_in_flight the claim was
+    made under, kept on the batch as `dispatch_cap` so its own finish can tell whether the
+    cap was lowered since.
     """
-    pending = {"job_id": job_id, "status": BatchStatus.PENDING.value}
-    for _ in range(CLAIM_ATTEMPTS):
-        cand = coll.find_one(pending, {"batch_no": 1}, sort=[("batch_no", 1)])
-        if cand is None:
-            return None
-        now = now_utc()
-        res = coll.update_one(
-            {"_id": cand["_id"], **batch_guard(BatchStatus.QUEUED, BatchStatus.PENDING)},
-            {
-                "$set": {
-                    "status": BatchStatus.QUEUED.value,
-                    "dispatched_at": now,
-                    "updated_at": now,
-                    "dispatch_cap": cap,
-                }
-            },
-        )
-        if res.modified_count == 1:
-            return {**cand, "status": BatchStatus.QUEUED.value, "dispatched_at": now}
-    return None
+    now = now_utc()
+    return coll.find_one_and_update(
+        {"job_id": job_id, **batch_guard(BatchStatus.QUEUED, BatchStatus.PENDING)},
+        {
+            "$set": {
+                "status": BatchStatus.QUEUED.value,
+                "dispatched_at": now,
+                "updated_at": now,
+                "dispatch_cap": cap,
+            }
+        },
+        projection={"batch_no": 1, "status": 1, "dispatched_at": 1},
+        sort=[("batch_no", 1)],
+        return_document=ReturnDocument.AFTER,
+    )
 
 
 def count_in_flight(coll: Collection, job_id: str) -> int:
@@ -467,6 +458,31 @@ def read_job(
     projection = None if fields is None else dict.fromkeys((*fields, "kind"), 1)
     doc = coll.find_one({"_id": job_id}, projection)
     return doc if doc is not None and doc.get("kind") == "job" else None
+
+
+def read_job_and_ids(
+    coll: Collection, ids_coll: str, job_id: str, bid: str, fields: tuple[str, ...]
+) -> tuple[dict[str, Any] | None, tuple[list[Any], list[Any]] | None]:
+    """The job `job_id` (only `fields`) and batch `bid`'s ids and ambiguous ids, in one read.
+
+    A batch's id list never changes once cut, so a worker reads it with the job before it
+    takes the lease: one aggregation, the id list joined on with `$unionWith` from the
+    collection `ids_coll`. Either part is None when there is no such document.
+    """
+    projection = dict.fromkeys((*fields, "kind"), 1)
+    pipeline: list[dict[str, Any]] = [
+        {"$match": {"_id": job_id}},
+        {"$project": projection},
+        {"$unionWith": {"coll": ids_coll, "pipeline": [{"$match": {"_id": bid}}]}},
+    ]
+    job: dict[str, Any] | None = None
+    ids: tuple[list[Any], list[Any]] | None = None
+    for doc in coll.aggregate(pipeline):
+        if doc["_id"] == job_id and doc.get("kind") == "job":
+            job = doc
+        elif doc["_id"] == bid and "ids" in doc:
+            ids = (list(doc["ids"]), list(doc.get("ambiguous") or []))
+    return job, ids
 
 
 def get_job(coll: Collection, job_id: str) -> dict[str, Any] | None:

@@ -46,7 +46,9 @@ class CommandTally(monitoring.CommandListener):
             for u in event.command["updates"]:
                 sets = u["u"].get("$set", {})
                 self.checkpoints += "processed" in sets and "status" not in sets
-                self.locks += sets.get("dispatch_lock_until") is not None  # taken, not dropped
+        if (event.command_name, target) == ("findAndModify", METADATA):
+            sets = event.command.get("update", {}).get("$set", {})
+            self.locks += sets.get("dispatch_lock_until") is not None  # taken, not dropped
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass

@@ -1,5 +1,6 @@
-"""A delivery that cannot start (a read fails before or just after the lease) hands the batch
-back and re-sends it itself: no sweeper pass may take it for lost or for an expired lease.
+"""A delivery that cannot start (the job's read or the lease fails, or the lease's answer is
+lost) hands the batch back and re-sends it itself: no sweeper pass may take it for lost or
+for an expired lease.
 
 In-process batch runs on the real SecantusDB and Redis; the failpoint (`failCommand`) hits
 only the batch runtime's own client, by its appName.
@@ -12,10 +13,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pymongo
+import pymongo.errors
 import pytest
 import redis
+from pymongo.collection import Collection
 from pymongo.database import Database
 
+from backfill_engine import store
 from backfill_engine.batch_outcome import BatchOutcome
 from backfill_engine.batch_run import process_batch
 from backfill_engine.runtime import Runtime, build_runtime
@@ -46,13 +50,32 @@ def rt(mongo_client: pymongo.MongoClient, settings: Settings) -> Iterator[Runtim
     client.close()
 
 
-def _fail_finds(mongo_client: pymongo.MongoClient, mode: Any, app: str = WORKER_APP) -> None:
+def _fail_finds(
+    mongo_client: pymongo.MongoClient,
+    mode: Any,
+    app: str = WORKER_APP,
+    commands: tuple[str, ...] = ("find",),
+) -> None:
     mongo_client.admin.command(
         "configureFailPoint",
         "failCommand",
         mode=mode,
-        data={"failCommands": ["find"], "appName": app, "errorCode": NETWORK_TIMEOUT},
+        data={"failCommands": list(commands), "appName": app, "errorCode": NETWORK_TIMEOUT},
     )
+
+
+class LeaseAnswerLost:
+    """A batch collection whose findAndModify is applied by the server, its answer lost."""
+
+    def __init__(self, coll: Collection) -> None:
+        self.coll = coll
+
+    def find_one_and_update(self, *args: Any, **kwargs: Any) -> Any:
+        self.coll.find_one_and_update(*args, **kwargs)
+        raise pymongo.errors.AutoReconnect("connection closed before the answer")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.coll, name)
 
 
 def _job_dispatched_long_ago(rt: Runtime, db: Database) -> tuple[str, str]:
@@ -73,7 +96,8 @@ def test_a_failed_job_read_resends_the_batch_and_no_sweep_takes_it_for_lost(
     rt: Runtime, db: Database, settings: Settings, mongo_client: pymongo.MongoClient
 ) -> None:
     job_id, bid = _job_dispatched_long_ago(rt, db)
-    _fail_finds(mongo_client, {"times": 1})
+    # The job and the batch's ids are one aggregation; twice, as the client retries a read.
+    _fail_finds(mongo_client, {"times": 2}, commands=("aggregate",))
     sender = RecordingSender()
 
     assert process_batch(rt, sender, job_id, 0, "w") is BatchOutcome.RETRY
@@ -85,24 +109,32 @@ def test_a_failed_job_read_resends_the_batch_and_no_sweep_takes_it_for_lost(
     assert _sweep(db, settings, job_id) == (0, 0)
 
 
-def test_a_failed_read_after_the_lease_hands_it_back_before_resending(
+def test_a_failed_lease_command_resends_the_batch_unleased(
     rt: Runtime, db: Database, settings: Settings, mongo_client: pymongo.MongoClient
 ) -> None:
     job_id, bid = _job_dispatched_long_ago(rt, db)
-    # The job's read passes; the read of the lease just taken fails, and so on.
-    _fail_finds(mongo_client, {"skip": 1})
+    _fail_finds(mongo_client, {"times": 2}, commands=("findAndModify",))
     sender = RecordingSender()
 
     assert process_batch(rt, sender, job_id, 0, "w") is BatchOutcome.RETRY
 
     assert sender.sent == [("backfill.batch", [job_id, 0])]
     batch = db[METADATA].find_one({"_id": bid}) or {}
-    # Not left leased to a delivery that has given up: that lease would only expire.
+    assert batch["status"] == "queued" and batch["lease_owner"] is None
+    assert batch["attempts"] == 0
+    assert _sweep(db, settings, job_id) == (0, 0)
+
+
+def test_a_lease_whose_answer_is_lost_is_handed_back(rt: Runtime, db: Database) -> None:
+    job_id, bid = _job_dispatched_long_ago(rt, db)
+    # The server took the lease but its answer never came: our token is unknown, so the
+    # lease goes back rather than be left to expire into a sweeper's pass.
+    with pytest.raises(pymongo.errors.AutoReconnect):
+        store.lease_batch(LeaseAnswerLost(db[METADATA]), bid, "w", 60)  # type: ignore[arg-type]
+    batch = db[METADATA].find_one({"_id": bid}) or {}
     assert batch["status"] == "queued" and batch["lease_owner"] is None
     assert batch["attempts"] == 0  # a delivery that never started is no attempt
-    assert _sweep(db, settings, job_id) == (0, 0)
     db[METADATA].update_one({"_id": bid}, {"$set": {"dispatched_at": dt.datetime.now(dt.UTC)}})
-    mongo_client.admin.command("configureFailPoint", "failCommand", mode="off")
     assert process_batch(rt, RecordingSender(), job_id, 0, "w") is BatchOutcome.DONE
     assert db[METADATA].find_one({"_id": bid})["attempts"] == 1
 
