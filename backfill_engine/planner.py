@@ -6,7 +6,6 @@ a restarted planner picks up after the highest planned batch and never creates o
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import itertools
 import logging
@@ -40,6 +39,10 @@ log = logging.getLogger(__name__)
 
 PLANNER_LEASE_SECONDS = 30.0
 PLANNER_FILL_SECONDS = 0.25  # once the cap is reached, top up slots at most this often
+# Batches cut before their id lists, documents and the cursor are written (one command each
+# per group): groups of 1, 2, 4, ... up to this, so the first batch starts at once.
+PLAN_GROUP_MAX = 16
+DUPLICATE_KEY = 11000
 # Where planning starts when no batch is cut yet: not None, which is an `_id` like any other.
 FROM_THE_START: Any = object()
 SCOPE_CHECK_IDS = 1000  # listed ids asked about per `$in` query when a scope filters them
@@ -393,10 +396,62 @@ def find_ambiguous(coll: Collection, ids: list[Any]) -> list[Any]:
     return flagged
 
 
-def _insert_batch(meta: Collection, job_id: str, batch_no: int, ids: list[Any]) -> None:
-    # A duplicate key means this batch document was written before a crash: keep it.
-    with contextlib.suppress(pymongo.errors.DuplicateKeyError):
-        meta.insert_one(new_batch(job_id, batch_no, ids))
+def _insert_batches(meta: Collection, job_id: str, cuts: Sequence[tuple[int, list[Any]]]) -> None:
+    """The batch documents of `cuts` (batch number, ids), in one insert.
+
+    A duplicate key means that batch document was written before a crash: it is kept, and
+    the others are still inserted (unordered).
+    """
+    docs = [new_batch(job_id, batch_no, ids) for batch_no, ids in cuts]
+    try:
+        meta.insert_many(docs, ordered=False)
+    except pymongo.errors.BulkWriteError as exc:
+        if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+            raise
+
+
+def _write_cuts(
+    meta: Collection,
+    id_lists: Collection,
+    job_id: str,
+    owner: str,
+    cuts: Sequence[tuple[int, list[Any], list[Any]]],
+    planned_before: int,
+) -> bool:
+    """Write a group of cut batches: their id lists, then their batch documents, then the
+    job's cursor, one command each; False if another planner cut them or holds the job.
+
+    In that order, so a crash leaves at worst id lists without batch documents, which the
+    next planner finishes as cut (`_cut_batches`), never a batch without its ids.
+    """
+    lists = [batch_ids_doc(job_id, no, ids, ambiguous) for no, ids, ambiguous in cuts]
+    try:
+        id_lists.insert_many(lists, ordered=True)
+    except pymongo.errors.BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if not errors or errors[0].get("code") != DUPLICATE_KEY:
+            raise
+        first = cuts[int(errors[0].get("index", 0))][0]
+        log.warning("batch %d of %s was cut by another planner; stopping", first, job_id)
+        return False
+    _insert_batches(meta, job_id, [(no, ids) for no, ids, _ in cuts])
+    now = now_utc()
+    res = meta.update_one(
+        {"_id": job_id, "planner": owner},
+        {
+            "$set": {
+                "planning.cursor": cuts[-1][1][-1],
+                "planning.batches": cuts[-1][0] + 1,
+                "planning.items": planned_before + sum(len(ids) for _, ids, _ in cuts),
+                "planner_until": now + dt.timedelta(seconds=PLANNER_LEASE_SECONDS),
+                "updated_at": now,
+            }
+        },
+    )
+    if res.matched_count == 0:
+        log.warning("planner lease for %s lost; another planner continues", job_id)
+        return False
+    return True
 
 
 def plan_job(
@@ -474,16 +529,15 @@ def _cut_batches(
     next_no = int(last["batch_no"]) + 1 if last else 0
     cursor = last["last_id"] if last else FROM_THE_START
     planned_docs = sum(d["size"] for d in meta.find({"job_id": job_id}, {"size": 1}))
-    orphan = id_lists.find_one({"_id": batch_id(job_id, next_no)})
-    if orphan is not None:
-        # Killed between writing a batch's ids and its document: finish that batch as cut.
-        _insert_batch(meta, job_id, next_no, orphan["ids"])
+    # Killed between writing batches' ids and their documents: finish those batches as cut.
+    while (orphan := id_lists.find_one({"_id": batch_id(job_id, next_no)})) is not None:
+        _insert_batches(meta, job_id, [(next_no, orphan["ids"])])
         cursor, next_no = orphan["ids"][-1], next_no + 1
         planned_docs += len(orphan["ids"])
     explicit = stream_ids(db, job)
     limit = job.get("limit")
-    # Fill free slots after every cut until the cap is reached; from then on finishing
-    # workers hand out the next batches, and the planner only tops up now and then.
+    # Fill free slots after every group of cuts until the cap is reached; from then on
+    # finishing workers hand out the next batches, and the planner only tops up now and then.
     filling, last_fill = True, time.monotonic()
     # Ids can share a string form only if the collection mixes `_id` types; most hold one
     # type, and then no batch needs the per-batch twin query.
@@ -492,52 +546,49 @@ def _cut_batches(
     if limit is not None:
         # `--limit N`: the first N ids of the scope in `_id` order, whatever was planned before.
         stream = itertools.islice(stream, max(0, int(limit) - planned_docs))
-    # `backfill set --batch-size` applies from the next cut: re-read with the status below.
+    # `backfill set --batch-size` applies from the next group of cuts: re-read with the status.
     batch_size = [int(job["batch_size"])]
+    group: list[tuple[int, list[Any], list[Any]]] = []  # cut, not yet written
+    group_size = 1  # the first batch goes out at once; groups then grow to PLAN_GROUP_MAX
     for done_now, ids in enumerate(_chunks(stream, lambda: batch_size[0]), start=1):
         try:
             check_ids(job_id, ids)
         except UnsupportedIdError:
             # Nothing of this batch is written: after the data is fixed, planning resumes here.
+            if group and _write_cuts(meta, id_lists, job_id, owner, group, planned_docs):
+                planned_docs += sum(len(cut[1]) for cut in group)
             meta.update_one({"_id": job_id, "planner": owner}, {"$set": {"planner": None}})
             raise
         ambiguous = find_ambiguous(coll, ids) if twins_possible else []
-        try:
-            id_lists.insert_one(batch_ids_doc(job_id, next_no, ids, ambiguous))
-        except pymongo.errors.DuplicateKeyError:
-            log.warning("batch %d of %s was cut by another planner; stopping", next_no, job_id)
+        group.append((next_no, ids, ambiguous))
+        next_no += 1
+        stopping = stop_after is not None and done_now >= stop_after
+        if len(group) < group_size and not stopping:
+            continue
+        if not _write_cuts(meta, id_lists, job_id, owner, group, planned_docs):
             return False
-        _insert_batch(meta, job_id, next_no, ids)
-        planned_docs += len(ids)
-        now = now_utc()
-        res = meta.update_one(
-            {"_id": job_id, "planner": owner},
-            {
-                "$set": {
-                    "planning.cursor": ids[-1],
-                    "planning.batches": next_no + 1,
-                    "planning.items": planned_docs,
-                    "planner_until": now + dt.timedelta(seconds=PLANNER_LEASE_SECONDS),
-                    "updated_at": now,
-                }
-            },
-        )
-        if res.matched_count == 0:
-            log.warning("planner lease for %s lost; another planner continues", job_id)
-            return False
+        for cut_no, cut_ids, _ in group:
+            planned_docs += len(cut_ids)
+            if on_batch:
+                on_batch(cut_no + 1, planned_docs)
+        group, group_size = [], min(2 * group_size, PLAN_GROUP_MAX)
         if filling or time.monotonic() - last_fill >= PLANNER_FILL_SECONDS:
             filling = fill_in_flight(meta, sender, queue, job_id) > 0
             last_fill = time.monotonic()
-        next_no += 1
-        if on_batch:
-            on_batch(next_no, planned_docs)
-        if stop_after is not None and done_now >= stop_after:
+        if stopping:
             return True
         status = meta.find_one({"_id": job_id}, {"status": 1, "batch_size": 1})
         if status and status["status"] == JobStatus.CANCELLED.value:
             return True
         if status and status.get("batch_size"):
             batch_size[0] = int(status["batch_size"])
+    if group:
+        if not _write_cuts(meta, id_lists, job_id, owner, group, planned_docs):
+            return False
+        for cut_no, cut_ids, _ in group:
+            planned_docs += len(cut_ids)
+            if on_batch:
+                on_batch(cut_no + 1, planned_docs)
     now = now_utc()
     meta.find_one_and_update(
         {"_id": job_id, "planner": owner},

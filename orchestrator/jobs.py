@@ -273,7 +273,7 @@ def tune(
     """`set_job`, returning (job, {field: {"from": old, "to": new}}); the change is audited.
 
     Workers pick each up as they next read the job: dispatch reads the cap on every fill,
-    a batch reads the rate when it starts, the planner the batch size at every cut.
+    a batch reads the rate when it starts, the planner the batch size after every group of cuts.
     """
     job = get_job(db, job_id)
     update, changes = tuning_update(

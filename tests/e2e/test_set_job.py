@@ -96,7 +96,9 @@ def test_set_batch_size_applies_to_batches_planned_after_it(system: System) -> N
     meta = system.db.backfill_metadata
 
     def on_batch(batches: int, _products: int) -> None:
-        if batches == 2:  # the planner has cut batches 0 and 1: change the size mid-plan
+        # The planner has written its first two groups of cuts (batch 0, then 1-2):
+        # change the size mid-plan; it applies from the next group.
+        if batches == 3:
             job = meta.find_one({"kind": "job", "status": {"$in": ["planning", "running"]}})
             assert job is not None
             set_job(system.db, str(job["_id"]), batch_size=50)
@@ -107,7 +109,7 @@ def test_set_batch_size_applies_to_batches_planned_after_it(system: System) -> N
     assert system.wait(str(job["_id"])).job["status"] == "completed"
     batches = meta.find({"job_id": job["_id"], "kind": "batch"}).sort("batch_no", 1)
     sizes = [d["size"] for d in batches]
-    assert sizes == [100, 100] + [50] * 16
+    assert sizes == [100, 100, 100] + [50] * 14
 
 
 def _cli(system: System, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

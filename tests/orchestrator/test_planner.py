@@ -160,3 +160,67 @@ def test_an_embedded_document_id_is_refused_by_the_planner_naming_its_type(
     batches = list(db[METADATA].find({"kind": "batch", "job_id": job_id}).sort("batch_no", 1))
     planned = [i for b in batches for i in load_batch_ids(db[BATCH_IDS], b["_id"])]
     assert planned == [*range(10), "z"]
+
+
+def test_planner_killed_after_a_groups_id_lists_keeps_every_cut_of_it(db: Database) -> None:
+    # Cuts are written a group at a time (id lists, then batch documents, then the cursor):
+    # a planner killed inside a group leaves several id lists without their documents.
+    _seed(db, list(range(60)))
+    job_id = _job(db)
+    sender = RecordingSender()
+    plan_job(db, sender, "q", job_id, stop_after=7)  # groups 0, 1-2, 3-6
+    orphans = [f"{job_id}:{n:07d}" for n in (3, 4, 5, 6)]
+    sizes = [len(load_batch_ids(db[BATCH_IDS], bid)) for bid in orphans]
+    db[METADATA].delete_many({"_id": {"$in": orphans}})
+    db[METADATA].update_one(
+        {"_id": job_id}, {"$set": {"planner": None, "planning.cursor": 11, "planning.batches": 3}}
+    )
+    plan_job(db, sender, "q", job_id)
+    got = [db[METADATA].find_one({"_id": bid}) for bid in orphans]
+    assert [d["size"] if d else None for d in got] == sizes
+    planned = [
+        i
+        for b in db[METADATA].find({"kind": "batch", "job_id": job_id}).sort("batch_no", 1)
+        for i in load_batch_ids(db[BATCH_IDS], b["_id"])
+    ]
+    assert planned == list(range(60))
+    job = db[METADATA].find_one({"_id": job_id})
+    assert job["planning"]["done"] and job["planning"]["batches"] == 15
+
+
+def test_planning_writes_its_cuts_in_growing_groups(db: Database) -> None:
+    from pymongo import monitoring
+
+    class Inserts(monitoring.CommandListener):
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            if event.command_name == "insert" and event.command["insert"] == BATCH_IDS:
+                self.sizes.append(len(event.command["documents"]))
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            pass
+
+    import pymongo
+
+    _seed(db, list(range(4 * 40)))  # 40 batches of 4
+    job_id = _job(db)
+    inserts = Inserts()
+    client = pymongo.MongoClient(db.client.address and _url(db), event_listeners=[inserts])
+    try:
+        plan_job(client[db.name], RecordingSender(), "q", job_id)
+    finally:
+        client.close()
+    # One insert of id lists per group: the first batch alone (it can start at once),
+    # then groups doubling up to 16, not one insert per batch.
+    assert inserts.sizes == [1, 2, 4, 8, 16, 9]
+    assert db[METADATA].count_documents({"job_id": job_id, "kind": "batch"}) == 40
+
+
+def _url(db: Database) -> str:
+    host, port = db.client.address
+    return f"mongodb://{host}:{port}/?directConnection=true"
