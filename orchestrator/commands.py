@@ -223,14 +223,20 @@ def wait_for(
     timeout: float | None = None,
     stop_when_paused: bool = False,
 ) -> jobs.JobSummary:
-    """Sweep and report until the job reaches a final state (or `timeout` seconds pass)."""
+    """Sweep and report until the job reaches a final state (or `timeout` seconds pass).
+
+    Each poll reads the job document alone, unless `on_tick` shows the whole summary (batch
+    counts and totals: an aggregation over the job's batches); the summary returned is
+    built once, at the end.
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
     last_sweep = 0.0
     outage: str | None = None
+    ended = [s.value for s in TERMINAL_JOB_STATES]
     while True:
         now = time.monotonic()
+        job = jobs.get_job(db, job_id)
         if now - last_sweep >= settings.sweep_interval_seconds:
-            job = jobs.get_job(db, job_id)
             if job["status"] in DISPATCHABLE_JOB_STATES:
                 try:
                     if not job["planning"].get("done"):
@@ -250,18 +256,19 @@ def wait_for(
                     if outage is None:
                         log.warning("broker unreachable (%s); still watching", type(exc).__name__)
                     outage = type(exc).__name__
+                job = jobs.get_job(db, job_id)  # the sweep may have completed it
             notify.deliver_due(db, settings.notify_url, settings.secrets)
             last_sweep = now
-        summary = jobs.summarize(db, job_id)
-        if on_tick:
+        summary = jobs.summarize(db, job_id, job) if on_tick else None
+        if on_tick and summary:
             on_tick(summary)
-        status = summary.job["status"]
-        if status in [s.value for s in TERMINAL_JOB_STATES]:
-            return summary
-        if stop_when_paused and status == JobStatus.PAUSED.value:
-            return summary
-        if deadline is not None and time.monotonic() > deadline:
-            return summary
+        status = job["status"]
+        if (
+            status in ended
+            or (stop_when_paused and status == JobStatus.PAUSED.value)
+            or (deadline is not None and time.monotonic() > deadline)
+        ):
+            return summary or jobs.summarize(db, job_id, job)
         time.sleep(WAIT_POLL_SECONDS)
 
 

@@ -69,8 +69,9 @@ class JobSummary:
         }
 
 
-def summarize(db: Database, job_id: str) -> JobSummary:
-    job = get_job(db, job_id)
+def summarize(db: Database, job_id: str, job: dict[str, Any] | None = None) -> JobSummary:
+    """The job (as read now, or `job` if just read) with its batch counts and totals."""
+    job = job if job is not None else get_job(db, job_id)
     batches, items = batch_summary(db[METADATA], job_id)
     return JobSummary(
         job=job,
