@@ -3,8 +3,9 @@
 A team hook (BACKFILL_HOOKS) whose `before_write` SIGKILLs its own worker process once, at
 a chosen call: after the before-images are recorded and before the product write. Killed
 mid-revert, the revert batch is taken over and finishes from its checkpoint; killed
-mid-backfill, the journal holds an entry for a write that never landed, the backfill
-completes on another worker, and its revert must still restore exactly.
+mid-backfill, the journal holds that batch's entries under two tokens (the killed
+delivery's and the one that took over), the backfill completes on another worker, and its
+revert must still restore exactly.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from backfill_engine.hooks import BatchHook
 
 
 class KillOnce(BatchHook):
-    \"\"\"SIGKILL this process at the KILL_AT-th before_write of a matching job, once.\"\"\"
+    \"\"\"SIGKILL this process at a matching job's batch's KILL_AT-th before_write, once
+    in all: never at a batch's first sub-chunk, so the killed delivery journaled and wrote
+    earlier sub-chunks under its own token.\"\"\"
 
     def before_write(self, batch, n_ops):
         if os.environ.get("KILL_WHEN", "before_write") == "before_write":
@@ -53,16 +56,19 @@ class KillOnce(BatchHook):
         if reverting != (os.environ["KILL_IN"] == "revert"):
             return
         base = os.environ["KILL_DIR"]
+        me = f"{batch.job_id} {batch.batch_no}"
+        killed = os.path.join(base, "killed")
         with open(os.path.join(base, "calls"), "a+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
-            fh.write(f"{batch.job_id} {batch.batch_no}\\n")
+            fh.write(me + "\\n")
             fh.flush()
             fh.seek(0)
-            calls = len(fh.read().splitlines())
-        if calls == int(os.environ["KILL_AT"]):
-            with open(os.path.join(base, "killed"), "w") as fh:
-                fh.write(f"{batch.batch_no}")
-            os.kill(os.getpid(), signal.SIGKILL)
+            calls = fh.read().splitlines().count(me)
+            if calls != int(os.environ["KILL_AT"]) or os.path.exists(killed):
+                return
+            with open(killed, "w") as out:
+                out.write(f"{batch.batch_no}")
+        os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
