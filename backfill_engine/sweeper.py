@@ -196,6 +196,16 @@ class SweepFailures:
             log.warning("job %s: %s works again", job_id, step)
 
 
+def sweep_lock_key(queue: str) -> str:
+    """The Redis key a queue's sweeper holds for one sweep interval (backfill_workers.autosweep)."""
+    return f"backfill:sweep:{queue}"
+
+
+def swept_lately(rds: redis.Redis, queue: str) -> bool:
+    """Whether a worker swept this queue's jobs within the current sweep interval."""
+    return bool(rds.exists(sweep_lock_key(queue)))
+
+
 def sweep_jobs(
     db: Database,
     sender: TaskSender,

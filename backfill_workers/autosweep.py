@@ -14,17 +14,13 @@ from pymongo.database import Database
 
 from backfill_engine.dispatch import TaskSender
 from backfill_engine.settings import Settings
-from backfill_engine.sweeper import SweepFailures, sweep_jobs
+from backfill_engine.sweeper import SweepFailures, sweep_jobs, sweep_lock_key
 from backfill_workers.background import ServerLoop
 
 MIN_INTERVAL_SECONDS = 1.0
 # While no job is active, sweeps back off to this far apart: a job that starts meanwhile is
 # dispatched by whoever starts it, so the sweeper only recovers its lost work a bit later.
 IDLE_SWEEP_CAP_SECONDS = 15.0
-
-
-def sweep_lock_key(queue: str) -> str:
-    return f"backfill:sweep:{queue}"
 
 
 def sweep_once(

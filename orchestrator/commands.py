@@ -23,7 +23,7 @@ from backfill_engine.scope import check_filter, combine
 from backfill_engine.settings import MAX_BATCH_SIZE, Settings
 from backfill_engine.states import DISPATCHABLE_JOB_STATES, METADATA, TERMINAL_JOB_STATES, JobStatus
 from backfill_engine.store import now_utc
-from backfill_engine.sweeper import sweep_job
+from backfill_engine.sweeper import sweep_job, swept_lately
 from orchestrator import jobs
 from orchestrator.errors import BackfillError
 from orchestrator.job_events import changed
@@ -242,14 +242,17 @@ def wait_for(
                     if not job["planning"].get("done"):
                         # The planner that started this job died: carry on from its cursor.
                         plan_job(db, broker.sender, broker.queue, job_id)
-                    sweep_job(
-                        db,
-                        broker.sender,
-                        broker.queue,
-                        job_id,
-                        redispatch_seconds=settings.redispatch_seconds,
-                        broker=broker.redis,
-                    )
+                    # Workers sweep every active job once per interval between them; this
+                    # command sweeps its own only when none did (none alive, say).
+                    if not swept_lately(broker.redis, broker.queue):
+                        sweep_job(
+                            db,
+                            broker.sender,
+                            broker.queue,
+                            job_id,
+                            redispatch_seconds=settings.redispatch_seconds,
+                            broker=broker.redis,
+                        )
                     outage = None
                 except BROKER_OUTAGES as exc:
                     # Redis restarting: keep watching; the next sweep re-sends what it lost.

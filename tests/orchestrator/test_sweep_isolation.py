@@ -136,3 +136,25 @@ def test_a_job_that_keeps_raising_is_logged_once_and_left_as_it_is(
     assert meta.find_one({"_id": broken})["status"] == JobStatus.PLANNING.value
     mentions = [r for r in caplog.records if broken in r.getMessage()]
     assert len(mentions) == 1, [r.getMessage() for r in mentions]
+
+
+def test_a_waiting_command_sweeps_only_when_no_worker_swept_this_interval(
+    db: Database, redis_client: redis.Redis, settings: Settings
+) -> None:
+    from orchestrator.commands import Broker, wait_for
+
+    job_id = _running_job_with_an_expired_lease(db)
+    sender = RecordingSender()
+    broker = Broker(sender=sender, redis=redis_client, queue=settings.queue)
+    bid = store.batch_id(job_id, 0)
+    # A worker swept this queue moments ago (it holds the interval's turn): the waiting
+    # command leaves the expired lease to the workers' next sweep.
+    redis_client.set(sweep_lock_key(settings.queue), "worker", px=60_000)
+    wait_for(db, broker, settings, job_id, timeout=0)
+    assert db[METADATA].find_one({"_id": bid})["status"] == BatchStatus.RUNNING.value
+    assert sender.sent == []
+    # No worker swept (none alive): the waiting command sweeps its job itself.
+    redis_client.delete(sweep_lock_key(settings.queue))
+    wait_for(db, broker, settings, job_id, timeout=0)
+    assert db[METADATA].find_one({"_id": bid})["status"] == BatchStatus.QUEUED.value
+    assert [args[:2] for _, args in sender.sent] == [[job_id, 0]]
