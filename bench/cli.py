@@ -23,7 +23,7 @@ DEFAULT_PRODUCTS = 15_000
 DEFAULT_NAIVE_PRODUCTS = 300
 DEFAULT_RATE = 2000.0  # catalog requests/s for the global limiter: high, so it never binds
 MEMORY_CHECK_DIVISOR = 4  # the memory check also runs a quarter of --products
-DEFAULT_READ_IDS0_PRODUCTS = 5000  # most products of the BACKFILL_READ_IDS=0 run
+DEFAULT_READ_IDS0_PRODUCTS = 15_000  # most products of the BACKFILL_READ_IDS=0 run
 VALIDATOR_PRODUCTS, VALIDATOR_ROUNDS = 10_000, 3  # the validator probe, on its own server
 
 
@@ -61,7 +61,7 @@ class Options:
     with_auto_rate: bool = True
     # The floor of a diff-only backfill (issue 19 part 2), measured before each compared run.
     with_floor: bool = True
-    read_ids0_products: int | None = None  # None: --products, at most 5000
+    read_ids0_products: int | None = None  # None: --products, at most 15 000
     auto_rate_schemes: tuple[str, ...] = SCHEMES
     # The peer series (issue 19 part 3): the engine next to a hand-written Celery group.
     with_peer: bool = True
