@@ -734,7 +734,8 @@ def floor_commands_table(floor: dict[str, Any]) -> str:
     points = list(floor["points"]) + ([floor["reads0"]] if floor.get("reads0") else [])
     for p in points:
         batches = max(int(p["batches"] or 1), 1)
-        names = ", ".join(f"{k} {v / batches:.1f}" for k, v in list(p["by_name"].items())[:8])
+        busiest = sorted(p["by_name"].items(), key=lambda kv: -kv[1])[:8]
+        names = ", ".join(f"{k} {v / batches:.1f}" for k, v in busiest)
         out.append(
             f"| {p['label']} | {p['read_ids'] or 'all'} | {p['commands_per_batch']:.1f} "
             f"| {p.get('orchestrator_commands_per_batch', 0):.1f} "

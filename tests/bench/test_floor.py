@@ -180,3 +180,21 @@ def test_bench_floor_series_compares_the_engine_with_the_floor(tmp_path: Path) -
     assert "## Floor: the engine's database work per document" in doc
     assert "| 1xprefork(1) (1 slot) | 25 | database server CPU ms |" in doc
     assert "MongoDB commands per 500-id batch <= 15 (BACKFILL_READ_IDS=0)" in doc
+
+
+def test_the_commands_table_names_the_busiest_commands_first() -> None:
+    from bench.report import floor_commands_table
+
+    # Counts summed over processes keep the order the names were first met in, not by size.
+    by_name = {f"find c{i}": 1 for i in range(10)} | {"bulkWrite products": 50, "find x": 20}
+    point = {
+        "label": "1xprefork(1)",
+        "read_ids": 0,
+        "batches": 10,
+        "by_name": by_name,
+        "commands_per_batch": 8.0,
+        "orchestrator_commands_per_batch": 0.0,
+        "floor_commands_per_batch": 7.0,
+    }
+    row = floor_commands_table({"points": [point]}).splitlines()[-1]
+    assert "| bulkWrite products 5.0, find x 2.0, find c0 0.1," in row
