@@ -454,6 +454,27 @@ def _write_cuts(
     return True
 
 
+def _write_group(
+    meta: Collection,
+    id_lists: Collection,
+    job_id: str,
+    owner: str,
+    cuts: Sequence[tuple[int, list[Any], list[Any]]],
+    planned_before: int,
+    on_batch: Callable[[int, int], None] | None,
+) -> int | None:
+    """`_write_cuts`, then `on_batch` for each cut; the documents planned after them, or
+    None if another planner cut them or holds the job."""
+    if not _write_cuts(meta, id_lists, job_id, owner, cuts, planned_before):
+        return None
+    planned = planned_before
+    for cut_no, cut_ids, _ in cuts:
+        planned += len(cut_ids)
+        if on_batch:
+            on_batch(cut_no + 1, planned)
+    return planned
+
+
 def plan_job(
     db: Database,
     sender: TaskSender,
@@ -555,8 +576,8 @@ def _cut_batches(
             check_ids(job_id, ids)
         except UnsupportedIdError:
             # Nothing of this batch is written: after the data is fixed, planning resumes here.
-            if group and _write_cuts(meta, id_lists, job_id, owner, group, planned_docs):
-                planned_docs += sum(len(cut[1]) for cut in group)
+            if group:
+                _write_group(meta, id_lists, job_id, owner, group, planned_docs, None)
             meta.update_one({"_id": job_id, "planner": owner}, {"$set": {"planner": None}})
             raise
         ambiguous = find_ambiguous(coll, ids) if twins_possible else []
@@ -565,12 +586,10 @@ def _cut_batches(
         stopping = stop_after is not None and done_now >= stop_after
         if len(group) < group_size and not stopping:
             continue
-        if not _write_cuts(meta, id_lists, job_id, owner, group, planned_docs):
+        written = _write_group(meta, id_lists, job_id, owner, group, planned_docs, on_batch)
+        if written is None:
             return False
-        for cut_no, cut_ids, _ in group:
-            planned_docs += len(cut_ids)
-            if on_batch:
-                on_batch(cut_no + 1, planned_docs)
+        planned_docs = written
         group, group_size = [], min(2 * group_size, PLAN_GROUP_MAX)
         if filling or time.monotonic() - last_fill >= PLANNER_FILL_SECONDS:
             filling = fill_in_flight(meta, sender, queue, job_id) > 0
@@ -583,12 +602,10 @@ def _cut_batches(
         if status and status.get("batch_size"):
             batch_size[0] = int(status["batch_size"])
     if group:
-        if not _write_cuts(meta, id_lists, job_id, owner, group, planned_docs):
+        written = _write_group(meta, id_lists, job_id, owner, group, planned_docs, on_batch)
+        if written is None:
             return False
-        for cut_no, cut_ids, _ in group:
-            planned_docs += len(cut_ids)
-            if on_batch:
-                on_batch(cut_no + 1, planned_docs)
+        planned_docs = written
     now = now_utc()
     meta.find_one_and_update(
         {"_id": job_id, "planner": owner},
