@@ -14,7 +14,7 @@ import click
 from backfill_engine.redact import redact_text, redacted_traceback
 from backfill_engine.settings import Settings, SettingsError
 from orchestrator.context import AppContext
-from orchestrator.errors import BackfillError
+from orchestrator.errors import BackfillError, mongo_error_line
 from orchestrator.stack_state import with_running_stack
 
 EXIT_ERROR = 1
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     except (BackfillError, MigrationError, SettingsError, SourceError) as exc:
         _fail(redact_text(str(exc), secrets))
     except pymongo.errors.PyMongoError as exc:
-        _fail(redact_text(f"MongoDB: {str(exc).splitlines()[0][:300]}", secrets))
+        _fail(redact_text(f"MongoDB: {mongo_error_line(exc)}", secrets))
     except redis.RedisError as exc:
         _fail(redact_text(f"Redis: {str(exc).splitlines()[0][:300]}", secrets))
     except requests.RequestException as exc:

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from backfill_engine.settings import Settings
-from backfill_engine.states import METADATA
+from backfill_engine.states import METADATA, JobStatus
 from backfill_engine.store import now_utc
 from orchestrator.backfill_runs import run_backfill
 from orchestrator.context import AppContext, connect_mongo
@@ -58,6 +58,23 @@ def jobs_since(db: Database, since: dt.datetime) -> list[JobSummary]:
     """Every backfill job created at or after `since` (the server's clock), oldest first."""
     found = db[METADATA].find({"kind": "job", "created_at": {"$gte": since}}, {"_id": 1})
     return [summarize(db, str(j["_id"])) for j in found.sort([("created_at", 1), ("_id", 1)])]
+
+
+def backfills_run_before(db: Database) -> list[str]:
+    """The backfills completed jobs ran (reverts aside), in the order each first ran.
+
+    What a demo re-runs once every migration is applied: documents it seeded since then
+    (`--seed` larger than before) get each backfill the migrations gave the others.
+    """
+    done = db[METADATA].find(
+        {"kind": "job", "status": JobStatus.COMPLETED.value, "reverts": {"$exists": False}},
+        {"backfill": 1},
+    )
+    names: list[str] = []
+    for job in done.sort([("created_at", 1), ("_id", 1)]):
+        if job.get("backfill") and job["backfill"] not in names:
+            names.append(job["backfill"])
+    return names
 
 
 def job_seconds(summary: JobSummary) -> float | None:
@@ -146,11 +163,15 @@ def run_demo(app: AppContext, opts: DemoOptions) -> None:
     result = runner.up(db, runner.RunnerConfig.from_settings(s, log=capture))
     applied = [step.version for step in result.done]
     if not applied:
-        console.print(
-            f"all migrations already applied; re-running the {scenario.backfill} backfill "
-            "to show that a rerun writes nothing"
+        again = backfills_run_before(db) or [scenario.backfill]
+        why = (
+            f"to bring the {added:,} new documents up to date"
+            if added
+            else "to show that a rerun writes nothing"
         )
-        run_backfill(db, scenario.backfill, settings=s, log=capture)
+        console.print(f"all migrations already applied; re-running {', '.join(again)} {why}")
+        for name in again:
+            run_backfill(db, name, settings=s, log=capture)
     rows: list[tuple[str, str]] = [
         ("migrations applied now", ", ".join(applied) or "none (all applied before)")
     ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from backfill_engine.errors import BackfillError as BackfillError
 
 
@@ -36,3 +38,19 @@ class UnknownBackfillError(BackfillError):
     def __init__(self, name: str, known: list[str]) -> None:
         self.name = name
         super().__init__(f"unknown backfill {name!r}; known: {', '.join(known)}")
+
+
+def mongo_error_line(exc: Exception) -> str:
+    """A driver error as one short line: the server's message, not its whole reply.
+
+    `BulkWriteError` and `OperationFailure` print their full reply after the message (a
+    rejected bulk insert: every failed document); the first write error stands for them.
+    """
+    details: Any = getattr(exc, "details", None)
+    errors = details.get("writeErrors") if isinstance(details, dict) else None
+    if errors:
+        first = errors[0]
+        more = f"; {len(errors):,} documents rejected" if len(errors) > 1 else ""
+        return f"{first.get('errmsg', 'write error')} (code {first.get('code')}{more})"[:300]
+    text = str(exc).split(", full error:")[0]
+    return (text.splitlines() or [type(exc).__name__])[0][:300]
