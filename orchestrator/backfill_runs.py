@@ -5,7 +5,6 @@ Kept here, beside the job API it uses, so a migration that runs a backfill is tw
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,19 +75,23 @@ def run_backfill(
         raise BackfillJobFailedError(job_id, "paused", "resume it with `backfill resume JOB`")
     if not workers_listening(broker):
         log(f"no worker answers on queue {settings.queue!r} yet; start some with `backfill worker`")
-    last = [0.0]
 
     def tick(summary: JobSummary) -> None:
-        now = time.monotonic()
-        if now - last[0] >= PROGRESS_EVERY_SECONDS:
-            last[0] = now
-            items = summary.items
-            log(
-                f"  {items['processed']:,}/{items['size']:,} documents · "
-                f"{counters_line(items, summary.quarantined)}"
-            )
+        items = summary.items
+        log(
+            f"  {items['processed']:,}/{items['size']:,} documents · "
+            f"{counters_line(items, summary.quarantined)}"
+        )
 
-    summary = wait_for(db, broker, settings, job_id, on_tick=tick, stop_when_paused=True)
+    summary = wait_for(
+        db,
+        broker,
+        settings,
+        job_id,
+        on_tick=tick,
+        tick_seconds=PROGRESS_EVERY_SECONDS,
+        stop_when_paused=True,
+    )
     status = summary.job["status"]
     if status != JobStatus.COMPLETED.value:
         detail = counters_line(summary.items, summary.quarantined)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -220,17 +221,19 @@ def wait_for(
     job_id: str,
     *,
     on_tick: Callable[[jobs.JobSummary], None] | None = None,
+    tick_seconds: float = WAIT_POLL_SECONDS,
     timeout: float | None = None,
     stop_when_paused: bool = False,
 ) -> jobs.JobSummary:
     """Sweep and report until the job reaches a final state (or `timeout` seconds pass).
 
-    Each poll reads the job document alone, unless `on_tick` shows the whole summary (batch
-    counts and totals: an aggregation over the job's batches); the summary returned is
-    built once, at the end.
+    Each poll reads the job document alone; `on_tick` gets the whole summary (batch counts
+    and totals: an aggregation over the job's batches) every `tick_seconds`, and the summary
+    returned is built once, at the end.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     last_sweep = 0.0
+    last_tick = -math.inf
     outage: str | None = None
     ended = [s.value for s in TERMINAL_JOB_STATES]
     while True:
@@ -262,8 +265,10 @@ def wait_for(
                 job = jobs.get_job(db, job_id)  # the sweep may have completed it
             notify.deliver_due(db, settings.notify_url, settings.secrets)
             last_sweep = now
-        summary = jobs.summarize(db, job_id, job) if on_tick else None
-        if on_tick and summary:
+        summary = None
+        if on_tick is not None and now - last_tick >= tick_seconds:
+            last_tick = now
+            summary = jobs.summarize(db, job_id, job)
             on_tick(summary)
         status = job["status"]
         if (

@@ -158,3 +158,55 @@ def test_a_waiting_command_sweeps_only_when_no_worker_swept_this_interval(
     wait_for(db, broker, settings, job_id, timeout=0)
     assert db[METADATA].find_one({"_id": bid})["status"] == BatchStatus.QUEUED.value
     assert [args[:2] for _, args in sender.sent] == [[job_id, 0]]
+
+
+def test_a_waiting_command_builds_the_summary_only_when_its_progress_is_due(
+    db: Database, redis_client: redis.Redis, settings: Settings
+) -> None:
+    import pymongo
+    from pymongo import monitoring
+
+    from orchestrator.commands import Broker, wait_for
+
+    class Aggregates(monitoring.CommandListener):
+        def __init__(self) -> None:
+            self.seen = 0
+
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            self.seen += event.command_name == "aggregate"
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            pass
+
+    job_id = _running_job_with_an_expired_lease(db)
+    # A worker holds this interval's sweep, so the polls do nothing but read the job.
+    redis_client.set(sweep_lock_key(settings.queue), "worker", px=60_000)
+    broker = Broker(sender=RecordingSender(), redis=redis_client, queue=settings.queue)
+    listener = Aggregates()
+    client: pymongo.MongoClient = pymongo.MongoClient(
+        settings.mongo_url, event_listeners=[listener]
+    )
+    ticks: list[int] = []
+    try:
+        # About three polls, a second apart, with progress due once a minute: the summary
+        # (an aggregation over every batch of the job) is built for the first poll's
+        # progress and the return, not for every poll.
+        summary = wait_for(
+            client[settings.mongo_db],
+            broker,
+            settings,
+            job_id,
+            on_tick=lambda s: ticks.append(s.batches.get("running", 0)),
+            tick_seconds=60.0,
+            timeout=2.5,
+        )
+    finally:
+        client.close()
+    assert ticks == [1]
+    assert summary.batches.get("running") == 1
+    # Two summaries (the batch counts and the quarantine count, an aggregate each), not one
+    # per poll.
+    assert listener.seen == 4, listener.seen
