@@ -463,25 +463,20 @@ def read_job(
 def read_job_and_ids(
     coll: Collection, ids_coll: str, job_id: str, bid: str, fields: tuple[str, ...]
 ) -> tuple[dict[str, Any] | None, tuple[list[Any], list[Any]] | None]:
-    """The job `job_id` (only `fields`) and batch `bid`'s ids and ambiguous ids, in one read.
+    """The job `job_id` (only `fields`) and batch `bid`'s ids and ambiguous ids.
 
     A batch's id list never changes once cut, so a worker reads it with the job before it
-    takes the lease: one aggregation, the id list joined on with `$unionWith` from the
-    collection `ids_coll`. Either part is None when there is no such document.
+    takes the lease. Two point reads on `_id`, not one aggregation joining the id list on
+    (`$unionWith`, `$lookup`): what those cost is up to the server's planner for a join's
+    sub-pipeline, and a server that runs it as a scan pays per batch of every job in
+    `backfill_metadata` (docs/benchmarks.md). Either part is None when there is no such
+    document.
     """
-    projection = dict.fromkeys((*fields, "kind"), 1)
-    pipeline: list[dict[str, Any]] = [
-        {"$match": {"_id": job_id}},
-        {"$project": projection},
-        {"$unionWith": {"coll": ids_coll, "pipeline": [{"$match": {"_id": bid}}]}},
-    ]
-    job: dict[str, Any] | None = None
-    ids: tuple[list[Any], list[Any]] | None = None
-    for doc in coll.aggregate(pipeline):
-        if doc["_id"] == job_id and doc.get("kind") == "job":
-            job = doc
-        elif doc["_id"] == bid and "ids" in doc:
-            ids = (list(doc["ids"]), list(doc.get("ambiguous") or []))
+    job = coll.find_one({"_id": job_id, "kind": "job"}, dict.fromkeys(fields, 1))
+    if job is None:
+        return None, None
+    found = coll.database[ids_coll].find_one({"_id": bid}, {"ids": 1, "ambiguous": 1})
+    ids = None if found is None else (list(found["ids"]), list(found.get("ambiguous") or []))
     return job, ids
 
 

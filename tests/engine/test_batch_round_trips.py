@@ -129,6 +129,13 @@ def test_a_batch_reads_and_writes_each_sub_chunk_in_one_command(system: System) 
     assert tally.sent[("insert", JOURNAL)] == 0
     assert tally.checkpoints == 0  # each rode with its sub-chunk's writes, the last with
     # the finish
+    # Its start: the job and its id list, a point read on `_id` each, and the lease. No
+    # aggregation joining them: a server that runs the join's sub-pipeline as a scan pays
+    # per batch document of every job (docs/benchmarks.md).
+    assert tally.sent[("find", BATCH_IDS)] == 1
+    assert tally.sent[("aggregate", BATCH_IDS)] == 0
+    # The lease and the finish's claim of a next batch to hand its slot on to.
+    assert tally.sent[("findAndModify", METADATA)] == 2 + tally.locks
 
 
 def test_without_client_bulk_write_each_sub_chunk_writes_journal_updates_and_checkpoint(
