@@ -430,7 +430,17 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
             block = validator_cost.section(validator, VALIDATOR_PRODUCTS)
             report.write_between(opts.doc, validator_cost.BEGIN, validator_cost.END, block)
         if opts.readme is not None:
-            report.write_readme(opts.readme, rows, memory, scaled, args, floor=floor_series)
+            report.write_readme(
+                opts.readme,
+                rows,
+                memory,
+                scaled,
+                args,
+                floor=floor_series,
+                peer=peer_pairs,
+                auto_rows=auto_rows,
+                journal=journal_series,
+            )
     say(report.table(rows))
     if scaled:
         say(report.scaling_table(scaled, opts.rate))

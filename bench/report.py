@@ -598,6 +598,9 @@ def readme_block(
     args: dict[str, Any],
     *,
     floor: dict[str, Any] | None = None,
+    peer: list[dict[str, Any]] | None = None,
+    auto_rows: list[dict[str, Any]] | None = None,
+    journal: dict[str, Any] | None = None,
 ) -> str:
     """The README's generated headline: scaling curve, our CPU and commands, targets."""
     rate = float(args["rate_per_second"])
@@ -637,6 +640,7 @@ def readme_block(
     if floor is not None:
         parts.append(floor_headline(floor))
     met = targets(rows, memory, scaled, rate) + (floor_targets(floor) if floor else [])
+    met += series_targets(peer or [], auto_rows or [], journal)
     if met:
         parts.append("| target | measured | met |\n|---|---|---|")
         parts += [
@@ -645,6 +649,46 @@ def readme_block(
         parts.append("")
     parts.append(README_END)
     return "\n".join(parts)
+
+
+def series_targets(
+    peer: list[dict[str, Any]], auto_rows: list[dict[str, Any]], journal: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """The peer's, `--rate auto`'s and the journal's targets, as rows of the targets table."""
+    out: list[dict[str, Any]] = []
+    for pair in peer:
+        config = f"{pair['processes']}xprefork({pair['concurrency']})"
+        out.append(
+            {
+                "target": f"engine >= 0.9 x a hand-written Celery peer ({pair['latency_ms']:g} ms)",
+                "measured": f"{pair['ratio']:.2f}x ({config}: {pair['engine_ps']:,.0f} vs "
+                f"{pair['peer_ps']:,.0f} products/s)",
+                "met": bool(pair["met"]),
+            }
+        )
+    if auto_rows:
+        shares = [float(r["x_limit"]) for r in auto_rows]
+        worst_429 = max(float(r["share_429"]) for r in auto_rows)
+        schemes = sorted({str(r.get("scheme", "?")) for r in auto_rows})
+        out.append(
+            {
+                "target": "`--rate auto` >= 0.9 x R with <= 1 % 429s within 60 s "
+                f"({', '.join(schemes)})",
+                "measured": f"{min(shares):.2f}-{max(shares):.2f} x R, at most "
+                f"{100 * worst_429:.2f} % 429s ({len(auto_rows)} runs)",
+                "met": all(r["met"] for r in auto_rows),
+            }
+        )
+    if journal is not None and journal.get("met") is not None:
+        out.append(
+            {
+                "target": "the before-image journal costs <= "
+                f"{100 * journal['target_slowdown']:g} % of throughput",
+                "measured": f"{100 * journal['slowdown']:.1f} % slower",
+                "met": bool(journal["met"]),
+            }
+        )
+    return out
 
 
 def _slots(n: int) -> str:
@@ -669,6 +713,9 @@ def write_readme(
     args: dict[str, Any],
     *,
     floor: dict[str, Any] | None = None,
+    peer: list[dict[str, Any]] | None = None,
+    auto_rows: list[dict[str, Any]] | None = None,
+    journal: dict[str, Any] | None = None,
 ) -> None:
     """Replace the README's generated headline between its markers (nothing if it has none)."""
     if not path.exists():
@@ -678,7 +725,10 @@ def write_readme(
         return
     head, rest = text.split(README_BEGIN, 1)
     tail = rest.split(README_END, 1)[1]
-    path.write_text(head + readme_block(rows, memory, scaled, args, floor=floor) + tail)
+    block = readme_block(
+        rows, memory, scaled, args, floor=floor, peer=peer, auto_rows=auto_rows, journal=journal
+    )
+    path.write_text(head + block + tail)
 
 
 # --- The floor of a diff-only backfill (issue 19 part 2): engine vs floor per document ---
