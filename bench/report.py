@@ -605,6 +605,8 @@ def readme_block(
     """The README's generated headline: scaling curve, our CPU and commands, targets."""
     rate = float(args["rate_per_second"])
     parts = [README_BEGIN, ""]
+    if rows:
+        parts += [results_summary(rows), ""]
     if scaled:
         cap = scaling.rate_cap_products_per_s(rate)
         by_curve = scaling.curves(scaled, cap)
@@ -649,6 +651,45 @@ def readme_block(
         parts.append("")
     parts.append(README_END)
     return "\n".join(parts)
+
+
+def _config(r: Row) -> str:
+    if r.scenario in ("ceiling", "naive"):
+        return "-" if r.scenario == "ceiling" else f"{r.processes or 1} process"
+    return f"{r.processes} x {r.pool}({r.concurrency})"
+
+
+def results_summary(rows: list[Row]) -> str:
+    """The README's results table: the ceiling, the naive loop, and at each latency the
+    fastest and slowest first run and rerun (the whole matrix is in docs/benchmarks.md)."""
+    names = {"ceiling": "ceiling: one raw unordered `bulk_write`", "naive": "naive loop"}
+    names |= {"system": "mongo-backfill, first run", "rerun": "rerun, nothing changed"}
+    picked: list[Row] = [r for r in rows if r.scenario in ("ceiling", "naive")]
+    for latency in sorted({r.latency_ms for r in rows if r.scenario == "system"}, key=float):
+        for scenario in ("system", "rerun"):
+            same = [r for r in rows if r.scenario == scenario and r.latency_ms == latency]
+            if same:
+                by_rate = sorted(same, key=lambda r: r.products_per_s, reverse=True)
+                picked += [by_rate[0]] + ([by_rate[-1]] if len(by_rate) > 1 else [])
+    ceilings = sorted(r.ceiling_ps for r in rows if r.ceiling_ps)
+    lines = [
+        f"Results of the run (the fastest and slowest configuration of each kind; every "
+        f"configuration is compared with a ceiling measured on the server right before it, "
+        f"{ceilings[0]:,.0f}-{ceilings[-1]:,.0f} products/s):"
+        if ceilings
+        else "Results of the run:",
+        "",
+        "| scenario | config | catalog latency | products/s | x ceiling | x naive "
+        "| product writes |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in picked:
+        latency = "-" if r.latency_ms is None else f"{r.latency_ms:g} ms"
+        lines.append(
+            f"| {names[r.scenario]} | {_config(r)} | {latency} | {r.products_per_s:,.0f} | "
+            f"{_fmt(r.x_ceiling, '.2f')} | {_fmt(r.x_naive, '.1f')} | {r.writes:,} |"
+        )
+    return "\n".join(lines)
 
 
 def series_targets(

@@ -56,3 +56,41 @@ def test_the_readme_headline_lists_them_between_its_markers(tmp_path: Path) -> N
     assert "stale" not in text and text.startswith("intro") and text.rstrip().endswith("rest")
     assert "| engine >= 0.9 x a hand-written Celery peer (150 ms) | 0.74x" in text
     assert "| **no** |" in text
+
+
+def test_the_results_table_has_the_ceiling_naive_and_each_latency_s_extremes() -> None:
+    from bench.report import results_summary
+    from bench.scenarios import Row, with_ratios
+
+    def run(scenario: str, procs: int, latency: float, seconds: float, writes: int) -> Row:
+        return Row(
+            scenario, "x", 1000, seconds, latency_ms=latency, pool="prefork", processes=procs,
+            concurrency=2, writes=writes, ceiling_ps=2000.0,
+        )  # fmt: skip
+
+    rows = with_ratios(
+        [
+            Row("ceiling", "ceiling", 1000, 0.5, writes=1000),
+            Row("naive", "naive", 100, 1.0, latency_ms=0.0, processes=1, writes=100),
+            run("system", 1, 0.0, 2.0, 1000),
+            run("system", 2, 0.0, 1.0, 1000),
+            run("system", 4, 0.0, 1.25, 1000),
+            run("rerun", 1, 0.0, 0.5, 0),
+        ]
+    )
+
+    table = results_summary(rows)
+
+    lines = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [line.split(" | ")[1] for line in lines[1:]] == [
+        "-",
+        "1 process",
+        "2 x prefork(2)",  # the fastest first run at 0 ms
+        "1 x prefork(2)",  # the slowest; the middle one is left to docs/benchmarks.md
+        "1 x prefork(2)",
+    ]
+    assert (
+        "| mongo-backfill, first run | 2 x prefork(2) | 0 ms | 1,000 | 0.50 | 10.0 | 1,000 |"
+        in table
+    )
+    assert "| rerun, nothing changed | 1 x prefork(2) | 0 ms | 2,000 | 1.00 | 20.0 | 0 |" in table
