@@ -472,10 +472,12 @@ def read_job_and_ids(
     `backfill_metadata` (docs/benchmarks.md). Either part is None when there is no such
     document.
     """
-    job = coll.find_one({"_id": job_id, "kind": "job"}, dict.fromkeys(fields, 1))
-    if job is None:
+    # On `_id` alone, and the id list whole: a second equality or a projection of the
+    # 500-id array cost some servers more (docs/benchmarks.md), and leave nothing out here.
+    job = coll.find_one({"_id": job_id}, dict.fromkeys((*fields, "kind"), 1))
+    if job is None or job.get("kind") != "job":
         return None, None
-    found = coll.database[ids_coll].find_one({"_id": bid}, {"ids": 1, "ambiguous": 1})
+    found = coll.database[ids_coll].find_one({"_id": bid})
     ids = None if found is None else (list(found["ids"]), list(found.get("ambiguous") or []))
     return job, ids
 
