@@ -14,7 +14,7 @@ import click
 from backfill_engine.redact import redact_text, redacted_traceback
 from backfill_engine.settings import Settings, SettingsError
 from orchestrator.context import AppContext
-from orchestrator.errors import BackfillError, mongo_error_line
+from orchestrator.errors import BackfillError, first_line, mongo_error_line
 from orchestrator.stack_state import with_running_stack
 
 EXIT_ERROR = 1
@@ -113,9 +113,9 @@ def main(argv: list[str] | None = None) -> None:
     except pymongo.errors.PyMongoError as exc:
         _fail(redact_text(f"MongoDB: {mongo_error_line(exc)}", secrets))
     except redis.RedisError as exc:
-        _fail(redact_text(f"Redis: {str(exc).splitlines()[0][:300]}", secrets))
+        _fail(redact_text(f"Redis: {first_line(exc)}", secrets))
     except requests.RequestException as exc:
-        _fail(redact_text(f"source: {str(exc).splitlines()[0][:300]}", secrets))
+        _fail(redact_text(f"source: {first_line(exc)}", secrets))
     except Exception as exc:
         if os.environ.get("BACKFILL_DEBUG"):
             # The traceback, but through the same scrubbing as every other line we print.

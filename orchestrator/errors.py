@@ -52,5 +52,11 @@ def mongo_error_line(exc: Exception) -> str:
         first = errors[0]
         more = f"; {len(errors):,} documents rejected" if len(errors) > 1 else ""
         return f"{first.get('errmsg', 'write error')} (code {first.get('code')}{more})"[:300]
-    text = str(exc).split(", full error:")[0]
-    return (text.splitlines() or [type(exc).__name__])[0][:300]
+    return first_line(exc, str(exc).split(", full error:")[0])
+
+
+def first_line(exc: Exception, text: str | None = None) -> str:
+    """The first line of `text` (the exception's own by default), at most 300 characters;
+    the exception's type name when there is none."""
+    lines = (str(exc) if text is None else text).splitlines()
+    return (lines or [type(exc).__name__])[0][:300]
