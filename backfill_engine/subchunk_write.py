@@ -68,22 +68,38 @@ def write_together(
 
     `ops` must carry their namespace (`UpdateOne(..., namespace="db.coll")`). Returns the
     updates' counts and whether the checkpoint matched its lease (None: none was sent).
+
+    The reply is the summary alone (`errorsOnly`): per-operation results would cost the
+    server a result document per written document and the reply as many bytes. A missed
+    update is no error, so the summary's counts hold the checkpoint's too: a checkpoint
+    that matches changes its batch (its `processed` moves on), so when every update and
+    the checkpoint matched, the checkpoint's one match and one change come off. Fewer
+    matches (a document deleted meanwhile, or the lease lost) are told apart by reading the
+    batch under the same guard: a fencing token never comes back, so a batch still under
+    it holds the checkpoint exactly when the checkpoint matched.
     """
     models: list[InsertOne | UpdateOne] = [
         InsertOne(doc, namespace=f"{db.name}.{JOURNAL}") for doc in journal_docs
     ]
-    first = len(models)
     models.extend(ops)
-    last = len(models)
     if checkpoint is not None:
         models.append(
             UpdateOne(checkpoint.guard, checkpoint.update, namespace=f"{db.name}.{METADATA}")
         )
     res = db.client.bulk_write(
-        models, ordered=True, verbose_results=True, write_concern=db.write_concern
+        models, ordered=True, verbose_results=False, write_concern=db.write_concern
     )
-    results = res.update_results
-    matched = sum(r.matched_count for i, r in results.items() if first <= i < last)
-    modified = sum(r.modified_count for i, r in results.items() if first <= i < last)
-    held = None if checkpoint is None else results[last].matched_count == 1
+    matched, modified = res.matched_count, res.modified_count
+    if checkpoint is None:
+        return WriteCounts(matched, modified), None
+    held = matched == len(ops) + 1 or _checkpoint_landed(db, checkpoint)
+    if held:
+        matched, modified = matched - 1, modified - 1
     return WriteCounts(matched, modified), held
+
+
+def _checkpoint_landed(db: Database, checkpoint: Checkpoint) -> bool:
+    """Whether the batch under the checkpoint's guard holds the progress it recorded."""
+    recorded = checkpoint.update["$set"]["processed"]
+    batch = db[METADATA].find_one(checkpoint.guard, {"processed": 1})
+    return batch is not None and batch.get("processed") == recorded

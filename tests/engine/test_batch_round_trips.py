@@ -36,12 +36,15 @@ class CommandTally(monitoring.CommandListener):
         self.sent: Counter[tuple[str, str]] = Counter()
         self.checkpoints = 0
         self.locks = 0
+        self.verbose = 0  # bulkWrites that asked for a result per operation
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         target = event.command.get(event.command_name)
         if not isinstance(target, str):  # getMore names its cursor first, then the collection
             target = event.command.get("collection", "")
         self.sent[(event.command_name, target)] += 1
+        if event.command_name == "bulkWrite":
+            self.verbose += not event.command.get("errorsOnly", False)
         if (event.command_name, target) == ("update", METADATA):
             for u in event.command["updates"]:
                 sets = u["u"].get("$set", {})
@@ -125,6 +128,8 @@ def test_a_batch_reads_and_writes_each_sub_chunk_in_one_command(system: System) 
     # The server takes a client bulkWrite (SecantusDB speaks wire version 27, as mongod
     # 8.2): journal, updates and checkpoint go in one command per sub-chunk.
     assert tally.sent[("bulkWrite", "")] == subchunks
+    # Its reply is the summary: no result document per written document.
+    assert tally.verbose == 0
     assert tally.sent[("update", PRODUCTS)] == 0
     assert tally.sent[("insert", JOURNAL)] == 0
     assert tally.checkpoints == 0  # each rode with its sub-chunk's writes, the last with
@@ -225,3 +230,82 @@ def test_every_written_sub_chunk_is_recorded_before_the_source_is_asked_again(
 def durable_last(system: System, job_id: str) -> Any:
     """The 200th id of the job's first batch: where its checkpoint after two sub-chunks is."""
     return load_batch_ids(system.db[BATCH_IDS], batch_id(job_id, 0))[199]
+
+
+def _runtime(settings: Settings, system: System) -> Runtime:
+    assert settings.redis_url
+    return Runtime(
+        settings, system.db, redis.Redis.from_url(settings.redis_url), worker_definitions(settings)
+    )
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["bulkWrite", "separate"])
+def test_documents_deleted_between_the_read_and_the_write_are_counted_and_checkpointed(
+    system: System, monkeypatch: pytest.MonkeyPatch, together: bool
+) -> None:
+    # Three documents of the second sub-chunk vanish while its source call runs: they were
+    # read, so they are updated, and match nothing. The write's counts (the checkpoint's
+    # own match taken out of a summary-only reply) must say so, and the checkpoint that
+    # rode along with the assumed counts must be corrected before the next source call.
+    calls = {"n": 0}
+    real = backfill_step.ask_source
+    durable: dict[str, Any] = {}
+    settings = replace(system.settings, read_ids=0, client_bulk_write=together)
+    seed_products(system.db, 500)
+    job_id = plan_catalog_job(system, settings)
+    ids = load_batch_ids(system.db[BATCH_IDS], batch_id(job_id, 0))
+    doomed = ids[100:103]
+
+    def deleting(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            system.db[PRODUCTS].delete_many({"_id": {"$in": doomed}})
+        if calls["n"] == 3:
+            durable.update(system.db[METADATA].find_one({"_id": batch_id(job_id, 0)}) or {})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backfill_step, "ask_source", deleting)
+    rt = _runtime(settings, system)
+    try:
+        assert process_batch(rt, RecordingSender(), job_id, 0, "w") is BatchOutcome.DONE
+    finally:
+        rt.after_batch.shutdown(wait=True)
+    assert durable["processed"] == 200
+    assert durable["counters"]["written"] == 197 and durable["counters"]["deleted"] == 3
+    batch = system.db[METADATA].find_one({"_id": batch_id(job_id, 0)})
+    assert batch is not None and batch["status"] == "done"
+    assert batch["counters"]["written"] == 497 and batch["counters"]["deleted"] == 3
+    assert system.db[PRODUCTS].count_documents({"catalog_synced_at": {"$exists": True}}) == 497
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["bulkWrite", "separate"])
+def test_a_lease_taken_over_during_the_source_call_stops_the_batch_at_its_write(
+    system: System, monkeypatch: pytest.MonkeyPatch, together: bool
+) -> None:
+    # Another worker's lease (a new fencing token) while the second sub-chunk's source call
+    # runs: the checkpoint under the old token matches nothing, so the delivery stops as
+    # LEASE_LOST and records nothing over the new owner's progress.
+    calls = {"n": 0}
+    real = backfill_step.ask_source
+    settings = replace(system.settings, read_ids=0, client_bulk_write=together)
+    seed_products(system.db, 500)
+    job_id = plan_catalog_job(system, settings)
+    bid = batch_id(job_id, 0)
+
+    def taken_over(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            system.db[METADATA].update_one(
+                {"_id": bid}, {"$inc": {"fencing_token": 1}, "$set": {"lease_owner": "other"}}
+            )
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backfill_step, "ask_source", taken_over)
+    rt = _runtime(settings, system)
+    try:
+        assert process_batch(rt, RecordingSender(), job_id, 0, "w") is BatchOutcome.LEASE_LOST
+    finally:
+        rt.after_batch.shutdown(wait=True)
+    batch = system.db[METADATA].find_one({"_id": bid})
+    assert batch is not None and batch["lease_owner"] == "other" and batch["status"] == "running"
+    assert batch["processed"] == 100  # the first sub-chunk's checkpoint, nothing after it
