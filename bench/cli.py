@@ -12,7 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import auto_rate, floor, journal_cost, peer, report, scaling, validator_cost
+from bench import (
+    auto_rate,
+    floor,
+    journal_cost,
+    local_catalog,
+    peer,
+    report,
+    scaling,
+    validator_cost,
+)
 from bench.data import product_docs
 from bench.scenarios import Bench, Row, SystemConfig, ceiling, describe, naive, system, with_ratios
 from bench.servers import start_servers
@@ -498,13 +507,33 @@ def _floor_series(
         # (the points above).
         reads0["server_cpu_target_x"] = reads0["server_cpu_met"] = None
         reads0["own_cpu_met"] = None
+    local, local_base = _local_source_point(bench, opts)
     return {
         "products": opts.products,
         "read_ids": bench.read_ids,
         "points": points,
         "reads0": reads0,
-        "floors": [base.as_dict() for base, _ in pairs] + [base.as_dict()],
+        "local": local,
+        "floors": [base.as_dict() for base, _ in pairs] + [base.as_dict(), local_base.as_dict()],
     }
+
+
+def _local_source_point(bench: Bench, opts: Options) -> tuple[dict[str, Any], floor.FloorRun]:
+    """The 1-slot first run at 0 ms with the catalog's answers computed in the workers
+    (bench.local_catalog) against a floor of its own: our CPU without the HTTP call.
+
+    Shown beside the compared runs, not judged: the targets are the catalog backfill's.
+    """
+    base = floor.floor(bench, opts.products)
+    cfg = SystemConfig(1, opts.pools[0], 1, 0.0)
+    row = system(bench, opts.products, cfg, rerun=False, backfill=local_catalog.NAME)[0]
+    point = floor.compare(base, row)
+    if point is None:
+        raise RuntimeError("the in-process source run measured no CPU or traffic")
+    point["label"] = f"{row.label}, source in-process"
+    point["catalog_requests"] = row.catalog_requests  # none: the answers never left the worker
+    point["server_cpu_target_x"] = point["server_cpu_met"] = point["own_cpu_met"] = None
+    return point, base
 
 
 def main(argv: Sequence[str] | None = None) -> int:

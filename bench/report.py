@@ -794,6 +794,12 @@ def _floor_target(point: dict[str, Any], key: str) -> tuple[str, str]:
     return f"<= {target}x", "-" if met is None else ("yes" if met else "**no**")
 
 
+def _shown_points(floor: dict[str, Any]) -> list[dict[str, Any]]:
+    """The compared runs, then the BACKFILL_READ_IDS=0 run and the in-process source run."""
+    extra = [floor[k] for k in ("reads0", "local") if floor.get(k)]
+    return list(floor["points"]) + extra
+
+
 def floor_table(floor: dict[str, Any]) -> str:
     """Engine vs floor per document: one block of rows per compared run, a row per metric."""
     out = [
@@ -801,8 +807,7 @@ def floor_table(floor: dict[str, Any]) -> str:
         "| target | met |",
         "|---|---:|---|---:|---:|---:|---|---|",
     ]
-    points = list(floor["points"]) + ([floor["reads0"]] if floor.get("reads0") else [])
-    for p in points:
+    for p in _shown_points(floor):
         for i, (key, name, spec) in enumerate(FLOOR_METRICS):
             target, met = _floor_target(p, key)
             run = f"{p['label']} ({p['slots']} slot{'s' if p['slots'] != 1 else ''})"
@@ -822,8 +827,7 @@ def floor_commands_table(floor: dict[str, Any]) -> str:
         "| of them the orchestrator's | floor | by command |",
         "|---|---:|---:|---:|---:|---|",
     ]
-    points = list(floor["points"]) + ([floor["reads0"]] if floor.get("reads0") else [])
-    for p in points:
+    for p in _shown_points(floor):
         batches = max(int(p["batches"] or 1), 1)
         busiest = sorted(p["by_name"].items(), key=lambda kv: -kv[1])[:8]
         names = ", ".join(f"{k} {v / batches:.1f}" for k, v in busiest)
@@ -836,7 +840,7 @@ def floor_commands_table(floor: dict[str, Any]) -> str:
 
 
 def floor_targets(floor: dict[str, Any]) -> list[dict[str, Any]]:
-    return floor_series.targets(list(floor["points"]), floor.get("reads0"))
+    return floor_series.targets(list(floor["points"]), floor.get("reads0"), floor.get("local"))
 
 
 def floor_headline(floor: dict[str, Any]) -> str:
@@ -849,6 +853,13 @@ def floor_headline(floor: dict[str, Any]) -> str:
         f"our CPU {_fmt(p['ratios']['own_cpu_ms'], '.2f', 'x')}"
         for p in floor["points"]
     ]
+    local = floor.get("local")
+    if local:
+        parts.append(
+            f"{local['label']} (no HTTP): server CPU "
+            f"{_fmt(local['ratios']['server_cpu_ms'], '.2f', 'x')}, "
+            f"our CPU {_fmt(local['ratios']['own_cpu_ms'], '.2f', 'x')}"
+        )
     return (
         "Database work per document against the floor of a diff-only backfill (0 ms, "
         "engine / floor): " + ("; ".join(parts) or "not measured") + ".\n"
@@ -870,8 +881,10 @@ def floor_block(floor: dict[str, Any]) -> str:
         f"### Floor targets\n\n{targets_table(floor_targets(floor))}\n"
         f"The floor ran on {floor['products']:,} products right before each compared run, "
         f"and on {reads0_products} "
-        "before the `BACKFILL_READ_IDS=0` run; the method is described under "
-        '"The floor of a diff-only backfill" below the generated part.\n\n'
+        'before the `BACKFILL_READ_IDS=0` run. The run marked "source in-process" is the '
+        "same backfill with the catalog's answers computed in the workers "
+        "(bench/local_catalog.py): what our CPU is without the HTTP call. The method is "
+        'described under "The floor of a diff-only backfill" below the generated part.\n\n'
     )
 
 

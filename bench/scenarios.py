@@ -14,9 +14,11 @@ from typing import Any
 import requests
 from pymongo.database import Database
 
+from backfill_engine.runtime import worker_definitions
 from backfill_engine.settings import Settings
 from backfill_engine.states import METADATA
 from backfill_migrations import runner
+from bench import local_catalog
 from bench.data import precomputed_updates, seed
 from bench.probes import CpuMeter, RssSampler, calls_delta, cpu_seconds, machine_busy
 from bench.servers import Servers, wait_workers_ready
@@ -250,11 +252,12 @@ def _run_job(
     timeout: float | None = None,
     traffic_dir: Path | None = None,
     journal: bool = True,
+    backfill: str = "catalog",
 ) -> tuple[Row, str]:
     n = db[PRODUCTS].estimated_document_count()
     slots = cfg.processes * cfg.concurrency
     opts = RunOptions(
-        backfill="catalog",
+        backfill=backfill,
         batch_size=bench.batch_size,
         max_in_flight=max(8, 2 * slots),
         rate_per_second=bench.rate_per_second,
@@ -268,6 +271,7 @@ def _run_job(
             "redis": [bench.servers.redis_proc.pid],
         },
     )
+    definitions = worker_definitions(settings)  # what the workers know, loaded off the clock
     ops_before = bench.servers.mongo_ops()
     traffic = TrafficMeter(bench.servers.traffic, traffic_dir)
     traffic.start()
@@ -280,7 +284,7 @@ def _run_job(
     requests_before = bench.servers.catalog_requests()
     started = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
-    job, _ = launch(db, broker, opts)
+    job, _ = launch(db, broker, opts, definitions=definitions)
     job_id = str(job["_id"])
     summary = wait_for(db, broker, settings, job_id, timeout=timeout or max(300.0, n / 20))
     if summary.job["status"] != "completed":
@@ -338,6 +342,7 @@ def system(
     read_ids: int | None = None,
     journal: bool = True,
     after_first: AfterFirst | None = None,
+    backfill: str = "catalog",
 ) -> list[Row]:
     """The full system on `n` products with `cfg`'s workers; then optionally the same job again.
 
@@ -345,6 +350,8 @@ def system(
     `read_ids` overrides the bench's BACKFILL_READ_IDS for this run. `journal=False` runs
     the job as `--no-journal`. `after_first(db, broker, settings, job_id, row)` runs once
     the first job is done, on the same workers and database (bench/journal_cost.py).
+    `backfill` is the backfill run: `catalog`, or `catalog_local` (bench.local_catalog:
+    the same backfill with the catalog's answers computed in the workers).
     """
     db = bench.fresh_db(n)
     run_no = bench._runs
@@ -359,6 +366,7 @@ def system(
         rate_per_second=bench.rate_per_second,
         data_dir=str(bench.log_dir),
         migrations_dir=str(VERSIONS_DIR),  # the example scenario's
+        imports=(local_catalog.MODULE,) if backfill == local_catalog.NAME else (),
         # The engine's own throughput is measured, as in earlier runs: the database health
         # throttle (on by default) would hold slots back once the one SecantusDB saturates.
         max_write_latency_ms=0,
@@ -389,7 +397,17 @@ def system(
         pids = [w.pid for w in workers]
         with RssSampler(w.pid for w in workers) as rss:
             first, job_id = _run_job(
-                bench, db, broker, settings, cfg, "system", pids, timeout, traffic_dir, journal
+                bench,
+                db,
+                broker,
+                settings,
+                cfg,
+                "system",
+                pids,
+                timeout,
+                traffic_dir,
+                journal,
+                backfill,
             )
         first.timings = _batch_timings(db, job_id, logs)
         first.overhead_pct = _overhead_pct(first.timings)

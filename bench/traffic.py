@@ -113,6 +113,12 @@ class TrafficListener(monitoring.CommandListener):
         with self._lock:
             return self._totals.plus(Traffic())
 
+    def charge(self, cpu_s: float) -> None:
+        """Count `cpu_s` of the bench's own work in this process (writing these counts) as
+        the listener's, so it is taken out of the process's CPU like the listener's is."""
+        with self._lock:
+            self._totals.listener_cpu_s += cpu_s
+
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         if event.command_name in self.ignore:
             return

@@ -120,6 +120,15 @@ def test_ratios_are_computed_from_the_measured_values() -> None:
     }
     assert compare(floor, _row(mongo_traffic={})) is None  # not measured: no ratio
 
+    # The in-process source run is shown beside the judged runs, never judged itself.
+    local = compare(floor, _row(label="1xprefork(1), source in-process"))
+    assert local is not None
+    local["own_cpu_met"] = None
+    rows = targets([point, four], reads0, local)
+    assert {t["target"]: t["met"] for t in rows} == judged
+    (own,) = [t for t in rows if t["target"].startswith("our CPU")]
+    assert "7.60x with the source in-process (1xprefork(1), source in-process:" in own["measured"]
+
 
 @pytest.mark.timeout(300)
 def test_bench_floor_series_compares_the_engine_with_the_floor(tmp_path: Path) -> None:
@@ -170,6 +179,13 @@ def test_bench_floor_series_compares_the_engine_with_the_floor(tmp_path: Path) -
         assert writes >= 5
         # The orchestrator (this process) launched and polled the job: its share is apart.
         assert 0 < p["orchestrator_commands_per_batch"] < p["commands_per_batch"]
+    # The same backfill with the catalog's answers computed in the workers: every product
+    # written, not one HTTP request, and its ratios against a floor of its own.
+    local = result.floor["local"]
+    assert local["label"] == "1xprefork(1), source in-process"
+    assert local["engine_writes"] == 500 and local["floor_writes"] == 500
+    assert local["catalog_requests"] == 0
+    assert local["ratios"]["own_cpu_ms"] is not None and local["own_cpu_met"] is None
     # The floor does 25-id reads like the engine; with BACKFILL_READ_IDS=0 one per 100 ids.
     assert point["floor_commands_per_batch"] == 25.0
     assert reads0["floor_commands_per_batch"] == 10.0
@@ -180,6 +196,7 @@ def test_bench_floor_series_compares_the_engine_with_the_floor(tmp_path: Path) -
     assert "## Floor: the engine's database work per document" in doc
     assert "| 1xprefork(1) (1 slot) | 25 | database server CPU ms |" in doc
     assert "MongoDB commands per 500-id batch <= 15 (BACKFILL_READ_IDS=0)" in doc
+    assert "| 1xprefork(1), source in-process (1 slot) | 25 | database server CPU ms |" in doc
 
 
 def test_the_commands_table_names_the_busiest_commands_first() -> None:
@@ -198,3 +215,20 @@ def test_the_commands_table_names_the_busiest_commands_first() -> None:
     }
     row = floor_commands_table({"points": [point]}).splitlines()[-1]
     assert "| bulkWrite products 5.0, find x 2.0, find c0 0.1," in row
+
+
+def test_the_bench_s_own_work_in_a_worker_is_taken_out_with_the_listener_s() -> None:
+    # A worker's hook charges writing its count files to the listener, so the engine's CPU
+    # per document (the process's CPU minus listener_cpu_s) does not carry the bench's work.
+    listener = TrafficListener()
+    before = listener.snapshot()
+    listener.charge(0.25)
+    listener.charge(0.5)
+    spent = listener.snapshot().minus(before)
+    assert spent.listener_cpu_s == pytest.approx(0.75)
+    assert spent.commands == 0 and spent.by_name == {}
+    row = _row(mongo_traffic={**_row().mongo_traffic, "listener_cpu_s": 0.3})
+    point = compare(FloorRun(1000, 1.0, 1000, 25, 1.0, 0.05, Traffic(commands=50)), row)
+    assert point is not None
+    # workers 0.3 s + orchestrator 0.1 s - 0.3 s of the bench's = 0.1 ms per product
+    assert point["engine"]["own_cpu_ms"] == pytest.approx(0.1)
