@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -193,32 +194,18 @@ def test_every_written_sub_chunk_is_recorded_before_the_source_is_asked_again(
     # worker killed during that call leaves: the two sub-chunks written must be recorded,
     # or the retry asks the source again for what is written already (a checkpoint held
     # back to ride with the next write would fail this).
-    calls = {"n": 0}
-    real = backfill_step.ask_source
     durable: dict[str, Any] = {}
-
-    def third_fails(*args: Any, **kwargs: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            durable.update(system.db[METADATA].find_one({"_id": batch_id(job_id, 0)}) or {})
-            raise SourceUnavailableError("the catalog is down")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(backfill_step, "ask_source", third_fails)
     settings = replace(system.settings, read_ids=0, client_bulk_write=together)
     seed_products(system.db, 500)
     job_id = plan_catalog_job(system, settings)
-    assert settings.redis_url
-    rt = Runtime(
-        settings,
-        system.db,
-        redis.Redis.from_url(settings.redis_url),
-        worker_definitions(settings),
-    )
-    try:
-        assert process_batch(rt, RecordingSender(), job_id, 0, "w") is BatchOutcome.RETRY
-    finally:
-        rt.after_batch.shutdown(wait=True)
+
+    def third_fails(n: int) -> None:
+        if n == 3:
+            durable.update(system.db[METADATA].find_one({"_id": batch_id(job_id, 0)}) or {})
+            raise SourceUnavailableError("the catalog is down")
+
+    outcome = deliver_first_batch(system, settings, job_id, monkeypatch, third_fails)
+    assert outcome is BatchOutcome.RETRY
     assert durable["processed"] == 200 and durable["counters"]["written"] == 200
     assert durable["last_processed_id"] == durable_last(system, job_id)
     batch = system.db[METADATA].find_one({"_id": batch_id(job_id, 0)})
@@ -227,16 +214,37 @@ def test_every_written_sub_chunk_is_recorded_before_the_source_is_asked_again(
     assert system.db[PRODUCTS].count_documents({"catalog_synced_at": {"$exists": True}}) == 200
 
 
+def deliver_first_batch(
+    system: System,
+    settings: Settings,
+    job_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    before_source_call: Callable[[int], None],
+) -> BatchOutcome:
+    """Run the job's first batch in-process, calling `before_source_call(n)` before its
+    n-th source call (n from 1; it may raise as the source would); the delivery's outcome."""
+    calls = {"n": 0}
+    real = backfill_step.ask_source
+
+    def ask_source(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        before_source_call(calls["n"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backfill_step, "ask_source", ask_source)
+    assert settings.redis_url
+    rt = Runtime(
+        settings, system.db, redis.Redis.from_url(settings.redis_url), worker_definitions(settings)
+    )
+    try:
+        return process_batch(rt, RecordingSender(), job_id, 0, "w")
+    finally:
+        rt.after_batch.shutdown(wait=True)
+
+
 def durable_last(system: System, job_id: str) -> Any:
     """The 200th id of the job's first batch: where its checkpoint after two sub-chunks is."""
     return load_batch_ids(system.db[BATCH_IDS], batch_id(job_id, 0))[199]
-
-
-def _runtime(settings: Settings, system: System) -> Runtime:
-    assert settings.redis_url
-    return Runtime(
-        settings, system.db, redis.Redis.from_url(settings.redis_url), worker_definitions(settings)
-    )
 
 
 @pytest.mark.parametrize("together", [True, False], ids=["bulkWrite", "separate"])
@@ -247,8 +255,6 @@ def test_documents_deleted_between_the_read_and_the_write_are_counted_and_checkp
     # read, so they are updated, and match nothing. The write's counts (the checkpoint's
     # own match taken out of a summary-only reply) must say so, and the checkpoint that
     # rode along with the assumed counts must be corrected before the next source call.
-    calls = {"n": 0}
-    real = backfill_step.ask_source
     durable: dict[str, Any] = {}
     settings = replace(system.settings, read_ids=0, client_bulk_write=together)
     seed_products(system.db, 500)
@@ -256,20 +262,14 @@ def test_documents_deleted_between_the_read_and_the_write_are_counted_and_checkp
     ids = load_batch_ids(system.db[BATCH_IDS], batch_id(job_id, 0))
     doomed = ids[100:103]
 
-    def deleting(*args: Any, **kwargs: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 2:
+    def deleting(n: int) -> None:
+        if n == 2:
             system.db[PRODUCTS].delete_many({"_id": {"$in": doomed}})
-        if calls["n"] == 3:
+        if n == 3:
             durable.update(system.db[METADATA].find_one({"_id": batch_id(job_id, 0)}) or {})
-        return real(*args, **kwargs)
 
-    monkeypatch.setattr(backfill_step, "ask_source", deleting)
-    rt = _runtime(settings, system)
-    try:
-        assert process_batch(rt, RecordingSender(), job_id, 0, "w") is BatchOutcome.DONE
-    finally:
-        rt.after_batch.shutdown(wait=True)
+    outcome = deliver_first_batch(system, settings, job_id, monkeypatch, deleting)
+    assert outcome is BatchOutcome.DONE
     assert durable["processed"] == 200
     assert durable["counters"]["written"] == 197 and durable["counters"]["deleted"] == 3
     batch = system.db[METADATA].find_one({"_id": batch_id(job_id, 0)})
@@ -285,27 +285,19 @@ def test_a_lease_taken_over_during_the_source_call_stops_the_batch_at_its_write(
     # Another worker's lease (a new fencing token) while the second sub-chunk's source call
     # runs: the checkpoint under the old token matches nothing, so the delivery stops as
     # LEASE_LOST and records nothing over the new owner's progress.
-    calls = {"n": 0}
-    real = backfill_step.ask_source
     settings = replace(system.settings, read_ids=0, client_bulk_write=together)
     seed_products(system.db, 500)
     job_id = plan_catalog_job(system, settings)
     bid = batch_id(job_id, 0)
 
-    def taken_over(*args: Any, **kwargs: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 2:
+    def taken_over(n: int) -> None:
+        if n == 2:
             system.db[METADATA].update_one(
                 {"_id": bid}, {"$inc": {"fencing_token": 1}, "$set": {"lease_owner": "other"}}
             )
-        return real(*args, **kwargs)
 
-    monkeypatch.setattr(backfill_step, "ask_source", taken_over)
-    rt = _runtime(settings, system)
-    try:
-        assert process_batch(rt, RecordingSender(), job_id, 0, "w") is BatchOutcome.LEASE_LOST
-    finally:
-        rt.after_batch.shutdown(wait=True)
+    outcome = deliver_first_batch(system, settings, job_id, monkeypatch, taken_over)
+    assert outcome is BatchOutcome.LEASE_LOST
     batch = system.db[METADATA].find_one({"_id": bid})
     assert batch is not None and batch["lease_owner"] == "other" and batch["status"] == "running"
     assert batch["processed"] == 100  # the first sub-chunk's checkpoint, nothing after it
