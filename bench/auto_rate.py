@@ -8,14 +8,21 @@ its workers are ready. The stand-in's own counters (/_stats) over [SETTLE_SECOND
 RUN_SECONDS] give the sustained rate of good answers and the share answered 429.
 Target: >= TARGET_SHARE x LIMIT with <= TARGET_429_SHARE answered 429, within 60 s.
 
+Each job runs on a SecantusDB started for it: the series measures the controller, and a
+server that has taken the jobs before it measured batches 4x slower at the same moment of
+its fourth job in two runs, with no 429 (docs/benchmarks.md, Targets).
+
 `python -m bench.auto_rate [SCHEME ...]` runs only this series (every scheme by default)
 and rewrites its part of the doc.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +33,13 @@ from backfill_engine.settings import Settings
 from backfill_migrations import runner
 from bench import report
 from bench.data import product_docs, seed
-from bench.servers import wait_workers_ready
+from bench.servers import MONGO_DATA, wait_workers_ready
 from catalog_service.limiters import DEFAULT_SCHEME, SCHEMES
 from catalog_service.scenario import start_catalog
 from migrations import VERSIONS_DIR
 from orchestrator import jobs
 from orchestrator.commands import Broker, RunOptions, launch
-from orchestrator.stack import ManagedProcess, start_worker
+from orchestrator.stack import ManagedProcess, start_mongo, start_redis, start_worker
 
 LIMIT = 20.0  # the stand-in's requests/s (`--rate-limit`); never told to the job
 STARTS = (10 * LIMIT, LIMIT / 10)  # ten times too high, ten times too low
@@ -178,20 +185,36 @@ def measure(
 
 
 def run_all(
-    mongo_url: str,
+    mongo_url: str | Callable[[int], AbstractContextManager[str]],
     redis_url: str,
     log_dir: Path,
     say: Callable[[str], None] = print,
     schemes: tuple[str, ...] = SCHEMES,
 ) -> list[dict[str, Any]]:
-    """Both starts against each scheme, one fresh stand-in (and database) per job."""
+    """Both starts against each scheme, one fresh stand-in (and database) per job.
+
+    `mongo_url` is one server for every job, or gives each job (by its number) a server
+    of its own for as long as the job runs.
+    """
     say(f"--rate auto against a stand-in limited to {LIMIT:g}/s ({', '.join(schemes)})")
     rows: list[dict[str, Any]] = []
     for scheme in schemes:
         for start in STARTS:
             run_no = len(rows)
-            rows.append(one_start(mongo_url, redis_url, log_dir, start, run_no, say, scheme))
+            with _server_for(mongo_url, run_no) as url:
+                rows.append(one_start(url, redis_url, log_dir, start, run_no, say, scheme))
     return rows
+
+
+@contextmanager
+def _server_for(
+    mongo_url: str | Callable[[int], AbstractContextManager[str]], run_no: int
+) -> Iterator[str]:
+    if isinstance(mongo_url, str):
+        yield mongo_url
+    else:
+        with mongo_url(run_no) as url:
+            yield url
 
 
 def setup() -> dict[str, Any]:
@@ -216,17 +239,28 @@ def write_section(doc: Path, rows: list[dict[str, Any]]) -> None:
 def run_on_fresh_servers(
     log_dir: Path, say: Callable[[str], None] = print, schemes: tuple[str, ...] = SCHEMES
 ) -> list[dict[str, Any]]:
-    """`run_all` on servers of its own, so the series does not depend on what ran before:
-    after `make bench`'s matrix and scaling series (hundreds of thousands of writes, a full
-    oplog) the shared server let the job send half the requests/s a fresh one did on the
-    same slow host (docs/benchmarks.md, Targets)."""
-    from bench.servers import start_servers
-
-    servers = start_servers(log_dir)
+    """`run_all` with a SecantusDB of its own for every job (and one Redis of its own for
+    the series), so no job depends on what ran before it: after `make bench`'s matrix and
+    scaling series the shared server let a job send half the requests/s a fresh one did,
+    and within the series the fourth job on one server measured its batches slowing
+    4x at the same moment twice (docs/benchmarks.md, Targets)."""
+    rds = start_redis(log_dir=log_dir)
     try:
-        return run_all(servers.mongo.url, servers.redis_proc.url, log_dir, say, schemes)
+        return run_all(partial(fresh_mongo, log_dir), rds.url, log_dir, say, schemes)
     finally:
-        servers.close()
+        rds.stop()
+
+
+@contextmanager
+def fresh_mongo(log_dir: Path, run_no: int) -> Iterator[str]:
+    """A SecantusDB started for one job, its data on disk under `log_dir`, removed after."""
+    data = log_dir / f"{MONGO_DATA}-auto{run_no}"
+    mongo, _ = start_mongo(data, log_dir=log_dir)
+    try:
+        yield mongo.url
+    finally:
+        mongo.stop()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
