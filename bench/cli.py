@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,17 @@ from bench import (
     validator_cost,
 )
 from bench.data import product_docs
-from bench.scenarios import Bench, Row, SystemConfig, ceiling, describe, naive, system, with_ratios
+from bench.scenarios import (
+    Bench,
+    Row,
+    SystemConfig,
+    ceiling,
+    describe,
+    fresh_bench,
+    naive,
+    system,
+    with_ratios,
+)
 from bench.servers import start_servers
 from catalog_service.limiters import SCHEMES
 from orchestrator.stack import EMBEDDED_READ_IDS
@@ -297,6 +308,9 @@ def _peer_series(bench: Bench, opts: Options, say: Callable[[str], None]) -> lis
         peer.DEFAULT_PEER_PROCESSES,
         opts.concurrency,
         say,
+        # Servers of its own per run: a run's ratio then does not depend on what the
+        # matrix, scaling and floor series wrote before it, or the other side's runs.
+        bench_for=partial(fresh_bench, bench),
     )
 
 

@@ -1,9 +1,10 @@
 """The peer series: the engine next to the Celery `group` a team would write instead.
 
 Per catalog latency, on the same worker slots (processes x concurrency, prefork) and the
-same products, each in a fresh database: the engine's catalog backfill
-(`scenarios.system`, first run only) and the peer (bench/peer_app.py). The order
-alternates per latency, so neither always runs on the fuller server. Both are timed from
+same products: the engine's catalog backfill (`scenarios.system`, first run only) and
+the peer (bench/peer_app.py), each run on servers of its own (make bench), twice per
+side in mirrored order (engine, peer, peer, engine; the other way round at the next
+latency), the mean of each side's runs compared. Both are timed from
 the first look at the products (planning, or listing the ids) to the last write done.
 Target: engine/peer throughput >= TARGET_RATIO at every latency.
 
@@ -17,7 +18,9 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,9 @@ from orchestrator.stack import ManagedProcess, spawn
 DEFAULT_PEER_LATENCIES_MS = (0.0, 150.0)
 DEFAULT_PEER_PROCESSES = 2
 TARGET_RATIO = 0.9
+# Runs per side and latency, in mirrored pairs (engine, peer, peer, engine): over four
+# make bench runs with one run each the 0 ms ratio moved between 0.58 and 0.95.
+DEFAULT_RUNS_EACH = 2
 IDS_PER_TASK = 500  # what a team picks, and the engine's batch size in the bench
 WORKER_READY_TIMEOUT = 90.0
 PHASE_KEYS = ("lease_s", "read_s", "source_s", "write_s", "checkpoint_s", "total_s")
@@ -146,31 +152,64 @@ def slot_busy(row: Row) -> float | None:
     return round(total * row.batches / (row.seconds * row.slots), 3)
 
 
-def compare(engine: Row, peer: Row) -> dict[str, Any]:
-    """One latency's comparison (pure): the ratio, the target, where the time goes."""
-    ratio = engine.products_per_s / peer.products_per_s if peer.products_per_s else 0.0
-    phases = {
-        key: {
-            "engine_ms": round(1000 * engine.timings[key], 2) if key in engine.timings else None,
-            "peer_ms": round(1000 * peer.timings[key], 2) if key in peer.timings else None,
-        }
-        for key in PHASE_KEYS
-    }
+def compare(engines: Sequence[Row], peers: Sequence[Row]) -> dict[str, Any]:
+    """One latency's comparison (pure): each side's mean over its runs, the ratio of the
+    means, the target, and where the time goes (phases and slots busy, means too)."""
+    engine_ps = statistics.fmean(r.products_per_s for r in engines)
+    peer_ps = statistics.fmean(r.products_per_s for r in peers)
+    ratio = engine_ps / peer_ps if peer_ps else 0.0
+
+    def phase(rows: Sequence[Row], key: str) -> float | None:
+        found = [r.timings[key] for r in rows if key in r.timings]
+        return round(1000 * statistics.fmean(found), 2) if found else None
+
+    def busy(rows: Sequence[Row]) -> float | None:
+        found = [b for b in map(slot_busy, rows) if b is not None]
+        return round(statistics.fmean(found), 3) if found else None
+
+    first = engines[0]
     return {
-        "latency_ms": engine.latency_ms,
-        "processes": engine.processes,
-        "concurrency": engine.concurrency,
-        "pool": engine.pool,
-        "products": engine.products,
-        "engine_ps": round(engine.products_per_s, 1),
-        "peer_ps": round(peer.products_per_s, 1),
+        "latency_ms": first.latency_ms,
+        "processes": first.processes,
+        "concurrency": first.concurrency,
+        "pool": first.pool,
+        "products": first.products,
+        "engine_ps": round(engine_ps, 1),
+        "peer_ps": round(peer_ps, 1),
         "ratio": round(ratio, 3),
         "met": ratio >= TARGET_RATIO,
-        "phases": phases,
-        "slot_busy": {"engine": slot_busy(engine), "peer": slot_busy(peer)},
-        "engine": engine.as_dict(),
-        "peer": peer.as_dict(),
+        "runs_ps": {
+            "engine": [round(r.products_per_s, 1) for r in engines],
+            "peer": [round(r.products_per_s, 1) for r in peers],
+        },
+        "phases": {
+            key: {"engine_ms": phase(engines, key), "peer_ms": phase(peers, key)}
+            for key in PHASE_KEYS
+        },
+        "slot_busy": {"engine": busy(engines), "peer": busy(peers)},
+        "engine": first.as_dict(),
+        "peer": peers[0].as_dict(),
+        "engine_runs": [r.as_dict() for r in engines],
+        "peer_runs": [r.as_dict() for r in peers],
     }
+
+
+def run_order(latency_no: int, runs_each: int) -> tuple[str, ...]:
+    """Who runs when at the `latency_no`-th latency: A B B A ... (mirrored pairs, so neither
+    side always runs first), starting with the engine at even latencies, the peer at odd."""
+    a, b = ("engine", "peer") if latency_no % 2 == 0 else ("peer", "engine")
+    order: list[str] = []
+    for k in range(runs_each):
+        order += [a, b] if k % 2 == 0 else [b, a]
+    return tuple(order)
+
+
+BenchFor = Callable[[str], AbstractContextManager[Bench]]
+
+
+@contextmanager
+def _shared(bench: Bench, tag: str) -> Iterator[Bench]:
+    yield bench
 
 
 def run_series(
@@ -180,25 +219,37 @@ def run_series(
     processes: int,
     concurrency: int,
     say: Callable[[str], None] = print,
+    *,
+    runs_each: int = DEFAULT_RUNS_EACH,
+    bench_for: BenchFor | None = None,
 ) -> list[dict[str, Any]]:
-    """Engine and peer at each latency on the same slots; one comparison per latency."""
-    say(f"peer series: {processes} x prefork({concurrency}), {n} products")
+    """Engine and peer at each latency on the same slots, `runs_each` runs each in
+    `run_order`; one comparison per latency.
+
+    `bench_for(tag)` gives each run the servers it runs on (`scenarios.fresh_bench`: a
+    SecantusDB, Redis and catalog stand-in of its own); without it every run shares
+    `bench`'s.
+    """
+    say(f"peer series: {processes} x prefork({concurrency}), {n} products, {runs_each} runs each")
     out = []
     for i, latency in enumerate(latencies):
         cfg = SystemConfig(processes, "prefork", concurrency, latency)
-        rows: dict[str, Row] = {}
-        order = ("engine", "peer") if i % 2 == 0 else ("peer", "engine")
-        for who in order:
-            here = ceiling(bench, n)
-            if who == "engine":
-                row = system(bench, n, cfg, rerun=False)[0]
-            else:
-                row = peer_run(bench, n, cfg)
+        rows: dict[str, list[Row]] = {"engine": [], "peer": []}
+        for k, who in enumerate(run_order(i, runs_each)):
+            tag = f"peer-{latency:g}ms-{k}-{who}"
+            with (bench_for or partial(_shared, bench))(tag) as here_bench:
+                here = ceiling(here_bench, n)
+                if who == "engine":
+                    row = system(here_bench, n, cfg, rerun=False)[0]
+                else:
+                    row = peer_run(here_bench, n, cfg)
             row.ceiling_ps = here.products_per_s
-            rows[who] = row
+            rows[who].append(row)
         pair = compare(rows["engine"], rows["peer"])
+        runs = pair["runs_ps"]
         say(
-            f"  {latency:g} ms: engine {pair['engine_ps']:.0f}/s, peer {pair['peer_ps']:.0f}/s, "
+            f"  {latency:g} ms: engine {pair['engine_ps']:.0f}/s {runs['engine']}, "
+            f"peer {pair['peer_ps']:.0f}/s {runs['peer']}, "
             f"engine/peer {pair['ratio']:.2f}: {'met' if pair['met'] else 'missed'}"
         )
         out.append(pair)

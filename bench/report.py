@@ -914,6 +914,26 @@ PEER_PHASES = (
 )
 
 
+def _runs_text(pair: dict[str, Any]) -> str:
+    runs = pair.get("runs_ps") or {}
+    n = len(runs.get("engine") or [])
+    if n < 2:
+        return "One run each, in a fresh database. "
+    return (
+        f"{n} runs each per latency, in mirrored order (engine, peer, peer, engine; the other "
+        "way round at the next latency), each on a SecantusDB, Redis and catalog stand-in "
+        "started for it; products/s are each side's mean over its runs. "
+    )
+
+
+def _runs_cell(pair: dict[str, Any]) -> str:
+    runs = pair.get("runs_ps") or {}
+    engine, peer = runs.get("engine") or [], runs.get("peer") or []
+    if not engine:
+        return "-"
+    return ", ".join(f"{x:,.0f}" for x in engine) + " / " + ", ".join(f"{x:,.0f}" for x in peer)
+
+
 def peer_section(pairs: list[dict[str, Any]]) -> str:
     """The doc's "Peer" section: throughput engine/peer per latency and where the time goes."""
     first = pairs[0]
@@ -921,26 +941,29 @@ def peer_section(pairs: list[dict[str, Any]]) -> str:
         "## Peer: the engine next to a hand-written Celery group",
         "",
         f"Same {first['processes']} x prefork({first['concurrency']}) worker slots, same "
-        f"{first['products']:,} products, a fresh database each; the peer is bench/peer_app.py "
+        f"{first['products']:,} products; the peer is bench/peer_app.py "
         "(one task per 500 ids, no leases, checkpoints, quarantine or global rate limit). "
+        f"{_runs_text(first)}"
         "Target: engine/peer >= 0.9 at every latency.",
         "",
-        "| latency | engine products/s | peer products/s | engine/peer | engine slots busy "
-        "| peer slots busy | MongoDB cmds/batch engine / peer | target |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| latency | engine products/s | peer products/s | engine/peer | runs (products/s) "
+        "| engine slots busy | peer slots busy | MongoDB cmds/batch engine / peer | target |",
+        "|---:|---:|---:|---:|---|---:|---:|---:|---|",
     ]
     for p in pairs:
         busy = p["slot_busy"]
         cmds = (p["engine"].get("mongo_cmds_per_batch"), p["peer"].get("mongo_cmds_per_batch"))
         lines.append(
             f"| {p['latency_ms']:g} ms | {p['engine_ps']:,.0f} | {p['peer_ps']:,.0f} | "
-            f"{p['ratio']:.2f} | {_fmt(busy['engine'], '.2f')} | {_fmt(busy['peer'], '.2f')} | "
+            f"{p['ratio']:.2f} | {_runs_cell(p)} "
+            f"| {_fmt(busy['engine'], '.2f')} | {_fmt(busy['peer'], '.2f')} | "
             f"{_fmt(cmds[0], '.1f')} / {_fmt(cmds[1], '.1f')} | "
             f"{'met' if p['met'] else 'missed'} |"
         )
     lines += [
         "",
-        "Per-batch phases, mean ms (engine / peer; the peer has no lease or checkpoint):",
+        "Per-batch phases, mean ms, averaged over each side's runs (engine / peer; the peer "
+        "has no lease or checkpoint):",
         "",
         "| latency | " + " | ".join(name for _, name in PEER_PHASES) + " |",
         "|---:|" + "---:|" * len(PEER_PHASES),

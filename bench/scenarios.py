@@ -6,7 +6,8 @@ import datetime as dt
 import re
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from backfill_migrations import runner
 from bench import local_catalog
 from bench.data import precomputed_updates, seed
 from bench.probes import CpuMeter, RssSampler, calls_delta, cpu_seconds, machine_busy
-from bench.servers import Servers, wait_workers_ready
+from bench.servers import Servers, start_servers, wait_workers_ready
 from bench.traffic import WORKER_ARGV, WORKER_ENV, TrafficMeter
 from migrations import VERSIONS_DIR
 from migrations.versions._catalog import CATALOG_FIELDS, PRODUCTS, SYNCED_AT_FIELD
@@ -144,6 +145,26 @@ class Bench:
 
     def drop(self, db: Database) -> None:
         self.servers.client.drop_database(db.name)
+
+
+@contextmanager
+def fresh_bench(like: Bench, tag: str) -> Iterator[Bench]:
+    """A Bench like `like` (documents, rate, batch size, ids per read) on servers started
+    for it (SecantusDB, Redis, the catalog stand-in; logs under `tag`), stopped after."""
+    log_dir = like.log_dir / tag
+    servers = start_servers(log_dir)
+    try:
+        yield Bench(
+            servers,
+            like.docs,
+            log_dir,
+            like.rate_per_second,
+            like.batch_size,
+            read_ids=like.read_ids,
+            say=like.say,
+        )
+    finally:
+        servers.close()
 
 
 def ceiling(bench: Bench, n: int) -> Row:

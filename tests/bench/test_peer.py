@@ -34,7 +34,7 @@ def test_engine_and_peer_enrich_the_same_products_on_the_same_slots(
     servers: Servers, tmp_path: Path
 ) -> None:
     bench = Bench(servers, product_docs(PRODUCTS), tmp_path, 2000.0, 500, read_ids=25)
-    [pair] = peer.run_series(bench, PRODUCTS, (0.0,), 1, 2, say=lambda line: None)
+    [pair] = peer.run_series(bench, PRODUCTS, (0.0,), 1, 2, say=lambda line: None, runs_each=1)
 
     engine, hand = pair["engine"], pair["peer"]
     assert engine["scenario"] == "system" and hand["scenario"] == "peer"
