@@ -44,11 +44,13 @@ def test_live_data_dir_is_refused_and_a_killed_runs_lock_is_cleared(tmp_path: Pa
         first.stop()
 
 
-def _descendants_alive(pid: int) -> list[psutil.Process]:
+def _descendants(pid: int) -> dict[int, psutil.Process]:
+    """Every live descendant of `pid` now; one that exits while the tree is walked is skipped."""
     try:
-        return [p for p in psutil.Process(pid).children(recursive=True) if p.is_running()]
+        found = psutil.Process(pid).children(recursive=True)
     except psutil.NoSuchProcess:
-        return []
+        return {}
+    return {p.pid: p for p in found if p.is_running()}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -75,15 +77,15 @@ def test_interrupted_demo_stops_every_child(tmp_path: Path, sig: signal.Signals)
         stderr=subprocess.PIPE,
         text=True,
     )
-    children: list[psutil.Process] = []
+    # The union of every snapshot: a short-lived child (a probe) may come and go between them.
+    tracked: dict[int, psutil.Process] = {}
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(children) < 3:  # mongo, catalog, worker
+    while time.monotonic() < deadline and len(_descendants(proc.pid)) < 3:  # mongo, catalog, worker
         time.sleep(0.5)
-        children = _descendants_alive(proc.pid)
-    # Children live in their own sessions; collect grandchildren too before the signal.
-    tracked = {p.pid: p for c in children for p in [c, *c.children(recursive=True)]}
-    assert len(tracked) >= 3, "demo did not start its servers"
+        tracked.update(_descendants(proc.pid))
+    assert len(_descendants(proc.pid)) >= 3, "demo did not start its servers"
     time.sleep(2)
+    tracked.update(_descendants(proc.pid))
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0, f"the demo ran on after {sig.name}: {err[-1500:]}"
