@@ -79,11 +79,13 @@ def test_interrupted_demo_stops_every_child(tmp_path: Path, sig: signal.Signals)
     )
     # The union of every snapshot: a short-lived child (a probe) may come and go between them.
     tracked: dict[int, psutil.Process] = {}
+    running: dict[int, psutil.Process] = {}
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(_descendants(proc.pid)) < 3:  # mongo, catalog, worker
+    while time.monotonic() < deadline and len(running) < 3:  # mongo, catalog, worker
         time.sleep(0.5)
-        tracked.update(_descendants(proc.pid))
-    assert len(_descendants(proc.pid)) >= 3, "demo did not start its servers"
+        running = _descendants(proc.pid)
+        tracked.update(running)
+    assert len(running) >= 3, "demo did not start its servers"
     time.sleep(2)
     tracked.update(_descendants(proc.pid))
     proc.send_signal(sig)
