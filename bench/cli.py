@@ -86,6 +86,8 @@ class Options:
     # The peer series (issue 19 part 3): the engine next to a hand-written Celery group.
     with_peer: bool = True
     peer_latencies: tuple[float, ...] = peer.DEFAULT_PEER_LATENCIES_MS
+    # ... where the engine also runs with BACKFILL_CLIENT_BULK_WRITE=0 (its writes apart)
+    peer_separate_writes: tuple[float, ...] = peer.DEFAULT_SEPARATE_WRITES_LATENCIES_MS
     # The journal series (issue 18): first runs with and without it, and a revert.
     with_journal_cost: bool = True
     # What 20240407's validator costs each later write (bench/validator_cost.py).
@@ -115,6 +117,7 @@ class Options:
             "auto_rate_schemes": list(self.auto_rate_schemes),
             "peer": self.with_peer,
             "peer_latencies_ms": list(self.peer_latencies),
+            "peer_separate_writes_ms": list(self.peer_separate_writes),
             "journal_cost": self.with_journal_cost,
             "validator_cost": self.with_validator_cost,
         }
@@ -260,6 +263,7 @@ def parse(argv: Sequence[str] | None = None) -> Options:
         auto_rate_schemes=a.auto_rate_schemes,
         with_peer=not a.no_peer,
         peer_latencies=a.peer_latencies,
+        peer_separate_writes=a.peer_separate_writes,
         with_journal_cost=not a.no_journal_cost,
         with_validator_cost=not a.no_validator_cost,
     )
@@ -289,6 +293,13 @@ def _add_series_options(p: argparse.ArgumentParser) -> None:
         default=peer.DEFAULT_PEER_LATENCIES_MS,
         help="catalog latencies in ms for the peer series, e.g. 0,150",
     )
+    g.add_argument(
+        "--peer-separate-writes",
+        type=_floats,
+        default=peer.DEFAULT_SEPARATE_WRITES_LATENCIES_MS,
+        help="of those latencies, where the engine also runs with BACKFILL_CLIENT_BULK_WRITE=0 "
+        "(its sub-chunk writes as collection commands of their own); '' for none",
+    )
     p.add_argument(
         "--auto-rate-schemes",
         type=_names,
@@ -311,6 +322,7 @@ def _peer_series(bench: Bench, opts: Options, say: Callable[[str], None]) -> lis
         # Servers of its own per run: a run's ratio then does not depend on what the
         # matrix, scaling and floor series wrote before it, or the other side's runs.
         bench_for=partial(fresh_bench, bench),
+        separate_writes=opts.peer_separate_writes,
     )
 
 

@@ -42,6 +42,13 @@ DEFAULT_RUNS_EACH = 2
 IDS_PER_TASK = 500  # what a team picks, and the engine's batch size in the bench
 WORKER_READY_TIMEOUT = 90.0
 PHASE_KEYS = ("lease_s", "read_s", "source_s", "write_s", "checkpoint_s", "total_s")
+ENGINE, PEER = "engine", "peer"
+# The engine once more at these latencies with BACKFILL_CLIENT_BULK_WRITE=0 (each
+# sub-chunk's journal, updates and checkpoint as collection commands of their own): how
+# much of the gap is what the server charges for one client bulkWrite against the
+# peer's collection bulk_write. 0 ms only: at 150 ms the batches wait on the catalog.
+SEPARATE = "separate"
+DEFAULT_SEPARATE_WRITES_LATENCIES_MS = (0.0,)
 
 
 def start_peer_worker(
@@ -152,23 +159,48 @@ def slot_busy(row: Row) -> float | None:
     return round(total * row.batches / (row.seconds * row.slots), 3)
 
 
-def compare(engines: Sequence[Row], peers: Sequence[Row]) -> dict[str, Any]:
+def _phase(rows: Sequence[Row], key: str) -> float | None:
+    found = [r.timings[key] for r in rows if key in r.timings]
+    return round(1000 * statistics.fmean(found), 2) if found else None
+
+
+def _busy(rows: Sequence[Row]) -> float | None:
+    found = [b for b in map(slot_busy, rows) if b is not None]
+    return round(statistics.fmean(found), 3) if found else None
+
+
+def _db_ms(rows: Sequence[Row]) -> float | None:
+    found = [ms for ms in (r.db_ms_per_product for r in rows) if ms is not None]
+    return round(statistics.fmean(found), 4) if found else None
+
+
+def _separate(rows: Sequence[Row], peer_ps: float) -> dict[str, Any]:
+    """The engine with BACKFILL_CLIENT_BULK_WRITE=0 at one latency, against the same peer."""
+    ps = statistics.fmean(r.products_per_s for r in rows)
+    return {
+        "engine_ps": round(ps, 1),
+        "ratio": round(ps / peer_ps if peer_ps else 0.0, 3),
+        "runs_ps": [round(r.products_per_s, 1) for r in rows],
+        "write_ms": _phase(rows, "write_s"),
+        "total_ms": _phase(rows, "total_s"),
+        "db_ms_per_product": _db_ms(rows),
+        "mongo_cmds_per_batch": rows[0].mongo_cmds_per_batch,
+        "runs": [r.as_dict() for r in rows],
+    }
+
+
+def compare(
+    engines: Sequence[Row], peers: Sequence[Row], separate: Sequence[Row] = ()
+) -> dict[str, Any]:
     """One latency's comparison (pure): each side's mean over its runs, the ratio of the
-    means, the target, and where the time goes (phases and slots busy, means too)."""
+    means, the target, and where the time goes (phases, slots busy, the server's CPU per
+    product; means too). `separate`: the engine's runs with BACKFILL_CLIENT_BULK_WRITE=0,
+    shown beside (the target is judged on the engine as it ships)."""
     engine_ps = statistics.fmean(r.products_per_s for r in engines)
     peer_ps = statistics.fmean(r.products_per_s for r in peers)
     ratio = engine_ps / peer_ps if peer_ps else 0.0
-
-    def phase(rows: Sequence[Row], key: str) -> float | None:
-        found = [r.timings[key] for r in rows if key in r.timings]
-        return round(1000 * statistics.fmean(found), 2) if found else None
-
-    def busy(rows: Sequence[Row]) -> float | None:
-        found = [b for b in map(slot_busy, rows) if b is not None]
-        return round(statistics.fmean(found), 3) if found else None
-
     first = engines[0]
-    return {
+    out = {
         "latency_ms": first.latency_ms,
         "processes": first.processes,
         "concurrency": first.concurrency,
@@ -183,24 +215,30 @@ def compare(engines: Sequence[Row], peers: Sequence[Row]) -> dict[str, Any]:
             "peer": [round(r.products_per_s, 1) for r in peers],
         },
         "phases": {
-            key: {"engine_ms": phase(engines, key), "peer_ms": phase(peers, key)}
+            key: {"engine_ms": _phase(engines, key), "peer_ms": _phase(peers, key)}
             for key in PHASE_KEYS
         },
-        "slot_busy": {"engine": busy(engines), "peer": busy(peers)},
+        "slot_busy": {"engine": _busy(engines), "peer": _busy(peers)},
+        "db_ms_per_product": {"engine": _db_ms(engines), "peer": _db_ms(peers)},
         "engine": first.as_dict(),
         "peer": peers[0].as_dict(),
         "engine_runs": [r.as_dict() for r in engines],
         "peer_runs": [r.as_dict() for r in peers],
     }
+    if separate:
+        out["separate"] = _separate(separate, peer_ps)
+    return out
 
 
-def run_order(latency_no: int, runs_each: int) -> tuple[str, ...]:
-    """Who runs when at the `latency_no`-th latency: A B B A ... (mirrored pairs, so neither
-    side always runs first), starting with the engine at even latencies, the peer at odd."""
-    a, b = ("engine", "peer") if latency_no % 2 == 0 else ("peer", "engine")
+def run_order(
+    latency_no: int, runs_each: int, sides: tuple[str, ...] = (ENGINE, PEER)
+) -> tuple[str, ...]:
+    """Who runs when at the `latency_no`-th latency: A B B A ... (mirrored, so no side
+    always runs first or last), `sides` in their order at even latencies, reversed at odd."""
+    a = sides if latency_no % 2 == 0 else sides[::-1]
     order: list[str] = []
     for k in range(runs_each):
-        order += [a, b] if k % 2 == 0 else [b, a]
+        order += a if k % 2 == 0 else a[::-1]
     return tuple(order)
 
 
@@ -222,9 +260,11 @@ def run_series(
     *,
     runs_each: int = DEFAULT_RUNS_EACH,
     bench_for: BenchFor | None = None,
+    separate_writes: tuple[float, ...] = (),
 ) -> list[dict[str, Any]]:
     """Engine and peer at each latency on the same slots, `runs_each` runs each in
-    `run_order`; one comparison per latency.
+    `run_order`; one comparison per latency. At the latencies in `separate_writes` the
+    engine also runs with BACKFILL_CLIENT_BULK_WRITE=0, in the same mirrored order.
 
     `bench_for(tag)` gives each run the servers it runs on (`scenarios.fresh_bench`: a
     SecantusDB, Redis and catalog stand-in of its own); without it every run shares
@@ -234,23 +274,28 @@ def run_series(
     out = []
     for i, latency in enumerate(latencies):
         cfg = SystemConfig(processes, "prefork", concurrency, latency)
-        rows: dict[str, list[Row]] = {"engine": [], "peer": []}
-        for k, who in enumerate(run_order(i, runs_each)):
+        sides = (ENGINE, PEER, SEPARATE) if latency in separate_writes else (ENGINE, PEER)
+        rows: dict[str, list[Row]] = {who: [] for who in sides}
+        for k, who in enumerate(run_order(i, runs_each, sides)):
             tag = f"peer-{latency:g}ms-{k}-{who}"
             with (bench_for or partial(_shared, bench))(tag) as here_bench:
                 here = ceiling(here_bench, n)
-                if who == "engine":
-                    row = system(here_bench, n, cfg, rerun=False)[0]
-                else:
+                if who == PEER:
                     row = peer_run(here_bench, n, cfg)
+                else:
+                    together = who == ENGINE
+                    row = system(here_bench, n, cfg, rerun=False, client_bulk_write=together)[0]
             row.ceiling_ps = here.products_per_s
             rows[who].append(row)
-        pair = compare(rows["engine"], rows["peer"])
+        pair = compare(rows[ENGINE], rows[PEER], rows.get(SEPARATE, ()))
         runs = pair["runs_ps"]
         say(
             f"  {latency:g} ms: engine {pair['engine_ps']:.0f}/s {runs['engine']}, "
             f"peer {pair['peer_ps']:.0f}/s {runs['peer']}, "
             f"engine/peer {pair['ratio']:.2f}: {'met' if pair['met'] else 'missed'}"
         )
+        if "separate" in pair:
+            sep = pair["separate"]
+            say(f"    writes apart: engine {sep['engine_ps']:.0f}/s, /peer {sep['ratio']:.2f}")
         out.append(pair)
     return out

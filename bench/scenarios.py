@@ -364,6 +364,7 @@ def system(
     journal: bool = True,
     after_first: AfterFirst | None = None,
     backfill: str = "catalog",
+    client_bulk_write: bool = True,
 ) -> list[Row]:
     """The full system on `n` products with `cfg`'s workers; then optionally the same job again.
 
@@ -373,6 +374,8 @@ def system(
     the first job is done, on the same workers and database (bench/journal_cost.py).
     `backfill` is the backfill run: `catalog`, or `catalog_local` (bench.local_catalog:
     the same backfill with the catalog's answers computed in the workers).
+    `client_bulk_write=False` runs the workers with BACKFILL_CLIENT_BULK_WRITE=0: each
+    sub-chunk's journal, updates and checkpoint as collection commands of their own.
     """
     db = bench.fresh_db(n)
     run_no = bench._runs
@@ -391,6 +394,7 @@ def system(
         # The engine's own throughput is measured, as in earlier runs: the database health
         # throttle (on by default) would hold slots back once the one SecantusDB saturates.
         max_write_latency_ms=0,
+        client_bulk_write=client_bulk_write,
     ).with_source_env(CATALOG_URL=bench.servers.catalog.url)
     runner.up(
         db, runner.RunnerConfig.from_settings(settings, log=lambda m: None), to=METADATA_VERSION

@@ -34,7 +34,9 @@ def test_engine_and_peer_enrich_the_same_products_on_the_same_slots(
     servers: Servers, tmp_path: Path
 ) -> None:
     bench = Bench(servers, product_docs(PRODUCTS), tmp_path, 2000.0, 500, read_ids=25)
-    [pair] = peer.run_series(bench, PRODUCTS, (0.0,), 1, 2, say=lambda line: None, runs_each=1)
+    [pair] = peer.run_series(
+        bench, PRODUCTS, (0.0,), 1, 2, say=lambda line: None, runs_each=1, separate_writes=(0.0,)
+    )
 
     engine, hand = pair["engine"], pair["peer"]
     assert engine["scenario"] == "system" and hand["scenario"] == "peer"
@@ -52,6 +54,14 @@ def test_engine_and_peer_enrich_the_same_products_on_the_same_slots(
     for key in ("read_s", "source_s", "write_s", "total_s"):
         assert phases[key]["engine_ms"] and phases[key]["peer_ms"], key
     assert all(0 < v <= 1.5 for v in pair["slot_busy"].values()), pair["slot_busy"]
+    # The engine once more with its writes apart: the same job, no client bulkWrite sent.
+    [apart] = pair["separate"]["runs"]
+    assert apart["writes"] == PRODUCTS and apart["catalog_requests"] == PRODUCTS // 100
+    together = engine["mongo_traffic"]["by_name"]
+    separate = apart["mongo_traffic"]["by_name"]
+    assert any(k.startswith("bulkWrite ") for k in together), together
+    assert not any(k.startswith("bulkWrite ") for k in separate), separate
+    assert separate.get("update products") and separate.get("insert backfill_journal")
 
     doc = tmp_path / "benchmarks.md"
     doc.write_text(f"# head\n\n{PEER_BEGIN}\nstale\n{PEER_END}\n\ntail\n")
@@ -60,6 +70,7 @@ def test_engine_and_peer_enrich_the_same_products_on_the_same_slots(
     assert "stale" not in text and text.rstrip().endswith("tail")
     assert "## Peer: the engine next to a hand-written Celery group" in text
     assert "| 0 ms |" in text and "Per-batch phases" in text
+    assert "| 0 ms | engine, `BACKFILL_CLIENT_BULK_WRITE=0` |" in text
 
 
 def test_the_series_flags_parse() -> None:
@@ -68,6 +79,8 @@ def test_the_series_flags_parse() -> None:
     assert opts.auto_rate_schemes == (FIXED_WINDOW,)
     default = parse([])
     assert default.with_peer and default.peer_latencies == peer.DEFAULT_PEER_LATENCIES_MS
+    assert default.peer_separate_writes == (0.0,)
+    assert parse(["--peer-separate-writes", ""]).peer_separate_writes == ()
     assert default.auto_rate_schemes == SCHEMES
     assert default.as_dict()["auto_rate_schemes"] == list(SCHEMES)
 

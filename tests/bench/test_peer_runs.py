@@ -37,6 +37,33 @@ def test_runs_come_in_mirrored_pairs_and_the_first_side_alternates_per_latency()
     assert run_order(0, 3) == ("engine", "peer", "peer", "engine", "engine", "peer")
 
 
+def test_three_sides_mirror_too() -> None:
+    sides = ("engine", "peer", "separate")
+    assert run_order(0, 2, sides) == ("engine", "peer", "separate", "separate", "peer", "engine")
+    assert run_order(1, 2, sides) == ("separate", "peer", "engine", "engine", "peer", "separate")
+    assert run_order(0, 2, ("engine", "peer")) == run_order(0, 2)
+
+
+def test_the_writes_apart_are_compared_with_the_same_peer_runs() -> None:
+    engines = [row("system", 2.0, 1.5), row("system", 2.0, 1.5)]  # 500/s
+    peers = [row("peer", 1.0, 0.3), row("peer", 1.0, 0.5)]  # 1000/s
+    apart = [row("system", 1.25, 0.9), row("system", 1.25, 1.1)]  # 800/s
+    for r, cpu in zip([*engines, *peers, *apart], (1.0, 1.2, 0.5, 0.7, 0.8, 0.8), strict=True):
+        r.cpu_s = {"secantusdb": cpu}
+    pair = compare(engines, peers, apart)
+    assert pair["ratio"] == 0.5  # judged on the engine as it ships
+    sep = pair["separate"]
+    assert (sep["engine_ps"], sep["ratio"], sep["runs_ps"]) == (800.0, 0.8, [800.0, 800.0])
+    assert sep["write_ms"] == 1000.0 and sep["db_ms_per_product"] == 0.8
+    assert pair["db_ms_per_product"] == {"engine": 1.1, "peer": 0.6}
+    text = peer_section([pair])
+    assert "| 0 ms | engine, one client bulkWrite | 500 | 0.50 | 500, 500 | 1500.0 |" in text
+    apart_row = "| 0 ms | engine, `BACKFILL_CLIENT_BULK_WRITE=0` | 800 | 0.80 | 800, 800 | 1000.0 |"
+    assert apart_row in text
+    assert "| 0 ms | peer | 1,000 | 1.00 | 1,000, 1,000 | 400.0 |" in text
+    assert "writes two ways" not in peer_section([compare(engines, peers)])
+
+
 def test_each_side_is_the_mean_of_its_runs_and_the_ratio_is_theirs() -> None:
     engines = [row("system", 1.0, 0.5), row("system", 2.0, 1.5)]  # 1000/s and 500/s
     peers = [row("peer", 1.0, 0.3), row("peer", 1.0, 0.5)]  # 1000/s twice
@@ -81,3 +108,29 @@ def test_every_run_gets_servers_of_its_own(tmp_path: Path, monkeypatch: pytest.M
     assert [tag for _, tag in ran_on] == opened
     assert [p["ratio"] for p in pairs] == [0.5, 0.5]
     assert all(p["engine"]["ceiling_ps"] == 2000.0 for p in pairs)
+    assert all("separate" not in p for p in pairs)
+
+
+def test_the_writes_apart_run_where_asked_with_the_client_bulk_write_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = Bench(None, [], tmp_path, 1.0, 500)  # type: ignore[arg-type]
+    ran: list[tuple[float, str]] = []
+
+    def engine(b: Bench, n: int, cfg: SystemConfig, **kw: Any) -> list[Row]:
+        together = kw.get("client_bulk_write", True)
+        ran.append((cfg.latency_ms, "engine" if together else "separate"))
+        return [row("system", 2.0 if together else 1.25, 0.1, n)]
+
+    def hand(b: Bench, n: int, cfg: SystemConfig, **kw: Any) -> Row:
+        ran.append((cfg.latency_ms, "peer"))
+        return row("peer", 1.0, 0.1, n)
+
+    monkeypatch.setattr(peer, "ceiling", lambda b, n: row("ceiling", 0.5, 0.0, n))
+    monkeypatch.setattr(peer, "system", engine)
+    monkeypatch.setattr(peer, "peer_run", hand)
+    pairs = run_series(shared, 1000, (0.0, 150.0), 2, 2, say=lambda m: None, separate_writes=(0.0,))
+    sides = ("engine", "peer", "separate")
+    assert [who for lat, who in ran if lat == 0.0] == list(run_order(0, 2, sides))
+    assert [who for lat, who in ran if lat == 150.0] == list(run_order(1, 2))
+    assert pairs[0]["separate"]["ratio"] == 0.8 and "separate" not in pairs[1]
