@@ -260,7 +260,8 @@ def targets(
                 "(BACKFILL_READ_IDS=0)",
                 "measured": f"{cmds:.1f} ({reads0['label']}; "
                 f"{reads0.get('orchestrator_commands_per_batch', 0):.1f} of them the "
-                f"orchestrator's polls; floor {reads0['floor_commands_per_batch']:.1f})",
+                "orchestrator's: launch, planning, dispatch, polls; "
+                f"floor {reads0['floor_commands_per_batch']:.1f})",
                 "met": cmds <= TARGET_CMDS_PER_BATCH,
             }
         )

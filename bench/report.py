@@ -824,7 +824,7 @@ def floor_commands_table(floor: dict[str, Any]) -> str:
     """The engine's MongoDB commands per 500-id batch by name, for each compared run."""
     out = [
         "| engine run (0 ms) | ids per read | commands / 500-id batch "
-        "| of them the orchestrator's | floor | by command |",
+        "| of them the orchestrator's (launch, planning, dispatch, polls) | floor | by command |",
         "|---|---:|---:|---:|---:|---|",
     ]
     for p in _shown_points(floor):
@@ -876,8 +876,10 @@ def floor_block(floor: dict[str, Any]) -> str:
         "### MongoDB commands per 500-id batch\n\n"
         f"{floor_commands_table(floor)}\n"
         "Commands are every client's during the run: the workers' (pool children and "
-        "parents) and the orchestrator's, whose polls while it waits for the job grow with "
-        "the run's length, not with its batches (their share is in its own column).\n\n"
+        "parents) and the orchestrator's (their share is in its own column): it launches "
+        "the job, plans its batches a group at a time, fills the job's slots after each "
+        "group, and polls the job once a second while it waits, which grows with the run's "
+        "length, not with its batches.\n\n"
         f"### Floor targets\n\n{targets_table(floor_targets(floor))}\n"
         f"The floor ran on {floor['products']:,} products right before each compared run, "
         f"and on {reads0_products} "
