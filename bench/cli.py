@@ -391,6 +391,9 @@ def run(opts: Options, say: Callable[[str], None] = print) -> Result:
                 opts.scaling_pools,
                 opts.scaling_slots,
                 opts.scaling_per_process,
+                # Each curve on servers of its own, as the peer's runs: on the bench's
+                # one server a curve ran after the matrix and the curves before it.
+                bench_for=partial(fresh_bench, bench),
             )
             scaling_seconds = round(time.monotonic() - t_scaling, 1)
         floor_series = _floor_series(bench, opts, floor_pairs) if opts.with_floor else None

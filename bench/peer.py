@@ -18,8 +18,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from celery import group
 
 from bench import peer_app
 from bench.probes import CpuMeter, calls_delta
-from bench.scenarios import Bench, Row, SystemConfig, ceiling, system
+from bench.scenarios import Bench, BenchFor, Row, SystemConfig, ceiling, same_bench, system
 from bench.servers import wait_workers_ready
 from migrations.versions._catalog import PRODUCTS, SYNCED_AT_FIELD
 from orchestrator.stack import ManagedProcess, spawn
@@ -242,14 +241,6 @@ def run_order(
     return tuple(order)
 
 
-BenchFor = Callable[[str], AbstractContextManager[Bench]]
-
-
-@contextmanager
-def _shared(bench: Bench, tag: str) -> Iterator[Bench]:
-    yield bench
-
-
 def run_series(
     bench: Bench,
     n: int,
@@ -278,7 +269,7 @@ def run_series(
         rows: dict[str, list[Row]] = {who: [] for who in sides}
         for k, who in enumerate(run_order(i, runs_each, sides)):
             tag = f"peer-{latency:g}ms-{k}-{who}"
-            with (bench_for or partial(_shared, bench))(tag) as here_bench:
+            with (bench_for or partial(same_bench, bench))(tag) as here_bench:
                 here = ceiling(here_bench, n)
                 if who == PEER:
                     row = peer_run(here_bench, n, cfg)

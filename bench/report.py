@@ -492,6 +492,7 @@ def scaling_block(
         "## Scaling where the work waits on the API\n\n"
         f"{scaling_table(scaled, rate)}\n{picture}"
         "Speed-up divides by the same pool's 1-slot run; efficiency is speed-up / slots. "
+        "Each curve runs on a SecantusDB, Redis and catalog stand-in started for it. "
         "Bounds: the database ceiling (raw `bulk_write`, measured before each curve) and "
         f"the rate cap ({rate:,.0f} catalog requests/s x {scaling.DEFAULT_SUBCHUNK_SIZE} ids "
         f"= {cap:,.0f} products/s, set high so it does not bind). `SecantusDB busy` is its "

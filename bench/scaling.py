@@ -12,10 +12,11 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from backfill_engine.settings import DEFAULT_SUBCHUNK_SIZE
-from bench.scenarios import Bench, Row, SystemConfig, ceiling, system
+from bench.scenarios import Bench, BenchFor, Row, SystemConfig, ceiling, same_bench, system
 
 DEFAULT_SCALING_PRODUCTS = 20_000
 DEFAULT_SCALING_LATENCIES_MS = (150.0, 300.0)
@@ -96,8 +97,15 @@ def run_all(
     pools: tuple[str, ...],
     slots: tuple[int, ...],
     per_process: dict[str, int],
+    *,
+    bench_for: BenchFor | None = None,
 ) -> list[Row]:
-    """Every curve of the series: each pool at each latency."""
+    """Every curve of the series: each pool at each latency.
+
+    `bench_for(tag)` gives each curve the servers it runs on (`scenarios.fresh_bench`: of
+    its own, so a curve does not depend on what the runs before it wrote); without it
+    every curve shares `bench`'s.
+    """
     most = bound_seconds(n, bench.batch_size, latencies, len(pools), slots)
     bench.say(
         f"scaling series: {len(latencies) * len(pools) * len(slots)} runs, at most {most:.0f} s"
@@ -105,7 +113,9 @@ def run_all(
     rows: list[Row] = []
     for latency in latencies:
         for pool in pools:
-            rows += series(bench, n, latency, pool, slots, per_process)
+            tag = f"scaling-{pool}-{latency:g}ms"
+            with (bench_for or partial(same_bench, bench))(tag) as here:
+                rows += series(here, n, latency, pool, slots, per_process)
     return rows
 
 

@@ -7,7 +7,7 @@ import re
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -145,6 +145,16 @@ class Bench:
 
     def drop(self, db: Database) -> None:
         self.servers.client.drop_database(db.name)
+
+
+@contextmanager
+def same_bench(bench: Bench, tag: str) -> Iterator[Bench]:
+    """`bench` itself, for a series run on the servers it was given (no `bench_for`)."""
+    yield bench
+
+
+# Gives a series' run (named by a tag) the Bench it runs on: `fresh_bench` or `same_bench`.
+BenchFor = Callable[[str], AbstractContextManager[Bench]]
 
 
 @contextmanager
