@@ -2,10 +2,11 @@
 
 On the same worker slots and products, each in a fresh database: the catalog backfill's
 first run with the journal (the default) and with `--no-journal`, in the order on, off,
-off, on, so neither side always meets the fuller server. After each journaled run, on the
-same workers: the journal's size per changed document (the BSON the journal collection
-holds, divided by the documents the job wrote) and `backfill revert` of the job, timed
-from its start to its `finished_at`, checked to leave no catalog field behind.
+off, on, so neither side always runs first or last; in make bench each run on servers of
+its own. After each journaled run, on the same workers: the journal's size per changed
+document (the BSON the journal collection holds, divided by the documents the job wrote)
+and `backfill revert` of the job, timed from its start to its `finished_at`, checked to
+leave no catalog field behind.
 Target: the journaled first run at most TARGET_SLOWDOWN slower than the one without.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import statistics
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from bson.codec_options import CodecOptions
@@ -22,7 +24,7 @@ from pymongo.database import Database
 
 from backfill_engine.journal import JOURNAL
 from backfill_engine.settings import Settings
-from bench.scenarios import Bench, Row, SystemConfig, system
+from bench.scenarios import Bench, BenchFor, Row, SystemConfig, same_bench, system
 from migrations.versions._catalog import CATALOG_FIELDS, PRODUCTS, SYNCED_AT_FIELD
 from orchestrator import revert as revert_verbs
 from orchestrator.commands import Broker, wait_for
@@ -70,10 +72,16 @@ def run_series(
     cfg: SystemConfig = DEFAULT_CONFIG,
     say: Callable[[str], None] = print,
     order: tuple[bool, ...] = ORDER,
+    *,
+    bench_for: BenchFor | None = None,
 ) -> dict[str, Any]:
-    """First runs with and without the journal; bytes and a revert after each journaled one."""
+    """First runs with and without the journal; bytes and a revert after each journaled one.
+
+    `bench_for(tag)` gives each run (its revert included) the servers it runs on
+    (`scenarios.fresh_bench` in make bench); without it every run shares `bench`'s.
+    """
     runs: list[dict[str, Any]] = []
-    for journal in order:
+    for k, journal in enumerate(order):
         measured: dict[str, Any] = {}
 
         def after(
@@ -87,9 +95,11 @@ def run_series(
             into.update(revert_and_measure(db, broker, settings, job_id, row))
 
         say(f"journal {'on' if journal else 'off'}: {cfg.label} at {cfg.latency_ms:g} ms")
-        (row,) = system(
-            bench, n, cfg, rerun=False, journal=journal, after_first=after if journal else None
-        )
+        tag = f"journal-{k}-{'on' if journal else 'off'}"
+        with (bench_for or partial(same_bench, bench))(tag) as here:
+            (row,) = system(
+                here, n, cfg, rerun=False, journal=journal, after_first=after if journal else None
+            )
         runs.append({"journal": journal, "products_per_s": row.products_per_s, **measured})
         if journal:
             say(

@@ -9,6 +9,7 @@ that the doc section reports what was measured.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from bench import journal_cost
 from bench.cli import parse
 from bench.data import product_docs
 from bench.report import JOURNAL_BEGIN, JOURNAL_END, write_journal
-from bench.scenarios import Bench, SystemConfig
+from bench.scenarios import Bench, SystemConfig, fresh_bench
 from bench.servers import Servers, start_servers
 
 PRODUCTS = 1000
@@ -34,9 +35,19 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
 def test_journal_series_measures_cost_size_and_revert(servers: Servers, tmp_path: Path) -> None:
     bench = Bench(servers, product_docs(PRODUCTS), tmp_path, 2000.0, 500, read_ids=25)
     cfg = SystemConfig(processes=1, pool="prefork", concurrency=2, latency_ms=0.0)
+    urls: list[str] = []
+
+    @contextmanager
+    def bench_for(tag: str) -> Iterator[Bench]:
+        with fresh_bench(bench, tag) as here:
+            urls.append(here.servers.mongo.url)
+            yield here
+
     series = journal_cost.run_series(
-        bench, PRODUCTS, cfg, say=lambda line: None, order=(True, False)
+        bench, PRODUCTS, cfg, say=lambda line: None, order=(True, False), bench_for=bench_for
     )
+    # Each run, its revert included, on servers of its own, none on the shared ones.
+    assert len(set(urls)) == 2 and servers.mongo.url not in urls
 
     on, off = series["runs"]
     assert on["journal"] and not off["journal"]
