@@ -917,15 +917,18 @@ PEER_PHASES = (
 )
 
 
-def _runs_text(pair: dict[str, Any]) -> str:
+def _runs_text(pair: dict[str, Any], separate: bool = False) -> str:
     runs = pair.get("runs_ps") or {}
     n = len(runs.get("engine") or [])
     if n < 2:
         return "One run each, in a fresh database. "
+    order = "engine, peer, peer, engine"
+    if separate:
+        order += " or, with the engine's writes apart too, engine, peer, apart, apart, peer, engine"
     return (
-        f"{n} runs each per latency, in mirrored order (engine, peer, peer, engine; the other "
-        "way round at the next latency), each on a SecantusDB, Redis and catalog stand-in "
-        "started for it; products/s are each side's mean over its runs. "
+        f"{n} runs each per latency, in mirrored order ({order}; the other way round at the "
+        "next latency), each on a SecantusDB, Redis and catalog stand-in started for it; "
+        "products/s are each side's mean over its runs. "
     )
 
 
@@ -946,7 +949,7 @@ def peer_section(pairs: list[dict[str, Any]]) -> str:
         f"Same {first['processes']} x prefork({first['concurrency']}) worker slots, same "
         f"{first['products']:,} products; the peer is bench/peer_app.py "
         "(one task per 500 ids, no leases, checkpoints, quarantine or global rate limit). "
-        f"{_runs_text(first)}"
+        f"{_runs_text(first, any(p.get('separate') for p in pairs))}"
         "Target: engine/peer >= 0.9 at every latency.",
         "",
         "| latency | engine products/s | peer products/s | engine/peer | runs (products/s) "
