@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import statistics
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from bson.codec_options import CodecOptions
@@ -24,7 +23,7 @@ from pymongo.database import Database
 
 from backfill_engine.journal import JOURNAL
 from backfill_engine.settings import Settings
-from bench.scenarios import Bench, BenchFor, Row, SystemConfig, same_bench, system
+from bench.scenarios import Bench, BenchFor, Row, SystemConfig, bench_on, system
 from migrations.versions._catalog import CATALOG_FIELDS, PRODUCTS, SYNCED_AT_FIELD
 from orchestrator import revert as revert_verbs
 from orchestrator.commands import Broker, wait_for
@@ -96,7 +95,7 @@ def run_series(
 
         say(f"journal {'on' if journal else 'off'}: {cfg.label} at {cfg.latency_ms:g} ms")
         tag = f"journal-{k}-{'on' if journal else 'off'}"
-        with (bench_for or partial(same_bench, bench))(tag) as here:
+        with bench_on(bench, bench_for, tag) as here:
             (row,) = system(
                 here, n, cfg, rerun=False, journal=journal, after_first=after if journal else None
             )

@@ -19,7 +19,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from celery import group
 
 from bench import peer_app
 from bench.probes import CpuMeter, calls_delta
-from bench.scenarios import Bench, BenchFor, Row, SystemConfig, ceiling, same_bench, system
+from bench.scenarios import Bench, BenchFor, Row, SystemConfig, bench_on, ceiling, system
 from bench.servers import wait_workers_ready
 from migrations.versions._catalog import PRODUCTS, SYNCED_AT_FIELD
 from orchestrator.stack import ManagedProcess, spawn
@@ -269,7 +268,7 @@ def run_series(
         rows: dict[str, list[Row]] = {who: [] for who in sides}
         for k, who in enumerate(run_order(i, runs_each, sides)):
             tag = f"peer-{latency:g}ms-{k}-{who}"
-            with (bench_for or partial(same_bench, bench))(tag) as here_bench:
+            with bench_on(bench, bench_for, tag) as here_bench:
                 here = ceiling(here_bench, n)
                 if who == PEER:
                     row = peer_run(here_bench, n, cfg)

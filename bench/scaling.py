@@ -12,11 +12,10 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import Any
 
 from backfill_engine.settings import DEFAULT_SUBCHUNK_SIZE
-from bench.scenarios import Bench, BenchFor, Row, SystemConfig, ceiling, same_bench, system
+from bench.scenarios import Bench, BenchFor, Row, SystemConfig, bench_on, ceiling, system
 
 DEFAULT_SCALING_PRODUCTS = 20_000
 DEFAULT_SCALING_LATENCIES_MS = (150.0, 300.0)
@@ -114,7 +113,7 @@ def run_all(
     for latency in latencies:
         for pool in pools:
             tag = f"scaling-{pool}-{latency:g}ms"
-            with (bench_for or partial(same_bench, bench))(tag) as here:
+            with bench_on(bench, bench_for, tag) as here:
                 rows += series(here, n, latency, pool, slots, per_process)
     return rows
 

@@ -148,13 +148,17 @@ class Bench:
 
 
 @contextmanager
-def same_bench(bench: Bench, tag: str) -> Iterator[Bench]:
-    """`bench` itself, for a series run on the servers it was given (no `bench_for`)."""
+def _same_bench(bench: Bench) -> Iterator[Bench]:
     yield bench
 
 
-# Gives a series' run (named by a tag) the Bench it runs on: `fresh_bench` or `same_bench`.
+# Gives a series' run (named by a tag) the Bench it runs on, e.g. `fresh_bench`.
 BenchFor = Callable[[str], AbstractContextManager[Bench]]
+
+
+def bench_on(bench: Bench, bench_for: BenchFor | None, tag: str) -> AbstractContextManager[Bench]:
+    """The Bench a series' run tagged `tag` runs on: `bench_for(tag)`, or `bench` itself."""
+    return bench_for(tag) if bench_for is not None else _same_bench(bench)
 
 
 @contextmanager
